@@ -1,0 +1,59 @@
+"""Secrets that must never live in the database: where they come from.
+
+A secret is taken from its setting (itself from `NAME` or `NAME_FILE` in the environment).
+In development, a missing secret is generated once into KEY_DIR with a loud warning, so
+`make run` works on a fresh machine; in production a missing secret stops the process.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import logging
+import os
+import secrets
+import threading
+from pathlib import Path
+
+from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
+
+logger = logging.getLogger(__name__)
+_lock = threading.Lock()
+
+
+def decode_key(raw: str, *, name: str, length: int = 32) -> bytes:
+    """Keys are written as hex or urlsafe base64 of exactly `length` bytes."""
+    text = raw.strip()
+    try:
+        key = bytes.fromhex(text)
+    except ValueError:
+        try:
+            key = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+        except (binascii.Error, ValueError):
+            raise ImproperlyConfigured(f"{name} is neither hex nor base64") from None
+    if len(key) != length:
+        raise ImproperlyConfigured(f"{name} must be {length} bytes, got {len(key)}")
+    return key
+
+
+def load_or_create_dev_key(name: str, configured: str | None, *, length: int = 32) -> bytes:
+    """The configured key, or (development only) a generated one kept under KEY_DIR."""
+    if configured:
+        return decode_key(configured, name=name, length=length)
+    if settings.PRODUCTION:
+        raise ImproperlyConfigured(f"MEDIMG_ENV=production needs {name} (or {name}_FILE)")
+    path = Path(settings.KEY_DIR) / f"{name.lower()}.key"
+    with _lock:
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as handle:
+                handle.write(secrets.token_hex(length))
+            logger.warning(
+                "DEVELOPMENT KEY GENERATED: %s was not set, so a random key was written to %s. "
+                "Anything protected by it is lost if that file is lost. Never use this in production.",
+                name,
+                path,
+            )
+        return decode_key(path.read_text(), name=name, length=length)
