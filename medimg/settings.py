@@ -104,7 +104,7 @@ VAR_DIR = Path(env_str("MEDIMG_VAR_DIR") or BASE_DIR / "var")
 # --- Applications ---------------------------------------------------------------------------
 
 INSTALLED_APPS = [
-    "django.contrib.admin",
+    "accounts.admin_config.MedimgAdminConfig",  # django.contrib.admin, role-checked site
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",
@@ -288,6 +288,23 @@ KEY_DIR = Path(env_str("MEDIMG_KEY_DIR") or VAR_DIR / "keys")
 AUDIT_HMAC_KEY = env_str("AUDIT_HMAC_KEY")
 if PRODUCTION and not AUDIT_HMAC_KEY:
     raise ImproperlyConfigured("MEDIMG_ENV=production needs AUDIT_HMAC_KEY (or AUDIT_HMAC_KEY_FILE)")
+# Ed25519 seed (32 bytes, hex or base64) that signs audit exports; derived from
+# AUDIT_HMAC_KEY when unset. Its public key (`manage.py audit_public_key`) checks exports.
+AUDIT_SIGNING_KEY = env_str("AUDIT_SIGNING_KEY")
+# Key-encryption keys for the per-scan data keys: "id1:hex,id2:hex" (or MEDIMG_KEKS_FILE), and
+# the id new data keys are wrapped with. Parsed and length-checked by imaging.crypto.key_ring.
+MEDIMG_KEKS = env_str("MEDIMG_KEKS")
+MEDIMG_KEK_CURRENT = env_str("MEDIMG_KEK_CURRENT")
+if PRODUCTION and not MEDIMG_KEKS:
+    raise ImproperlyConfigured("MEDIMG_ENV=production needs MEDIMG_KEKS (or MEDIMG_KEKS_FILE)")
+if MEDIMG_KEKS:
+    _kek_ids = [item.split(":", 1)[0].strip() for item in MEDIMG_KEKS.split(",") if item.strip()]
+    if any(":" not in item for item in MEDIMG_KEKS.split(",") if item.strip()):
+        raise ImproperlyConfigured("MEDIMG_KEKS entries must look like id:key")
+    if MEDIMG_KEK_CURRENT is None and len(_kek_ids) != 1:
+        raise ImproperlyConfigured("MEDIMG_KEK_CURRENT must name one of several MEDIMG_KEKS")
+    if MEDIMG_KEK_CURRENT is not None and MEDIMG_KEK_CURRENT not in _kek_ids:
+        raise ImproperlyConfigured(f"MEDIMG_KEK_CURRENT={MEDIMG_KEK_CURRENT!r} is not a KEK id")
 
 # --- Files and uploads ----------------------------------------------------------------------
 
@@ -300,6 +317,24 @@ UPLOAD_MAX_BYTES = env_int("UPLOAD_MAX_BYTES", 20 * 1024 * 1024, minimum=1024)
 UPLOAD_MAX_PIXELS = env_int("UPLOAD_MAX_PIXELS", 60_000_000, minimum=1)
 DATA_UPLOAD_MAX_MEMORY_SIZE = UPLOAD_MAX_BYTES + 1024 * 1024
 FILE_UPLOAD_MAX_MEMORY_SIZE = 2_621_440
+# Local disk writes are temp file + fsync + rename (imaging.storage); S3 can replace it here.
+STORAGES = {
+    "default": {"BACKEND": "imaging.storage.AtomicFileSystemStorage"},
+    "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+}
+
+# --- Imaging pipeline -----------------------------------------------------------------------
+
+# Detector classes whose boxes are encrypted and filled; empty means every class.
+IMAGING_REDACT_CLASSES = env_list("IMAGING_REDACT_CLASSES", [])
+# Pixels of margin added around each detected box before it is cropped and filled.
+IMAGING_BOX_PADDING = env_int("IMAGING_BOX_PADDING", 4, minimum=0)
+# An upload whose perceptual hash is this close (Hamming bits) to another's is flagged.
+IMAGING_DUPLICATE_MAX_DISTANCE = env_int("IMAGING_DUPLICATE_MAX_DISTANCE", 6, minimum=0)
+# The detector the pipeline calls (dotted path to a function: uint8 frame -> detections).
+IMAGING_DETECTOR = env_str("IMAGING_DETECTOR") or "imaging.detection.detect"
+# Transient failures (storage, database) are retried with exponential backoff this often.
+IMAGING_TASK_MAX_RETRIES = env_int("IMAGING_TASK_MAX_RETRIES", 5, minimum=0)
 
 # --- Security headers -----------------------------------------------------------------------
 
