@@ -1,0 +1,89 @@
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import models
+
+
+class Action(models.TextChoices):
+    LOGIN = "login"
+    LOGIN_FAILED = "login_failed"
+    LOGOUT = "logout"
+    TOKEN_REFRESHED = "token_refreshed"
+    USER_REGISTERED = "user_registered"
+    USER_CREATED = "user_created"
+    ADMIN_CHANGE = "admin_change"
+    REQUEST_REFUSED = "request_refused"
+    PATIENT_CREATED = "patient_created"
+    PATIENT_VIEWED = "patient_viewed"
+    PATIENT_LISTED = "patient_listed"
+    PATIENT_UPDATED = "patient_updated"
+    PATIENT_NOTE_ADDED = "patient_note_added"
+    AUDIT_EXPORTED = "audit_exported"
+    SCAN_UPLOADED = "scan_uploaded"
+    SCAN_PROCESSED = "scan_processed"
+    SCAN_FAILED = "scan_failed"
+    SCAN_VIEWED = "scan_viewed"
+    SCAN_RESTORED = "scan_restored"
+    REGION_DECRYPTED = "region_decrypted"
+    REGIONS_EDITED = "regions_edited"
+
+
+class Outcome(models.TextChoices):
+    SUCCESS = "success"
+    REFUSED = "refused"
+    FAILURE = "failure"
+
+
+class AuditEvent(models.Model):
+    """One append-only, hash-chained entry. Never updated or deleted (PostgreSQL enforces it)."""
+
+    sequence = models.PositiveBigIntegerField(unique=True)
+    created_at = models.DateTimeField()
+    # No database constraint: deleting a user must never touch the log, and the log keeps
+    # a copy of the username for when the user is gone.
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.DO_NOTHING,
+        db_constraint=False,
+        related_name="+",
+    )
+    actor_username = models.CharField(max_length=150, blank=True)
+    role = models.CharField(max_length=16, blank=True)
+    action = models.CharField(max_length=32, choices=Action.choices)
+    target_type = models.CharField(max_length=32, blank=True)
+    target_id = models.CharField(max_length=128, blank=True)
+    outcome = models.CharField(max_length=16, choices=Outcome.choices, default=Outcome.SUCCESS)
+    ip = models.GenericIPAddressField(null=True, blank=True)
+    user_agent = models.CharField(max_length=512, blank=True)
+    details = models.JSONField(default=dict, blank=True)
+    prev_hash = models.CharField(max_length=64)
+    hash = models.CharField(max_length=64, unique=True)
+
+    class Meta:
+        ordering = ["sequence"]
+        indexes = [
+            models.Index(fields=["created_at"]),
+            models.Index(fields=["action", "created_at"]),
+            models.Index(fields=["target_type", "target_id"]),
+        ]
+
+    def __str__(self) -> str:
+        return f"#{self.sequence} {self.action} by {self.actor_username or '-'}"
+
+
+class AuditAnchor(models.Model):
+    """The chain head, signed with a key kept outside the database.
+
+    Deleting the newest events leaves a chain that still links; the anchor is how
+    `audit_verify` notices the truncation. There is one row (pk=1), created by migration.
+    """
+
+    sequence = models.PositiveBigIntegerField(default=0)
+    hash = models.CharField(max_length=64)
+    mac = models.CharField(max_length=64, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    def __str__(self) -> str:
+        return f"head #{self.sequence} {self.hash[:12]}"

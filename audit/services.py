@@ -1,0 +1,198 @@
+"""Writing the audit log. `audit_record` is the only way an event is appended."""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import json
+import math
+import tempfile
+import threading
+from dataclasses import dataclass
+from datetime import date
+from typing import IO, Any
+
+from django.core.exceptions import ValidationError
+from django.db import connection, models, transaction
+from django.http import HttpRequest
+from django.utils import timezone
+from django.utils.ipv6 import clean_ipv6_address
+
+from audit.chain import GENESIS_HASH, anchor_mac, entry_hash, signing_key
+from audit.export import write_export
+from audit.models import Action, AuditAnchor, AuditEvent, Outcome
+from audit.selectors import chain_events, chain_snapshot, sequence_range
+
+# SQLite ignores SELECT ... FOR UPDATE; in the single-process development server this
+# lock is what keeps two threads from reading the same chain head.
+_sqlite_lock = threading.Lock()
+
+
+def client_ip(request: HttpRequest | None) -> str | None:
+    if request is None:
+        return None
+    # REMOTE_ADDR only: X-Forwarded-For is client-controlled unless a trusted proxy
+    # rewrites REMOTE_ADDR (configure the proxy, not this function).
+    raw = (request.META.get("REMOTE_ADDR") or "").strip()
+    try:
+        if ":" in raw:
+            # Normalised exactly as the model field stores it, or the stored row would not
+            # match its hash ("0:0::1" is stored as "::1").
+            return clean_ipv6_address(raw)
+        return str(ipaddress.IPv4Address(raw))
+    except (ValueError, ValidationError):
+        return None
+
+
+def _text(value: str, limit: int) -> str:
+    # PostgreSQL text cannot hold NUL; a header or a typed username must not break auditing.
+    return value.replace("\x00", "\ufffd")[:limit]
+
+
+def _stable_numbers(value: Any) -> Any:
+    # jsonb gives 1e+20 back as 100000000000000000000 and refuses NaN: the row would no longer
+    # match its hash. Such floats are kept as their text; ordinary ones round-trip exactly.
+    if isinstance(value, float) and (not math.isfinite(value) or "e" in repr(value)):
+        return repr(value)
+    if isinstance(value, dict):
+        return {key: _stable_numbers(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_stable_numbers(item) for item in value]
+    return value
+
+
+def _jsonable(details: dict[str, Any] | None) -> dict[str, Any]:
+    # Round-trip through JSON so the hashed value is exactly what the database gives back
+    # (jsonb refuses \u0000, so it is replaced like in plain text).
+    text = json.dumps(details or {}, default=str, sort_keys=True).replace("\\u0000", "\\ufffd")
+    return _stable_numbers(json.loads(text))
+
+
+def audit_record(
+    *,
+    action: Action | str,
+    actor: Any = None,
+    target: models.Model | None = None,
+    target_type: str = "",
+    target_id: str | int = "",
+    outcome: Outcome | str = Outcome.SUCCESS,
+    request: HttpRequest | None = None,
+    details: dict[str, Any] | None = None,
+    username: str = "",
+) -> AuditEvent:
+    """Append one event to the chain.
+
+    `actor` is a user or None (anonymous); `username` names an anonymous actor such as the
+    name typed into a failed login. Runs inside the caller's transaction when there is one,
+    so an event is committed exactly when the action it describes is.
+    """
+    if actor is not None and not getattr(actor, "is_authenticated", False):
+        actor = None
+    if target is not None:
+        target_type = target_type or target._meta.model_name or ""
+        target_id = target_id or str(target.pk)
+    user_agent = request.META.get("HTTP_USER_AGENT", "") if request is not None else ""
+
+    fields: dict[str, Any] = {
+        "actor_id": actor.pk if actor is not None else None,
+        "actor_username": _text(actor.get_username() if actor is not None else username, 150),
+        "role": getattr(actor, "role", "") if actor is not None else "",
+        "action": str(action),
+        "target_type": _text(target_type, 32),
+        "target_id": _text(str(target_id), 128),
+        "outcome": str(outcome),
+        "ip": client_ip(request),
+        "user_agent": _text(user_agent, 512),
+        "details": _jsonable(details),
+    }
+    if connection.vendor == "sqlite":
+        with _sqlite_lock:
+            return _append(fields)
+    return _append(fields)
+
+
+def _locked_anchor() -> AuditAnchor:
+    anchor = AuditAnchor.objects.select_for_update().filter(pk=1).first()
+    if anchor is None:
+        # The genesis row comes from a migration; a test flush (TRUNCATE) removes it with
+        # the events. Recreate it at genesis: if events were left behind, the next append
+        # collides with their sequence numbers and fails loudly instead of forking.
+        AuditAnchor.objects.get_or_create(pk=1, defaults={"sequence": 0, "hash": GENESIS_HASH})
+        anchor = AuditAnchor.objects.select_for_update().get(pk=1)
+    return anchor
+
+
+def _append(fields: dict[str, Any]) -> AuditEvent:
+    with transaction.atomic():
+        # Serialise appends: two writers must not fork the chain. The anchor row is the lock.
+        anchor = _locked_anchor()
+        # Time is taken under the lock, so it never goes back as the sequence goes up and a
+        # date range is a contiguous piece of the chain.
+        fields["created_at"] = timezone.now()
+        fields["sequence"] = anchor.sequence + 1
+        fields["prev_hash"] = anchor.hash
+        fields["hash"] = entry_hash(fields)
+        event = AuditEvent.objects.create(**fields)
+        anchor.sequence = event.sequence
+        anchor.hash = event.hash
+        anchor.mac = anchor_mac(event.sequence, event.hash)
+        anchor.save(update_fields=["sequence", "hash", "mac", "updated_at"])
+        return event
+
+
+@dataclass(frozen=True)
+class AuditExport:
+    file: IO[bytes]  # positioned at the start; the caller closes it
+    count: int
+    sha256: str
+
+
+def audit_export(
+    *,
+    since: date | None = None,
+    until: date | None = None,
+    actor: Any = None,
+    request: HttpRequest | None = None,
+    via: str = "api",
+) -> AuditExport:
+    """Write a signed export of the events in [since, until] (whole UTC days) and audit it.
+
+    The export is read from one snapshot and signed first; the AUDIT_EXPORTED event is
+    appended afterwards, so it is never inside the file it describes (the next export of
+    the day holds it, and both verify).
+    """
+    # Handed to the caller open (it becomes the response body), so no `with` here.
+    spool: IO[bytes] = tempfile.SpooledTemporaryFile(max_size=8 * 1024 * 1024)  # noqa: SIM115
+    with chain_snapshot():
+        bounds = sequence_range(since, until)
+        events = chain_events(*bounds) if bounds is not None else iter(())
+        signature = write_export(
+            events,
+            spool,
+            key=signing_key(),
+            since=since.isoformat() if since else None,
+            until=until.isoformat() if until else None,
+            exported_at=timezone.now(),
+        )
+    spool.seek(0)
+    digest = hashlib.sha256()
+    for block in iter(lambda: spool.read(1 << 20), b""):
+        digest.update(block)
+    spool.seek(0)
+    audit_record(
+        action=Action.AUDIT_EXPORTED,
+        actor=actor,
+        username="" if actor is not None else f"({via})",
+        request=request,
+        target_type="auditevent",
+        details={
+            "via": via,
+            "since": signature["since"],
+            "until": signature["until"],
+            "count": signature["count"],
+            "first_sequence": signature["first_sequence"],
+            "last_sequence": signature["last_sequence"],
+            "file_sha256": digest.hexdigest(),
+        },
+    )
+    return AuditExport(file=spool, count=signature["count"], sha256=digest.hexdigest())
