@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 import pytest
 from rest_framework.test import APIClient
 
+from accounts import login_guard
 from accounts.models import Role
 
 PASSWORD = "correct-horse-battery-staple-42"
@@ -58,3 +60,10 @@ def _isolated_media(settings: Any, tmp_path: Any) -> None:
     """Each test writes uploads and generated keys under its own temporary folder."""
     settings.MEDIA_ROOT = tmp_path / "media"
     settings.KEY_DIR = tmp_path / "keys"
+
+
+@pytest.fixture(autouse=True)
+def _isolated_login_guard(monkeypatch: Any) -> None:
+    """Failed-login counters live in the shared cache (Redis in CI): each test counts its own,
+    so failures in one test cannot lock a persona out in another."""
+    monkeypatch.setattr(login_guard, "KEY_PREFIX", f"login-failures-test-{uuid.uuid4().hex}")

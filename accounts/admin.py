@@ -1,0 +1,100 @@
+"""Users in Django admin: role, activation, last login. Roles change only through services."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib import admin, messages
+from django.contrib.auth.admin import UserAdmin as DjangoUserAdmin
+from django.contrib.auth.forms import AdminUserCreationForm, UserChangeForm
+from django.db.models import QuerySet
+from django.http import HttpRequest
+
+from accounts.models import User
+from accounts.services import user_set_active, user_set_role
+from medimg.errors import ApplicationError
+
+
+class UserCreationAdminForm(AdminUserCreationForm):
+    class Meta(AdminUserCreationForm.Meta):
+        model = User
+        fields = ("username", "role")
+
+
+class UserChangeAdminForm(UserChangeForm):
+    class Meta(UserChangeForm.Meta):
+        model = User
+
+
+@admin.register(User)
+class UserAdmin(DjangoUserAdmin):
+    form = UserChangeAdminForm
+    add_form = UserCreationAdminForm
+    list_display = ("username", "role", "is_active", "last_login", "date_joined")
+    list_filter = ("role", "is_active")
+    search_fields = ("username", "first_name", "last_name", "email")
+    ordering = ("username",)
+    actions = ["activate_users", "deactivate_users"]
+    # Staff and superuser flags follow the role; groups and per-user permissions are unused
+    # (access is by role), so none of them is editable here.
+    fieldsets = (
+        (None, {"fields": ("username", "password")}),
+        ("Personal info", {"fields": ("first_name", "last_name", "email")}),
+        ("Access", {"fields": ("role", "is_active", "is_staff", "is_superuser")}),
+        ("Important dates", {"fields": ("last_login", "date_joined")}),
+    )
+    add_fieldsets = (
+        (
+            None,
+            {
+                "classes": ("wide",),
+                "fields": ("username", "role", "usable_password", "password1", "password2"),
+            },
+        ),
+    )
+    readonly_fields = ("is_staff", "is_superuser", "last_login", "date_joined")
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> Any:
+        fields = tuple(super().get_readonly_fields(request, obj))
+        if obj is not None and obj.pk == request.user.pk:
+            # An admin cannot lock themselves out by demoting or deactivating their own account.
+            fields += ("role", "is_active")
+        return fields
+
+    def save_model(self, request: HttpRequest, obj: User, form: Any, change: bool) -> None:
+        role, active = obj.role, obj.is_active
+        if change:
+            # Save everything else with the stored role and activation first; the services
+            # then change those (the role together with the staff flags) and audit them.
+            if "role" in form.changed_data:
+                obj.role = form.initial["role"]
+            if "is_active" in form.changed_data:
+                obj.is_active = form.initial["is_active"]
+        super().save_model(request, obj, form, change)
+        actor: User = request.user  # type: ignore[assignment]
+        user_set_role(user=obj, role=role, actor=actor, request=request)
+        if change:
+            user_set_active(user=obj, active=active, actor=actor, request=request)
+
+    def _set_active(self, request: HttpRequest, queryset: QuerySet[User], active: bool) -> None:
+        changed = 0
+        for user in queryset:
+            try:
+                changed += user_set_active(
+                    user=user,
+                    active=active,
+                    actor=request.user,  # type: ignore[arg-type]
+                    request=request,
+                )
+            except ApplicationError as exc:
+                self.message_user(request, f"{user.username}: {exc.message}", messages.WARNING)
+        verb = "activated" if active else "deactivated"
+        self.message_user(request, f"{changed} account(s) {verb}.", messages.SUCCESS)
+
+    @admin.action(description="Activate selected accounts", permissions=["change"])
+    def activate_users(self, request: HttpRequest, queryset: QuerySet[User]) -> None:
+        self._set_active(request, queryset, True)
+
+    @admin.action(description="Deactivate selected accounts", permissions=["change"])
+    def deactivate_users(self, request: HttpRequest, queryset: QuerySet[User]) -> None:
+        self._set_active(request, queryset, False)

@@ -1,0 +1,323 @@
+"""Writes for accounts: registration, creation by an operator, roles, activation, JWT sessions.
+
+Roles are set here and nowhere else. `is_staff` and `is_superuser` are derived from the role
+(admin role <-> staff and superuser), so no form or request can grant one without the other.
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+from typing import Any
+
+from django.contrib.auth import authenticate
+from django.contrib.auth.models import update_last_login
+from django.contrib.auth.password_validation import validate_password
+from django.core.exceptions import ValidationError as DjangoValidationError
+from django.db import IntegrityError, transaction
+from django.http import HttpRequest
+from rest_framework.exceptions import AuthenticationFailed, Throttled
+from rest_framework_simplejwt.exceptions import InvalidToken, TokenError
+from rest_framework_simplejwt.settings import api_settings as jwt_settings
+from rest_framework_simplejwt.token_blacklist.models import BlacklistedToken, OutstandingToken
+from rest_framework_simplejwt.tokens import RefreshToken
+from rest_framework_simplejwt.utils import datetime_from_epoch, get_md5_hash_password
+
+from accounts.login_guard import (
+    FAILURE_WINDOW_SECONDS,
+    login_failure_note,
+    login_failures_clear,
+    login_locked,
+)
+from accounts.models import Role, User
+from audit.models import Action, Outcome
+from audit.services import audit_record, client_ip
+from medimg.errors import ApplicationError
+
+# Self-service registration may ask for these roles only; admins come from `adduser`.
+REGISTRABLE_ROLES = frozenset({Role.TECHNICIAN, Role.DOCTOR})
+
+
+class PasswordRejected(ApplicationError):
+    """The password fails Django's validators; `messages` lists every reason."""
+
+    def __init__(self, messages: list[str]) -> None:
+        super().__init__(code="invalid_password", message=" ".join(messages))
+        self.messages = messages
+
+
+def _check_password(password: str, user: User) -> None:
+    try:
+        validate_password(password, user=user)
+    except DjangoValidationError as exc:
+        raise PasswordRejected(list(exc.messages)) from None
+
+
+def _check_username_free(username: str) -> None:
+    # Case-insensitive: "Tina" next to "tina" invites impersonation in the audit log.
+    if User.objects.filter(username__iexact=username).exists():
+        raise ApplicationError(code="username_taken", message="That username is not available.")
+
+
+def _apply_role(user: User, role: str) -> None:
+    user.role = role
+    user.is_staff = role == Role.ADMIN
+    user.is_superuser = role == Role.ADMIN
+
+
+def _new_user(*, username: str, password: str, role: str, active: bool, **profile: str) -> User:
+    user = User(username=username, is_active=active, **profile)
+    _apply_role(user, role)
+    # full_clean also NFKC-normalises the username, so "ﬁona" and "fiona" are one name.
+    user.full_clean(exclude=["password"], validate_unique=False)
+    _check_password(password, user)
+    _check_username_free(user.username)
+    user.set_password(password)
+    try:
+        # A savepoint, so a concurrent registration of the same name leaves the outer
+        # transaction usable and the caller gets the same error as the check above.
+        with transaction.atomic():
+            user.save()
+    except IntegrityError:
+        raise ApplicationError(
+            code="username_taken", message="That username is not available."
+        ) from None
+    return user
+
+
+def _full_clean_errors(exc: DjangoValidationError) -> ApplicationError:
+    fields = exc.message_dict if hasattr(exc, "error_dict") else {"__all__": exc.messages}
+    first = next(iter(fields.items()))
+    return ApplicationError(code="invalid", message=f"{first[0]}: {' '.join(first[1])}")
+
+
+@transaction.atomic
+def user_register(
+    *,
+    username: str,
+    password: str,
+    role: str,
+    email: str = "",
+    first_name: str = "",
+    last_name: str = "",
+    request: HttpRequest | None = None,
+) -> User:
+    """Self-service sign-up: an inactive account until an admin activates it."""
+    if role == Role.ADMIN:
+        raise ApplicationError(
+            code="role_not_allowed",
+            message="Administrator accounts cannot be requested; an administrator creates them.",
+        )
+    if role not in REGISTRABLE_ROLES:
+        raise ApplicationError(code="invalid_role", message="Role must be technician or doctor.")
+    try:
+        user = _new_user(
+            username=username,
+            password=password,
+            role=role,
+            active=False,
+            email=email,
+            first_name=first_name,
+            last_name=last_name,
+        )
+    except DjangoValidationError as exc:
+        raise _full_clean_errors(exc) from None
+    audit_record(
+        action=Action.USER_REGISTERED,
+        target=user,
+        username=user.username,
+        request=request,
+        details={"requested_role": role},
+    )
+    return user
+
+
+@transaction.atomic
+def user_create(
+    *,
+    username: str,
+    password: str,
+    role: str,
+    actor: User | None = None,
+    email: str = "",
+    request: HttpRequest | None = None,
+    via: str = "adduser",
+) -> User:
+    """An operator creates an active account with any role (the `adduser` command)."""
+    if role not in Role.values:
+        raise ApplicationError(
+            code="invalid_role", message=f"Role must be one of: {', '.join(Role.values)}."
+        )
+    try:
+        user = _new_user(username=username, password=password, role=role, active=True, email=email)
+    except DjangoValidationError as exc:
+        raise _full_clean_errors(exc) from None
+    audit_record(
+        action=Action.USER_CREATED,
+        actor=actor,
+        target=user,
+        request=request,
+        details={"role": role, "via": via},
+    )
+    return user
+
+
+@transaction.atomic
+def user_set_role(
+    *, user: User, role: str, actor: User, request: HttpRequest | None = None
+) -> User:
+    """Give `user` a role and the staff flags that go with it (called from Django admin)."""
+    if role not in Role.values:
+        raise ApplicationError(code="invalid_role", message="Unknown role.")
+    if user.pk == actor.pk and role != Role.ADMIN:
+        # An admin demoting themselves could leave no one able to repair it.
+        raise ApplicationError(
+            code="cannot_demote_self", message="You cannot change your own role."
+        )
+    previous = User.objects.filter(pk=user.pk).values_list("role", flat=True).first()
+    _apply_role(user, role)
+    user.save(update_fields=["role", "is_staff", "is_superuser"])
+    if previous != role:
+        audit_record(
+            action=Action.ADMIN_CHANGE,
+            actor=actor,
+            target=user,
+            request=request,
+            details={"change": "role", "from": previous or "", "to": role},
+        )
+    return user
+
+
+@transaction.atomic
+def user_set_active(
+    *, user: User, active: bool, actor: User, request: HttpRequest | None = None
+) -> bool:
+    """Activate or deactivate an account. Returns whether anything changed."""
+    if user.pk == actor.pk and not active:
+        raise ApplicationError(
+            code="cannot_deactivate_self", message="You cannot deactivate your own account."
+        )
+    if user.is_active == active:
+        return False
+    user.is_active = active
+    user.save(update_fields=["is_active"])
+    audit_record(
+        action=Action.ADMIN_CHANGE,
+        actor=actor,
+        target=user,
+        request=request,
+        details={"change": "activated" if active else "deactivated"},
+    )
+    return True
+
+
+def strong_password() -> str:
+    """A random password that passes every configured validator (about 190 bits)."""
+    return secrets.token_urlsafe(24)
+
+
+# --- JWT sessions -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TokenPair:
+    access: str
+    refresh: str
+
+
+def _no_active_account() -> AuthenticationFailed:
+    return AuthenticationFailed(
+        "No active account found with the given credentials.", code="no_active_account"
+    )
+
+
+def _refresh_token(raw: str) -> RefreshToken:
+    """Parse and verify a refresh token: signature, expiry, type and blacklist."""
+    try:
+        return RefreshToken(raw)  # type: ignore[arg-type]
+    except TokenError as exc:
+        raise InvalidToken(exc.args[0]) from exc
+
+
+def _token_user(token: RefreshToken) -> User:
+    user = User.objects.filter(pk=token.get(jwt_settings.USER_ID_CLAIM)).first()
+    if user is None or not user.is_active:
+        raise AuthenticationFailed(
+            "No active account found for the given token.", code="no_active_account"
+        )
+    # simplejwt checks this claim on access tokens only; a refresh token issued before a
+    # password change must not mint new access tokens either.
+    if jwt_settings.CHECK_REVOKE_TOKEN and token.get(
+        jwt_settings.REVOKE_TOKEN_CLAIM
+    ) != get_md5_hash_password(user.password):
+        raise AuthenticationFailed(
+            "The password has changed since this token was issued.", code="password_changed"
+        )
+    return user
+
+
+def _blacklist_once(token: RefreshToken, user: User | None) -> None:
+    """Blacklist `token`, refusing if it already was: each refresh token works exactly once.
+
+    simplejwt's own `blacklist()` uses get_or_create and so lets two concurrent uses of the
+    same token both succeed; the unique row created here lets only one of them through.
+    """
+    outstanding, _ = OutstandingToken.objects.get_or_create(
+        jti=token[jwt_settings.JTI_CLAIM],
+        defaults={
+            "user": user,
+            "created_at": token.current_time,
+            "token": str(token),
+            "expires_at": datetime_from_epoch(token["exp"]),
+        },
+    )
+    try:
+        with transaction.atomic():
+            BlacklistedToken.objects.create(token=outstanding)
+    except IntegrityError:
+        raise InvalidToken("Token is blacklisted") from None
+
+
+def auth_token_obtain(*, username: str, password: str, request: Any) -> TokenPair:
+    """Password login for API clients. Failures are audited by Django's user_login_failed."""
+    ip = client_ip(request)
+    if login_locked(username=username, ip=ip):
+        audit_record(
+            action=Action.LOGIN_FAILED,
+            outcome=Outcome.REFUSED,
+            username=username,
+            request=request,
+            details={"method": "jwt", "reason": "too_many_failures"},
+        )
+        raise Throttled(
+            wait=FAILURE_WINDOW_SECONDS, detail="Too many failed logins. Try again later."
+        )
+    user = authenticate(request, username=username, password=password)
+    if user is None or not user.is_active:
+        login_failure_note(username=username, ip=ip)
+        raise _no_active_account()
+    login_failures_clear(username=username, ip=ip)
+    refresh = RefreshToken.for_user(user)
+    update_last_login(None, user)
+    audit_record(action=Action.LOGIN, actor=user, request=request, details={"method": "jwt"})
+    return TokenPair(access=str(refresh.access_token), refresh=str(refresh))
+
+
+@transaction.atomic
+def auth_token_refresh(*, refresh: str, request: Any) -> TokenPair:
+    """Swap a refresh token for a new pair; the old refresh token stops working."""
+    token = _refresh_token(refresh)
+    user = _token_user(token)
+    _blacklist_once(token, user)
+    new_refresh = RefreshToken.for_user(user)
+    audit_record(action=Action.TOKEN_REFRESHED, actor=user, request=request)
+    return TokenPair(access=str(new_refresh.access_token), refresh=str(new_refresh))
+
+
+@transaction.atomic
+def auth_logout(*, refresh: str, request: Any) -> None:
+    """End an API session: the refresh token is blacklisted. Holding it is the credential."""
+    token = _refresh_token(refresh)
+    user = User.objects.filter(pk=token.get(jwt_settings.USER_ID_CLAIM)).first()
+    _blacklist_once(token, user)
+    audit_record(action=Action.LOGOUT, actor=user, request=request, details={"method": "jwt"})
