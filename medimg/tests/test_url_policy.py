@@ -1,0 +1,329 @@
+"""Who may call what: one table for every URL, checked against the URL conf. Deny by default.
+
+`POLICY` has one row per URL pattern and HTTP method with the expected outcome for each role.
+`test_it_has_a_policy_for_every_url` walks the whole URL conf and fails on any pattern (or any
+method a class-based view answers) that has no row, so a new URL cannot ship without someone
+deciding who may call it. `test_it_enforces_the_policy` then makes every request in the table
+as every role and checks the outcome.
+
+TO ADD A URL: add a `Rule` per method to POLICY, in your app's section (the failure message
+of the walker prints stubs to start from). If the route has a path parameter that is not in
+`path_values` yet, add an object for it to that fixture. Give a `body` when the allowed
+request needs one to succeed.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import quote, urlsplit
+
+import pytest
+from django.conf import settings
+from django.http import HttpResponse
+from django.shortcuts import resolve_url
+from django.urls import URLPattern, URLResolver, get_resolver, resolve, reverse
+from rest_framework.test import APIClient
+
+from patients.models import Patient
+
+# Outcome classes.
+ALLOW = "allow"  # Let through: not 401/403, not 404/405 (a wrong row), not 5xx, not to a login.
+UNAUTHENTICATED = "401"
+FORBIDDEN = "403"
+LOGIN = "redirect-login"  # A page: 302 to settings.LOGIN_URL.
+ADMIN_LOGIN = "redirect-admin-login"  # Django admin: 302 to the admin login page.
+
+ROLES = ("anonymous", "outsider", "technician", "doctor", "admin")
+
+# Everything under this prefix is Django admin: one row group, sampled by the rows below
+# whose route starts with it (admin_view guards every admin page the same way).
+ADMIN_PREFIX = "admin/"
+
+# The only outcomes an anonymous API caller, or a signed-in caller with no clinical role, may
+# get on patient data.
+_API_CLINICAL = (UNAUTHENTICATED, FORBIDDEN, ALLOW, ALLOW, FORBIDDEN)
+_API_TECHNICIAN = (UNAUTHENTICATED, FORBIDDEN, ALLOW, FORBIDDEN, FORBIDDEN)
+_API_DOCTOR = (UNAUTHENTICATED, FORBIDDEN, FORBIDDEN, ALLOW, FORBIDDEN)
+_API_SIGNED_IN = (UNAUTHENTICATED, ALLOW, ALLOW, ALLOW, ALLOW)
+_ADMIN_PAGE = (ADMIN_LOGIN, ADMIN_LOGIN, ADMIN_LOGIN, ADMIN_LOGIN, ALLOW)
+_EVERYONE = (ALLOW, ALLOW, ALLOW, ALLOW, ALLOW)
+
+
+@dataclass(frozen=True)
+class Rule:
+    """Expected outcomes of one method on one URL pattern, in ROLES order."""
+
+    route: str  # As the walker prints it, e.g. "api/patients/<str:patient_id>/".
+    method: str
+    outcomes: tuple[str, str, str, str, str]
+    body: dict[str, Any] | None = None  # Sent as JSON (or as a form, see `form`).
+    form: bool = False
+    path: str | None = None  # A concrete path, for admin samples and regex routes.
+    query: dict[str, str] = field(default_factory=dict)
+
+    def outcome(self, role: str) -> str:
+        return self.outcomes[ROLES.index(role)]
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.route, self.method)
+
+
+# fmt: off
+POLICY: list[Rule] = [
+    # ---- Django admin (row group; see ADMIN_PREFIX) ---------------------------------------
+    Rule("admin/", "GET", _ADMIN_PAGE),
+    Rule("admin/login/", "GET", _EVERYONE),
+    Rule("admin/patients/patient/", "GET", _ADMIN_PAGE),
+    Rule("admin/accounts/user/", "GET", _ADMIN_PAGE, path="/admin/accounts/user/"),
+    Rule("admin/audit/auditevent/", "GET", _ADMIN_PAGE, path="/admin/audit/auditevent/"),
+
+    # ---- API schema and docs: any signed-in user ------------------------------------------
+    Rule("api/schema/", "GET", _API_SIGNED_IN),
+    Rule("api/docs/", "GET", _API_SIGNED_IN),
+
+    # ---- patients ------------------------------------------------------------------------
+    Rule("api/patients/", "GET", _API_CLINICAL, query={"q": "MRN"}),
+    Rule("api/patients/", "POST", _API_TECHNICIAN, body={"id": "MRN-POLICY", "name": "New"}),
+    Rule("api/patients/<str:patient_id>/", "GET", _API_CLINICAL),
+    Rule("api/patients/<str:patient_id>/", "PATCH", _API_TECHNICIAN, body={"age": 61}),
+    Rule("api/patients/<str:patient_id>/notes/", "GET", _API_CLINICAL),
+    Rule("api/patients/<str:patient_id>/notes/", "POST", _API_DOCTOR, body={"text": "Seen."}),
+
+    # ---- accounts: pages and /api/auth/* (added by the accounts engineer) ------------------
+    # Home: one page per role (outsider: "no role yet"); only technicians create patients.
+    Rule("", "GET", (LOGIN, ALLOW, ALLOW, ALLOW, ALLOW)),
+    Rule("", "POST", (LOGIN, FORBIDDEN, ALLOW, FORBIDDEN, FORBIDDEN),
+         body={"id": "MRN-HOME", "name": "New"}, form=True),
+    Rule("login/", "GET", _EVERYONE),
+    Rule("login/", "POST", _EVERYONE, body={"username": "nobody", "password": "x"}, form=True),
+    # Logging out always lands on the login page, whoever asks.
+    Rule("logout/", "POST", (LOGIN, LOGIN, LOGIN, LOGIN, LOGIN), body={}, form=True),
+    Rule("api/auth/register/", "POST", _EVERYONE,
+         body={"username": "policy-new", "password": "plum-velvet-harbour-917", "role": "doctor"}),
+    # Credentials in the body are the only way in; a session changes nothing (tina: conftest).
+    Rule("api/auth/token/", "POST", _EVERYONE,
+         body={"username": "tina", "password": "correct-horse-battery-staple-42"}),
+    # The refresh token is the credential: a session without one is refused. (The allowed
+    # path is tested in accounts/tests/test_tokens.py: tokens cannot be written in a table.)
+    Rule("api/auth/token/refresh/", "POST", (UNAUTHENTICATED,) * 5, body={"refresh": "none"}),
+    Rule("api/auth/logout/", "POST", (UNAUTHENTICATED,) * 5, body={"refresh": "none"}),
+    Rule("api/auth/me/", "GET", _API_SIGNED_IN),
+
+    # ---- audit: /api/audit/* (added by the audit engineer) ---------------------------------
+    Rule("api/audit/events/", "GET", (UNAUTHENTICATED, FORBIDDEN, FORBIDDEN, FORBIDDEN, ALLOW),
+         query={"action": "login"}),
+    Rule("api/audit/verify/", "GET", (UNAUTHENTICATED, FORBIDDEN, FORBIDDEN, FORBIDDEN, ALLOW)),
+    Rule("api/audit/export/", "GET", (UNAUTHENTICATED, FORBIDDEN, FORBIDDEN, FORBIDDEN, ALLOW),
+         query={"since": "2026-01-01"}),
+
+    # ---- imaging: /api/images/* and friends (added by the imaging engineer) ----------------
+    # The policy scan is not processed yet: image endpoints answer 409 scan_not_ready to the
+    # roles let through, which is still "let through".
+    Rule("api/patients/<str:patient_id>/images/", "GET", _API_CLINICAL),
+    Rule("api/patients/<str:patient_id>/images/", "POST", _API_TECHNICIAN, body={}, form=True),
+    Rule("api/images/<int:scan_id>/", "GET", _API_CLINICAL),
+    Rule("api/images/<int:scan_id>/status/", "GET", _API_CLINICAL),
+    Rule("api/images/<int:scan_id>/redacted/", "GET", _API_CLINICAL),
+    Rule("api/images/<int:scan_id>/grid/", "GET", _API_CLINICAL),
+    Rule("api/images/<int:scan_id>/regions/", "GET", _API_CLINICAL),
+    Rule("api/images/<int:scan_id>/similar/", "GET", _API_CLINICAL),
+    Rule("api/images/<int:scan_id>/restore/", "GET", _API_DOCTOR),
+    Rule("api/regions/<int:region_id>/", "GET", _API_DOCTOR),
+    Rule("api/stats/processing/", "GET", (UNAUTHENTICATED, FORBIDDEN, FORBIDDEN, FORBIDDEN, ALLOW)),
+    Rule("admin/imaging/scan/", "GET", _ADMIN_PAGE, path="/admin/imaging/scan/"),
+]
+# fmt: on
+
+
+@pytest.fixture
+def path_values(patient_for_policy: Patient, scan_for_policy: Any) -> dict[str, str]:
+    """An existing object for each path parameter name used in POLICY routes."""
+    return {
+        "patient_id": patient_for_policy.id,
+        "scan_id": str(scan_for_policy.pk),
+        "region_id": str(scan_for_policy.regions.get().pk),
+    }
+
+
+@pytest.fixture
+def scan_for_policy(patient_for_policy: Patient) -> Any:
+    """An uploaded (not yet processed) scan with one region row."""
+    from imaging.models import Region, Scan
+
+    scan = Scan.objects.create(
+        patient=patient_for_policy,
+        original_filename="policy.png",
+        format="png",
+        size_bytes=1,
+        width=8,
+        height=8,
+        pixel_dtype="uint8",
+        pixels_sha256="0" * 64,
+        original_path="scans/policy/original.enc",
+        wrapped_key=b"",
+        key_id="dev",
+    )
+    Region.objects.create(
+        scan=scan,
+        index=0,
+        label="phi_text",
+        confidence=0.9,
+        x1=0,
+        y1=0,
+        x2=4,
+        y2=4,
+        ciphertext=b"",
+        dtype="uint8",
+    )
+    return scan
+
+
+@pytest.fixture
+def patient_for_policy(technician: Any) -> Patient:
+    return Patient.objects.create(id="MRN-0001", name="Grace Hopper", age=60, created_by=technician)
+
+
+# ---- Walking the URL conf ------------------------------------------------------------------
+
+
+def _join(prefix: str, part: str) -> str:
+    # Django strips the anchor of a nested regex when it joins routes; do the same.
+    return prefix + (part[1:] if prefix and part.startswith("^") else part)
+
+
+def walk_urlconf(
+    resolver: URLResolver | None = None, prefix: str = ""
+) -> Iterator[tuple[str, Callable[..., Any]]]:
+    """Every (route, view) in the URL conf, included URL confs expanded."""
+    resolver = resolver or get_resolver()
+    for entry in resolver.url_patterns:
+        route = _join(prefix, str(entry.pattern))
+        if isinstance(entry, URLResolver):
+            yield from walk_urlconf(entry, route)
+        elif isinstance(entry, URLPattern):
+            yield route, entry.callback
+
+
+def view_methods(view: Callable[..., Any]) -> set[str]:
+    """The methods a class-based view answers (DRF or Django); empty for a function view."""
+    view_class = getattr(view, "cls", None) or getattr(view, "view_class", None)
+    if view_class is None:
+        return set()
+    return {
+        method.upper()
+        for method in view_class.http_method_names
+        if method not in {"options", "head"} and hasattr(view_class, method)
+    }
+
+
+def _stub(route: str, method: str) -> str:
+    return f'    Rule("{route}", "{method}", (UNAUTHENTICATED, FORBIDDEN, ..., ..., FORBIDDEN)),'
+
+
+def test_it_has_a_policy_for_every_url() -> None:
+    covered = {rule.key for rule in POLICY}
+    covered_routes = {rule.route for rule in POLICY}
+    missing: list[str] = []
+    for route, view in walk_urlconf():
+        if route.startswith(ADMIN_PREFIX):
+            continue
+        methods = view_methods(view)
+        if not methods:
+            # A function view does not say which methods it takes: it needs at least one row.
+            if route not in covered_routes:
+                missing.append(_stub(route, "GET"))
+            continue
+        missing.extend(_stub(route, m) for m in sorted(methods) if (route, m) not in covered)
+    assert not missing, "URLs with no policy row; add to POLICY:\n" + "\n".join(missing)
+
+
+def test_it_has_no_stale_or_duplicate_rows() -> None:
+    routes = dict(walk_urlconf())
+    seen: set[tuple[str, str]] = set()
+    for rule in POLICY:
+        assert rule.key not in seen, f"duplicate row {rule.key}"
+        seen.add(rule.key)
+        assert set(rule.outcomes) <= {ALLOW, UNAUTHENTICATED, FORBIDDEN, LOGIN, ADMIN_LOGIN}
+        if rule.route.startswith(ADMIN_PREFIX):
+            # Admin samples only need to reach a real admin page.
+            match = resolve(rule.path or "/" + rule.route)
+            assert match.route.startswith(ADMIN_PREFIX), rule
+            continue
+        assert rule.route in routes, f"row for a URL that does not exist: {rule.key}"
+        methods = view_methods(routes[rule.route])
+        assert not methods or rule.method in methods, f"the view does not answer {rule.key}"
+
+
+def test_it_walks_included_url_confs() -> None:
+    # The walker itself must see nested includes, or the coverage test above proves nothing.
+    routes = {route for route, _ in walk_urlconf()}
+    assert {"api/patients/<str:patient_id>/notes/", "api/schema/", "admin/"} <= routes
+
+
+# ---- Calling every row as every role -------------------------------------------------------
+
+_PARAM = re.compile(r"<(?:(?P<converter>[^>:]+):)?(?P<name>[^>]+)>")
+
+
+def concrete_path(rule: Rule, values: dict[str, str]) -> str:
+    if rule.path is not None:
+        return rule.path
+    assert "(?P" not in rule.route and "^" not in rule.route, f"give a `path` for {rule.key}"
+
+    def fill(match: re.Match[str]) -> str:
+        name = match["name"]
+        assert name in values, f"add {name!r} to the path_values fixture for {rule.key}"
+        return quote(str(values[name]), safe="")
+
+    return "/" + _PARAM.sub(fill, rule.route)
+
+
+def _is_redirect_to(response: HttpResponse, target: str) -> bool:
+    return response.status_code == 302 and urlsplit(response["Location"]).path == target
+
+
+def assert_outcome(response: HttpResponse, expected: str, context: str) -> None:
+    status = response.status_code
+    login_pages = {resolve_url(settings.LOGIN_URL), reverse("admin:login")}
+    detail = f"{context}: got {status} {response.get('Location', '')}, expected {expected}"
+    if expected == ALLOW:
+        assert status < 500 and status not in {401, 403, 404, 405}, detail
+        assert not any(_is_redirect_to(response, page) for page in login_pages), detail
+    elif expected == UNAUTHENTICATED:
+        assert status == 401, detail
+    elif expected == FORBIDDEN:
+        assert status == 403, detail
+    elif expected == LOGIN:
+        assert _is_redirect_to(response, resolve_url(settings.LOGIN_URL)), detail
+    elif expected == ADMIN_LOGIN:
+        assert _is_redirect_to(response, reverse("admin:login")), detail
+    else:
+        raise AssertionError(f"unknown outcome {expected!r} in {context}")
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("role", ROLES)
+@pytest.mark.parametrize("rule", POLICY, ids=lambda rule: f"{rule.method} {rule.route}")
+def test_it_enforces_the_policy(
+    request: pytest.FixtureRequest, path_values: dict[str, str], rule: Rule, role: str
+) -> None:
+    client = APIClient()
+    if role != "anonymous":
+        # A real session, so pages, admin and the API all see the same signed-in user.
+        client.force_login(request.getfixturevalue(role))
+    path = concrete_path(rule, path_values)
+    if rule.query:
+        path += "?" + "&".join(f"{k}={quote(v)}" for k, v in rule.query.items())
+    send = getattr(client, rule.method.lower())
+    if rule.body is None:
+        response = send(path)
+    elif rule.form:
+        response = send(path, rule.body)
+    else:
+        response = send(path, rule.body, format="json")
+
+    assert_outcome(response, rule.outcome(role), f"{role} {rule.method} {path}")

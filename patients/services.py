@@ -1,0 +1,174 @@
+"""Writes to patient records. Each write is audited inside the same transaction.
+
+APIs check roles with permission classes; the services check them again because the
+server-rendered pages call these functions directly, and a missed check there would let the
+wrong role write clinical data.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.db import IntegrityError, transaction
+from django.http import HttpRequest
+from rest_framework import status
+
+from audit.models import Action
+from audit.services import audit_record
+from medimg.errors import ApplicationError
+from patients.models import Patient, PatientNote
+
+PATIENT_ID_MAX_LENGTH = Patient._meta.get_field("id").max_length or 64
+NAME_MAX_LENGTH = Patient._meta.get_field("name").max_length or 200
+AGE_MAX = 150
+NOTE_MAX_LENGTH = 10_000
+UPDATABLE_FIELDS = frozenset({"name", "age", "note"})
+
+
+def _forbidden(message: str) -> ApplicationError:
+    return ApplicationError("permission_denied", message, status_code=status.HTTP_403_FORBIDDEN)
+
+
+def validate_patient_id(value: str) -> str:
+    """The hospital id becomes a URL segment and a primary key: keep it unambiguous.
+
+    Printable characters only (no control, format or odd space characters that look alike on
+    screen), no slashes (they would split the URL), not "." or ".." (clients normalise those
+    away), no leading or trailing spaces, at most 64 characters.
+    """
+    if not value:
+        raise ApplicationError("invalid_patient_id", "The patient id must not be empty.")
+    if len(value) > PATIENT_ID_MAX_LENGTH:
+        raise ApplicationError(
+            "invalid_patient_id",
+            f"The patient id must be at most {PATIENT_ID_MAX_LENGTH} characters.",
+        )
+    if value != value.strip():
+        raise ApplicationError(
+            "invalid_patient_id", "The patient id must not start or end with a space."
+        )
+    if not value.isprintable():
+        raise ApplicationError(
+            "invalid_patient_id", "The patient id may contain only printable characters."
+        )
+    if "/" in value or "\\" in value:
+        raise ApplicationError("invalid_patient_id", "The patient id must not contain slashes.")
+    if value in {".", ".."}:
+        raise ApplicationError("invalid_patient_id", "The patient id must not be '.' or '..'.")
+    return value
+
+
+def _clean_name(value: str) -> str:
+    name = value.strip()
+    if not name:
+        raise ApplicationError("invalid_name", "The patient name must not be empty.")
+    if len(name) > NAME_MAX_LENGTH:
+        raise ApplicationError(
+            "invalid_name", f"The patient name must be at most {NAME_MAX_LENGTH} characters."
+        )
+    if not name.isprintable():
+        raise ApplicationError(
+            "invalid_name", "The patient name may contain only printable characters."
+        )
+    return name
+
+
+def _clean_age(value: int | None) -> int | None:
+    # bool is an int in Python; True must not become age 1.
+    if value is not None and (isinstance(value, bool) or not 0 <= value <= AGE_MAX):
+        raise ApplicationError("invalid_age", f"The age must be a number from 0 to {AGE_MAX}.")
+    return value
+
+
+def _clean_note(value: str, *, code: str = "invalid_note") -> str:
+    text = value.strip()
+    if len(text) > NOTE_MAX_LENGTH:
+        raise ApplicationError(code, f"The note must be at most {NOTE_MAX_LENGTH} characters.")
+    return text
+
+
+@transaction.atomic
+def patient_create(
+    *,
+    id: str,  # Shadows the builtin on purpose: the field is `id` in the model, API and forms.
+    name: str,
+    age: int | None = None,
+    note: str = "",
+    created_by: Any,
+    request: HttpRequest | None = None,
+) -> Patient:
+    """Create a patient record. Technicians only; a duplicate hospital id is a 409."""
+    if not getattr(created_by, "is_technician", False):
+        raise _forbidden("Only lab technicians create patient records.")
+    patient = Patient(
+        id=validate_patient_id(id),
+        name=_clean_name(name),
+        age=_clean_age(age),
+        note=_clean_note(note),
+        created_by=created_by,
+    )
+    try:
+        # A savepoint, so a duplicate leaves the caller's transaction usable. The database
+        # decides: two technicians registering the same id at once cannot both win.
+        with transaction.atomic():
+            patient.save(force_insert=True)
+    except IntegrityError:
+        raise ApplicationError(
+            "patient_exists",
+            f"A patient with id {patient.id!r} already exists.",
+            status_code=status.HTTP_409_CONFLICT,
+        ) from None
+    audit_record(action=Action.PATIENT_CREATED, actor=created_by, target=patient, request=request)
+    return patient
+
+
+@transaction.atomic
+def patient_update(
+    *, patient: Patient, actor: Any, request: HttpRequest | None = None, **fields: Any
+) -> Patient:
+    """Change name, age or note. Technicians only. Caller has checked access to `patient`."""
+    if not getattr(actor, "is_technician", False):
+        raise _forbidden("Only lab technicians change patient records.")
+    unknown = set(fields) - UPDATABLE_FIELDS
+    if unknown:
+        # A programming error, not a client one: the API only passes validated fields.
+        raise TypeError(f"patient_update() got fields it cannot change: {sorted(unknown)}")
+    cleaners = {"name": _clean_name, "age": _clean_age, "note": _clean_note}
+    changed = []
+    for field, value in fields.items():
+        cleaned = cleaners[field](value)
+        if getattr(patient, field) != cleaned:
+            setattr(patient, field, cleaned)
+            changed.append(field)
+    if changed:
+        patient.save(update_fields=[*changed, "updated_at"])
+    # Field names only: the values are patient data and the audit log is read by admins.
+    audit_record(
+        action=Action.PATIENT_UPDATED,
+        actor=actor,
+        target=patient,
+        request=request,
+        details={"changed": sorted(changed)},
+    )
+    return patient
+
+
+@transaction.atomic
+def patient_note_add(
+    *, patient: Patient, author: Any, text: str, request: HttpRequest | None = None
+) -> PatientNote:
+    """Append a doctor's dated note. Doctors only; notes are never edited."""
+    if not getattr(author, "is_doctor", False):
+        raise _forbidden("Only doctors add notes to a patient record.")
+    body = _clean_note(text, code="invalid_text")
+    if not body:
+        raise ApplicationError("invalid_text", "The note must not be empty.")
+    note = PatientNote.objects.create(patient=patient, author=author, text=body)
+    audit_record(
+        action=Action.PATIENT_NOTE_ADDED,
+        actor=author,
+        target=patient,
+        request=request,
+        details={"note_id": note.id},
+    )
+    return note
