@@ -56,6 +56,15 @@ def api() -> APIClient:
 
 
 @pytest.fixture(autouse=True)
+def _fast_password_hashing(settings: Any) -> None:
+    """Argon2id with test-sized cost parameters (see medimg/tests/hashers.py)."""
+    settings.PASSWORD_HASHERS = [
+        "medimg.tests.hashers.FastArgon2PasswordHasher",
+        *settings.PASSWORD_HASHERS[1:],
+    ]
+
+
+@pytest.fixture(autouse=True)
 def _isolated_media(settings: Any, tmp_path: Any) -> None:
     """Each test writes uploads and generated keys under its own temporary folder."""
     settings.MEDIA_ROOT = tmp_path / "media"
