@@ -6,12 +6,16 @@ from typing import Any
 
 from django.contrib import admin, messages
 from django.contrib.auth.admin import UserAdmin as DjangoUserAdmin
-from django.contrib.auth.forms import AdminUserCreationForm, UserChangeForm
+from django.contrib.auth.forms import (
+    AdminPasswordChangeForm,
+    AdminUserCreationForm,
+    UserChangeForm,
+)
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
 from accounts.models import User
-from accounts.services import user_set_active, user_set_role
+from accounts.services import user_set_active, user_set_password, user_set_role
 from medimg.errors import ApplicationError
 
 
@@ -26,10 +30,23 @@ class UserChangeAdminForm(UserChangeForm):
         model = User
 
 
+class PasswordChangeAdminForm(AdminPasswordChangeForm):
+    """Django admin's "change password" form, saving through the service that also revokes
+    every token and session key issued before the change."""
+
+    def set_password_and_save(self, user: Any, commit: bool = True, **kwargs: Any) -> Any:
+        usable = self.cleaned_data.get("set_usable_password", True)
+        password = self.cleaned_data["password1"] if usable else None
+        if not commit:
+            return super().set_password_and_save(user, commit=False, **kwargs)
+        return user_set_password(user=user, password=password)
+
+
 @admin.register(User)
 class UserAdmin(DjangoUserAdmin):
     form = UserChangeAdminForm
     add_form = UserCreationAdminForm
+    change_password_form = PasswordChangeAdminForm
     list_display = ("username", "role", "is_active", "last_login", "date_joined")
     list_filter = ("role", "is_active")
     search_fields = ("username", "first_name", "last_name", "email")

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 from django.contrib.auth.validators import UnicodeUsernameValidator
-from drf_spectacular.utils import OpenApiResponse, extend_schema
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import serializers, status
 from rest_framework.permissions import AllowAny, IsAuthenticated
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from accounts import keyexchange
 from accounts.models import Role
+from accounts.permissions import IsClinical
 from accounts.services import auth_logout, auth_token_obtain, auth_token_refresh, user_register
+from accounts.session_keys import key_exchange_begin, key_exchange_complete
 
 _ERROR = OpenApiResponse(description='`{"error": {"code": ..., "message": ...}}`')
 
@@ -146,7 +149,8 @@ class LogoutApi(_PublicAuthApi):
         summary="Log out (JWT)",
         description=(
             "Anyone holding a valid refresh token (the token is the credential). Blacklists it so "
-            "it can no longer be refreshed; the short-lived access token expires on its own. "
+            "it can no longer be refreshed; the access tokens of the same login (through every "
+            "rotation) are refused from then on, and the user's key-exchange session keys end. "
             "An invalid or already blacklisted token: 401 `token_not_valid`."
         ),
         request=InputSerializer,
@@ -178,3 +182,113 @@ class MeApi(APIView):
     )
     def get(self, request: Request) -> Response:
         return Response(self.OutputSerializer(request.user).data)
+
+
+class KeyExchangeApi(APIView):
+    """Agree a session key with a client that seals restore downloads and uploads."""
+
+    permission_classes = [IsClinical]
+
+    class OfferSerializer(serializers.Serializer):
+        class ParametersSerializer(serializers.Serializer):
+            p = serializers.CharField(help_text="The RFC 7919 ffdhe3072 prime, upper-case hex.")
+            g = serializers.IntegerField(help_text="The generator: 2.")
+            public_key_bytes = serializers.IntegerField(
+                help_text="Length of a public key in bytes (384): left-pad with zeros."
+            )
+
+            class Meta:
+                ref_name = "KeyExchangeParameters"
+
+        exchange_id = serializers.CharField(help_text="Send back with the client public key.")
+        group = serializers.ChoiceField(choices=keyexchange.GROUPS)
+        server_public_key = serializers.CharField(
+            help_text="Base64: 32 raw bytes (x25519) or 384 big-endian bytes (ffdhe3072)."
+        )
+        parameters = ParametersSerializer(
+            allow_null=True, help_text="Group parameters for ffdhe3072; null for x25519."
+        )
+        expires_in = serializers.IntegerField(help_text="Seconds left to complete the exchange.")
+
+        class Meta:
+            ref_name = "KeyExchangeOffer"
+
+    class InputSerializer(serializers.Serializer):
+        exchange_id = serializers.CharField(max_length=64)
+        public_key = serializers.CharField(
+            max_length=1024,
+            help_text="The client public key, base64, same encoding as the server's.",
+        )
+
+        class Meta:
+            ref_name = "KeyExchangeRequest"
+
+    class OutputSerializer(serializers.Serializer):
+        key_id = serializers.CharField(
+            help_text="Session key id: send it as the X-Medimg-Seal header. It is the last 16 "
+            "bytes of the HKDF output in hex, so computing it proves both sides agree."
+        )
+        group = serializers.CharField()
+        expires_in = serializers.IntegerField(help_text="Seconds the session key lives.")
+
+        class Meta:
+            ref_name = "SessionKey"
+
+    @extend_schema(
+        operation_id="auth_key_exchange_begin",
+        summary="Start a key exchange",
+        description=(
+            "Technicians and doctors. Returns a fresh server public key for `group` (x25519, "
+            "the default, or ffdhe3072 from RFC 7919 with its parameters) and an exchange id "
+            "valid for 2 minutes, for this user only, usable once. Unknown group: 400 "
+            "`invalid_group`. Derivation: HKDF-SHA256 over the shared secret, info binding "
+            "the group, the user id, the exchange id and both public keys "
+            "(accounts/keyexchange.py)."
+        ),
+        parameters=[
+            OpenApiParameter(
+                "group", str, enum=list(keyexchange.GROUPS), default=keyexchange.X25519
+            )
+        ],
+        responses={200: OfferSerializer, 400: _ERROR, 401: _ERROR, 403: _ERROR},
+    )
+    def get(self, request: Request) -> Response:
+        group = request.query_params.get("group", keyexchange.X25519)
+        offer = key_exchange_begin(user=request.user, group=group)
+        parameters = None
+        if offer.group == keyexchange.FFDHE3072:
+            parameters = {
+                "p": format(keyexchange.FFDHE3072_P, "X"),
+                "g": keyexchange.FFDHE3072_G,
+                "public_key_bytes": keyexchange.FFDHE3072_BYTES,
+            }
+        data = {
+            "exchange_id": offer.exchange_id,
+            "group": offer.group,
+            "server_public_key": keyexchange.b64encode(offer.server_public_key),
+            "parameters": parameters,
+            "expires_in": offer.expires_in,
+        }
+        return Response(self.OfferSerializer(data).data)
+
+    @extend_schema(
+        operation_id="auth_key_exchange_complete",
+        summary="Complete a key exchange",
+        description=(
+            "Technicians and doctors, the same user who started the exchange. Takes the client "
+            "public key and returns the session key id; the key lives SESSION_KEY_SECONDS "
+            "(default 1 hour) and dies at logout, password change or deactivation. A key of "
+            "the wrong length, out of range, outside the prime-order subgroup or of small "
+            "order: 400 `invalid_public_key` (the exchange is then used up). An unknown, "
+            "expired, reused or another user's exchange id: 400 `invalid_exchange`."
+        ),
+        request=InputSerializer,
+        responses={201: OutputSerializer, 400: _ERROR, 401: _ERROR, 403: _ERROR},
+    )
+    def post(self, request: Request) -> Response:
+        serializer = self.InputSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        info = key_exchange_complete(
+            user=request.user, **serializer.validated_data, request=request
+        )
+        return Response(self.OutputSerializer(info).data, status=status.HTTP_201_CREATED)

@@ -17,6 +17,9 @@ class User(AbstractUser):
     """A user with exactly one role. Only an admin (Django admin or `adduser`) sets it."""
 
     role = models.CharField(max_length=16, choices=Role.choices)
+    # Access and refresh tokens issued before this moment are refused (accounts.tokens). Set
+    # by accounts.services when the password changes or the account is deactivated.
+    tokens_valid_after = models.DateTimeField(null=True, blank=True, editable=False)
 
     class Meta:
         ordering = ["username"]

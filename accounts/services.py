@@ -16,12 +16,13 @@ from django.contrib.auth.password_validation import validate_password
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import IntegrityError, transaction
 from django.http import HttpRequest
+from django.utils import timezone
 from rest_framework.exceptions import AuthenticationFailed, Throttled
 from rest_framework_simplejwt.exceptions import InvalidToken, TokenError
 from rest_framework_simplejwt.settings import api_settings as jwt_settings
 from rest_framework_simplejwt.token_blacklist.models import BlacklistedToken, OutstandingToken
 from rest_framework_simplejwt.tokens import RefreshToken
-from rest_framework_simplejwt.utils import datetime_from_epoch, get_md5_hash_password
+from rest_framework_simplejwt.utils import datetime_from_epoch
 
 from accounts.login_guard import (
     FAILURE_WINDOW_SECONDS,
@@ -30,6 +31,8 @@ from accounts.login_guard import (
     login_locked,
 )
 from accounts.models import Role, User
+from accounts.session_keys import session_keys_revoke
+from accounts.tokens import token_check_valid_after, token_pair_for, token_session_revoke
 from audit.models import Action, Outcome
 from audit.services import audit_record, client_ip
 from medimg.errors import ApplicationError
@@ -200,7 +203,14 @@ def user_set_active(
     if user.is_active == active:
         return False
     user.is_active = active
-    user.save(update_fields=["is_active"])
+    fields = ["is_active"]
+    if not active:
+        # Reactivating later must not bring back the tokens and keys issued before this.
+        user.tokens_valid_after = timezone.now()
+        fields.append("tokens_valid_after")
+    user.save(update_fields=fields)
+    if not active:
+        session_keys_revoke(user_id=user.pk)
     audit_record(
         action=Action.ADMIN_CHANGE,
         actor=actor,
@@ -209,6 +219,24 @@ def user_set_active(
         details={"change": "activated" if active else "deactivated"},
     )
     return True
+
+
+@transaction.atomic
+def user_set_password(*, user: User, password: str | None) -> User:
+    """Set a new password (None: no usable password) and revoke every earlier token.
+
+    Access and refresh tokens issued before now are refused from here on, and the user's
+    session keys die. Validation is the caller's form's (Django admin validates with the
+    configured validators); the admin's own change log audits who did it.
+    """
+    if password is None:
+        user.set_unusable_password()
+    else:
+        user.set_password(password)
+    user.tokens_valid_after = timezone.now()
+    user.save(update_fields=["password", "tokens_valid_after"])
+    session_keys_revoke(user_id=user.pk)
+    return user
 
 
 def strong_password() -> str:
@@ -245,14 +273,9 @@ def _token_user(token: RefreshToken) -> User:
         raise AuthenticationFailed(
             "No active account found for the given token.", code="no_active_account"
         )
-    # simplejwt checks this claim on access tokens only; a refresh token issued before a
-    # password change must not mint new access tokens either.
-    if jwt_settings.CHECK_REVOKE_TOKEN and token.get(
-        jwt_settings.REVOKE_TOKEN_CLAIM
-    ) != get_md5_hash_password(user.password):
-        raise AuthenticationFailed(
-            "The password has changed since this token was issued.", code="password_changed"
-        )
+    # A refresh token issued before a password change or a deactivation must not mint new
+    # access tokens either.
+    token_check_valid_after(token, user)
     return user
 
 
@@ -297,7 +320,7 @@ def auth_token_obtain(*, username: str, password: str, request: Any) -> TokenPai
         login_failure_note(username=username, ip=ip)
         raise _no_active_account()
     login_failures_clear(username=username, ip=ip)
-    refresh = RefreshToken.for_user(user)
+    refresh = token_pair_for(user)
     update_last_login(None, user)
     audit_record(action=Action.LOGIN, actor=user, request=request, details={"method": "jwt"})
     return TokenPair(access=str(refresh.access_token), refresh=str(refresh))
@@ -309,15 +332,21 @@ def auth_token_refresh(*, refresh: str, request: Any) -> TokenPair:
     token = _refresh_token(refresh)
     user = _token_user(token)
     _blacklist_once(token, user)
-    new_refresh = RefreshToken.for_user(user)
+    # The same login session: logging out with the newest refresh token ends all of it.
+    new_refresh = token_pair_for(user, session_id=token.get("sid"))
     audit_record(action=Action.TOKEN_REFRESHED, actor=user, request=request)
     return TokenPair(access=str(new_refresh.access_token), refresh=str(new_refresh))
 
 
 @transaction.atomic
 def auth_logout(*, refresh: str, request: Any) -> None:
-    """End an API session: the refresh token is blacklisted. Holding it is the credential."""
+    """End an API login: its refresh token is blacklisted, its access tokens refused from now
+    on, and the user's session keys end. Holding the refresh token is the credential."""
     token = _refresh_token(refresh)
     user = User.objects.filter(pk=token.get(jwt_settings.USER_ID_CLAIM)).first()
     _blacklist_once(token, user)
+    # Committed or not, the access tokens of this login must stop now, not in 15 minutes.
+    token_session_revoke(token)
+    if user is not None:
+        session_keys_revoke(user_id=user.pk)
     audit_record(action=Action.LOGOUT, actor=user, request=request, details={"method": "jwt"})

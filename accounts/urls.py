@@ -10,4 +10,5 @@ urlpatterns = [
     path("token/refresh/", apis.TokenRefreshApi.as_view(), name="token-refresh"),
     path("logout/", apis.LogoutApi.as_view(), name="logout"),
     path("me/", apis.MeApi.as_view(), name="me"),
+    path("key-exchange/", apis.KeyExchangeApi.as_view(), name="key-exchange"),
 ]

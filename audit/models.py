@@ -26,6 +26,8 @@ class Action(models.TextChoices):
     SCAN_RESTORED = "scan_restored"
     REGION_DECRYPTED = "region_decrypted"
     REGIONS_EDITED = "regions_edited"
+    KEY_EXCHANGED = "key_exchanged"
+    KEYS_ROTATED = "keys_rotated"
 
 
 class Outcome(models.TextChoices):

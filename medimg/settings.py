@@ -251,13 +251,21 @@ SIMPLE_JWT = {
     "AUTH_HEADER_TYPES": ("Bearer",),
     "USER_ID_FIELD": "id",
     "USER_ID_CLAIM": "user_id",
+    # Every token names who issued it and for whom; one without them or with others is refused.
+    "ISSUER": env_str("JWT_ISSUER") or "medimg",
+    "AUDIENCE": env_str("JWT_AUDIENCE") or "medimg-api",
+    # Revocation is the per-user valid-after time (accounts.tokens), not the MD5 claim.
+    "CHECK_REVOKE_TOKEN": False,
+    "CHECK_USER_IS_ACTIVE": True,
 }
+# Session keys from /api/auth/key-exchange/ (cache only, sealing transfers, never storage).
+SESSION_KEY_SECONDS = env_int("SESSION_KEY_SECONDS", 3600, minimum=60)
 
 # --- REST framework and OpenAPI -------------------------------------------------------------
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "rest_framework_simplejwt.authentication.JWTAuthentication",
+        "accounts.tokens.MedimgJWTAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
@@ -305,6 +313,14 @@ if MEDIMG_KEKS:
         raise ImproperlyConfigured("MEDIMG_KEK_CURRENT must name one of several MEDIMG_KEKS")
     if MEDIMG_KEK_CURRENT is not None and MEDIMG_KEK_CURRENT not in _kek_ids:
         raise ImproperlyConfigured(f"MEDIMG_KEK_CURRENT={MEDIMG_KEK_CURRENT!r} is not a KEK id")
+    if PRODUCTION:
+        # A KEK that is not 32 bytes of hex or base64 stops the start, not the first upload.
+        from medimg.keys import decode_key
+
+        for _item in MEDIMG_KEKS.replace("\n", ",").split(","):
+            if _item.strip():
+                _kid, _, _encoded = _item.partition(":")
+                decode_key(_encoded, name=f"MEDIMG_KEKS[{_kid.strip()}]")
 
 # --- Files and uploads ----------------------------------------------------------------------
 

@@ -112,6 +112,11 @@ POLICY: list[Rule] = [
     Rule("api/auth/token/refresh/", "POST", (UNAUTHENTICATED,) * 5, body={"refresh": "none"}),
     Rule("api/auth/logout/", "POST", (UNAUTHENTICATED,) * 5, body={"refresh": "none"}),
     Rule("api/auth/me/", "GET", _API_SIGNED_IN),
+    # Session keys seal patient data in transit: clinical roles only. The POST is let through
+    # to a 400 (no live exchange); whole exchanges are in accounts/tests/test_keyexchange.py.
+    Rule("api/auth/key-exchange/", "GET", _API_CLINICAL, query={"group": "x25519"}),
+    Rule("api/auth/key-exchange/", "POST", _API_CLINICAL,
+         body={"exchange_id": "x" * 32, "public_key": "AAAA"}),
 
     # ---- audit: /api/audit/* (added by the audit engineer) ---------------------------------
     Rule("api/audit/events/", "GET", (UNAUTHENTICATED, FORBIDDEN, FORBIDDEN, FORBIDDEN, ALLOW),
