@@ -50,6 +50,8 @@ _API_DOCTOR = (UNAUTHENTICATED, FORBIDDEN, FORBIDDEN, ALLOW, FORBIDDEN)
 _API_SIGNED_IN = (UNAUTHENTICATED, ALLOW, ALLOW, ALLOW, ALLOW)
 _ADMIN_PAGE = (ADMIN_LOGIN, ADMIN_LOGIN, ADMIN_LOGIN, ADMIN_LOGIN, ALLOW)
 _EVERYONE = (ALLOW, ALLOW, ALLOW, ALLOW, ALLOW)
+# Clinical pages: anonymous users to the login page; admins and outsiders refused.
+_PAGE_CLINICAL = (LOGIN, FORBIDDEN, ALLOW, ALLOW, FORBIDDEN)
 
 
 @dataclass(frozen=True)
@@ -140,6 +142,10 @@ POLICY: list[Rule] = [
     Rule("api/regions/<int:region_id>/", "GET", _API_DOCTOR),
     Rule("api/stats/processing/", "GET", (UNAUTHENTICATED, FORBIDDEN, FORBIDDEN, FORBIDDEN, ALLOW)),
     Rule("admin/imaging/scan/", "GET", _ADMIN_PAGE, path="/admin/imaging/scan/"),
+
+    # ---- clinical pages (medimg/urls_pages.py; added by the pages engineer) ----------------
+    Rule("patients/<str:patient_id>/", "GET", _PAGE_CLINICAL),
+    Rule("scans/<int:scan_id>/", "GET", _PAGE_CLINICAL),
 ]
 # fmt: on
 
