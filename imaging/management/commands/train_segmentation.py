@@ -1,0 +1,128 @@
+"""Train a MONAI U-Net segmentation model.
+
+    python manage.py train_segmentation --data DIR --model unet|attention|residual \
+        --out model/segmentation/NAME/ [--val DIR | --val-fraction 0.1] [--folds K]
+        [--epochs 20] [--batch-size 16] [--learning-rate 2e-3] [--channels 16,32,64,128]
+        [--strides 2,2,2] [--num-res-units 2] [--spatial-dims 2|3] [--dropout 0]
+        [--n4] [--denoise] [--clip 0.5,99.5|none] [--normalise zscore|minmax|none]
+        [--max-steps N] [--seed 0] [--threads 2] [--device cpu|cuda]
+
+DIR follows model/segmentation/dataset.py (images/, masks/, classes.json). OUT gets
+weights.pt, model.onnx, config.json, training_log.json and MODEL_CARD.md; see
+model/segmentation/train.py for how validation, k-fold and weight selection work. Progress goes
+to stdout as JSON lines; the last line is {"out", "config"}.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+from pathlib import Path
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from imaging.preprocessing import PreprocessConfig
+from imaging.segmentation import NETWORK_KINDS
+from model.segmentation.dataset import DatasetError
+from model.segmentation.train import TrainOptions, train
+
+
+def int_list(text: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in text.split(",") if part)
+
+
+FLAGS = ("n4", "denoise")
+RECORDED = (
+    "data", "model", "out", "name", "val", "val_fraction", "folds", "epochs", "batch_size",
+    "learning_rate", "channels", "strides", "num_res_units", "spatial_dims", "dropout", "n4",
+    "denoise", "clip", "normalise", "max_steps", "seed", "threads", "device",
+)  # fmt: skip
+
+
+def command_line(options: dict[str, Any]) -> str:
+    """The run as one command line with every setting spelled out, for the model card."""
+    parts = ["python", "manage.py", "train_segmentation"]
+    for key in RECORDED:
+        value = options.get(key)
+        if value is None or (key in FLAGS and not value):
+            continue
+        parts.append("--" + key.replace("_", "-"))
+        if key in FLAGS:
+            continue
+        if isinstance(value, tuple):
+            value = ",".join(str(v) for v in value)
+        parts.append(str(value))
+    return shlex.join(parts)
+
+
+class Command(BaseCommand):
+    help = "Train a MONAI U-Net (unet, attention or residual) and write weights, ONNX and a card."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--data", type=Path, required=True)
+        parser.add_argument("--model", choices=NETWORK_KINDS, required=True)
+        parser.add_argument("--out", type=Path, required=True)
+        parser.add_argument("--name", default=None)
+        parser.add_argument("--val", type=Path, default=None)
+        parser.add_argument("--val-fraction", type=float, default=0.1)
+        parser.add_argument("--folds", type=int, default=0, help="k-fold cross-validation first")
+        parser.add_argument("--epochs", type=int, default=20)
+        parser.add_argument("--batch-size", type=int, default=16)
+        parser.add_argument("--learning-rate", type=float, default=2e-3)
+        parser.add_argument("--channels", type=int_list, default=(16, 32, 64, 128))
+        parser.add_argument("--strides", type=int_list, default=None)
+        parser.add_argument("--num-res-units", type=int, default=2)
+        parser.add_argument("--spatial-dims", type=int, choices=(2, 3), default=2)
+        parser.add_argument("--dropout", type=float, default=0.0)
+        parser.add_argument("--n4", action="store_true", help="N4 bias-field correction")
+        parser.add_argument("--denoise", action="store_true", help="non-local-means denoising")
+        parser.add_argument("--clip", default="0.5,99.5", help="percentiles LO,HI or 'none'")
+        parser.add_argument("--normalise", choices=("zscore", "minmax", "none"), default="zscore")
+        parser.add_argument("--max-steps", type=int, default=None)
+        parser.add_argument("--seed", type=int, default=0)
+        parser.add_argument("--threads", type=int, default=2)
+        parser.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:1")
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        try:
+            clip = None
+            if options["clip"].lower() != "none":
+                low, high = (float(v) for v in options["clip"].split(","))
+                clip = (low, high)
+            preprocessing = PreprocessConfig(
+                n4=options["n4"],
+                denoise=options["denoise"],
+                clip=clip,
+                normalise=None if options["normalise"] == "none" else options["normalise"],
+            )
+        except ValueError as error:
+            raise CommandError(f"bad preprocessing option: {error}") from error
+        train_options = TrainOptions(
+            data=options["data"],
+            model=options["model"],
+            out=options["out"],
+            name=options["name"],
+            val_dir=options["val"],
+            val_fraction=options["val_fraction"],
+            folds=options["folds"],
+            epochs=options["epochs"],
+            batch_size=options["batch_size"],
+            learning_rate=options["learning_rate"],
+            channels=options["channels"],
+            strides=options["strides"],
+            num_res_units=options["num_res_units"],
+            spatial_dims=options["spatial_dims"],
+            dropout=options["dropout"],
+            preprocessing=preprocessing,
+            max_steps=options["max_steps"],
+            seed=options["seed"],
+            threads=options["threads"],
+            device=options["device"],
+            command=command_line(options),
+        )
+        try:
+            config = train(train_options, log=self.stdout.write)
+        except (DatasetError, ValueError) as error:
+            raise CommandError(str(error)) from error
+        self.stdout.write(json.dumps({"out": str(options["out"]), "config": config}))

@@ -1,0 +1,1 @@
+"""Semantic segmentation: data conventions, the brain-tissue generator, training, evaluation."""

@@ -1,0 +1,95 @@
+"""3D networks train on whole NIfTI volumes and evaluate with the slice spacing."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+
+from model.segmentation.evaluate import evaluate, update_card
+from model.segmentation.train import TrainOptions, split_cases, train
+
+
+def write_balls(root: Path, n: int) -> None:
+    rng = np.random.default_rng(0)
+    (root / "images").mkdir(parents=True)
+    (root / "masks").mkdir()
+    (root / "classes.json").write_text(json.dumps({"0": "background", "1": "ball"}))
+    x, y, z = np.mgrid[:16, :16, :8]
+    affine = np.diag([0.5, 0.5, 2.0, 1.0])
+    for i in range(n):
+        cx, cy = rng.integers(6, 10, size=2)
+        mask = ((x - cx) ** 2 + (y - cy) ** 2 + 4 * (z - 4) ** 2 < 20).astype(np.uint8)
+        image = (mask * 100 + rng.normal(0, 5, mask.shape)).astype(np.float32)
+        nib.save(nib.Nifti1Image(image, affine), root / "images" / f"v{i}.nii.gz")
+        nib.save(nib.Nifti1Image(mask, affine), root / "masks" / f"v{i}.nii.gz")
+
+
+def test_it_trains_a_3d_network_on_volumes_and_evaluates_it(tmp_path: Path) -> None:
+    write_balls(tmp_path / "data", 3)
+    lines: list[str] = []
+    config = train(
+        TrainOptions(
+            data=tmp_path / "data",
+            model="unet",
+            out=tmp_path / "model",
+            spatial_dims=3,
+            channels=(4, 8),
+            epochs=2,
+            batch_size=2,
+            val_fraction=0.34,
+            threads=1,
+        ),
+        log=lines.append,
+    )
+    assert config["network"]["spatial_dims"] == 3
+    assert config["training"]["cases"] == 2  # one of three held out for validation
+    assert config["training"]["onnx_max_abs_logit_gap"] < 1e-3
+    assert any('"val_dice"' in line for line in lines)
+    report = evaluate(tmp_path / "model", tmp_path / "data", resamples=50, threads=1)
+    ball = report["classes"]["ball"]
+    assert ball["dice"]["n"] == 3 and ball["hd95"]["n"] == 3
+    assert report["timing"]["slices"] == 3 * 8  # a volume's time is spread over its slices
+    update_card(tmp_path / "model", "Held-out balls", report)
+    card = update_card(tmp_path / "model", "Held-out balls", report).read_text()
+    assert card.count("### Held-out balls") == 1  # a rerun replaces its section
+    assert "| ball | " in card and card.index("## Evaluation") < card.index("### Held-out balls")
+
+
+def test_it_cross_validates_over_k_folds_then_trains_on_every_case(tmp_path: Path) -> None:
+    write_balls(tmp_path / "data", 6)
+    config = train(
+        TrainOptions(
+            data=tmp_path / "data",
+            model="attention",
+            out=tmp_path / "model",
+            folds=3,
+            channels=(4, 8),
+            epochs=1,
+            batch_size=8,
+            max_steps=2,
+            threads=1,
+        ),
+        log=lambda line: None,
+    )
+    assert config["training"]["cross_validation"]["folds"] == 3
+    assert config["training"]["cases"] == 6  # the shipped network sees every case
+    log = json.loads((tmp_path / "model" / "training_log.json").read_text())
+    held = [name for fold in log["cross_validation"] for name in fold["held_out"]]
+    assert sorted(held) == [f"v{i}" for i in range(6)]  # each case held out exactly once
+    assert all("val_mean_dice" in fold["best"] for fold in log["cross_validation"])
+
+
+def test_it_splits_cases_reproducibly_and_refuses_a_single_case() -> None:
+    names = [f"c{i}" for i in range(10)]
+    train_names, val_names = split_cases(names, 0.2, seed=3)
+    assert len(val_names) == 2 and set(train_names) | set(val_names) == set(names)
+    assert split_cases(names, 0.2, seed=3) == (train_names, val_names)
+    try:
+        split_cases(["only"], 0.1, seed=0)
+    except ValueError as error:
+        assert "two cases" in str(error)
+    else:
+        raise AssertionError("a single case cannot be split")

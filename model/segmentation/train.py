@@ -1,0 +1,383 @@
+"""Train a MONAI U-Net on a data set in the model/segmentation/dataset.py convention.
+
+Called by `python manage.py train_segmentation` (see that command for the options). Writes to
+OUT: weights.pt (best state_dict), model.onnx (same network, checked against torch),
+config.json (network, classes, preprocessing, training record), training_log.json (loss and
+validation Dice per epoch, k-fold results) and MODEL_CARD.md from MODEL_CARD.template.md.
+
+Validation: `val_dir` when given; otherwise `val_fraction` of the cases (at least one) is held
+out by a seeded shuffle. The weights kept are those of the epoch with the best mean
+foreground Dice on the validation slices. With `folds=K` (K >= 2) the cases are first split
+into K seeded folds, a network is trained on each K-1 and scored on the fold left out (the
+cross-validation figures go into the log and the card), then the shipped network is trained
+on every case: selected on `val_dir` if given, otherwise the last epoch is kept, since no
+case is left to select on.
+
+2D networks train on slices (every slice of a volume). Slices of different sizes are padded
+at the end to the largest, the image with its minimum and the mask with background. A 3D
+network trains on whole volumes, which must then share one shape.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import string
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from imaging.preprocessing import PreprocessConfig
+from imaging.segmentation import (
+    ONNX_FILE,
+    WEIGHTS_FILE,
+    ModelConfig,
+    NetworkConfig,
+    Segmenter,
+    build_network,
+    prepare_input,
+)
+from model.segmentation.dataset import Case, iter_cases, load_classes
+
+TEMPLATE = Path(__file__).resolve().parent / "MODEL_CARD.template.md"
+CARD_FILE = "MODEL_CARD.md"
+
+
+@dataclass
+class TrainOptions:
+    data: Path
+    model: str
+    out: Path
+    name: str | None = None
+    val_dir: Path | None = None
+    val_fraction: float = 0.1
+    folds: int = 0
+    epochs: int = 20
+    batch_size: int = 16
+    learning_rate: float = 2e-3
+    channels: tuple[int, ...] = (16, 32, 64, 128)
+    strides: tuple[int, ...] | None = None
+    num_res_units: int = 2
+    spatial_dims: int = 2
+    dropout: float = 0.0
+    preprocessing: PreprocessConfig = field(default_factory=PreprocessConfig)
+    max_steps: int | None = None
+    seed: int = 0
+    threads: int = 2
+    device: str = "cpu"
+    command: str = ""
+
+
+def _stack(images: list[np.ndarray], masks: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    shape = tuple(max(s) for s in zip(*(image.shape for image in images), strict=True))
+    x = np.empty((len(images), 1, *shape), dtype=np.float32)
+    y = np.zeros((len(masks), 1, *shape), dtype=np.uint8)  # int64 only per batch: 8x smaller
+    for i, (image, mask) in enumerate(zip(images, masks, strict=True)):
+        x[i, 0] = float(image.min())
+        region = tuple(slice(0, n) for n in image.shape)
+        x[(i, 0, *region)] = image
+        y[(i, 0, *region)] = mask
+    return x, y
+
+
+def to_arrays(cases: list[Case], config: ModelConfig) -> tuple[np.ndarray, np.ndarray]:
+    """(N, 1, *spatial) float32 inputs and uint8 targets, prepared as inference prepares them."""
+    images: list[np.ndarray] = []
+    masks: list[np.ndarray] = []
+    for case in cases:
+        prepared = prepare_input(case.image, config)
+        if config.network.spatial_dims == 3 or prepared.ndim == 2:
+            images.append(prepared)
+            masks.append(case.mask)
+        else:
+            images.extend(prepared)
+            masks.extend(case.mask)
+    return _stack(images, masks)
+
+
+def divisible_pad(x: np.ndarray, y: np.ndarray, divisor: int) -> tuple[np.ndarray, np.ndarray]:
+    pads = [(0, 0), (0, 0)] + [(0, (-n) % divisor) for n in x.shape[2:]]
+    return np.pad(x, pads, mode="edge"), np.pad(y, pads, constant_values=0)
+
+
+def foreground_dice(
+    segmenter: Segmenter, x: np.ndarray, y: np.ndarray, classes: list[int]
+) -> dict[int, float]:
+    """Dice per class pooled over all validation pixels (fast; the evaluator does per case)."""
+    if segmenter.config.network.spatial_dims == 3:
+        predictions = np.stack([np.argmax(segmenter.probabilities(v[0]), axis=0) for v in x])
+    else:  # a (N, H, W) chunk is run slice by slice, as a volume would be
+        predictions = np.concatenate(
+            [
+                np.argmax(segmenter.probabilities(x[i : i + 16, 0]), axis=0)
+                for i in range(0, len(x), 16)
+            ]
+        )
+    truth = y[:, 0]
+    out = {}
+    for k in classes:
+        pred, ref = predictions == k, truth == k
+        denominator = pred.sum() + ref.sum()
+        out[k] = float(2 * (pred & ref).sum() / denominator) if denominator else math.nan
+    return out
+
+
+def fit(
+    config: ModelConfig,
+    train: tuple[np.ndarray, np.ndarray],
+    val: tuple[np.ndarray, np.ndarray] | None,
+    options: TrainOptions,
+    log: Callable[[str], None],
+) -> tuple[Any, list[dict[str, Any]]]:
+    """Train one network; returns it (best weights loaded when there is validation) and its log."""
+    import torch
+    from monai.losses import DiceCELoss
+
+    torch.manual_seed(options.seed)
+    rng = np.random.default_rng(options.seed)
+    device = torch.device(options.device)
+    network = build_network(config.network).to(device)
+    optimiser = torch.optim.AdamW(network.parameters(), lr=options.learning_rate, weight_decay=1e-4)
+    x_train, y_train = divisible_pad(*train, config.network.divisor)
+    steps_per_epoch = math.ceil(len(x_train) / options.batch_size)
+    total = options.epochs * steps_per_epoch
+    if options.max_steps is not None:
+        total = min(total, options.max_steps)
+    warmup = max(1, total // 20)
+
+    def schedule(step: int) -> float:
+        # Linear warm-up, then cosine decay to zero over the remaining steps.
+        if step < warmup:
+            return (step + 1) / warmup
+        return 0.5 * (1.0 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
+
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimiser, schedule)
+    loss_fn = DiceCELoss(to_onehot_y=True, softmax=True)
+    foreground = [k for k in config.classes if k != 0]
+    history: list[dict[str, Any]] = []
+    best_score, best_state = -math.inf, None
+    step = 0
+    for epoch in range(options.epochs):
+        network.train()
+        order = rng.permutation(len(x_train))
+        losses = []
+        started = time.perf_counter()
+        for start in range(0, len(order), options.batch_size):
+            if step >= total:
+                break
+            index = np.sort(order[start : start + options.batch_size])
+            xb, yb = x_train[index], y_train[index]
+            # Left-right flips: anatomy is roughly symmetric, and it doubles the views cheaply.
+            flip = rng.random(len(index)) < 0.5
+            xb = np.where(flip[:, None, None, None], xb[..., ::-1], xb) if xb.ndim == 4 else xb
+            yb = np.where(flip[:, None, None, None], yb[..., ::-1], yb) if yb.ndim == 4 else yb
+            optimiser.zero_grad()
+            loss = loss_fn(
+                network(torch.from_numpy(np.ascontiguousarray(xb)).to(device)),
+                torch.from_numpy(yb.astype(np.int64)).to(device),
+            )
+            loss.backward()
+            optimiser.step()
+            scheduler.step()
+            losses.append(float(loss.detach()))
+            step += 1
+        record: dict[str, Any] = {
+            "epoch": epoch + 1,
+            "steps": step,
+            "loss": round(float(np.mean(losses)), 5) if losses else None,
+            "seconds": round(time.perf_counter() - started, 1),
+        }
+        if val is not None:
+            segmenter = Segmenter.from_network(config, network)
+            dice = foreground_dice(segmenter, *val, foreground)
+            record["val_dice"] = {config.classes[k]: round(v, 4) for k, v in dice.items()}
+            score = float(np.nanmean(list(dice.values()))) if dice else 0.0
+            record["val_mean_dice"] = round(score, 4)
+            if score > best_score:
+                best_score = score
+                best_state = {k: v.detach().cpu().clone() for k, v in network.state_dict().items()}
+        history.append(record)
+        log(json.dumps(record))
+        if step >= total:
+            break
+    network = network.cpu()
+    if best_state is not None:
+        network.load_state_dict(best_state)
+    network.eval()
+    return network, history
+
+
+def split_cases(names: list[str], fraction: float, seed: int) -> tuple[list[str], list[str]]:
+    order = list(np.random.default_rng(seed).permutation(names))
+    n_val = max(1, round(len(names) * fraction))
+    if len(names) < 2:
+        raise ValueError("need at least two cases to hold one out for validation")
+    return sorted(order[n_val:]), sorted(order[:n_val])
+
+
+def export_onnx(network: Any, config: ModelConfig, path: Path) -> float:
+    """Export with dynamic batch and size; returns the largest |torch - onnxruntime| logit gap."""
+    import onnxruntime as ort
+    import torch
+
+    side = config.network.divisor * 4
+    shape = (1, config.network.in_channels) + (side,) * config.network.spatial_dims
+    dummy = torch.randn(*shape)
+    spatial = {i + 2: f"d{i}" for i in range(config.network.spatial_dims)}
+    with warnings.catch_warnings():
+        # MONAI's InstanceNorm has no running statistics, so "train=True" in export is right.
+        warnings.filterwarnings("ignore", message=".*instance_norm.*")
+        warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
+        # The TorchScript exporter is deprecated; the dynamo one needs onnxscript (not a dep).
+        warnings.filterwarnings("ignore", message=".*legacy TorchScript-based ONNX export.*")
+        warnings.filterwarnings("ignore", message="The feature will be removed")
+        torch.onnx.export(
+            network,
+            (dummy,),
+            str(path),
+            input_names=["image"],
+            output_names=["logits"],
+            dynamic_axes={"image": {0: "batch", **spatial}, "logits": {0: "batch", **spatial}},
+            opset_version=17,
+            dynamo=False,
+        )
+    check_shape = (2, config.network.in_channels) + (side * 2,) * config.network.spatial_dims
+    check = torch.randn(*check_shape)
+    with torch.inference_mode():
+        expected = network(check).numpy()
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    got = session.run(None, {"image": check.numpy()})[0]
+    return float(np.abs(got - expected).max())
+
+
+def write_card(out: Path, config: ModelConfig, data: Path, extra: dict[str, str]) -> Path:
+    dataset_notes = ""
+    for candidate in (data / "DATASET.md", data.parent / "DATASET.md"):
+        if candidate.is_file():
+            dataset_notes = candidate.read_text().strip()
+            break
+    values = {
+        "name": config.name,
+        "network": json.dumps(config.to_dict()["network"]),
+        "classes": ", ".join(f"{k} {v}" for k, v in sorted(config.classes.items())),
+        "preprocessing": json.dumps(config.preprocessing.to_dict()),
+        "data": str(data),
+        "dataset_notes": dataset_notes or "(no DATASET.md next to the data)",
+        **extra,
+    }
+    text = string.Template(TEMPLATE.read_text()).safe_substitute(values)
+    path = out / CARD_FILE
+    path.write_text(text)
+    return path
+
+
+def train(options: TrainOptions, log: Callable[[str], None] = print) -> dict[str, Any]:
+    import torch
+
+    torch.set_num_threads(options.threads)
+    out = Path(options.out)
+    out.mkdir(parents=True, exist_ok=True)
+    classes = load_classes(options.data)
+    cases = list(iter_cases(options.data))
+    strides = options.strides or (2,) * (len(options.channels) - 1)
+    config = ModelConfig(
+        name=options.name or out.name,
+        network=NetworkConfig(
+            kind=options.model,
+            out_channels=len(classes),
+            spatial_dims=options.spatial_dims,
+            channels=tuple(options.channels),
+            strides=tuple(strides),
+            num_res_units=options.num_res_units,
+            dropout=options.dropout,
+        ),
+        classes=classes,
+        preprocessing=options.preprocessing,
+    )
+    if max(classes) != len(classes) - 1:
+        raise ValueError("classes.json indices must run 0..N-1")
+    started = time.perf_counter()
+    cv: list[dict[str, Any]] = []
+    by_name = {case.name: case for case in cases}
+    names = sorted(by_name)
+    val_cases: list[Case] | None = None
+    if options.val_dir is not None:
+        val_cases = list(iter_cases(options.val_dir))
+    if options.folds and options.folds >= 2:
+        if options.folds > len(names):
+            raise ValueError(f"{options.folds} folds need at least as many cases ({len(names)})")
+        order = list(np.random.default_rng(options.seed).permutation(names))
+        for fold in range(options.folds):
+            held = sorted(order[fold :: options.folds])
+            kept = [by_name[n] for n in names if n not in held]
+            log(f"fold {fold + 1}/{options.folds}: {len(kept)} train cases, {len(held)} held out")
+            val_arrays = divisible_pad(
+                *to_arrays([by_name[n] for n in held], config), config.network.divisor
+            )
+            network, history = fit(config, to_arrays(kept, config), val_arrays, options, log)
+            best = max(history, key=lambda r: r.get("val_mean_dice", -1))
+            cv.append({"fold": fold + 1, "held_out": held, "best": best})
+        train_cases = cases
+    elif val_cases is None:
+        train_names, val_names = split_cases(names, options.val_fraction, options.seed)
+        train_cases = [by_name[n] for n in train_names]
+        val_cases = [by_name[n] for n in val_names]
+    else:
+        train_cases = cases
+    val_arrays = (
+        divisible_pad(*to_arrays(val_cases, config), config.network.divisor)
+        if val_cases is not None
+        else None
+    )
+    train_arrays = to_arrays(train_cases, config)
+    log(f"training on {len(train_arrays[0])} samples from {len(train_cases)} cases")
+    network, history = fit(config, train_arrays, val_arrays, options, log)
+    seconds = time.perf_counter() - started
+    torch.save(network.state_dict(), out / WEIGHTS_FILE)
+    onnx_gap = export_onnx(network, config, out / ONNX_FILE)
+    cv_summary = None
+    if cv:
+        means = [fold["best"].get("val_mean_dice") for fold in cv]
+        cv_summary = {
+            "folds": len(cv),
+            "mean_dice": round(float(np.mean(means)), 4),
+            "sd_dice": round(float(np.std(means)), 4),
+        }
+    config.training = {
+        "data": str(options.data),
+        "val": str(options.val_dir) if options.val_dir else None,
+        "cases": len(train_cases),
+        "samples": int(len(train_arrays[0])),
+        "epochs_run": history[-1]["epoch"] if history else 0,
+        "steps": history[-1]["steps"] if history else 0,
+        "batch_size": options.batch_size,
+        "learning_rate": options.learning_rate,
+        "seed": options.seed,
+        "threads": options.threads,
+        "device": options.device,
+        "seconds": round(seconds, 1),
+        "best_val_mean_dice": max((r.get("val_mean_dice", -1) for r in history), default=None),
+        "cross_validation": cv_summary,
+        "onnx_max_abs_logit_gap": onnx_gap,
+        "command": options.command,
+    }
+    config.save(out)
+    (out / "training_log.json").write_text(
+        json.dumps({"history": history, "cross_validation": cv}, indent=1) + "\n"
+    )
+    write_card(
+        out,
+        config,
+        Path(options.data),
+        {
+            "command": options.command or "(not recorded)",
+            "training": json.dumps(config.training, indent=1),
+            "history_tail": json.dumps(history[-3:], indent=1),
+        },
+    )
+    return config.to_dict()
