@@ -345,6 +345,8 @@ STORAGES = {
 IMAGING_REDACT_CLASSES = env_list("IMAGING_REDACT_CLASSES", [])
 # Pixels of margin added around each detected box before it is cropped and filled.
 IMAGING_BOX_PADDING = env_int("IMAGING_BOX_PADDING", 4, minimum=0)
+# Extra detect-and-fill rounds over the redacted image when verification still finds text.
+IMAGING_VERIFY_ROUNDS = env_int("IMAGING_VERIFY_ROUNDS", 2, minimum=0)
 # An upload whose perceptual hash is this close (Hamming bits) to another's is flagged.
 IMAGING_DUPLICATE_MAX_DISTANCE = env_int("IMAGING_DUPLICATE_MAX_DISTANCE", 6, minimum=0)
 # The detector the pipeline calls (dotted path to a function: uint8 frame -> detections).

@@ -1,0 +1,233 @@
+"""Benchmark the processing pipeline: per-stage and total ms per image, and throughput.
+
+    python manage.py bench_pipeline                      # 512², 1024², 2048² + real images
+    python manage.py bench_pipeline --sizes 256 --repeat 2 --workers 1 --no-real --json out.json
+
+Each image goes through what the worker does, minus the storage and database writes:
+decode and validate, a fresh data key wrapped by the KEK, detect, encrypt each region,
+fill, grid, fingerprints, metrics, verification, and the PNG encodings that get stored.
+Throughput runs the same work on 1 and 2 threads (the detector and the codecs release the
+GIL for most of their time), so it shows what a second worker process would add on this
+machine without loading a second model.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.utils.module_loading import import_string
+
+from imaging import crypto, pipeline
+
+STAGES = (
+    "decode_ms",
+    "key_ms",
+    "detect_ms",
+    "encrypt_ms",
+    "redact_ms",
+    "grid_ms",
+    "fingerprint_ms",
+    "metrics_ms",
+    "verify_ms",
+    "encode_ms",
+    "total_ms",
+)
+
+
+@dataclass(frozen=True)
+class BenchImage:
+    name: str
+    data: bytes
+
+
+def generated_image(size: int, seed: int = 0) -> BenchImage:
+    """A size×size RGB scan-like image with burned-in text lines, as PNG."""
+    from imaging.restoration import encode_image
+
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:size, 0:size]
+    base = 70 + 50 * np.sin(xx / (size / 14)) * np.cos(yy / (size / 9))
+    grey = np.clip(base + rng.normal(0, 10, (size, size)), 0, 200).astype(np.uint8)
+    rgb = np.repeat(grey[..., None], 3, axis=2)
+    try:
+        import cv2
+
+        scale = max(size / 512, 0.4)
+        for i, text in enumerate(("DOE^JANE  MRN 0012345", "DOB 1970-01-01  ST MARY HOSP")):
+            cv2.putText(
+                rgb,
+                text,
+                (int(12 * scale), int((30 + 28 * i) * scale)),
+                cv2.FONT_HERSHEY_SIMPLEX,
+                0.7 * scale,
+                (255, 255, 255),
+                max(2, int(2 * scale)),
+                cv2.LINE_8,  # Hard-edged ink, as burned-in annotations are.
+            )
+    except ImportError:  # pragma: no cover - opencv is a requirement
+        pass
+    return BenchImage(f"generated-{size}", encode_image(rgb, "png"))
+
+
+def real_images() -> list[BenchImage]:
+    """The real test images that ship in PyPI packages (deid-data ultrasounds, pydicom)."""
+    found: list[BenchImage] = []
+    try:
+        import deid_data
+
+        folder = Path(deid_data.__file__).parent / "data" / "ultrasounds"
+        for path in sorted(folder.glob("*.dcm")):
+            found.append(BenchImage(f"deid-data/{path.name}", path.read_bytes()))
+    except ImportError:
+        pass
+    try:
+        from pydicom.data import get_testdata_file
+
+        for name in ("CT_small.dcm", "MR_small.dcm", "US1_J2KR.dcm"):
+            path = get_testdata_file(name)
+            if path:
+                found.append(BenchImage(f"pydicom/{name}", Path(path).read_bytes()))
+    except Exception:  # noqa: BLE001 - test data is optional for a benchmark
+        pass
+    return found
+
+
+def run_once(image: BenchImage, detector: pipeline.Detector) -> dict[str, float]:
+    """One image through the worker's steps; returns stage timings in ms."""
+    from imaging.restoration import encode_image
+    from imaging.validation import validate_upload
+
+    timings: dict[str, float] = {}
+    start = time.perf_counter()
+    with pipeline.timed(timings, "decode_ms"):
+        decoded = validate_upload(
+            name=image.name,
+            data=image.data,
+            max_bytes=max(len(image.data), settings.UPLOAD_MAX_BYTES),
+            max_pixels=settings.UPLOAD_MAX_PIXELS,
+        )
+    with pipeline.timed(timings, "key_ms"):
+        data_key = crypto.new_data_key()
+        crypto.wrap_data_key(data_key, scan_ref=image.name)
+    result = pipeline.pipeline_run(
+        image=decoded,
+        data_key=data_key,
+        scan_ref=image.name,
+        detector=detector,
+        classes=settings.IMAGING_REDACT_CLASSES,
+        padding=settings.IMAGING_BOX_PADDING,
+        verify_rounds=settings.IMAGING_VERIFY_ROUNDS,
+        timings=timings,
+    )
+    with pipeline.timed(timings, "encode_ms"):
+        crypto.encrypt_blob(data_key, crypto.pack_array(result.redacted_pixels), aad=b"bench")
+        for frame in result.redacted_display:
+            encode_image(frame, "png")
+        for frame in result.grid_display:
+            encode_image(frame, "png")
+    timings["total_ms"] = (time.perf_counter() - start) * 1000.0
+    timings["regions"] = float(len(result.regions))
+    return timings
+
+
+def summarise(samples: list[dict[str, float]]) -> dict[str, dict[str, float]]:
+    out: dict[str, dict[str, float]] = {}
+    for stage in STAGES:
+        values = np.asarray([s.get(stage, 0.0) for s in samples], dtype=np.float64)
+        out[stage] = {
+            "median": round(float(np.median(values)), 2),
+            "p95": round(float(np.percentile(values, 95)), 2),
+        }
+    return out
+
+
+def throughput(
+    images: list[BenchImage], detector: pipeline.Detector, workers: int, rounds: int
+) -> float:
+    """Images per second processing `images` `rounds` times on `workers` threads."""
+    work = [img for _ in range(rounds) for img in images]
+    start = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        list(pool.map(lambda img: run_once(img, detector), work))
+    elapsed = time.perf_counter() - start
+    return round(len(work) / elapsed, 3) if elapsed > 0 else 0.0
+
+
+class Command(BaseCommand):
+    help = "Benchmark the imaging pipeline per stage, and its throughput on 1 and 2 workers."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--sizes", default="512,1024,2048", help="Square sizes, comma list.")
+        parser.add_argument("--repeat", type=int, default=5, help="Runs per image.")
+        parser.add_argument("--workers", default="1,2", help="Worker counts for throughput.")
+        parser.add_argument("--rounds", type=int, default=2, help="Passes per throughput run.")
+        parser.add_argument("--no-real", action="store_true", help="Skip the real images.")
+        parser.add_argument(
+            "--detector", default=None, help="Dotted path of the detector (default: setting)."
+        )
+        parser.add_argument("--json", dest="json_path", default=None, help="Also write JSON.")
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        try:
+            sizes = [int(s) for s in options["sizes"].split(",") if s.strip()]
+            workers = [int(w) for w in options["workers"].split(",") if w.strip()]
+        except ValueError:
+            raise CommandError("--sizes and --workers are comma-separated integers") from None
+        if options["repeat"] < 1 or any(w < 1 for w in workers) or any(s < 16 for s in sizes):
+            raise CommandError("--repeat and --workers must be >= 1, sizes >= 16")
+        detector: Callable[[np.ndarray], Any] = import_string(
+            options["detector"] or settings.IMAGING_DETECTOR
+        )
+
+        images = [generated_image(size, seed=i) for i, size in enumerate(sizes)]
+        if not options["no_real"]:
+            images += real_images()
+        # Warm up: the model loads once per process, which is not per-image cost.
+        run_once(images[0], detector)
+
+        rows: list[dict[str, Any]] = []
+        for image in images:
+            samples = [run_once(image, detector) for _ in range(options["repeat"])]
+            rows.append(
+                {
+                    "image": image.name,
+                    "bytes": len(image.data),
+                    "regions": int(samples[-1]["regions"]),
+                    "stages": summarise(samples),
+                }
+            )
+        rates = {str(w): throughput(images, detector, w, options["rounds"]) for w in workers}
+        report = {
+            "detector": options["detector"] or settings.IMAGING_DETECTOR,
+            "repeat": options["repeat"],
+            "images": rows,
+            "images_per_second": rates,
+        }
+        self._print_table(report)
+        text = json.dumps(report, indent=2)
+        self.stdout.write(text)
+        if options["json_path"]:
+            Path(options["json_path"]).write_text(text + "\n")
+
+    def _print_table(self, report: dict[str, Any]) -> None:
+        columns = [s.removesuffix("_ms") for s in STAGES]
+        header = f"{'image':<34}{'reg':>4} " + "".join(f"{c:>16}" for c in columns)
+        self.stdout.write("ms per image, median / p95")
+        self.stdout.write(header)
+        for row in report["images"]:
+            cells = "".join(
+                f"{row['stages'][s]['median']:>8.1f}/{row['stages'][s]['p95']:<7.1f}"
+                for s in STAGES
+            )
+            self.stdout.write(f"{row['image'][:33]:<34}{row['regions']:>4} {cells}")
+        for count, rate in report["images_per_second"].items():
+            self.stdout.write(f"throughput with {count} worker(s): {rate} images/s")

@@ -1,0 +1,167 @@
+"""Scans, their encrypted regions and their fingerprints.
+
+A Scan row exists only once its encrypted original is safely on storage (see
+`imaging.services.scan_upload`). Regions and the fingerprint are written by the processing
+task in one transaction, so a scan has either all of them or none.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from django.conf import settings
+from django.db import models
+
+from patients.models import Patient
+
+
+class ScanStatus(models.TextChoices):
+    UPLOADED = "uploaded", "Uploaded"
+    PROCESSING = "processing", "Processing"
+    COMPLETED = "completed", "Completed"
+    FAILED = "failed", "Failed"
+
+
+class ScanFormat(models.TextChoices):
+    JPEG = "jpeg", "JPEG"
+    PNG = "png", "PNG"
+    DICOM = "dicom", "DICOM"
+
+
+class FailureReason(models.TextChoices):
+    """Why processing stopped. Stored on the scan; shown to clinicians."""
+
+    DECRYPT_FAILED = "decrypt_failed", "The stored upload could not be decrypted"
+    DECODE_FAILED = "decode_failed", "The stored upload could not be decoded"
+    DETECTION_FAILED = "detection_failed", "The detector failed"
+    STORAGE_FAILED = "storage_failed", "Storage kept failing"
+    DATABASE_FAILED = "database_failed", "The database kept failing"
+    PROCESSING_ERROR = "processing_error", "Unexpected processing error"
+
+
+class ScanQuerySet(models.QuerySet["Scan"]):
+    def visible_to(self, user: Any) -> ScanQuerySet:
+        """Every query for scans starts here: clinical roles see scans, no one else."""
+        if user is None or not getattr(user, "is_clinical", False):
+            return self.none()
+        return self.all()
+
+
+class Scan(models.Model):
+    patient = models.ForeignKey(Patient, on_delete=models.PROTECT, related_name="scans")
+    uploaded_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    # Bound into every ciphertext's associated data: a blob moved to another scan fails.
+    uid = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+
+    original_filename = models.CharField(max_length=255)
+    format = models.CharField(max_length=8, choices=ScanFormat.choices)
+    size_bytes = models.PositiveBigIntegerField()
+    width = models.PositiveIntegerField()
+    height = models.PositiveIntegerField()
+    frames = models.PositiveIntegerField(default=1)
+    channels = models.PositiveSmallIntegerField(default=1)
+    pixel_dtype = models.CharField(max_length=16)
+    # SHA-256 of the decoded upload's pixels: a restore must reproduce exactly this.
+    pixels_sha256 = models.CharField(max_length=64)
+
+    status = models.CharField(
+        max_length=16, choices=ScanStatus.choices, default=ScanStatus.UPLOADED
+    )
+    failure_reason = models.CharField(max_length=32, choices=FailureReason.choices, blank=True)
+    needs_review = models.BooleanField(default=False)
+    possible_duplicate = models.BooleanField(default=False)
+    duplicate_of = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+
+    # Storage names (Django storage API), never URLs: files are served only through APIs.
+    original_path = models.CharField(max_length=500)  # encrypted under the scan's data key
+    redacted_path = models.CharField(max_length=500, blank=True)  # PNG, or DICOM dataset
+    redacted_pixels_path = models.CharField(max_length=500, blank=True)  # exact array, for restore
+    grid_path = models.CharField(max_length=500, blank=True)
+    # One PNG per frame for display: {"redacted": [...], "grid": [...]}.
+    frame_paths = models.JSONField(default=dict, blank=True)
+
+    wrapped_key = models.BinaryField()
+    key_id = models.CharField(max_length=64)
+
+    metrics = models.JSONField(default=dict, blank=True)
+    detection_ms = models.FloatField(null=True, blank=True)
+    encryption_ms = models.FloatField(null=True, blank=True)
+    total_ms = models.FloatField(null=True, blank=True)
+    attempts = models.PositiveSmallIntegerField(default=0)
+
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    processed_at = models.DateTimeField(null=True, blank=True)
+
+    objects = ScanQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [
+            models.Index(fields=["patient", "-created_at"], name="scan_patient_created"),
+            models.Index(fields=["status", "created_at"], name="scan_status_created"),
+            models.Index(fields=["created_at"], name="scan_created"),
+        ]
+
+    def __str__(self) -> str:
+        return f"scan {self.pk} ({self.format}, {self.status})"
+
+
+class RegionQuerySet(models.QuerySet["Region"]):
+    def visible_to(self, user: Any) -> RegionQuerySet:
+        """Regions are visible exactly when their scan is."""
+        return self.filter(scan__in=Scan.objects.visible_to(user))
+
+
+class Region(models.Model):
+    scan = models.ForeignKey(Scan, on_delete=models.CASCADE, related_name="regions")
+    index = models.PositiveIntegerField()
+    frame = models.PositiveIntegerField(default=0)
+    label = models.CharField(max_length=32)
+    confidence = models.FloatField()
+    # The padded box in original pixel coordinates, x2/y2 exclusive.
+    x1 = models.PositiveIntegerField()
+    y1 = models.PositiveIntegerField()
+    x2 = models.PositiveIntegerField()
+    y2 = models.PositiveIntegerField()
+    # The crop's ORIGINAL pixel values, packed and AES-256-GCM encrypted (nonce and tag inside).
+    ciphertext = models.BinaryField()
+    dtype = models.CharField(max_length=16)
+    channels = models.PositiveSmallIntegerField(default=1)
+    pixel_entropy = models.FloatField(null=True, blank=True)
+    ciphertext_entropy = models.FloatField(null=True, blank=True)
+
+    objects = RegionQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["scan_id", "index"]
+        constraints = [
+            models.UniqueConstraint(fields=["scan", "index"], name="region_scan_index_unique")
+        ]
+        indexes = [models.Index(fields=["label"], name="region_label")]
+
+    def __str__(self) -> str:
+        return f"region {self.index} of scan {self.scan_id}"
+
+    @property
+    def box(self) -> tuple[int, int, int, int]:
+        return (self.x1, self.y1, self.x2, self.y2)
+
+
+class Fingerprint(models.Model):
+    """Perceptual fingerprints of the redacted image (no identity pixels go into them)."""
+
+    scan = models.OneToOneField(
+        Scan, on_delete=models.CASCADE, primary_key=True, related_name="fingerprint"
+    )
+    average_hash = models.CharField(max_length=64)
+    perceptual_hash = models.CharField(max_length=64, db_index=True)
+    color_histogram = models.JSONField(default=list)
+
+    def __str__(self) -> str:
+        return f"fingerprint of scan {self.scan_id}"

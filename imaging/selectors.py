@@ -1,0 +1,230 @@
+"""Reads for scans. Every query for patient data starts from `Scan.objects.visible_to(user)`."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import numpy as np
+from django.conf import settings
+from django.db.models import Count, Prefetch, QuerySet
+from django.http import HttpRequest
+from django.shortcuts import get_object_or_404
+
+from audit.models import Action
+from audit.services import audit_record
+from imaging.models import Fingerprint, Region, Scan, ScanStatus
+from imaging.storage import storage_read
+from medimg.errors import ApplicationError
+from patients.models import Patient
+
+# Region columns a summary needs: never the ciphertext, which can be large.
+REGION_SUMMARY_FIELDS = (
+    "id",
+    "scan_id",
+    "index",
+    "frame",
+    "label",
+    "confidence",
+    "x1",
+    "y1",
+    "x2",
+    "y2",
+    "dtype",
+    "channels",
+    "pixel_entropy",
+    "ciphertext_entropy",
+)
+
+
+def scan_list_for_patient(*, user: Any, patient: Patient) -> QuerySet[Scan]:
+    """The patient's scans, newest first, with region counts in the same query."""
+    return (
+        Scan.objects.visible_to(user)
+        .filter(patient=patient)
+        .select_related("uploaded_by")
+        .annotate(region_count=Count("regions"))
+        .defer("wrapped_key")
+        .order_by("-created_at", "-id")
+    )
+
+
+def scan_get_for_user(*, user: Any, scan_id: int, request: HttpRequest | None = None) -> Scan:
+    """One scan with its region summaries (no ciphertext loaded); 404 when not visible.
+
+    Audited as scan_viewed: the detail names the patient's image and what was found in it."""
+    queryset = (
+        Scan.objects.visible_to(user)
+        .select_related("uploaded_by")
+        .prefetch_related(
+            Prefetch(
+                "regions",
+                queryset=Region.objects.only(*REGION_SUMMARY_FIELDS).order_by("index"),
+            )
+        )
+    )
+    scan = get_object_or_404(queryset, pk=scan_id)
+    audit_record(
+        action=Action.SCAN_VIEWED,
+        actor=user,
+        target=scan,
+        request=request,
+        details={"view": "detail"},
+    )
+    return scan
+
+
+def scans_by_ids(*, ids: list[int]) -> list[Scan]:
+    """Fresh copies of scans just written (their processing may have run in-process)."""
+    found = Scan.objects.select_related("uploaded_by").in_bulk(ids)
+    return [found[i] for i in ids if i in found]
+
+
+def scan_for_restore(*, user: Any, scan_id: int) -> Scan:
+    """The scan with its regions' ciphertexts, ready to decrypt; 404 when not visible."""
+    queryset = Scan.objects.visible_to(user).prefetch_related(
+        Prefetch("regions", queryset=Region.objects.order_by("index"))
+    )
+    return get_object_or_404(queryset, pk=scan_id)
+
+
+def scan_status_for_user(*, user: Any, scan_id: int) -> Scan:
+    return get_object_or_404(
+        Scan.objects.visible_to(user).only(
+            "id", "status", "failure_reason", "needs_review", "possible_duplicate", "updated_at"
+        ),
+        pk=scan_id,
+    )
+
+
+def region_list_for_scan(*, scan: Scan) -> QuerySet[Region]:
+    return Region.objects.filter(scan=scan).only(*REGION_SUMMARY_FIELDS).order_by("index")
+
+
+def region_get_for_user(*, user: Any, region_id: int) -> Region:
+    return get_object_or_404(Region.objects.visible_to(user).select_related("scan"), pk=region_id)
+
+
+def scan_display_png(
+    *, user: Any, scan_id: int, kind: str, frame: int, request: HttpRequest | None = None
+) -> tuple[Scan, bytes]:
+    """The stored redacted or grid PNG of one frame (regions filled). Audited as scan_viewed."""
+    scan = get_object_or_404(
+        Scan.objects.visible_to(user).only("id", "status", "frame_paths"), pk=scan_id
+    )
+    if scan.status != ScanStatus.COMPLETED:
+        raise ApplicationError(
+            "scan_not_ready", "The scan has not finished processing.", status_code=409
+        )
+    paths = (scan.frame_paths or {}).get(kind) or []
+    if not 0 <= frame < len(paths):
+        raise ApplicationError(
+            "invalid_frame", f"frame must be between 0 and {max(len(paths) - 1, 0)}."
+        )
+    content = storage_read(paths[frame])
+    audit_record(
+        action=Action.SCAN_VIEWED,
+        actor=user,
+        target=scan,
+        request=request,
+        details={"view": kind, "frame": frame},
+    )
+    return scan, content
+
+
+@dataclass(frozen=True)
+class Similar:
+    scan: Scan
+    distance: int
+
+
+def scan_similar(*, user: Any, scan: Scan, limit: int = 10) -> list[Similar]:
+    """Visible scans nearest to `scan` by perceptual hash (Hamming distance)."""
+    from imaging.metrics import hamming
+
+    own = Fingerprint.objects.filter(scan=scan).values_list("perceptual_hash", flat=True).first()
+    if own is None:
+        return []
+    candidates = (
+        Fingerprint.objects.filter(scan__in=Scan.objects.visible_to(user))
+        .exclude(scan=scan)
+        .values_list("scan_id", "perceptual_hash")
+    )
+    distances = sorted(
+        ((int(hamming(own, other)), scan_id) for scan_id, other in candidates.iterator()),
+    )[:limit]
+    by_id = (
+        Scan.objects.visible_to(user)
+        .select_related("uploaded_by")
+        .in_bulk([scan_id for _, scan_id in distances])
+    )
+    return [Similar(scan=by_id[sid], distance=d) for d, sid in distances if sid in by_id]
+
+
+def _percentile(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
+    return float(np.percentile(np.asarray(values, dtype=np.float64), q))
+
+
+def processing_stats(*, since: datetime | None, until: datetime | None) -> dict[str, Any]:
+    """Aggregates only (no patient data): counts, timings, regions per image, classes."""
+    scans = Scan.objects.all()
+    if since is not None:
+        scans = scans.filter(created_at__gte=since)
+    if until is not None:
+        scans = scans.filter(created_at__lt=until)
+    by_status = {s.value: 0 for s in ScanStatus}
+    for row in scans.values("status").annotate(n=Count("id")):
+        by_status[row["status"]] = row["n"]
+    completed = scans.filter(status=ScanStatus.COMPLETED)
+    timings = list(completed.values_list("total_ms", "detection_ms", "encryption_ms").order_by())
+    regions_per_image = list(
+        completed.annotate(n=Count("regions")).values_list("n", flat=True).order_by()
+    )
+    classes = Counter(
+        dict(
+            Region.objects.filter(scan__in=completed)
+            .values_list("label")
+            .annotate(n=Count("id"))
+            .values_list("label", "n")
+            .order_by()
+        )
+    )
+    failures = Counter(
+        dict(
+            scans.filter(status=ScanStatus.FAILED)
+            .values_list("failure_reason")
+            .annotate(n=Count("id"))
+            .values_list("failure_reason", "n")
+            .order_by()
+        )
+    )
+
+    def column(i: int) -> list[float]:
+        return [float(row[i]) for row in timings if row[i] is not None]
+
+    return {
+        "since": since,
+        "until": until,
+        "total": sum(by_status.values()),
+        "by_status": by_status,
+        "failure_reasons": dict(failures),
+        "needs_review": scans.filter(needs_review=True).count(),
+        "possible_duplicates": scans.filter(possible_duplicate=True).count(),
+        "total_ms": {"median": _percentile(column(0), 50), "p95": _percentile(column(0), 95)},
+        "detection_ms": {"median": _percentile(column(1), 50), "p95": _percentile(column(1), 95)},
+        "encryption_ms": {
+            "median": _percentile(column(2), 50),
+            "p95": _percentile(column(2), 95),
+        },
+        "regions_per_image": {
+            "mean": float(np.mean(regions_per_image)) if regions_per_image else None,
+            "median": _percentile([float(n) for n in regions_per_image], 50),
+            "max": max(regions_per_image) if regions_per_image else None,
+        },
+        "classes": dict(classes),
+        "duplicate_max_distance": settings.IMAGING_DUPLICATE_MAX_DISTANCE,
+    }

@@ -1,0 +1,790 @@
+"""Writes for scans: upload, processing, restore and region decryption.
+
+Ordering rules that keep a crash harmless:
+- upload: encrypted file on storage (atomic), THEN the row, THEN (on commit) the task. A
+  failed write leaves no row; a failed commit removes the file.
+- processing: all new files written under fresh names first, then regions, fingerprint and
+  status in one transaction (old regions deleted in it), then the previous run's files are
+  removed on commit. Running it twice, or after a crash half-way, gives one set of regions.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import secrets
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from functools import partial
+from typing import Any
+
+import numpy as np
+from django.conf import settings
+from django.core.files.uploadedfile import UploadedFile
+from django.db import transaction
+from django.http import HttpRequest
+from django.utils import timezone
+
+from accounts.session_keys import SealContext, unseal_from
+from audit.models import Action, Outcome
+from audit.services import audit_record
+from imaging import crypto, pipeline
+from imaging.errors import CryptoError, ImagingError
+from imaging.models import FailureReason, Fingerprint, Region, Scan, ScanFormat, ScanStatus
+from imaging.storage import storage_delete, storage_read, storage_write
+from medimg.errors import ApplicationError
+from patients.models import Patient
+
+logger = logging.getLogger(__name__)
+
+RESTORE_FORMATS = ("png", "jpeg", "dicom")
+# Header, key id, nonce and tag of a sealed upload (accounts.keyexchange), with room to spare.
+SEAL_OVERHEAD = 256
+
+
+class ProcessingFailure(Exception):
+    """A permanent processing failure: retrying cannot help, the scan is marked failed."""
+
+    def __init__(self, reason: FailureReason) -> None:
+        super().__init__(reason.value)
+        self.reason = reason
+
+
+def _restore_failed() -> ApplicationError:
+    # One answer for every integrity failure (tampered nonce, ciphertext, tag, context or
+    # wrapped key; lost key): it tells a client nothing about which check failed.
+    return ApplicationError(
+        "restore_failed",
+        "The stored image failed its integrity check and cannot be restored. "
+        "The event has been logged.",
+        status_code=500,
+    )
+
+
+# --- Upload ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Accepted:
+    name: str
+    size: int
+    image: Any  # imaging.validation.DecodedImage
+
+
+def _read_upload(
+    upload: UploadedFile, *, seal: SealContext | None = None, patient_id: str = ""
+) -> _Accepted:
+    from imaging.validation import validate_upload
+
+    name = (upload.name or "upload")[-255:]
+    size = int(upload.size or 0)
+    # A sealed body is a little longer than the image in it.
+    limit = settings.UPLOAD_MAX_BYTES + (SEAL_OVERHEAD if seal is not None else 0)
+    # Refuse by the declared size before reading anything into memory.
+    if size > limit:
+        raise ImagingError("file_too_large")
+    upload.seek(0)
+    data = upload.read(limit + 1)
+    if seal is not None:
+        data = unseal_from(seal, data, purpose="upload", patient=patient_id, name=name)
+    image = validate_upload(
+        name=name,
+        data=data,
+        max_bytes=settings.UPLOAD_MAX_BYTES,
+        max_pixels=settings.UPLOAD_MAX_PIXELS,
+    )
+    return _Accepted(name=name, size=len(data), image=image)
+
+
+def _pixels_digest(pixels: np.ndarray) -> str:
+    """What the restored image must hash to: dtype, shape and every pixel."""
+    digest = hashlib.sha256()
+    digest.update(f"{pixels.dtype.str}|{pixels.shape}|".encode())
+    digest.update(np.ascontiguousarray(pixels).tobytes())
+    return digest.hexdigest()
+
+
+def _scan_store(
+    *, patient: Patient, accepted: _Accepted, uploaded_by: Any, written: list[str]
+) -> Scan:
+    image = accepted.image
+    uid = uuid.uuid4()
+    data_key = crypto.new_data_key()
+    wrapped = crypto.wrap_data_key(data_key, scan_ref=str(uid))
+    blob = crypto.encrypt_blob(
+        data_key, image.clean_bytes, aad=crypto.original_aad(scan_ref=str(uid))
+    )
+    # The file first: if this raises, no row is ever created that points at nothing.
+    try:
+        path = storage_write(f"scans/{uid}/original.enc", blob)
+    except OSError:
+        logger.exception("storing upload for scan %s failed", uid)
+        raise ApplicationError(
+            "storage_unavailable",
+            "The image could not be stored. Nothing was saved; please try again.",
+            status_code=503,
+        ) from None
+    written.append(path)
+    pixels: np.ndarray = image.pixels
+    return Scan.objects.create(
+        patient=patient,
+        uploaded_by=uploaded_by,
+        uid=uid,
+        original_filename=accepted.name,
+        format=ScanFormat(image.kind),
+        size_bytes=accepted.size,
+        frames=int(pixels.shape[0]),
+        height=int(pixels.shape[1]),
+        width=int(pixels.shape[2]),
+        channels=int(pixels.shape[3]) if pixels.ndim == 4 else 1,
+        pixel_dtype=str(pixels.dtype),
+        pixels_sha256=_pixels_digest(pixels),
+        original_path=path,
+        wrapped_key=wrapped.blob,
+        key_id=wrapped.kek_id,
+    )
+
+
+def scan_upload(
+    *,
+    patient: Patient,
+    uploads: Sequence[UploadedFile],
+    uploaded_by: Any,
+    request: HttpRequest | None = None,
+    seal: SealContext | None = None,
+) -> list[Scan]:
+    """Validate every file, store each encrypted, and queue processing after commit.
+
+    All or nothing: one refused file refuses the whole request, and nothing is stored.
+    Caller has checked that `uploaded_by` may see `patient`. With `seal`, every file is a
+    body sealed under the client's session key and is opened first.
+    """
+    if not uploads:
+        raise ApplicationError("no_files", "Attach at least one image file.")
+    # Every file is decoded and checked before anything is written.
+    accepted = [_read_upload(u, seal=seal, patient_id=str(patient.pk)) for u in uploads]
+    return _scans_store(
+        patient_factory=lambda: patient, accepted=accepted, uploaded_by=uploaded_by, request=request
+    )[1]
+
+
+def patient_create_with_images(
+    *,
+    images: Sequence[UploadedFile],
+    created_by: Any,
+    request: HttpRequest | None = None,
+    **fields: Any,
+) -> tuple[Patient, list[Scan]]:
+    """Create a patient and its first scans in one transaction: both or neither.
+
+    The images are validated before the record is created, so a bad file leaves no patient.
+    """
+    from patients.services import patient_create
+
+    accepted = [_read_upload(upload) for upload in images]
+    return _scans_store(
+        patient_factory=lambda: patient_create(**fields, created_by=created_by, request=request),
+        accepted=accepted,
+        uploaded_by=created_by,
+        request=request,
+    )
+
+
+def _scans_store(
+    *,
+    patient_factory: Callable[[], Patient],
+    accepted: Sequence[_Accepted],
+    uploaded_by: Any,
+    request: HttpRequest | None,
+) -> tuple[Patient, list[Scan]]:
+    from imaging.tasks import process_scan
+
+    written: list[str] = []
+    try:
+        with transaction.atomic():
+            patient = patient_factory()
+            scans = [
+                _scan_store(patient=patient, accepted=a, uploaded_by=uploaded_by, written=written)
+                for a in accepted
+            ]
+            for scan in scans:
+                audit_record(
+                    action=Action.SCAN_UPLOADED,
+                    actor=uploaded_by,
+                    target=scan,
+                    request=request,
+                    details={
+                        "patient": patient.pk,
+                        "format": scan.format,
+                        "size": scan.size_bytes,
+                        "frames": scan.frames,
+                    },
+                )
+                # robust: a broker outage must not turn a committed upload into a 500; the
+                # scan stays "uploaded" and `scans_requeue` (or a retry) picks it up.
+                transaction.on_commit(partial(process_scan.delay, scan_id=scan.id), robust=True)
+    except BaseException:
+        storage_delete(*written)
+        raise
+    return patient, scans
+
+
+# --- Processing -----------------------------------------------------------------------------
+
+
+def _scan_claim(scan_id: int) -> Scan | None:
+    """Mark the scan processing; None when it is gone or already completed (idempotent)."""
+    with transaction.atomic():
+        scan = Scan.objects.select_for_update().filter(pk=scan_id).first()
+        if scan is None or scan.status == ScanStatus.COMPLETED:
+            return None
+        scan.status = ScanStatus.PROCESSING
+        scan.failure_reason = ""
+        scan.attempts += 1
+        scan.save(update_fields=["status", "failure_reason", "attempts", "updated_at"])
+        return scan
+
+
+def _redacted_pixels_aad(scan_ref: str) -> bytes:
+    # The redacted array is not secret, but restore trusts it: sealing it under the scan's
+    # key means a changed file fails restore instead of producing a wrong image.
+    return f"medimg/redacted-pixels/v1\n{scan_ref}".encode()
+
+
+def _redacted_dataset_aad(scan_ref: str) -> bytes:
+    return f"medimg/redacted-dataset/v1\n{scan_ref}".encode()
+
+
+def _write_outputs(
+    *, scan: Scan, image: Any, result: pipeline.PipelineResult, data_key: bytes, written: list[str]
+) -> dict[str, Any]:
+    from imaging.restoration import encode_image
+
+    # A fresh token per run: a re-run never overwrites files a committed row points at.
+    base = f"scans/{scan.uid}/run-{secrets.token_hex(4)}"
+
+    def put(name: str, data: bytes) -> str:
+        path = storage_write(f"{base}/{name}", data)
+        written.append(path)
+        return path
+
+    scan_ref = str(scan.uid)
+    sealed = crypto.encrypt_blob(
+        data_key, crypto.pack_array(result.redacted_pixels), aad=_redacted_pixels_aad(scan_ref)
+    )
+    redacted_pixels_path = put("redacted-pixels.enc", sealed)
+    redacted_frames = [
+        put(f"redacted-{i:04d}.png", encode_image(frame, "png"))
+        for i, frame in enumerate(result.redacted_display)
+    ]
+    grid_frames = [
+        put(f"grid-{i:04d}.png", encode_image(frame, "png"))
+        for i, frame in enumerate(result.grid_display)
+    ]
+    if scan.format == ScanFormat.DICOM:
+        from imaging.dicom import write_redacted_dataset
+
+        # The pixels are redacted but the header still names the patient, so the dataset is
+        # sealed like the original; it is read back only to render restores.
+        dataset = write_redacted_dataset(image.clean_bytes, result.redacted_pixels)
+        redacted_path = put(
+            "redacted.dcm.enc",
+            crypto.encrypt_blob(data_key, dataset, aad=_redacted_dataset_aad(scan_ref)),
+        )
+    else:
+        redacted_path = redacted_frames[0]
+    return {
+        "redacted_path": redacted_path,
+        "redacted_pixels_path": redacted_pixels_path,
+        "grid_path": grid_frames[0],
+        "frame_paths": {"redacted": redacted_frames, "grid": grid_frames},
+    }
+
+
+def _scan_files(scan: Scan) -> list[str]:
+    paths = [scan.redacted_path, scan.redacted_pixels_path, scan.grid_path]
+    for names in (scan.frame_paths or {}).values():
+        paths.extend(names)
+    return sorted({p for p in paths if p})
+
+
+def _nearest_duplicate(scan: Scan, phash: str) -> tuple[int | None, int | None]:
+    from imaging.metrics import hamming
+
+    best: tuple[int | None, int | None] = (None, None)
+    limit = settings.IMAGING_DUPLICATE_MAX_DISTANCE
+    candidates = Fingerprint.objects.exclude(scan_id=scan.id).values_list(
+        "scan_id", "perceptual_hash"
+    )
+    for other_id, other_hash in candidates.iterator(chunk_size=2000):
+        distance = int(hamming(phash, other_hash))
+        if distance <= limit and (best[1] is None or distance < best[1]):
+            best = (other_id, distance)
+    return best
+
+
+def scan_process(*, scan_id: int, detector: pipeline.Detector | None = None) -> Scan | None:
+    """Run the pipeline for one scan. Transient errors (OSError, database) propagate for the
+    task to retry; permanent ones mark the scan failed. Safe to run any number of times."""
+    from imaging.validation import validate_upload
+
+    started = time.perf_counter()
+    scan = _scan_claim(scan_id)
+    if scan is None:
+        return None
+    scan_ref = str(scan.uid)
+    timings: dict[str, float] = {}
+    written: list[str] = []
+    try:
+        with pipeline.timed(timings, "load_ms"):
+            blob = storage_read(scan.original_path)
+            try:
+                data_key = crypto.unwrap_data_key(bytes(scan.wrapped_key), scan_ref=scan_ref)
+                plaintext = crypto.decrypt_blob(
+                    data_key, blob, aad=crypto.original_aad(scan_ref=scan_ref)
+                )
+            except CryptoError:
+                raise ProcessingFailure(FailureReason.DECRYPT_FAILED) from None
+        with pipeline.timed(timings, "decode_ms"):
+            try:
+                image = validate_upload(
+                    name=scan.original_filename,
+                    data=plaintext,
+                    max_bytes=max(len(plaintext), settings.UPLOAD_MAX_BYTES),
+                    max_pixels=max(
+                        scan.width * scan.height * scan.frames, settings.UPLOAD_MAX_PIXELS
+                    ),
+                )
+            except ImagingError:
+                raise ProcessingFailure(FailureReason.DECODE_FAILED) from None
+            # What is stored must decode to what was uploaded, or no restore could ever
+            # give the upload back: better to fail now, loudly, than later at a bedside.
+            if _pixels_digest(image.pixels) != scan.pixels_sha256:
+                raise ProcessingFailure(FailureReason.DECODE_FAILED)
+        result = pipeline.pipeline_run(
+            image=image,
+            data_key=data_key,
+            scan_ref=scan_ref,
+            detector=detector,
+            classes=settings.IMAGING_REDACT_CLASSES,
+            padding=settings.IMAGING_BOX_PADDING,
+            verify_rounds=settings.IMAGING_VERIFY_ROUNDS,
+            timings=timings,
+        )
+        with pipeline.timed(timings, "store_ms"):
+            paths = _write_outputs(
+                scan=scan, image=image, result=result, data_key=data_key, written=written
+            )
+        timings["total_ms"] = (time.perf_counter() - started) * 1000.0
+        return _scan_complete(scan_id=scan_id, result=result, paths=paths, written=written)
+    except pipeline.DetectionError:
+        # Not retried: a missing model or a crashing detector needs a person; the admin
+        # requeues the scans once it is fixed.
+        logger.exception("detector failed on scan %s", scan_id)
+        storage_delete(*written)
+        return scan_mark_failed(scan_id=scan_id, reason=FailureReason.DETECTION_FAILED)
+    except ProcessingFailure as failure:
+        storage_delete(*written)
+        return scan_mark_failed(scan_id=scan_id, reason=failure.reason)
+    except BaseException:
+        storage_delete(*written)
+        raise
+
+
+def _scan_complete(
+    *, scan_id: int, result: pipeline.PipelineResult, paths: dict[str, Any], written: list[str]
+) -> Scan:
+    with transaction.atomic():
+        scan = Scan.objects.select_for_update().get(pk=scan_id)
+        if scan.status == ScanStatus.COMPLETED:
+            # Another run finished first; ours is redundant.
+            transaction.on_commit(partial(storage_delete, *written))
+            return scan
+        previous_files = _scan_files(scan)
+        # Delete-and-rewrite: whatever an interrupted run left behind is replaced, never added to.
+        Region.objects.filter(scan=scan).delete()
+        Fingerprint.objects.filter(scan=scan).delete()
+        Region.objects.bulk_create(
+            Region(
+                scan=scan,
+                index=r.index,
+                frame=r.box.frame,
+                label=r.box.label,
+                confidence=r.box.confidence,
+                x1=r.box.x0,
+                y1=r.box.y0,
+                x2=r.box.x1,
+                y2=r.box.y1,
+                ciphertext=r.ciphertext,
+                dtype=r.dtype,
+                channels=r.channels,
+                pixel_entropy=r.pixel_entropy,
+                ciphertext_entropy=r.ciphertext_entropy,
+            )
+            for r in result.regions
+        )
+        Fingerprint.objects.create(
+            scan=scan,
+            average_hash=result.fingerprint.average_hash,
+            perceptual_hash=result.fingerprint.perceptual_hash,
+            color_histogram=result.fingerprint.color_histogram,
+        )
+        duplicate_id, distance = _nearest_duplicate(scan, result.fingerprint.perceptual_hash)
+        timings = result.timings
+        scan.status = ScanStatus.COMPLETED
+        scan.failure_reason = ""
+        scan.needs_review = result.needs_review
+        scan.possible_duplicate = duplicate_id is not None
+        scan.duplicate_of_id = duplicate_id
+        scan.redacted_path = paths["redacted_path"]
+        scan.redacted_pixels_path = paths["redacted_pixels_path"]
+        scan.grid_path = paths["grid_path"]
+        scan.frame_paths = paths["frame_paths"]
+        scan.metrics = {
+            **result.metrics,
+            "duplicate_distance": distance,
+            "timings": {k: round(v, 3) for k, v in timings.items()},
+        }
+        scan.detection_ms = timings.get("detect_ms")
+        scan.encryption_ms = timings.get("encrypt_ms")
+        scan.total_ms = timings.get("total_ms")
+        scan.processed_at = timezone.now()
+        scan.save(
+            update_fields=[
+                "status",
+                "failure_reason",
+                "needs_review",
+                "possible_duplicate",
+                "duplicate_of",
+                "redacted_path",
+                "redacted_pixels_path",
+                "grid_path",
+                "frame_paths",
+                "metrics",
+                "detection_ms",
+                "encryption_ms",
+                "total_ms",
+                "processed_at",
+                "updated_at",
+            ]
+        )
+        audit_record(
+            action=Action.SCAN_PROCESSED,
+            target=scan,
+            details={
+                "regions": len(result.regions),
+                "needs_review": scan.needs_review,
+                "possible_duplicate": scan.possible_duplicate,
+                "attempt": scan.attempts,
+            },
+        )
+        stale = [p for p in previous_files if p not in set(written)]
+        transaction.on_commit(partial(storage_delete, *stale))
+    return scan
+
+
+def scan_mark_failed(*, scan_id: int, reason: FailureReason | str) -> Scan | None:
+    """Record a permanent failure (once; a completed scan is never downgraded)."""
+    with transaction.atomic():
+        scan = Scan.objects.select_for_update().filter(pk=scan_id).first()
+        if scan is None or scan.status in (ScanStatus.COMPLETED, ScanStatus.FAILED):
+            return scan
+        scan.status = ScanStatus.FAILED
+        scan.failure_reason = str(reason)
+        scan.save(update_fields=["status", "failure_reason", "updated_at"])
+        audit_record(
+            action=Action.SCAN_FAILED,
+            outcome=Outcome.FAILURE,
+            target=scan,
+            details={"reason": str(reason), "attempt": scan.attempts},
+        )
+        return scan
+
+
+def scans_requeue(*, older_than_seconds: int = 600) -> list[int]:
+    """Enqueue scans stuck in uploaded/processing (a lost message or a dead worker)."""
+    from imaging.tasks import process_scan
+
+    cutoff = timezone.now() - timezone.timedelta(seconds=older_than_seconds)
+    ids = list(
+        Scan.objects.filter(
+            status__in=[ScanStatus.UPLOADED, ScanStatus.PROCESSING], updated_at__lt=cutoff
+        ).values_list("id", flat=True)
+    )
+    for scan_id in ids:
+        process_scan.delay(scan_id=scan_id)
+    return ids
+
+
+def scans_reprocess(*, scan_ids: Sequence[int], actor: Any = None) -> list[int]:
+    """Put failed or stuck scans back to "uploaded" and queue them after commit."""
+    from imaging.tasks import process_scan
+
+    with transaction.atomic():
+        scans = list(
+            Scan.objects.select_for_update()
+            .filter(pk__in=scan_ids)
+            .exclude(status=ScanStatus.COMPLETED)
+        )
+        for scan in scans:
+            scan.status = ScanStatus.UPLOADED
+            scan.failure_reason = ""
+            scan.save(update_fields=["status", "failure_reason", "updated_at"])
+            audit_record(
+                action=Action.ADMIN_CHANGE,
+                actor=actor,
+                target=scan,
+                details={"change": "requeued"},
+            )
+            transaction.on_commit(partial(process_scan.delay, scan_id=scan.id), robust=True)
+    return [scan.id for scan in scans]
+
+
+# --- Restore --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Rendered:
+    content: bytes
+    content_type: str
+    filename: str
+
+
+def scan_restore_pixels(*, scan: Scan) -> np.ndarray:
+    """The exact uploaded pixels (original dtype), or CryptoError on any integrity failure."""
+    from imaging.restoration import paste_regions
+
+    scan_ref = str(scan.uid)
+    data_key = crypto.unwrap_data_key(bytes(scan.wrapped_key), scan_ref=scan_ref)
+    sealed = storage_read(scan.redacted_pixels_path)
+    try:
+        redacted = crypto.unpack_array(
+            crypto.decrypt_blob(data_key, sealed, aad=_redacted_pixels_aad(scan_ref))
+        )
+    except ValueError:
+        raise CryptoError() from None
+    pieces = [
+        (
+            region.frame,
+            region.box,
+            pipeline.open_region(
+                ciphertext=bytes(region.ciphertext),
+                data_key=data_key,
+                scan_ref=scan_ref,
+                index=region.index,
+                frame=region.frame,
+                box=region.box,
+            ),
+        )
+        for region in scan.regions.all()
+    ]
+    restored = paste_regions(redacted, pieces)
+    # Belt and braces: the result must be the upload, bit for bit, or nobody sees it.
+    if _pixels_digest(restored) != scan.pixels_sha256:
+        raise CryptoError()
+    return restored
+
+
+def _audited(
+    *,
+    action: Action,
+    actor: Any,
+    target: Any,
+    request: HttpRequest | None,
+    details: dict[str, Any],
+    work: Callable[[], Rendered],
+) -> Rendered:
+    try:
+        rendered = work()
+    except (CryptoError, ImagingError, ValueError, OSError):
+        logger.exception("integrity failure on %s %s", action, getattr(target, "pk", "?"))
+        audit_record(
+            action=action,
+            actor=actor,
+            target=target,
+            outcome=Outcome.FAILURE,
+            request=request,
+            details={**details, "error": "restore_failed"},
+        )
+        raise _restore_failed() from None
+    audit_record(action=action, actor=actor, target=target, request=request, details=details)
+    return rendered
+
+
+def _refusals_audited(
+    check: Callable[[], None],
+    *,
+    action: Action,
+    actor: Any,
+    target: Any,
+    request: HttpRequest | None,
+    details: dict[str, Any],
+) -> None:
+    """Run the pre-checks; a refusal (bad format, not ready) is audited before it is raised."""
+    try:
+        check()
+    except ApplicationError as refusal:
+        audit_record(
+            action=action,
+            actor=actor,
+            target=target,
+            outcome=Outcome.REFUSED,
+            request=request,
+            details={**details, "error": refusal.code},
+        )
+        raise
+
+
+def _require_completed(scan: Scan) -> None:
+    if scan.status != ScanStatus.COMPLETED:
+        raise ApplicationError(
+            "scan_not_ready", "The scan has not finished processing.", status_code=409
+        )
+
+
+def _frame_index(scan: Scan, frame: int) -> int:
+    if not 0 <= frame < scan.frames:
+        raise ApplicationError("invalid_frame", f"frame must be between 0 and {scan.frames - 1}.")
+    return frame
+
+
+def scan_restore(
+    *,
+    scan: Scan,
+    actor: Any,
+    fmt: str = "png",
+    enhance: bool = False,
+    frame: int = 0,
+    request: HttpRequest | None = None,
+) -> Rendered:
+    """Decrypt every region, paste them back and render. Audited whatever happens."""
+    from imaging.restoration import apply_clahe, encode_image
+
+    details = {"format": fmt, "enhance": enhance, "frame": frame}
+
+    def check() -> None:
+        if fmt not in RESTORE_FORMATS:
+            raise ApplicationError("invalid_format", "format must be png, jpeg or dicom.")
+        if fmt == "dicom" and scan.format != ScanFormat.DICOM:
+            raise ApplicationError("invalid_format", "format=dicom is only for DICOM uploads.")
+        if fmt == "dicom" and enhance:
+            raise ApplicationError("invalid_format", "enhance applies to png and jpeg only.")
+        _require_completed(scan)
+        _frame_index(scan, frame)
+
+    _refusals_audited(
+        check,
+        action=Action.SCAN_RESTORED,
+        actor=actor,
+        target=scan,
+        request=request,
+        details=details,
+    )
+
+    def work() -> Rendered:
+        pixels = scan_restore_pixels(scan=scan)
+        stem = f"scan-{scan.pk}-restored"
+        if fmt == "dicom":
+            scan_ref = str(scan.uid)
+            data_key = crypto.unwrap_data_key(bytes(scan.wrapped_key), scan_ref=scan_ref)
+            original = crypto.decrypt_blob(
+                data_key,
+                storage_read(scan.original_path),
+                aad=crypto.original_aad(scan_ref=scan_ref),
+            )
+            return Rendered(original, "application/dicom", f"{stem}.dcm")
+        image = _display_frame(scan, pixels, frame)
+        if enhance:
+            image = apply_clahe(image)
+        suffix = "jpg" if fmt == "jpeg" else "png"
+        return Rendered(encode_image(image, fmt), f"image/{fmt}", f"{stem}.{suffix}")
+
+    return _audited(
+        action=Action.SCAN_RESTORED,
+        actor=actor,
+        target=scan,
+        request=request,
+        details=details,
+        work=work,
+    )
+
+
+def _display_frame(scan: Scan, pixels: np.ndarray, frame: int) -> np.ndarray:
+    """One frame as an image a PNG can hold exactly (JPEG/PNG) or a rendering (DICOM)."""
+    if scan.format != ScanFormat.DICOM:
+        return pixels[frame]
+    return _dicom_render(scan, pixels[frame])
+
+
+def _dicom_render(scan: Scan, pixels: np.ndarray) -> np.ndarray:
+    """DICOM pixels (a frame or a crop) rendered as the viewer shows them: LUTs, window."""
+    from imaging.dicom import read_dataset, render_frame_uint8
+
+    scan_ref = str(scan.uid)
+    data_key = crypto.unwrap_data_key(bytes(scan.wrapped_key), scan_ref=scan_ref)
+    dataset = crypto.decrypt_blob(
+        data_key, storage_read(scan.redacted_path), aad=_redacted_dataset_aad(scan_ref)
+    )
+    # The redacted dataset's header describes the decoded pixels (RGB for YBR sources).
+    header = read_dataset(dataset, stop_before_pixels=True)
+    return render_frame_uint8(header, pixels)
+
+
+def region_decrypt(*, region: Region, actor: Any, request: HttpRequest | None = None) -> Rendered:
+    """One region's original pixels as PNG. Audited whatever happens."""
+    from imaging.restoration import encode_image
+
+    scan = region.scan
+    details = {"scan": scan.pk, "index": region.index}
+    _refusals_audited(
+        partial(_require_completed, scan),
+        action=Action.REGION_DECRYPTED,
+        actor=actor,
+        target=region,
+        request=request,
+        details=details,
+    )
+
+    def work() -> Rendered:
+        scan_ref = str(scan.uid)
+        data_key = crypto.unwrap_data_key(bytes(scan.wrapped_key), scan_ref=scan_ref)
+        crop = pipeline.open_region(
+            ciphertext=bytes(region.ciphertext),
+            data_key=data_key,
+            scan_ref=scan_ref,
+            index=region.index,
+            frame=region.frame,
+            box=region.box,
+        )
+        # JPEG/PNG crops are their exact pixels; DICOM crops are rendered like the image.
+        image = _dicom_render(scan, crop) if scan.format == ScanFormat.DICOM else crop
+        return Rendered(
+            encode_image(image, "png"),
+            "image/png",
+            f"scan-{scan.pk}-region-{region.index}.png",
+        )
+
+    return _audited(
+        action=Action.REGION_DECRYPTED,
+        actor=actor,
+        target=region,
+        request=request,
+        details=details,
+        work=work,
+    )
+
+
+def access_refused_record(
+    *, action: Action, actor: Any, target_type: str, target_id: Any, request: HttpRequest | None
+) -> None:
+    """A refused restore or region decryption is audited under its own action too."""
+    audit_record(
+        action=action,
+        actor=actor,
+        target_type=target_type,
+        target_id=str(target_id),
+        outcome=Outcome.REFUSED,
+        request=request,
+    )

@@ -1,0 +1,80 @@
+"""Celery tasks: thin, take ids, enqueued on commit. The work is in imaging.services."""
+
+from __future__ import annotations
+
+import logging
+
+from celery import Task, shared_task
+from celery.utils.time import get_exponential_backoff_interval
+from django.conf import settings
+from django.db import DatabaseError, InterfaceError, OperationalError
+
+from imaging.models import FailureReason
+
+logger = logging.getLogger(__name__)
+
+# Worth another try: the disk or object store hiccuped, the database connection dropped.
+TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (OSError, OperationalError, InterfaceError)
+RETRY_BACKOFF_FACTOR = 2
+RETRY_BACKOFF_MAX = 300
+
+
+def failure_reason_for(exc: BaseException) -> FailureReason:
+    if isinstance(exc, OSError):
+        return FailureReason.STORAGE_FAILED
+    if isinstance(exc, DatabaseError):
+        return FailureReason.DATABASE_FAILED
+    return FailureReason.PROCESSING_ERROR
+
+
+def _give_up(scan_id: int, exc: BaseException) -> None:
+    from imaging.services import scan_mark_failed
+
+    logger.error("processing scan %s failed for good: %r", scan_id, exc)
+    try:
+        scan_mark_failed(scan_id=scan_id, reason=failure_reason_for(exc))
+    except DatabaseError:
+        # The database is what failed; the scan stays "processing" and is requeued later.
+        logger.exception("could not mark scan %s failed", scan_id)
+
+
+@shared_task(bind=True, max_retries=settings.IMAGING_TASK_MAX_RETRIES, acks_late=True)
+def process_scan(self: Task, *, scan_id: int) -> str | None:
+    """Detect, encrypt and redact one scan. Idempotent: a re-run never duplicates regions.
+
+    Transient errors are retried with exponential backoff and jitter (the same policy as
+    Celery's autoretry_for, written out because in-process mode needs it too: there, with no
+    broker to hold a delayed retry, the attempt is repeated at once). When retries run out,
+    or on any other error, the scan is marked failed with a reason and the error re-raised.
+    """
+    from imaging.services import scan_process
+
+    while True:
+        try:
+            scan = scan_process(scan_id=scan_id)
+            return scan.status if scan is not None else None
+        except TRANSIENT_ERRORS as exc:
+            if self.request.retries >= self.max_retries:
+                _give_up(scan_id, exc)
+                raise
+            logger.warning("scan %s: transient error %r, retrying", scan_id, exc)
+            if not self.request.is_eager:
+                countdown = get_exponential_backoff_interval(
+                    factor=RETRY_BACKOFF_FACTOR,
+                    retries=self.request.retries,
+                    maximum=RETRY_BACKOFF_MAX,
+                    full_jitter=True,
+                )
+                raise self.retry(exc=exc, countdown=countdown) from exc
+            self.request.retries += 1
+        except Exception as exc:
+            _give_up(scan_id, exc)
+            raise
+
+
+@shared_task
+def requeue_stuck_scans(*, older_than_seconds: int = 600) -> int:
+    """For celery beat: re-enqueue scans whose message was lost or whose worker died."""
+    from imaging.services import scans_requeue
+
+    return len(scans_requeue(older_than_seconds=older_than_seconds))
