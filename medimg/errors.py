@@ -64,9 +64,7 @@ def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response:
             headers["Retry-After"] = str(int(wait))
         detail = exc.detail
         message = str(detail.get("detail", detail)) if isinstance(detail, dict) else str(detail)
-        return Response(
-            error_body(_code_of(exc), message), status=exc.status_code, headers=headers
-        )
+        return Response(error_body(_code_of(exc), message), status=exc.status_code, headers=headers)
 
     logger.exception("Unhandled API error", exc_info=exc)
     return Response(

@@ -52,7 +52,8 @@ def load_or_create_dev_key(name: str, configured: str | None, *, length: int = 3
                 handle.write(secrets.token_hex(length))
             logger.warning(
                 "DEVELOPMENT KEY GENERATED: %s was not set, so a random key was written to %s. "
-                "Anything protected by it is lost if that file is lost. Never use this in production.",
+                "Anything protected by it is lost if that file is lost. "
+                "Never use this in production.",
                 name,
                 path,
             )

@@ -154,7 +154,9 @@ TEMPLATES = [
 def _database_from_url(url: str) -> dict[str, object]:
     parts = urlsplit(url)
     if parts.scheme not in {"postgres", "postgresql"}:
-        raise ImproperlyConfigured(f"DATABASE_URL scheme {parts.scheme!r}: only postgres:// is supported")
+        raise ImproperlyConfigured(
+            f"DATABASE_URL scheme {parts.scheme!r}: only postgres:// is supported"
+        )
     name = parts.path.lstrip("/")
     if not name:
         raise ImproperlyConfigured("DATABASE_URL has no database name")
@@ -295,7 +297,9 @@ SPECTACULAR_SETTINGS = {
 KEY_DIR = Path(env_str("MEDIMG_KEY_DIR") or VAR_DIR / "keys")
 AUDIT_HMAC_KEY = env_str("AUDIT_HMAC_KEY")
 if PRODUCTION and not AUDIT_HMAC_KEY:
-    raise ImproperlyConfigured("MEDIMG_ENV=production needs AUDIT_HMAC_KEY (or AUDIT_HMAC_KEY_FILE)")
+    raise ImproperlyConfigured(
+        "MEDIMG_ENV=production needs AUDIT_HMAC_KEY (or AUDIT_HMAC_KEY_FILE)"
+    )
 # Ed25519 seed (32 bytes, hex or base64) that signs audit exports; derived from
 # AUDIT_HMAC_KEY when unset. Its public key (`manage.py audit_public_key`) checks exports.
 AUDIT_SIGNING_KEY = env_str("AUDIT_SIGNING_KEY")

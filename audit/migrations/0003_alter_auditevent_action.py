@@ -4,15 +4,41 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('audit', '0002_genesis_and_append_only'),
+        ("audit", "0002_genesis_and_append_only"),
     ]
 
     operations = [
         migrations.AlterField(
-            model_name='auditevent',
-            name='action',
-            field=models.CharField(choices=[('login', 'Login'), ('login_failed', 'Login Failed'), ('logout', 'Logout'), ('token_refreshed', 'Token Refreshed'), ('user_registered', 'User Registered'), ('user_created', 'User Created'), ('admin_change', 'Admin Change'), ('request_refused', 'Request Refused'), ('patient_created', 'Patient Created'), ('patient_viewed', 'Patient Viewed'), ('patient_listed', 'Patient Listed'), ('patient_updated', 'Patient Updated'), ('patient_note_added', 'Patient Note Added'), ('audit_exported', 'Audit Exported'), ('scan_uploaded', 'Scan Uploaded'), ('scan_processed', 'Scan Processed'), ('scan_failed', 'Scan Failed'), ('scan_viewed', 'Scan Viewed'), ('scan_restored', 'Scan Restored'), ('region_decrypted', 'Region Decrypted'), ('regions_edited', 'Regions Edited'), ('key_exchanged', 'Key Exchanged'), ('keys_rotated', 'Keys Rotated')], max_length=32),
+            model_name="auditevent",
+            name="action",
+            field=models.CharField(
+                choices=[
+                    ("login", "Login"),
+                    ("login_failed", "Login Failed"),
+                    ("logout", "Logout"),
+                    ("token_refreshed", "Token Refreshed"),
+                    ("user_registered", "User Registered"),
+                    ("user_created", "User Created"),
+                    ("admin_change", "Admin Change"),
+                    ("request_refused", "Request Refused"),
+                    ("patient_created", "Patient Created"),
+                    ("patient_viewed", "Patient Viewed"),
+                    ("patient_listed", "Patient Listed"),
+                    ("patient_updated", "Patient Updated"),
+                    ("patient_note_added", "Patient Note Added"),
+                    ("audit_exported", "Audit Exported"),
+                    ("scan_uploaded", "Scan Uploaded"),
+                    ("scan_processed", "Scan Processed"),
+                    ("scan_failed", "Scan Failed"),
+                    ("scan_viewed", "Scan Viewed"),
+                    ("scan_restored", "Scan Restored"),
+                    ("region_decrypted", "Region Decrypted"),
+                    ("regions_edited", "Regions Edited"),
+                    ("key_exchanged", "Key Exchanged"),
+                    ("keys_rotated", "Keys Rotated"),
+                ],
+                max_length=32,
+            ),
         ),
     ]
