@@ -1,0 +1,205 @@
+"""Measure the detector; prints JSON.
+
+    python model/detector/evaluate.py                       # generated split and real set
+    python model/detector/evaluate.py --skip-generated --backend torch --confidence 0.1
+
+(a) generated: the held-out generated validation split (whole images, up to 640 px), scored by
+    Ultralytics at imgsz 640: precision, recall, mAP@0.5, mAP@0.5:0.95.
+(b) real: the hand-checked real test set (testset/ground_truth.json) through
+    imaging.detection.detect, as the pipeline calls it:
+    - PHI box recall: a phi_text box counts as found when at least 90 % of its area is covered
+      by the padded detections (padding as the pipeline pads: imaging.redaction.pad_box);
+    - false regions per image: detections of which less than 20 % of the area lies on any
+      annotated box (phi_text, tech_text, other), i.e. boxes on anatomy or graphics;
+    - ms per image (wall time of detect(), after one warm-up call).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import logging
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from imaging import detection
+from imaging.redaction import pad_box
+from model.detector.testset import TestImage, load_frame, load_ground_truth
+
+DETECTOR_DIR = Path(__file__).resolve().parent
+COVERED = 0.9
+FALSE_REGION_OVERLAP = 0.2
+# Hand-drawn boxes are tight; allow this slack around them when judging a detection.
+ANNOTATION_SLACK = 2
+
+
+def evaluate_generated(weights: Path, data: Path, imgsz: int) -> dict[str, Any]:
+    os.environ.setdefault("YOLO_OFFLINE", "1")
+    from ultralytics import YOLO
+    from ultralytics.utils import LOGGER
+
+    # Ultralytics logs to stdout; keep stdout for the JSON report.
+    for handler in LOGGER.handlers:
+        if isinstance(handler, logging.StreamHandler):
+            handler.setStream(sys.stderr)
+    with contextlib.redirect_stdout(sys.stderr):
+        metrics = YOLO(str(weights)).val(
+            data=str(data),
+            imgsz=imgsz,
+            batch=8,
+            device="cpu",
+            plots=False,
+            verbose=False,
+            split="val",
+            project="/tmp/medimg-detector-val",
+            name="val",
+            exist_ok=True,
+        )
+    box = metrics.box
+    return {
+        "data": str(data),
+        "imgsz": imgsz,
+        "precision": round(float(box.mp), 4),
+        "recall": round(float(box.mr), 4),
+        "map50": round(float(box.map50), 4),
+        "map50_95": round(float(box.map), 4),
+        "per_class_map50": {
+            metrics.names[int(c)]: round(float(v), 4)
+            for c, v in zip(box.ap_class_index, box.ap50, strict=True)
+        },
+    }
+
+
+def coverage_mask(shape: tuple[int, int], boxes: list[tuple[int, int, int, int]]) -> np.ndarray:
+    mask = np.zeros(shape, bool)
+    for x0, y0, x1, y1 in boxes:
+        mask[max(0, y0) : max(0, y1), max(0, x0) : max(0, x1)] = True
+    return mask
+
+
+def score_image(
+    truth: TestImage, frame: np.ndarray, found: list[detection.Detection], padding: int
+) -> dict[str, Any]:
+    shape = frame.shape[:2]
+    padded = [pad_box(d.box, padding, shape) for d in found]
+    covered = coverage_mask(shape, padded)
+    phi = [b for b in truth.boxes if b.cls == "phi_text"]
+    missed = []
+    for b in phi:
+        share = float(covered[b.y0 : b.y1, b.x0 : b.x1].mean())
+        if share < COVERED:
+            missed.append(
+                {"text": b.text, "box": [b.x0, b.y0, b.x1, b.y1], "covered": round(share, 3)}
+            )
+    annotated = coverage_mask(
+        shape,
+        [
+            (
+                b.x0 - ANNOTATION_SLACK,
+                b.y0 - ANNOTATION_SLACK,
+                b.x1 + ANNOTATION_SLACK,
+                b.y1 + ANNOTATION_SLACK,
+            )
+            for b in truth.boxes
+        ],
+    )
+    false_regions = []
+    for d in found:
+        x0, y0, x1, y1 = d.box
+        area = annotated[y0:y1, x0:x1]
+        if area.size == 0 or float(area.mean()) < FALSE_REGION_OVERLAP:
+            false_regions.append(
+                {"box": list(d.box), "label": d.label, "confidence": round(d.confidence, 3)}
+            )
+    return {
+        "image": truth.key,
+        "phi_boxes": len(phi),
+        "phi_found": len(phi) - len(missed),
+        "detections": len(found),
+        "false_regions": false_regions,
+        "missed": missed,
+    }
+
+
+def evaluate_real(options: dict[str, Any], padding: int) -> dict[str, Any]:
+    truths = load_ground_truth()
+    frames = [load_frame(t.package, t.file, t.frame) for t in truths]
+    detection.detect(frames[0], **options)  # load the model and warm up outside the timing
+    per_image, timings = [], []
+    for truth, frame in zip(truths, frames, strict=True):
+        start = time.perf_counter()
+        found = detection.detect(frame, **options)
+        timings.append((time.perf_counter() - start) * 1000)
+        result = score_image(truth, frame, found, padding)
+        result["ms"] = round(timings[-1], 1)
+        per_image.append(result)
+    phi_total = sum(r["phi_boxes"] for r in per_image)
+    phi_found = sum(r["phi_found"] for r in per_image)
+    false_total = sum(len(r["false_regions"]) for r in per_image)
+    return {
+        "images": len(per_image),
+        "phi_boxes": phi_total,
+        "phi_box_recall": round(phi_found / phi_total, 4) if phi_total else None,
+        "false_regions_per_image": round(false_total / len(per_image), 3),
+        "ms_per_image_median": round(statistics.median(timings), 1),
+        "ms_per_image_mean": round(statistics.fmean(timings), 1),
+        "padding": f"pad_box(padding={padding}, height_ratio=0.25)",
+        "options": {k: str(v) for k, v in options.items()},
+        "per_image": per_image,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--weights-pt", type=Path, default=DETECTOR_DIR / "best.pt")
+    parser.add_argument("--data", type=Path, default=Path("/work/data/detector/data.yaml"))
+    parser.add_argument("--skip-generated", action="store_true")
+    parser.add_argument("--skip-real", action="store_true")
+    parser.add_argument("--backend", choices=("onnx", "torch"), default="onnx")
+    parser.add_argument("--weights", type=Path, help="weights for the real set (by backend)")
+    parser.add_argument("--confidence", type=float, default=0.25)
+    parser.add_argument("--iou", type=float, default=0.45)
+    parser.add_argument("--imgsz", type=int, default=640)
+    parser.add_argument("--tile-above", type=int, default=1280)
+    parser.add_argument("--padding", type=int, default=4, help="as IMAGING_BOX_PADDING")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--verbose", action="store_true", help="per-image details")
+    args = parser.parse_args()
+
+    import torch
+
+    torch.set_num_threads(args.threads)
+    report: dict[str, Any] = {}
+    if not args.skip_generated:
+        report["generated"] = evaluate_generated(args.weights_pt, args.data, args.imgsz)
+    if not args.skip_real:
+        options = {
+            "confidence": args.confidence,
+            "iou": args.iou,
+            "imgsz": args.imgsz,
+            "tile_above": args.tile_above,
+            "backend": args.backend,
+            "weights": args.weights or detection.weights_path(args.backend),
+        }
+        real = evaluate_real(options, args.padding)
+        if not args.verbose:
+            real["per_image"] = [
+                {k: (len(v) if k == "false_regions" else v) for k, v in r.items()}
+                for r in real["per_image"]
+            ]
+        report["real"] = real
+    print(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,661 @@
+"""Compose one synthetic training image: a real background, burned-in text, codes, distractors.
+
+Every text line and code drawn is labelled with the tight box of the pixels it changed; a line
+whose ink does not contrast with what lies under it gets a filled box behind it or is not drawn
+at all, so no invisible item is labelled. Distractors (colour overlays, calipers, crosshairs,
+rulers, ECG traces) are drawn but never labelled: they teach the model what is not text.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import random
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+
+import cv2
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+
+from model.detector import phi_text
+
+CLASS_NAMES: tuple[str, ...] = ("phi_text", "tech_text", "barcode")
+PHI, TECH, BARCODE = 0, 1, 2
+
+FONT_DIRS = (Path("/usr/share/fonts/truetype/dejavu"), Path("/usr/share/fonts/truetype/liberation"))
+# Pixels whose colour moved at least this far (max over channels) count as drawn ink.
+INK_DELTA = 40
+# A line is legible when most of its ink differs this much in brightness from the background
+# under it; strongly coloured ink (green on grey) may differ less in brightness.
+MIN_LUMA_CONTRAST = 55
+MIN_COLOUR_CONTRAST = 110
+MIN_LUMA_FOR_COLOUR = 25
+
+
+@dataclass(frozen=True)
+class Label:
+    cls: int
+    x0: int
+    y0: int
+    x1: int
+    y1: int
+    text: str = ""
+
+
+@dataclass
+class Sample:
+    image: np.ndarray  # (H, W, 3) uint8 RGB
+    labels: list[Label] = field(default_factory=list)
+
+
+def font_paths() -> list[Path]:
+    paths = []
+    for folder in FONT_DIRS:
+        paths += [p for p in sorted(folder.glob("*.ttf")) if "Math" not in p.name]
+    if not paths:
+        raise FileNotFoundError("no DejaVu or Liberation fonts; apt-get install fonts-dejavu")
+    return paths
+
+
+@lru_cache(maxsize=2048)
+def load_font(path: str, size: int) -> ImageFont.FreeTypeFont:
+    return ImageFont.truetype(path, size)
+
+
+# ---------------------------------------------------------------- backgrounds
+
+KIND_WEIGHTS = {
+    "CT": 0.12,
+    "MR": 0.12,
+    "MNI": 0.12,
+    "CR": 0.08,
+    "DX": 0.05,
+    "NM": 0.04,
+    "US": 0.05,
+    "RGB": 0.04,
+    "synthetic": 0.38,
+}
+
+
+def synthetic_background(rng: random.Random, height: int, width: int) -> np.ndarray:
+    """Ultrasound-like speckle fans, gradients, blobs or flat dark fields."""
+    nprng = np.random.default_rng(rng.getrandbits(32))
+    kind = rng.random()
+    image = np.zeros((height, width), np.float32)
+    if kind < 0.45:
+        # Speckle inside a sector, like a B-mode ultrasound.
+        speckle = nprng.rayleigh(1.0, (height // 2 + 1, width // 2 + 1)).astype(np.float32)
+        speckle = cv2.resize(speckle, (width, height), interpolation=cv2.INTER_LINEAR)
+        depth = np.linspace(1.0, 0.3, height, dtype=np.float32)[:, None]
+        yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
+        apex_x, apex_y = width * rng.uniform(0.4, 0.6), -height * rng.uniform(0.0, 0.3)
+        angle = np.degrees(np.arctan2(xx - apex_x, yy - apex_y))
+        radius = np.hypot(xx - apex_x, yy - apex_y)
+        half = rng.uniform(25, 50)
+        inside = (np.abs(angle) < half) & (radius < height * rng.uniform(0.8, 1.2))
+        if rng.random() < 0.3:
+            inside = np.ones_like(inside)
+            inside[: int(height * 0.1)] = False
+        image = speckle * depth * 90 * inside
+    elif kind < 0.65:
+        gx = np.linspace(rng.uniform(0, 120), rng.uniform(0, 200), width, dtype=np.float32)
+        gy = np.linspace(rng.uniform(0, 80), rng.uniform(0, 160), height, dtype=np.float32)
+        image = gx[None, :] * 0.5 + gy[:, None] * 0.5
+    elif kind < 0.85:
+        for _ in range(rng.randint(3, 12)):
+            cx, cy = rng.uniform(0, width), rng.uniform(0, height)
+            axes = (int(rng.uniform(10, width / 3)), int(rng.uniform(10, height / 3)))
+            cv2.ellipse(
+                image,
+                (int(cx), int(cy)),
+                axes,
+                rng.uniform(0, 180),
+                0,
+                360,
+                rng.uniform(30, 230),
+                -1,
+            )
+        image = cv2.GaussianBlur(image, (0, 0), rng.uniform(2, 12))
+    else:
+        image[:] = rng.uniform(0, 40)
+    image += nprng.normal(0, rng.uniform(1, 6), image.shape)
+    return np.clip(image, 0, 255).astype(np.uint8)
+
+
+def random_canvas_size(rng: random.Random) -> tuple[int, int]:
+    """Native size of the simulated screen capture; some are large radiographs."""
+    width = rng.randint(384, 800) if rng.random() < 0.65 else rng.randint(800, 2200)
+    aspect = rng.choice((0.75, 0.75, 1.0, 1.0, 1.25, rng.uniform(0.5, 1.6)))
+    return max(256, int(width * aspect)), width
+
+
+def to_rgb(image: np.ndarray) -> np.ndarray:
+    return np.repeat(image[:, :, None], 3, axis=2) if image.ndim == 2 else image
+
+
+def apply_palette(image: np.ndarray, rng: random.Random) -> np.ndarray:
+    """Render greyscale through a colour map, the way palette-colour and fusion images look."""
+    grey = image if image.ndim == 2 else cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
+    cmap = rng.choice((cv2.COLORMAP_HOT, cv2.COLORMAP_JET, cv2.COLORMAP_BONE, cv2.COLORMAP_PINK))
+    return cv2.cvtColor(cv2.applyColorMap(grey, cmap), cv2.COLOR_BGR2RGB)
+
+
+def make_background(
+    rng: random.Random, groups: dict[str, list[np.ndarray]], height: int, width: int
+) -> np.ndarray:
+    kinds = [k for k in KIND_WEIGHTS if k == "synthetic" or groups.get(k)]
+    kind = rng.choices(kinds, weights=[KIND_WEIGHTS[k] for k in kinds])[0]
+    if kind == "synthetic":
+        image = synthetic_background(rng, height, width)
+    else:
+        source = rng.choice(groups[kind])
+        src_h, src_w = source.shape[:2]
+        crop_h = int(src_h * rng.uniform(0.5, 1.0))
+        crop_w = int(src_w * rng.uniform(0.5, 1.0))
+        top, left = rng.randint(0, src_h - crop_h), rng.randint(0, src_w - crop_w)
+        crop = source[top : top + crop_h, left : left + crop_w]
+        if rng.random() < 0.5:
+            crop = crop[:, ::-1]
+        if rng.random() < 0.2:
+            crop = crop[::-1]
+        if rng.random() < 0.3:
+            # Inset on a dark canvas: text usually sits on the black margins.
+            scale = rng.uniform(0.55, 0.9)
+            inner_h, inner_w = max(8, int(height * scale)), max(8, int(width * scale))
+            inner = cv2.resize(
+                np.ascontiguousarray(crop), (inner_w, inner_h), interpolation=cv2.INTER_AREA
+            )
+            image = np.full((height, width) + crop.shape[2:], rng.randint(0, 25), np.uint8)
+            y, x = rng.randint(0, height - inner_h), rng.randint(0, width - inner_w)
+            image[y : y + inner_h, x : x + inner_w] = inner
+        else:
+            image = cv2.resize(
+                np.ascontiguousarray(crop), (width, height), interpolation=cv2.INTER_AREA
+            )
+    if rng.random() < 0.5:
+        gamma = rng.uniform(0.6, 1.6)
+        image = (255.0 * (image / 255.0) ** gamma).astype(np.uint8)
+    if image.ndim == 2 and rng.random() < 0.1:
+        image = apply_palette(image, rng)
+    if rng.random() < 0.08:
+        image = 255 - image
+    return np.ascontiguousarray(to_rgb(image))
+
+
+# ---------------------------------------------------------------- distractors (unlabelled)
+
+
+def random_colour(rng: random.Random) -> tuple[int, int, int]:
+    return rng.choice(
+        (
+            (255, 255, 0),
+            (0, 255, 0),
+            (0, 200, 255),
+            (255, 255, 255),
+            (255, 80, 0),
+            (200, 200, 200),
+            (0, 255, 255),
+            (255, 0, 0),
+        )
+    )
+
+
+def draw_doppler_overlay(image: np.ndarray, rng: random.Random) -> None:
+    """Red/blue flow blobs in an ROI box, or a hot-colour fusion blob (PET/CT)."""
+    h, w = image.shape[:2]
+    bw, bh = int(w * rng.uniform(0.15, 0.5)), int(h * rng.uniform(0.15, 0.5))
+    x, y = rng.randint(0, w - bw), rng.randint(0, h - bh)
+    nprng = np.random.default_rng(rng.getrandbits(32))
+    field_ = cv2.GaussianBlur(
+        nprng.normal(0, 1, (bh, bw)).astype(np.float32), (0, 0), rng.uniform(3, 10)
+    )
+    field_ /= max(float(np.abs(field_).max()), 1e-6)
+    region = image[y : y + bh, x : x + bw].astype(np.float32)
+    if rng.random() < 0.6:
+        red, blue = field_ > 0.35, field_ < -0.35
+        region[red] = [rng.randint(180, 255), rng.randint(0, 120), 0]
+        region[blue] = [0, rng.randint(0, 150), rng.randint(180, 255)]
+        if rng.random() < 0.7:
+            cv2.rectangle(region, (0, 0), (bw - 1, bh - 1), random_colour(rng), 1)
+    else:
+        heat = np.clip(field_, 0, 1)
+        hot = cv2.cvtColor(
+            cv2.applyColorMap((heat * 255).astype(np.uint8), cv2.COLORMAP_HOT), cv2.COLOR_BGR2RGB
+        ).astype(np.float32)
+        alpha = (heat > 0.15)[..., None] * 0.7
+        region = region * (1 - alpha) + hot * alpha
+    image[y : y + bh, x : x + bw] = np.clip(region, 0, 255).astype(np.uint8)
+
+
+def draw_colour_bar(image: np.ndarray, rng: random.Random) -> None:
+    h, w = image.shape[:2]
+    bar_h, bar_w = int(h * rng.uniform(0.15, 0.4)), rng.randint(6, 16)
+    x = rng.choice((rng.randint(2, 30), w - bar_w - rng.randint(2, 30)))
+    y = rng.randint(0, h - bar_h)
+    ramp = np.linspace(255, 0, bar_h).astype(np.uint8)[:, None].repeat(bar_w, axis=1)
+    colour = rng.choice((cv2.COLORMAP_JET, cv2.COLORMAP_HOT, None))
+    bar = (
+        to_rgb(ramp)
+        if colour is None
+        else cv2.cvtColor(cv2.applyColorMap(ramp, colour), cv2.COLOR_BGR2RGB)
+    )
+    image[y : y + bar_h, x : x + bar_w] = bar
+
+
+def draw_measurement_graphics(image: np.ndarray, rng: random.Random) -> None:
+    """Calipers, crosshairs, markers, ROI shapes, ECG traces, depth rulers."""
+    h, w = image.shape[:2]
+    colour = random_colour(rng)
+    kind = rng.randrange(7)
+    if kind == 0:  # caliper pair joined by a dotted line
+        p = (rng.randint(0, w), rng.randint(0, h))
+        q = (p[0] + rng.randint(-200, 200), p[1] + rng.randint(-200, 200))
+        size = rng.randint(3, 8)
+        for cx, cy in (p, q):
+            if rng.random() < 0.5:
+                cv2.line(image, (cx - size, cy), (cx + size, cy), colour, 1)
+                cv2.line(image, (cx, cy - size), (cx, cy + size), colour, 1)
+            else:
+                cv2.line(image, (cx - size, cy - size), (cx + size, cy + size), colour, 1)
+                cv2.line(image, (cx - size, cy + size), (cx + size, cy - size), colour, 1)
+        steps = max(2, int(math.dist(p, q) / 6))
+        for i in range(0, steps, 2):
+            t = i / steps
+            cv2.circle(
+                image, (int(p[0] + (q[0] - p[0]) * t), int(p[1] + (q[1] - p[1]) * t)), 1, colour, -1
+            )
+    elif kind == 1:  # crosshair
+        cx, cy = rng.randint(0, w), rng.randint(0, h)
+        arm = rng.randint(6, 60)
+        gap = rng.randint(0, 5)
+        for dx, dy in ((1, 0), (-1, 0), (0, 1), (0, -1)):
+            cv2.line(
+                image, (cx + dx * gap, cy + dy * gap), (cx + dx * arm, cy + dy * arm), colour, 1
+            )
+    elif kind == 2:  # focus / position markers: small triangles and dots along an edge
+        x = rng.choice((rng.randint(2, 20), w - rng.randint(8, 25)))
+        for _ in range(rng.randint(1, 6)):
+            y = rng.randint(10, h - 10)
+            s = rng.randint(3, 7)
+            pts = np.array([[x, y - s], [x, y + s], [x + s * rng.choice((-1, 1)), y]], np.int32)
+            cv2.fillPoly(image, [pts], colour)
+    elif kind == 3:  # ROI ellipse or rectangle
+        cx, cy = rng.randint(0, w), rng.randint(0, h)
+        ax = (rng.randint(8, max(9, w // 5)), rng.randint(8, max(9, h // 5)))
+        if rng.random() < 0.5:
+            cv2.ellipse(image, (cx, cy), ax, 0, 0, 360, colour, 1)
+        else:
+            cv2.rectangle(image, (cx - ax[0], cy - ax[1]), (cx + ax[0], cy + ax[1]), colour, 1)
+    elif kind == 4:  # ECG trace along the bottom
+        y0 = int(h * rng.uniform(0.75, 0.95))
+        xs = np.arange(0, w, 2)
+        beat = rng.uniform(40, 90)
+        ys = y0 - (np.exp(-(((xs % beat) - beat * 0.3) ** 2) / 6.0) * rng.uniform(10, 30))
+        pts = np.stack(
+            [xs, ys + np.random.default_rng(rng.getrandbits(32)).normal(0, 0.6, xs.size)], axis=1
+        ).astype(np.int32)
+        cv2.polylines(image, [pts], False, colour, 1)
+    elif kind == 5:  # depth ruler: ticks and dots along a side
+        x = rng.choice((rng.randint(2, 40), w - rng.randint(5, 40)))
+        spacing = rng.randint(8, 40)
+        for i, y in enumerate(range(rng.randint(0, 30), h, spacing)):
+            length = 6 if i % 5 == 0 else 3
+            cv2.line(image, (x, y), (x + length, y), colour, 1)
+    else:  # scale bar with end ticks
+        x, y = rng.randint(0, w - 60), rng.randint(0, h - 10)
+        length = rng.randint(30, min(200, w - x))
+        cv2.line(image, (x, y), (x + length, y), colour, 1)
+        for xe in (x, x + length):
+            cv2.line(image, (xe, y - 4), (xe, y + 4), colour, 1)
+
+
+# ---------------------------------------------------------------- text and codes (labelled)
+
+TEXT_COLOURS = (
+    (255, 255, 255),
+    (240, 240, 240),
+    (200, 200, 200),
+    (160, 160, 160),
+    (255, 255, 0),
+    (230, 220, 90),
+    (0, 255, 0),
+    (120, 230, 120),
+    (0, 255, 255),
+    (255, 170, 0),
+)
+DARK_COLOURS = ((0, 0, 0), (30, 30, 30), (60, 60, 60), (10, 20, 90))
+BOX_DARK = ((0, 0, 0), (20, 20, 20), (40, 60, 100), (30, 40, 70), (60, 60, 60), (0, 0, 90))
+BOX_LIGHT = ((255, 255, 255), (230, 230, 230), (200, 200, 200), (250, 240, 190), (190, 210, 235))
+
+
+def render_line_mask(text: str, font: ImageFont.FreeTypeFont, antialias: bool) -> np.ndarray:
+    """Coverage mask (0..255) of one text line, tightly cropped to its ink."""
+    left, top, right, bottom = font.getbbox(text)
+    canvas = Image.new("L", (right - left + 4, bottom - top + 4), 0)
+    draw = ImageDraw.Draw(canvas)
+    if not antialias:
+        draw.fontmode = "1"
+    draw.text((2 - left, 2 - top), text, font=font, fill=255)
+    mask = np.asarray(canvas)
+    rows, cols = np.nonzero(mask > 0)
+    if rows.size == 0:
+        return mask[:0, :0]
+    return mask[rows.min() : rows.max() + 1, cols.min() : cols.max() + 1]
+
+
+LUMA = np.array([0.299, 0.587, 0.114], np.float32)
+
+
+def ink_contrast_ok(pixels: np.ndarray, colour: tuple[int, int, int]) -> np.ndarray:
+    """Per pixel: is `colour` clearly visible over these (N, 3) background pixels?"""
+    ink = np.array(colour, np.float32)
+    luma = np.abs(pixels.astype(np.float32) @ LUMA - float(ink @ LUMA))
+    chroma = np.abs(pixels.astype(np.float32) - ink).max(axis=-1)
+    coloured = (chroma >= MIN_COLOUR_CONTRAST) & (luma >= MIN_LUMA_FOR_COLOUR)
+    return (luma >= MIN_LUMA_CONTRAST) | coloured
+
+
+def is_legible(region: np.ndarray, mask: np.ndarray, colour: tuple[int, int, int]) -> bool:
+    """Most of the ink must differ clearly from the pixels it is drawn over."""
+    ink = mask > 127
+    if ink.sum() == 0:
+        return False
+    return float(ink_contrast_ok(region[ink], colour).mean()) >= 0.85
+
+
+def blend(region: np.ndarray, mask: np.ndarray, colour: tuple[int, int, int]) -> None:
+    alpha = (mask.astype(np.float32) / 255.0)[..., None]
+    region[:] = (region * (1 - alpha) + np.array(colour, np.float32) * alpha).astype(np.uint8)
+
+
+def overlaps(
+    box: tuple[int, int, int, int], others: list[tuple[int, int, int, int]], margin: int
+) -> bool:
+    x0, y0, x1, y1 = box
+    return any(
+        x0 < b[2] + margin and b[0] - margin < x1 and y0 < b[3] + margin and b[1] - margin < y1
+        for b in others
+    )
+
+
+@dataclass
+class TextStyle:
+    font: ImageFont.FreeTypeFont
+    colour: tuple[int, int, int]
+    antialias: bool
+    box: tuple[int, int, int] | None  # filled box behind the text, or none
+
+
+class Composer:
+    """Draws labelled items onto one image while keeping them apart."""
+
+    def __init__(self, image: np.ndarray, rng: random.Random) -> None:
+        self.image = image
+        self.rng = rng
+        self.labels: list[Label] = []
+        self.occupied: list[tuple[int, int, int, int]] = []
+
+    def draw_text(self, text: str, cls: int, x: int, y: int, style: TextStyle) -> Label | None:
+        """Draw `text` with its top-left ink at (x, y); returns its label, or None if refused."""
+        mask = render_line_mask(text, style.font, style.antialias)
+        mh, mw = mask.shape
+        h, w = self.image.shape[:2]
+        if mh < 4 or mw < 3 or x < 0 or y < 0 or x + mw > w or y + mh > h:
+            return None
+        pad = max(1, mh // 6) if style.box is not None else 0
+        outer = (max(0, x - pad), max(0, y - pad), min(w, x + mw + pad), min(h, y + mh + pad))
+        if overlaps(outer, self.occupied, margin=2):
+            return None
+        box_colour = style.box
+        region = self.image[y : y + mh, x : x + mw]
+        if box_colour is None and not is_legible(region, mask, style.colour):
+            # Back the line with a dark or light box rather than label invisible text.
+            luma = int(np.mean(style.colour))
+            box_colour = (0, 0, 0) if luma > 110 else (255, 255, 255)
+            pad = max(1, mh // 6)
+            outer = (max(0, x - pad), max(0, y - pad), min(w, x + mw + pad), min(h, y + mh + pad))
+            if overlaps(outer, self.occupied, margin=2):
+                return None
+        if box_colour is not None:
+            filled = np.zeros_like(region)
+            filled[:] = box_colour
+            if not is_legible(filled, mask, style.colour):
+                return None
+            self.image[outer[1] : outer[3], outer[0] : outer[2]] = box_colour
+            region = self.image[y : y + mh, x : x + mw]
+        blend(region, mask, style.colour)
+        self.occupied.append(outer)
+        # The label is the ink; a backing box is not sensitive by itself.
+        label = Label(cls, x, y, x + mw, y + mh, text)
+        self.labels.append(label)
+        return label
+
+    def draw_code(self, x: int, y: int, size: int) -> Label | None:
+        """A barcode or QR code on a white label, with an optional printed ID under it."""
+        rng = self.rng
+        code = render_code(rng, size)
+        ch, cw = code.shape[:2]
+        h, w = self.image.shape[:2]
+        if x + cw > w or y + ch > h or x < 0 or y < 0:
+            return None
+        outer = (x, y, x + cw, y + ch)
+        if overlaps(outer, self.occupied, margin=3):
+            return None
+        self.image[y : y + ch, x : x + cw] = code
+        self.occupied.append(outer)
+        label = Label(BARCODE, *outer, "code")
+        self.labels.append(label)
+        return label
+
+
+def render_code(rng: random.Random, size: int) -> np.ndarray:
+    """RGB array of a Code 128 barcode or a QR code with a white quiet zone."""
+    payload = phi_text.random_id(rng)
+    if rng.random() < 0.5:
+        import qrcode
+
+        qr = qrcode.QRCode(border=2, box_size=max(1, size // 25))
+        qr.add_data(f"{payload}^{phi_text.random_name(rng)}")
+        qr.make(fit=True)
+        img = qr.make_image(fill_color="black", back_color="white").get_image().convert("RGB")
+        img = img.resize((size, size), Image.NEAREST)
+    else:
+        import barcode
+        from barcode.writer import ImageWriter
+
+        writer = ImageWriter()
+        code = barcode.get("code128", payload, writer=writer)
+        buffer = io.BytesIO()
+        code.write(
+            buffer,
+            options={
+                "write_text": rng.random() < 0.5,
+                "quiet_zone": 2,
+                "module_height": 8.0,
+                "font_size": 6,
+                "dpi": 200,
+            },
+        )
+        img = Image.open(buffer).convert("RGB")
+        scale = size / img.width
+        img = img.resize((size, max(8, int(img.height * scale))), Image.BILINEAR)
+    return np.asarray(img)
+
+
+def choose_style(rng: random.Random, fonts: list[Path], size: int) -> TextStyle:
+    font = load_font(str(rng.choice(fonts)), size)
+    antialias = rng.random() > 0.3
+    roll = rng.random()
+    if roll < 0.12:
+        return TextStyle(font, rng.choice(DARK_COLOURS), antialias, rng.choice(BOX_LIGHT))
+    if roll < 0.3:
+        return TextStyle(font, rng.choice(TEXT_COLOURS), antialias, rng.choice(BOX_DARK))
+    if roll < 0.36:
+        return TextStyle(font, rng.choice(DARK_COLOURS), antialias, None)
+    return TextStyle(font, rng.choice(TEXT_COLOURS), antialias, None)
+
+
+def sample_text_size(rng: random.Random, width: int) -> int:
+    """Scanner text: 8-28 px at 512 px width, scaled with the image; some large lines."""
+    scale = width / 512
+    if rng.random() < 0.06:
+        return int(rng.uniform(28, 80) * max(scale, 0.8))
+    return max(7, int(math.exp(rng.uniform(math.log(8), math.log(28))) * scale))
+
+
+def make_line(rng: random.Random, phi_share: float = 0.6) -> tuple[str, int]:
+    if rng.random() < phi_share:
+        return phi_text.phi_line(rng), PHI
+    return phi_text.tech_line(rng), TECH
+
+
+def draw_text_block(
+    comp: Composer, fonts: list[Path], anchor: str, n_lines: int, size: int
+) -> None:
+    """Stacked lines at a corner or edge, the way scanners lay out their annotation."""
+    rng = comp.rng
+    h, w = comp.image.shape[:2]
+    style = choose_style(rng, fonts, size)
+    margin = rng.randint(0, max(1, size // 2))
+    line_gap = int(size * rng.uniform(1.1, 1.6))
+    top = anchor.startswith("t")
+    y = margin if top else h - margin - n_lines * line_gap
+    for i in range(n_lines):
+        text, cls = make_line(rng)
+        if rng.random() < 0.2:
+            style = choose_style(rng, fonts, size)
+        mask_w = style.font.getbbox(text)[2]
+        if anchor.endswith("l"):
+            x = margin
+        elif anchor.endswith("r"):
+            x = w - margin - mask_w
+        else:
+            x = (w - mask_w) // 2
+        comp.draw_text(text, cls, x, y + i * line_gap, style)
+
+
+def draw_banner(comp: Composer, fonts: list[Path], size: int) -> None:
+    """A filled strip across the top or bottom with several fields, like US/CR headers."""
+    rng = comp.rng
+    h, w = comp.image.shape[:2]
+    strip_h = int(size * rng.uniform(1.5, 2.4))
+    top = rng.random() < 0.6
+    y0 = rng.randint(0, 6) if top else h - strip_h - rng.randint(0, 6)
+    light = rng.random() < 0.35
+    fill = rng.choice(BOX_LIGHT if light else BOX_DARK)
+    comp.image[y0 : y0 + strip_h, :] = fill
+    colour = rng.choice(DARK_COLOURS if light else TEXT_COLOURS)
+    font = load_font(str(rng.choice(fonts)), size)
+    style = TextStyle(font, colour, rng.random() > 0.3, None)
+    x = rng.randint(2, max(3, size))
+    y = y0 + (strip_h - size) // 2
+    while x < w - size * 2:
+        text, cls = make_line(rng, phi_share=0.7)
+        label = comp.draw_text(text, cls, x, y, style)
+        advance = (label.x1 - label.x0) if label else font.getbbox(text)[2]
+        x += advance + rng.randint(size, size * 5)
+
+
+def draw_edge_marker(comp: Composer, fonts: list[Path], width: int) -> None:
+    """Single orientation letters at the very edge (often missed)."""
+    rng = comp.rng
+    h, w = comp.image.shape[:2]
+    size = int(rng.uniform(10, 60) * max(width / 512, 0.8))
+    style = choose_style(rng, fonts, size)
+    text = phi_text.single_characters(rng)
+    mask_w = style.font.getbbox(text)[2]
+    x = rng.choice(
+        (
+            rng.randint(0, 4),
+            max(0, w - mask_w - rng.randint(0, 4)),
+            rng.randint(0, max(1, w - mask_w)),
+        )
+    )
+    y = rng.choice(
+        (rng.randint(0, 4), max(0, h - size - rng.randint(0, 4)), rng.randint(0, max(1, h - size)))
+    )
+    comp.draw_text(text, TECH, x, y, style)
+
+
+def draw_scattered_line(comp: Composer, fonts: list[Path], width: int) -> None:
+    rng = comp.rng
+    h, w = comp.image.shape[:2]
+    size = sample_text_size(rng, width)
+    style = choose_style(rng, fonts, size)
+    text, cls = make_line(rng, phi_share=0.5)
+    mask_w = style.font.getbbox(text)[2]
+    if mask_w >= w:
+        return
+    comp.draw_text(text, cls, rng.randint(0, w - mask_w), rng.randint(0, max(0, h - size)), style)
+
+
+def degrade(image: np.ndarray, rng: random.Random) -> np.ndarray:
+    """Blur, noise and JPEG: what screen captures and exports do to burned-in text."""
+    if rng.random() < 0.25:
+        image = cv2.GaussianBlur(image, (0, 0), rng.uniform(0.3, 0.9))
+    if rng.random() < 0.3:
+        noise = np.random.default_rng(rng.getrandbits(32)).normal(0, rng.uniform(2, 8), image.shape)
+        image = np.clip(image + noise, 0, 255).astype(np.uint8)
+    if rng.random() < 0.4:
+        ok, encoded = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, rng.randint(35, 95)])
+        if ok:
+            image = cv2.imdecode(encoded, cv2.IMREAD_UNCHANGED)
+    if rng.random() < 0.15:
+        image = cv2.cvtColor(cv2.cvtColor(image, cv2.COLOR_RGB2GRAY), cv2.COLOR_GRAY2RGB)
+    return image
+
+
+def compose_sample(
+    rng: random.Random,
+    groups: dict[str, list[np.ndarray]],
+    fonts: list[Path],
+    max_side: int | None = 640,
+) -> Sample:
+    """One training image and its labels, downscaled to at most `max_side` if given."""
+    height, width = random_canvas_size(rng)
+    image = make_background(rng, groups, height, width)
+    for _ in range(rng.choices((0, 1, 2, 3), weights=(0.35, 0.35, 0.2, 0.1))[0]):
+        draw_doppler_overlay(image, rng) if rng.random() < 0.5 else draw_colour_bar(image, rng)
+    for _ in range(rng.choices((0, 1, 3, 6), weights=(0.3, 0.3, 0.25, 0.15))[0]):
+        draw_measurement_graphics(image, rng)
+
+    comp = Composer(image, rng)
+    if rng.random() < 0.05:
+        pass  # a few images with no text at all: pure negatives
+    else:
+        if rng.random() < 0.3:
+            draw_banner(comp, fonts, max(8, int(rng.uniform(9, 20) * width / 512)))
+        anchors = ["tl", "tr", "bl", "br", "tc", "bc"]
+        rng.shuffle(anchors)
+        for anchor in anchors[: rng.randint(1, 4)]:
+            draw_text_block(comp, fonts, anchor, rng.randint(1, 5), sample_text_size(rng, width))
+        for _ in range(rng.choices((0, 1, 2), weights=(0.5, 0.3, 0.2))[0]):
+            draw_edge_marker(comp, fonts, width)
+        for _ in range(rng.choices((0, 1, 2), weights=(0.6, 0.3, 0.1))[0]):
+            draw_scattered_line(comp, fonts, width)
+        if rng.random() < 0.15:
+            size = int(rng.uniform(50, 160) * max(width / 512, 0.7))
+            comp.draw_code(
+                rng.randint(0, max(0, width - size)), rng.randint(0, max(0, height - size)), size
+            )
+
+    out = degrade(comp.image, rng)
+    labels = comp.labels
+    if max_side and max(out.shape[:2]) > max_side:
+        scale = max_side / max(out.shape[:2])
+        new_size = (max(1, round(width * scale)), max(1, round(height * scale)))
+        out = cv2.resize(out, new_size, interpolation=cv2.INTER_AREA)
+        labels = [
+            Label(
+                lb.cls,
+                int(lb.x0 * scale),
+                int(lb.y0 * scale),
+                math.ceil(lb.x1 * scale),
+                math.ceil(lb.y1 * scale),
+                lb.text,
+            )
+            for lb in labels
+        ]
+    return Sample(np.ascontiguousarray(out), labels)

@@ -1,0 +1,156 @@
+"""Train the sensitive-region detector and publish its weights.
+
+    python model/detector/train.py                       # full run from config.yaml, publishes
+    python model/detector/train.py --epochs 1 --n-train 8 --n-val 4 --imgsz 160 --out /tmp/smoke
+
+The full run generates the data set (if missing), trains YOLOv8n from scratch, then copies
+best.pt to model/detector/best.pt and exports model/detector/best.onnx. A run with --out writes
+everything under OUT and publishes nothing unless --publish is given.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+DETECTOR_DIR = Path(__file__).resolve().parent
+
+
+def configure_ultralytics(settings_dir: Path) -> None:
+    """Keep Ultralytics offline and its settings file out of the repository (set before import)."""
+    settings_dir.mkdir(parents=True, exist_ok=True)
+    os.environ.setdefault("YOLO_CONFIG_DIR", str(settings_dir))
+    os.environ.setdefault("YOLO_OFFLINE", "1")
+
+
+def load_config(path: Path) -> dict[str, Any]:
+    return yaml.safe_load(path.read_text())
+
+
+def train(config: dict[str, Any], data_dir: Path, runs_dir: Path, name: str) -> Path:
+    """Run Ultralytics training; returns the run's best.pt."""
+    from ultralytics import YOLO
+
+    params = dict(config["train"])
+    model = YOLO(params.pop("model"))
+    if params.get("time") is None:
+        params.pop("time", None)
+    model.train(
+        data=str(data_dir / "data.yaml"),
+        project=str(runs_dir),
+        name=name,
+        exist_ok=True,
+        seed=config["seed"],
+        verbose=True,
+        **params,
+    )
+    weights = runs_dir / name / "weights"
+    best = weights / "best.pt"
+    return best if best.exists() else weights / "last.pt"
+
+
+def export_onnx(weights: Path, imgsz: int) -> Path:
+    """ONNX with a dynamic input size, so tiles and full images share one model."""
+    from ultralytics import YOLO
+
+    return Path(
+        YOLO(str(weights)).export(
+            format="onnx", imgsz=imgsz, dynamic=True, simplify=False, opset=17
+        )
+    )
+
+
+def publish(best: Path, imgsz: int, summary: dict[str, Any]) -> None:
+    target = DETECTOR_DIR / "best.pt"
+    shutil.copy2(best, target)
+    onnx_path = export_onnx(target, imgsz)
+    summary["onnx"] = str(onnx_path)
+    (DETECTOR_DIR / "train_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", type=Path, default=DETECTOR_DIR / "config.yaml")
+    parser.add_argument("--epochs", type=int)
+    parser.add_argument("--time", type=float, help="training budget in hours")
+    parser.add_argument("--n-train", type=int)
+    parser.add_argument("--n-val", type=int)
+    parser.add_argument("--imgsz", type=int)
+    parser.add_argument("--batch", type=int)
+    parser.add_argument("--out", type=Path, help="folder for data and runs (smoke runs)")
+    parser.add_argument("--data", type=Path, help="existing generated data set to train on")
+    parser.add_argument("--name", default="detector")
+    parser.add_argument(
+        "--publish",
+        action="store_true",
+        help="copy best.pt into model/detector and export ONNX (default: no --out)",
+    )
+    args = parser.parse_args()
+
+    config = load_config(args.config)
+    for key in ("epochs", "time", "imgsz", "batch"):
+        if getattr(args, key) is not None:
+            config["train"][key] = getattr(args, key)
+    for key in ("n_train", "n_val"):
+        if getattr(args, key) is not None:
+            config["data"][key] = getattr(args, key)
+    if args.imgsz is not None and config["data"].get("crop"):
+        config["data"]["crop"] = args.imgsz
+    if args.out:
+        data_dir, runs_dir = args.out / "data", args.out / "runs"
+        if args.epochs is not None and args.epochs <= 2:
+            config["train"]["close_mosaic"] = 0
+        config["train"]["cache"] = False
+    else:
+        data_dir, runs_dir = Path(config["data"]["out"]), Path(config["runs_dir"])
+    if args.data:
+        data_dir = args.data
+    configure_ultralytics(runs_dir.parent / "ultralytics-settings")
+
+    started = time.time()
+    if not (data_dir / "data.yaml").exists():
+        from model.detector.generate import generate_dataset
+
+        generate_dataset(
+            data_dir,
+            config["data"]["n_train"],
+            config["data"]["n_val"],
+            config["seed"],
+            config["data"]["max_side"],
+        )
+    train_dir = data_dir
+    crop = config["data"].get("crop")
+    if crop:
+        from model.detector.crops import make_crop_dataset
+
+        train_dir = data_dir.parent / f"{data_dir.name}-crops{crop}"
+        if not (train_dir / "data.yaml").exists():
+            make_crop_dataset(
+                data_dir, train_dir, crop, config["data"]["crops_per_image"], config["seed"]
+            )
+    best = train(config, train_dir, runs_dir, args.name)
+    summary = {
+        "weights": str(best),
+        "data": str(data_dir),
+        "config": config,
+        "wall_seconds": round(time.time() - started, 1),
+    }
+    print(json.dumps(summary, indent=2, default=str))
+    if args.publish or not args.out:
+        # Exported for 640 px inputs: the network is fully convolutional, crops were for speed.
+        publish(best, 640, summary)
+
+
+if __name__ == "__main__":
+    main()
