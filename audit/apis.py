@@ -15,6 +15,7 @@ from rest_framework.settings import api_settings
 from rest_framework.views import APIView
 
 from accounts.permissions import IsAdmin
+from audit.chain import HASHED_FIELDS
 from audit.models import Action, AuditEvent, Outcome
 from audit.selectors import audit_chain_verify, audit_event_list
 from audit.services import audit_export
@@ -63,22 +64,8 @@ class AuditEventListApi(APIView):
     class OutputSerializer(serializers.ModelSerializer):
         class Meta:
             model = AuditEvent
-            fields = [
-                "sequence",
-                "created_at",
-                "actor_id",
-                "actor_username",
-                "role",
-                "action",
-                "target_type",
-                "target_id",
-                "outcome",
-                "ip",
-                "user_agent",
-                "details",
-                "prev_hash",
-                "hash",
-            ]
+            # Exactly what the hash covers, then the hash: a client can recompute it.
+            fields = [*HASHED_FIELDS, "hash"]
 
     @extend_schema(
         operation_id="audit_events_list",
