@@ -76,6 +76,28 @@ class Scan(models.Model):
     duplicate_of = models.ForeignKey(
         "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
+    # Technician review: regions confirmed (after any added or removed by hand).
+    reviewed_at = models.DateTimeField(null=True, blank=True)
+    reviewed_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+    )
+
+    # DICOM grouping, by the de-identified (remapped) UIDs: a study stays one study.
+    study_uid = models.CharField(max_length=64, blank=True, db_index=True)
+    series_uid = models.CharField(max_length=64, blank=True, db_index=True)
+    instance_number = models.IntegerField(null=True, blank=True)
+    modality = models.CharField(max_length=16, blank=True)
+    scanner = models.CharField(max_length=128, blank=True)  # manufacturer and model, for QC
+    # The header values de-identification removed, AES-256-GCM under the scan's data key
+    # (only a doctor's request decrypts them); the report holds counts and options, no PHI.
+    identity_ciphertext = models.BinaryField(blank=True, default=b"")
+    deid_report = models.JSONField(default=dict, blank=True)
+    # Quality-control statistics of the de-identified pixels (percentiles, SNR, spacing).
+    qc = models.JSONField(default=dict, blank=True)
 
     # Storage names (Django storage API), never URLs: files are served only through APIs.
     original_path = models.CharField(max_length=500)  # encrypted under the scan's data key
@@ -112,6 +134,11 @@ class Scan(models.Model):
         return f"scan {self.pk} ({self.format}, {self.status})"
 
 
+class RegionSource(models.TextChoices):
+    DETECTOR = "detector", "Detector"
+    MANUAL = "manual", "Added by hand"
+
+
 class RegionQuerySet(models.QuerySet["Region"]):
     def visible_to(self, user: Any) -> RegionQuerySet:
         """Regions are visible exactly when their scan is."""
@@ -124,6 +151,9 @@ class Region(models.Model):
     frame = models.PositiveIntegerField(default=0)
     label = models.CharField(max_length=32)
     confidence = models.FloatField()
+    source = models.CharField(
+        max_length=16, choices=RegionSource.choices, default=RegionSource.DETECTOR
+    )
     # The padded box in original pixel coordinates, x2/y2 exclusive.
     x1 = models.PositiveIntegerField()
     y1 = models.PositiveIntegerField()
@@ -165,3 +195,65 @@ class Fingerprint(models.Model):
 
     def __str__(self) -> str:
         return f"fingerprint of scan {self.scan_id}"
+
+
+class SegmentationModel(models.Model):
+    """A segmentation model offered to doctors: ONNX or TorchScript weights plus a config.
+
+    Models found under `model/segmentation/<name>/` are registered here on first use; an
+    admin can add one by uploading weights and a config in Django admin.
+    """
+
+    name = models.SlugField(max_length=64, unique=True)
+    title = models.CharField(max_length=128, blank=True)
+    weights = models.FileField(upload_to="segmentation-models/", blank=True)
+    weights_path = models.CharField(max_length=500, blank=True)  # under model/segmentation/
+    config = models.JSONField(default=dict, blank=True)
+    enabled = models.BooleanField(default=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class JobStatus(models.TextChoices):
+    QUEUED = "queued", "Queued"
+    RUNNING = "running", "Running"
+    COMPLETED = "completed", "Completed"
+    FAILED = "failed", "Failed"
+
+
+class SegmentationJobQuerySet(models.QuerySet["SegmentationJob"]):
+    def visible_to(self, user: Any) -> SegmentationJobQuerySet:
+        """Jobs are visible exactly when their scan is."""
+        return self.filter(scan__in=Scan.objects.visible_to(user))
+
+
+class SegmentationJob(models.Model):
+    scan = models.ForeignKey(Scan, on_delete=models.CASCADE, related_name="segmentations")
+    model = models.ForeignKey(SegmentationModel, on_delete=models.PROTECT, related_name="jobs")
+    requested_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    status = models.CharField(max_length=16, choices=JobStatus.choices, default=JobStatus.QUEUED)
+    failure_reason = models.CharField(max_length=64, blank=True)
+    # The label mask, encrypted under the scan's data key (it outlines the patient's anatomy).
+    mask_path = models.CharField(max_length=500, blank=True)
+    overlay_path = models.CharField(max_length=500, blank=True)
+    seg_path = models.CharField(max_length=500, blank=True)  # DICOM SEG, for DICOM inputs
+    # {"classes": {...}, "volumes_ml": {...} or "areas_mm2": {...}, "spacing_mm": [...]}
+    results = models.JSONField(default=dict, blank=True)
+    runtime_ms = models.FloatField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    objects = SegmentationJobQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"segmentation {self.pk} of scan {self.scan_id} ({self.status})"
