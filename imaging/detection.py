@@ -42,6 +42,7 @@ DEFAULTS: dict[str, Any] = {
     "tile_above": 1280,
 }
 TILE_OVERLAP = 64
+STRIDE = 32  # the network's largest stride: input sides must be multiples of it
 # A box this much inside a bigger one adds nothing to a redaction.
 CONTAINED = 0.9
 
@@ -149,8 +150,11 @@ def as_rgb(frame: np.ndarray) -> np.ndarray:
 
 
 def to_input(image: np.ndarray, side: int) -> tuple[np.ndarray, float]:
-    """Resize so the long side is at most `side`, pad to a `side` square; (3, side, side), scale.
+    """Resize so the long side is at most `side`, pad right and bottom to a multiple of the
+    network stride; returns (3, H', W') and the scale.
 
+    Padding to the stride instead of a `side` square (Ultralytics' own `rect` letterbox) spends
+    nothing on blank canvas: a 512 px image runs at 512, a 4:3 ultrasound at 640x480.
     Padding value 114 is what Ultralytics trains with.
     """
     height, width = image.shape[:2]
@@ -158,7 +162,9 @@ def to_input(image: np.ndarray, side: int) -> tuple[np.ndarray, float]:
     if scale < 1.0:
         size = (max(1, round(width * scale)), max(1, round(height * scale)))
         image = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
-    canvas = np.full((side, side, 3), 114, np.uint8)
+    padded_h = -(-image.shape[0] // STRIDE) * STRIDE
+    padded_w = -(-image.shape[1] // STRIDE) * STRIDE
+    canvas = np.full((padded_h, padded_w, 3), 114, np.uint8)
     canvas[: image.shape[0], : image.shape[1]] = image
     return canvas.transpose(2, 0, 1).astype(np.float32) / 255.0, scale
 
@@ -250,17 +256,22 @@ def detect(
 
     all_boxes, all_scores, all_classes = [], [], []
     batch_size = 8
-    for start in range(0, len(inputs), batch_size):
-        outputs = runner(np.ascontiguousarray(np.stack(inputs[start : start + batch_size])))
-        for output, (left, top, scale) in zip(
-            outputs, placements[start : start + batch_size], strict=True
-        ):
-            boxes, scores, classes = decode(output, confidence)
-            keep = nms(boxes, scores, iou)
-            boxes = boxes[keep] / scale + np.array([left, top, left, top], np.float32)
-            all_boxes.append(boxes)
-            all_scores.append(scores[keep])
-            all_classes.append(classes[keep])
+    # Inputs of one shape run as one batch (tiles share a shape; the whole image may not).
+    by_shape: dict[tuple[int, ...], list[int]] = {}
+    for index, tensor in enumerate(inputs):
+        by_shape.setdefault(tensor.shape, []).append(index)
+    for indexes in by_shape.values():
+        for start in range(0, len(indexes), batch_size):
+            chunk = indexes[start : start + batch_size]
+            outputs = runner(np.ascontiguousarray(np.stack([inputs[i] for i in chunk])))
+            for output, index in zip(outputs, chunk, strict=True):
+                left, top, scale = placements[index]
+                boxes, scores, classes = decode(output, confidence)
+                keep = nms(boxes, scores, iou)
+                boxes = boxes[keep] / scale + np.array([left, top, left, top], np.float32)
+                all_boxes.append(boxes)
+                all_scores.append(scores[keep])
+                all_classes.append(classes[keep])
 
     boxes = np.concatenate(all_boxes) if all_boxes else np.zeros((0, 4), np.float32)
     scores = np.concatenate(all_scores) if all_scores else np.zeros(0, np.float32)

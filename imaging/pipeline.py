@@ -125,21 +125,112 @@ def detect_frames(
     return boxes
 
 
-def pad(box: Box, padding: int, height: int, width: int) -> Box | None:
-    from imaging.redaction import pad_box
+VERIFY_SCOPES = ("bands", "full")
 
-    x0, y0, x1, y1 = pad_box(box.coords, padding, (height, width))
+
+def verify_bands(boxes: Sequence[Box], height: int) -> dict[int, list[tuple[int, int]]]:
+    """Per frame, the horizontal bands the verification pass looks at again: every filled
+    box's rows, widened by twice its height (at least 16 px) above and below, across the whole
+    frame width, overlapping bands merged.
+
+    Text the first pass missed next to a line it found (a second line suppressed by a
+    stronger one, the end of a line boxed short) lies in these bands; the rest of the frame is
+    unchanged pixels the first pass has already read with the same model.
+    """
+    spans: dict[int, list[tuple[int, int]]] = {}
+    for box in boxes:
+        margin = max(16, 2 * (box.y1 - box.y0))
+        spans.setdefault(box.frame, []).append(
+            (max(0, box.y0 - margin), min(height, box.y1 + margin))
+        )
+    merged: dict[int, list[tuple[int, int]]] = {}
+    for frame, frame_spans in spans.items():
+        out: list[tuple[int, int]] = []
+        for top, bottom in sorted(frame_spans):
+            if out and top <= out[-1][1]:
+                out[-1] = (out[-1][0], max(out[-1][1], bottom))
+            else:
+                out.append((top, bottom))
+        merged[frame] = out
+    return merged
+
+
+def verify_frames(
+    display: np.ndarray,
+    detector: Detector,
+    sealed: Sequence[Box],
+    *,
+    classes: Sequence[str] = (),
+    scope: str = "bands",
+) -> list[Box]:
+    """Detections on the redacted frames that no sealed box already covers.
+
+    scope "full" runs the detector over every whole frame again; "bands" only over the bands
+    around what was filled (`verify_bands`), which costs a fraction of a full pass.
+    """
+    if scope not in VERIFY_SCOPES:
+        raise ValueError(f"unknown verification scope {scope!r}")
+    if scope == "full":
+        found = detect_frames(display, detector, classes=classes)
+    else:
+        found = []
+        for frame_index, bands in verify_bands(sealed, int(display.shape[1])).items():
+            for top, bottom in bands:
+                band = display[frame_index : frame_index + 1, top:bottom]
+                for box in detect_frames(band, detector, classes=classes):
+                    found.append(
+                        Box(
+                            frame_index,
+                            box.label,
+                            box.confidence,
+                            box.x0,
+                            box.y0 + top,
+                            box.x1,
+                            box.y1 + top,
+                        )
+                    )
+    return [b for b in found if not _mostly_covered(b, sealed)]
+
+
+TEXT_CLASSES = ("phi_text", "tech_text")
+
+
+def pad(
+    box: Box, padding: int, height: int, width: int, frame: np.ndarray | None = None
+) -> Box | None:
+    from imaging.redaction import complete_line, pad_box
+
+    coords: Sequence[float] = box.coords
+    if frame is not None and box.label in TEXT_CLASSES:
+        coords = complete_line(frame, coords)
+    x0, y0, x1, y1 = pad_box(coords, padding, (height, width))
     if x1 <= x0 or y1 <= y0:
         return None
     return Box(box.frame, box.label, box.confidence, int(x0), int(y0), int(x1), int(y1))
 
 
-def padded_boxes(found: Sequence[Box], padding: int, height: int, width: int) -> list[Box]:
+def padded_boxes(
+    found: Sequence[Box],
+    padding: int,
+    height: int,
+    width: int,
+    *,
+    display: np.ndarray | None = None,
+) -> list[Box]:
     """The regions to seal and fill: each detection padded and clipped, in reading order.
 
-    Shared with the `redact` command, so a batch run fills exactly what an upload would.
+    With `display` (the uint8 frames the detector saw), text lines are first grown over ink
+    that continues them (`imaging.redaction.complete_line`). Shared with the `redact` command
+    and the detector's evaluation, so a batch run fills exactly what an upload would.
     """
-    boxes = [p for p in (pad(b, padding, height, width) for b in found) if p is not None]
+    boxes = [
+        p
+        for p in (
+            pad(b, padding, height, width, None if display is None else display[b.frame])
+            for b in found
+        )
+        if p is not None
+    ]
     # Reading order (frame, top, left) makes the grid numbers and region indexes stable.
     boxes.sort(key=lambda b: (b.frame, b.y0, b.x0, b.y1, b.x1))
     return boxes
@@ -241,11 +332,13 @@ def pipeline_run(
     classes: Sequence[str] = (),
     padding: int = 4,
     verify_rounds: int = 2,
+    verify_scope: str = "bands",
     timings: dict[str, float] | None = None,
 ) -> PipelineResult:
     """Detect, seal and redact `image` (a DecodedImage). Pure: nothing is stored.
 
-    Verification: the detector runs again over the redacted frames. Text it still finds is
+    Verification: the detector runs again over the redacted frames (around what was filled,
+    or whole frames with `verify_scope="full"`; see `verify_frames`). Text it still finds is
     sealed and filled too (a first pass can miss a line next to a stronger one), up to
     `verify_rounds` times, and the scan is flagged for review whenever a round found any:
     a detector that needed a second look is one a person should check.
@@ -260,7 +353,7 @@ def pipeline_run(
 
     with timed(timings, "detect_ms"):
         found = detect_frames(display, detector, classes=classes)
-    boxes = padded_boxes(found, padding, height, width)
+    boxes = padded_boxes(found, padding, height, width, display=display)
     regions: list[SealedRegion] = []
     redacted_pixels, redacted_display = pixels, display
     residual: list[Box] = []
@@ -285,18 +378,19 @@ def pipeline_run(
             redacted_pixels = fill_frames(redacted_pixels, boxes)
             redacted_display = fill_frames(redacted_display, boxes)
         with timed(timings, "verify_ms"):
-            sealed = [r.box for r in regions]
-            residual = [
-                b
-                for b in detect_frames(redacted_display, detector, classes=classes)
-                if not _mostly_covered(b, sealed)
-            ]
+            residual = verify_frames(
+                redacted_display,
+                detector,
+                [r.box for r in regions],
+                classes=classes,
+                scope=verify_scope,
+            )
         if residual_first is None:
             residual_first = len(residual)
         if not residual or rounds >= verify_rounds:
             break
         rounds += 1
-        boxes = padded_boxes(residual, padding, height, width)
+        boxes = padded_boxes(residual, padding, height, width, display=redacted_display)
 
     with timed(timings, "grid_ms"):
         # Numbers start at 1 for people; region index = number - 1.

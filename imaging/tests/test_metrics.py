@@ -130,3 +130,56 @@ def test_it_gives_grey_images_three_equal_histograms():
     assert histogram[:16] == histogram[16:32] == histogram[32:]
     with pytest.raises(ValueError):
         metrics.average_hash(grey.astype(np.uint16))
+
+
+@pytest.mark.parametrize(
+    ("shape", "dtype"),
+    [((600, 520), np.uint8), ((512, 700, 3), np.uint8), ((520, 530), np.uint16)],
+)
+def test_it_computes_ssim_only_where_changed_yet_equal_to_whole_image_ssim(shape, dtype):
+    from skimage.metrics import peak_signal_noise_ratio, structural_similarity
+
+    rng = np.random.default_rng(7)
+    top = 255 if dtype == np.uint8 else 4095
+    original = rng.integers(0, top, size=shape).astype(dtype)
+    redacted = original.copy()
+    # Boxes inside, touching every edge, overlapping, and two a few pixels apart.
+    for y0, y1, x0, x1 in [
+        (0, 20, 0, 200),
+        (shape[0] - 9, shape[0], 100, 130),
+        (200, 260, shape[1] - 5, shape[1]),
+        (300, 340, 50, 90),
+        (330, 360, 80, 150),
+        (400, 420, 200, 260),
+        (424, 440, 200, 260),
+    ]:
+        redacted[y0:y1, x0:x1] = 0
+    data_range = 255.0 if dtype == np.uint8 else float(original.max()) - float(original.min())
+    expected = structural_similarity(
+        original.astype(np.float64),
+        redacted.astype(np.float64),
+        data_range=data_range,
+        win_size=7,
+        channel_axis=2 if len(shape) == 3 else None,
+    )
+    assert metrics.ssim(original, redacted) == pytest.approx(expected, abs=1e-12)
+    assert metrics.ssim(original, original.copy()) == 1.0
+    expected_psnr = peak_signal_noise_ratio(
+        original.astype(np.float64), redacted.astype(np.float64), data_range=data_range
+    )
+    assert metrics.psnr(original, redacted) == pytest.approx(expected_psnr, abs=1e-9)
+    frames_o, frames_r = np.stack([original, original]), np.stack([original, redacted])
+    expected_frames = peak_signal_noise_ratio(
+        frames_o.astype(np.float64), frames_r.astype(np.float64), data_range=data_range
+    )
+    assert metrics.psnr(frames_o, frames_r, frames=True) == pytest.approx(expected_frames, abs=1e-9)
+
+
+def test_it_counts_the_colour_histogram_like_numpy_histogram():
+    rgb = samples.real_rgb()
+    values = metrics.colour_histogram(rgb)
+    for channel in range(3):
+        counts, _edges = np.histogram(rgb[..., channel], bins=16, range=(0, 256))
+        assert values[channel * 16 : channel * 16 + 16] == pytest.approx(
+            (counts / counts.sum()).tolist()
+        )

@@ -8,7 +8,7 @@
 (b) real: the hand-checked real test set (testset/ground_truth.json) through
     imaging.detection.detect, as the pipeline calls it:
     - PHI box recall: a phi_text box counts as found when at least 90 % of its area is covered
-      by the padded detections (padding as the pipeline pads: imaging.redaction.pad_box);
+      by the padded detections (padded as the pipeline pads: imaging.pipeline.padded_boxes);
     - false regions per image: detections of which less than 20 % of the area lies on any
       annotated box (phi_text, tech_text, other), i.e. boxes on anatomy or graphics;
     - ms per image (wall time of detect(), after one warm-up call).
@@ -32,8 +32,7 @@ import numpy as np
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from imaging import detection
-from imaging.redaction import pad_box
+from imaging import detection, pipeline
 from model.detector.testset import TestImage, load_frame, load_ground_truth
 
 DETECTOR_DIR = Path(__file__).resolve().parent
@@ -91,7 +90,17 @@ def score_image(
     truth: TestImage, frame: np.ndarray, found: list[detection.Detection], padding: int
 ) -> dict[str, Any]:
     shape = frame.shape[:2]
-    padded = [pad_box(d.box, padding, shape) for d in found]
+    # Padded exactly as the pipeline pads (line completion included).
+    padded = [
+        b.coords
+        for b in pipeline.padded_boxes(
+            [pipeline.as_box(0, d) for d in found],
+            padding,
+            shape[0],
+            shape[1],
+            display=frame[None],
+        )
+    ]
     covered = coverage_mask(shape, padded)
     phi = [b for b in truth.boxes if b.cls == "phi_text"]
     missed = []
@@ -153,7 +162,7 @@ def evaluate_real(options: dict[str, Any], padding: int) -> dict[str, Any]:
         "false_regions_per_image": round(false_total / len(per_image), 3),
         "ms_per_image_median": round(statistics.median(timings), 1),
         "ms_per_image_mean": round(statistics.fmean(timings), 1),
-        "padding": f"pad_box(padding={padding}, height_ratio=0.25)",
+        "padding": f"pipeline.padded_boxes(padding={padding}): line completion, height_ratio 0.25",
         "options": {k: str(v) for k, v in options.items()},
         "per_image": per_image,
     }

@@ -245,10 +245,13 @@ def draw_colour_bar(image: np.ndarray, rng: random.Random) -> None:
 
 
 def draw_measurement_graphics(image: np.ndarray, rng: random.Random) -> None:
-    """Calipers, crosshairs, markers, ROI shapes, ECG traces, depth rulers."""
+    """Calipers, crosshairs, markers, ROI shapes, ECG traces, depth rulers, small icons."""
     h, w = image.shape[:2]
     colour = random_colour(rng)
-    kind = rng.randrange(7)
+    kind = rng.randrange(8)
+    if kind == 7:
+        draw_icon(image, rng, colour)
+        return
     if kind == 0:  # caliper pair joined by a dotted line
         p = (rng.randint(0, w), rng.randint(0, h))
         q = (p[0] + rng.randint(-200, 200), p[1] + rng.randint(-200, 200))
@@ -309,6 +312,40 @@ def draw_measurement_graphics(image: np.ndarray, rng: random.Random) -> None:
         cv2.line(image, (x, y), (x + length, y), colour, 1)
         for xe in (x, x + length):
             cv2.line(image, (xe, y - 4), (xe, y + 4), colour, 1)
+
+
+def draw_icon(image: np.ndarray, rng: random.Random, colour: tuple[int, int, int]) -> None:
+    """Small vendor logos and orientation icons with no letters: the first model's false
+    regions on real ultrasound were of these kinds (rings, ringed dots, arrows, wavy glyphs)."""
+    h, w = image.shape[:2]
+    r = rng.randint(3, 14)
+    cx = rng.choice((rng.randint(r + 2, max(r + 3, w // 6)), rng.randint(r + 2, w - r - 2)))
+    cy = rng.randint(r + 2, max(r + 3, h - r - 2))
+    shape = rng.randrange(6)
+    if shape == 0:  # ring with a dot: probe orientation marker
+        cv2.circle(image, (cx, cy), r, colour, 1 + (r > 8))
+        cv2.circle(image, (cx, cy), max(1, r // 3), colour, -1)
+    elif shape == 1:  # filled dot or a row of dots
+        for i in range(rng.randint(1, 4)):
+            cv2.circle(image, (cx + i * (2 * r + 3), cy), max(1, r // 2), colour, -1)
+    elif shape == 2:  # arrow
+        dx = rng.choice((-1, 1)) * 2 * r
+        cv2.arrowedLine(image, (cx, cy), (cx + dx, cy), colour, 1 + (r > 8), tipLength=0.4)
+    elif shape == 3:  # two or three wavy strokes
+        xs = np.arange(-r, r + 1)
+        for k in range(rng.randint(2, 3)):
+            ys = cy + k * 4 + np.round(2 * np.sin(xs * math.pi / max(2, r / 2)))
+            pts = np.stack([cx + xs, ys], axis=1).astype(np.int32)
+            cv2.polylines(image, [pts], False, colour, 1)
+    elif shape == 4:  # ring with an inner arc, like a vendor logo
+        cv2.circle(image, (cx, cy), r, colour, 2)
+        cv2.ellipse(image, (cx, cy), (r // 2, r // 2), 0, rng.randint(0, 180), 300, colour, 1)
+    else:  # small filled square or diamond
+        pts = np.array([[cx, cy - r], [cx + r, cy], [cx, cy + r], [cx - r, cy]], np.int32)
+        if rng.random() < 0.5:
+            cv2.fillPoly(image, [pts], colour)
+        else:
+            cv2.rectangle(image, (cx - r // 2, cy - r // 2), (cx + r // 2, cy + r // 2), colour, -1)
 
 
 # ---------------------------------------------------------------- text and codes (labelled)

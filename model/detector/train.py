@@ -43,6 +43,7 @@ def train(config: dict[str, Any], data_dir: Path, runs_dir: Path, name: str) -> 
     from ultralytics import YOLO
 
     params = dict(config["train"])
+    # A .pt here fine-tunes those weights (as the second run did); a .yaml starts from scratch.
     model = YOLO(params.pop("model"))
     if params.get("time") is None:
         params.pop("time", None)
@@ -91,6 +92,11 @@ def main() -> None:
     parser.add_argument("--out", type=Path, help="folder for data and runs (smoke runs)")
     parser.add_argument("--data", type=Path, help="existing generated data set to train on")
     parser.add_argument("--name", default="detector")
+    parser.add_argument("--seed", type=int, help="seed for data generation and training")
+    parser.add_argument(
+        "--weights", type=Path, help="fine-tune these weights instead of starting from the yaml"
+    )
+    parser.add_argument("--lr0", type=float, help="initial learning rate (sets optimizer SGD)")
     parser.add_argument(
         "--publish",
         action="store_true",
@@ -102,6 +108,13 @@ def main() -> None:
     for key in ("epochs", "time", "imgsz", "batch"):
         if getattr(args, key) is not None:
             config["train"][key] = getattr(args, key)
+    if args.seed is not None:
+        config["seed"] = args.seed
+    if args.weights is not None:
+        config["train"]["model"] = str(args.weights.resolve())
+    if args.lr0 is not None:
+        config["train"]["optimizer"] = "SGD"
+        config["train"]["lr0"] = args.lr0
     for key in ("n_train", "n_val"):
         if getattr(args, key) is not None:
             config["data"][key] = getattr(args, key)

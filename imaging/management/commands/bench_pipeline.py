@@ -14,6 +14,8 @@ machine without loading a second model.
 from __future__ import annotations
 
 import json
+import os
+import tempfile
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -39,6 +41,7 @@ STAGES = (
     "metrics_ms",
     "verify_ms",
     "encode_ms",
+    "store_ms",
     "total_ms",
 )
 
@@ -126,14 +129,27 @@ def run_once(image: BenchImage, detector: pipeline.Detector) -> dict[str, float]
         classes=settings.IMAGING_REDACT_CLASSES,
         padding=settings.IMAGING_BOX_PADDING,
         verify_rounds=settings.IMAGING_VERIFY_ROUNDS,
+        verify_scope=settings.IMAGING_VERIFY_SCOPE,
         timings=timings,
     )
     with pipeline.timed(timings, "encode_ms"):
-        crypto.encrypt_blob(data_key, crypto.pack_array(result.redacted_pixels), aad=b"bench")
-        for frame in result.redacted_display:
-            encode_image(frame, "png")
-        for frame in result.grid_display:
-            encode_image(frame, "png")
+        outputs = {
+            "original.enc": crypto.encrypt_blob(data_key, image.data, aad=b"bench-original"),
+            "redacted-pixels.enc": crypto.encrypt_blob(
+                data_key, crypto.pack_array(result.redacted_pixels), aad=b"bench"
+            ),
+        }
+        for i, frame in enumerate(result.redacted_display):
+            outputs[f"redacted-{i:04d}.png"] = encode_image(frame, "png")
+        for i, frame in enumerate(result.grid_display):
+            outputs[f"grid-{i:04d}.png"] = encode_image(frame, "png")
+    # Written and synced like the storage layer does, then thrown away.
+    with pipeline.timed(timings, "store_ms"), tempfile.TemporaryDirectory() as folder:
+        for name, data in outputs.items():
+            with open(os.path.join(folder, name), "wb") as handle:
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
     timings["total_ms"] = (time.perf_counter() - start) * 1000.0
     timings["regions"] = float(len(result.regions))
     return timings

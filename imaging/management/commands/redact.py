@@ -237,7 +237,7 @@ class Command(BaseCommand):
             height, width = int(image.display.shape[1]), int(image.display.shape[2])
             with pipeline.timed(stages, "detect_ms"):
                 found = pipeline.detect_frames(image.display, detector, classes=classes)
-            boxes = pipeline.padded_boxes(found, padding, height, width)
+            boxes = pipeline.padded_boxes(found, padding, height, width, display=image.display)
             with pipeline.timed(stages, "redact_ms"):
                 redacted = pipeline.fill_frames(image.pixels, boxes)
             with pipeline.timed(stages, "write_ms"):
