@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-import uuid
 from typing import Any
 
 import pytest
+from django.test import Client
 from rest_framework.test import APIClient
 
-from accounts import login_guard
 from accounts.models import Role
+
+# Every log line of the whole run is checked for JWTs, passwords, keys and patient names.
+pytest_plugins = ["medimg.tests.log_hygiene"]
 
 PASSWORD = "correct-horse-battery-staple-42"
 
@@ -72,7 +74,23 @@ def _isolated_media(settings: Any, tmp_path: Any) -> None:
 
 
 @pytest.fixture(autouse=True)
-def _isolated_login_guard(monkeypatch: Any) -> None:
-    """Failed-login counters live in the shared cache (Redis in CI): each test counts its own,
-    so failures in one test cannot lock a persona out in another."""
-    monkeypatch.setattr(login_guard, "KEY_PREFIX", f"login-failures-test-{uuid.uuid4().hex}")
+def _force_login_gives_both_factors(monkeypatch: Any) -> None:
+    """`client.force_login` skips the whole login, so it skips the second factor too: an admin
+    (who must have one) gets a confirmed TOTP device and an OTP-verified session. The real
+    two-step login is tested in accounts/tests/test_otp.py with real codes."""
+    from django_otp import DEVICE_ID_SESSION_KEY
+    from django_otp.plugins.otp_totp.models import TOTPDevice
+
+    original = Client.force_login
+
+    def force_login(self: Client, user: Any, backend: str | None = None) -> None:
+        original(self, user, backend)
+        device = TOTPDevice.objects.filter(user_id=user.pk, confirmed=True).first()
+        if device is None and user.role == Role.ADMIN:
+            device = TOTPDevice.objects.create(user=user, name="test", confirmed=True)
+        if device is not None:
+            session = self.session
+            session[DEVICE_ID_SESSION_KEY] = device.persistent_id
+            session.save()
+
+    monkeypatch.setattr(Client, "force_login", force_login)

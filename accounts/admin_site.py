@@ -10,11 +10,14 @@ from typing import Any
 
 from django import forms
 from django.contrib import admin
+from django.contrib.admin.actions import delete_selected
 from django.contrib.admin.forms import AdminAuthenticationForm
+from django.contrib.auth.signals import user_login_failed
 from django.http import HttpRequest
 
-from accounts.forms import LoginGuardMixin
+from accounts.forms import LockoutMixin
 from accounts.models import Role
+from accounts.otp import otp_device_for, otp_verify
 from audit.models import Action, Outcome
 from audit.services import audit_record
 
@@ -28,10 +31,10 @@ def is_site_admin(user: object) -> bool:
     )
 
 
-class RoleAdminAuthenticationForm(LoginGuardMixin, AdminAuthenticationForm):
-    """The admin site's login: the staff flag and the admin role, both required."""
+class RoleAdminAuthenticationForm(LockoutMixin, AdminAuthenticationForm):
+    """The admin site's login: the staff flag, the admin role and a TOTP code, all required."""
 
-    login_method = "admin"
+    otp_token = forms.CharField(label="Two-factor code", max_length=10, required=False, strip=True)
 
     def confirm_login_allowed(self, user: Any) -> None:
         super().confirm_login_allowed(user)
@@ -49,6 +52,46 @@ class RoleAdminAuthenticationForm(LoginGuardMixin, AdminAuthenticationForm):
                 code="invalid_login",
                 params={"username": self.username_field.verbose_name},
             )
+        if otp_device_for(user) is None:
+            raise forms.ValidationError(
+                "Set up two-factor login first: log in on the main login page.",
+                code="otp_enrolment_required",
+            )
+        device = otp_verify(user=user, code=self.data.get("otp_token", ""))
+        if device is None:
+            # A wrong code is a failed login: django-axes counts it, audit.receivers logs it.
+            self.request.login_failure_reason = "otp_invalid"
+            user_login_failed.send(
+                sender=__name__, credentials={"username": user.get_username()}, request=self.request
+            )
+            raise forms.ValidationError("Wrong or missing two-factor code.", code="otp_invalid")
+        user.otp_device = device  # django-otp marks the session verified at login.
+
+
+def delete_selected_audited(modeladmin: Any, request: HttpRequest, queryset: Any) -> Any:
+    """Django's "delete selected" action, audited per object.
+
+    Django logs a bulk deletion with LogEntry.objects.bulk_create, which sends no post_save,
+    so audit.receivers never hears of it (a single object is saved one by one and is heard).
+    """
+    confirmed = bool(request.POST.get("post"))
+    doomed = [(obj.pk, str(obj)[:200]) for obj in queryset] if confirmed else []
+    response = delete_selected(modeladmin, request, queryset)
+    if confirmed and response is None and len(doomed) > 1:
+        for pk, label in doomed:
+            audit_record(
+                action=Action.ADMIN_CHANGE,
+                actor=request.user,
+                target_type=modeladmin.model._meta.model_name,
+                target_id=str(pk),
+                request=request,
+                details={"change": "deleted", "object": label, "message": "bulk delete"},
+            )
+    return response
+
+
+delete_selected_audited.short_description = delete_selected.short_description  # type: ignore[attr-defined]
+delete_selected_audited.allowed_permissions = ("delete",)  # type: ignore[attr-defined]
 
 
 class MedimgAdminSite(admin.AdminSite):
@@ -56,6 +99,14 @@ class MedimgAdminSite(admin.AdminSite):
     site_title = "medimg admin"
     index_title = "Users, settings and audit"
     login_form = RoleAdminAuthenticationForm
+    login_template = "admin/medimg_login.html"
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._actions["delete_selected"] = delete_selected_audited
+        self._global_actions["delete_selected"] = delete_selected_audited
 
     def has_permission(self, request: HttpRequest) -> bool:
-        return is_site_admin(request.user)
+        # An OTP-verified session only (django-otp's OTPMiddleware sets is_verified).
+        user: Any = request.user
+        return is_site_admin(user) and bool(getattr(user, "is_verified", lambda: False)())

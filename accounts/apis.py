@@ -88,6 +88,14 @@ class TokenObtainApi(_PublicAuthApi):
     class InputSerializer(serializers.Serializer):
         username = serializers.CharField(max_length=150)
         password = _password_field()
+        otp = serializers.CharField(
+            required=False,
+            allow_blank=True,
+            max_length=10,
+            write_only=True,
+            help_text="The current six-digit TOTP code; required once the user has set up "
+            "two-factor login (always, for admins).",
+        )
 
         class Meta:
             ref_name = "TokenObtainRequest"
@@ -98,10 +106,14 @@ class TokenObtainApi(_PublicAuthApi):
         description=(
             "Anyone (no authentication). Exchanges an active user's username and password for "
             "an access and a refresh token. Wrong credentials or an inactive account: 401 "
-            "`no_active_account`. Successes and failures are audited."
+            "`no_active_account`. A user with two-factor login must also send `otp`: "
+            "missing, 401 `otp_required`; wrong, 401 `otp_invalid`; an admin who has not set "
+            "it up, 401 `otp_enrolment_required`. After LOGIN_FAILURE_LIMIT failures for the "
+            "same username and address, 429 `throttled` until LOGIN_COOLOFF_MINUTES pass, "
+            "even with the right password. Successes and failures are audited."
         ),
         request=InputSerializer,
-        responses={200: TokenPairOutputSerializer, 400: _ERROR, 401: _ERROR},
+        responses={200: TokenPairOutputSerializer, 400: _ERROR, 401: _ERROR, 429: _ERROR},
         auth=[],
     )
     def post(self, request: Request) -> Response:
@@ -168,6 +180,9 @@ class MeApi(APIView):
     permission_classes = [IsAuthenticated]
 
     class OutputSerializer(serializers.Serializer):
+        id = serializers.IntegerField(
+            help_text="The user id, part of the key-exchange derivation (HKDF info)."
+        )
         username = serializers.CharField()
         role = serializers.CharField()
 
@@ -177,7 +192,9 @@ class MeApi(APIView):
     @extend_schema(
         operation_id="auth_me",
         summary="Who am I",
-        description="Any authenticated user (every role). Returns the caller's username and role.",
+        description=(
+            "Any authenticated user (every role). Returns the caller's id, username and role."
+        ),
         responses={200: OutputSerializer, 401: _ERROR},
     )
     def get(self, request: Request) -> Response:

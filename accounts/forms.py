@@ -7,45 +7,27 @@ from typing import Any
 from django import forms
 from django.contrib.auth.forms import AuthenticationForm
 
-from accounts.login_guard import login_failure_note, login_failures_clear, login_locked
-from audit.models import Action, Outcome
-from audit.services import audit_record, client_ip
-
-LOCKED_MESSAGE = "Too many failed logins for this account from here. Try again in 15 minutes."
+from accounts.lockout import LOCKED_MESSAGE
 
 
-class LoginGuardMixin:
-    """Refuse without checking the password while the failed-login count is over its limit.
+class LockoutMixin:
+    """Say "locked out" (code `locked`, the view answers 429) when django-axes refused the
+    login, instead of the wrong-password message; axes itself counts and audit.receivers logs.
 
     In the form rather than the view so that every login form (ours and the admin site's)
-    counts the same failures: a guess spent on one page is not free on the other.
+    gives the same answer: a guess spent on one page is not free on the other.
     """
 
-    login_method = "session"
     request: Any
-    cleaned_data: dict[str, Any]
 
     def clean(self) -> dict[str, Any]:
-        username = self.cleaned_data.get("username") or ""
-        ip = client_ip(self.request)
-        if login_locked(username=username, ip=ip):
-            audit_record(
-                action=Action.LOGIN_FAILED,
-                outcome=Outcome.REFUSED,
-                username=username,
-                request=self.request,
-                details={"method": self.login_method, "reason": "too_many_failures"},
-            )
-            raise forms.ValidationError(LOCKED_MESSAGE, code="locked")
         try:
-            cleaned: dict[str, Any] = super().clean()  # type: ignore[misc]
+            return super().clean()  # type: ignore[misc,no-any-return]
         except forms.ValidationError:
-            if username:
-                login_failure_note(username=username, ip=ip)
+            if getattr(self.request, "axes_locked_out", False):
+                raise forms.ValidationError(LOCKED_MESSAGE, code="locked") from None
             raise
-        login_failures_clear(username=username, ip=ip)
-        return cleaned
 
 
-class GuardedAuthenticationForm(LoginGuardMixin, AuthenticationForm):
+class GuardedAuthenticationForm(LockoutMixin, AuthenticationForm):
     pass

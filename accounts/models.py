@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from django.contrib.auth.models import AbstractUser
 from django.db import models
+from django.utils import timezone
 
 
 class Role(models.TextChoices):
@@ -23,6 +24,16 @@ class User(AbstractUser):
 
     class Meta:
         ordering = ["username"]
+
+    def set_password(self, raw_password: str | None) -> None:
+        super().set_password(raw_password)
+        # Every way a password is set (services, admin forms, `manage.py changepassword`)
+        # ends the tokens issued before it; saved with the password by the caller's save().
+        self.tokens_valid_after = timezone.now()
+
+    def set_unusable_password(self) -> None:
+        super().set_unusable_password()
+        self.tokens_valid_after = timezone.now()
 
     @property
     def is_technician(self) -> bool:

@@ -10,9 +10,11 @@ import secrets
 from dataclasses import dataclass
 from typing import Any
 
+from django.conf import settings
 from django.contrib.auth import authenticate
 from django.contrib.auth.models import update_last_login
 from django.contrib.auth.password_validation import validate_password
+from django.contrib.auth.signals import user_login_failed
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import IntegrityError, transaction
 from django.http import HttpRequest
@@ -24,17 +26,13 @@ from rest_framework_simplejwt.token_blacklist.models import BlacklistedToken, Ou
 from rest_framework_simplejwt.tokens import RefreshToken
 from rest_framework_simplejwt.utils import datetime_from_epoch
 
-from accounts.login_guard import (
-    FAILURE_WINDOW_SECONDS,
-    login_failure_note,
-    login_failures_clear,
-    login_locked,
-)
+from accounts.lockout import lockout_reset
 from accounts.models import Role, User
+from accounts.otp import otp_device_for, otp_required_for, otp_verify
 from accounts.session_keys import session_keys_revoke
 from accounts.tokens import token_check_valid_after, token_pair_for, token_session_revoke
-from audit.models import Action, Outcome
-from audit.services import audit_record, client_ip
+from audit.models import Action
+from audit.services import audit_record
 from medimg.errors import ApplicationError
 
 # Self-service registration may ask for these roles only; admins come from `adduser`.
@@ -301,28 +299,52 @@ def _blacklist_once(token: RefreshToken, user: User | None) -> None:
         raise InvalidToken("Token is blacklisted") from None
 
 
-def auth_token_obtain(*, username: str, password: str, request: Any) -> TokenPair:
-    """Password login for API clients. Failures are audited by Django's user_login_failed."""
-    ip = client_ip(request)
-    if login_locked(username=username, ip=ip):
-        audit_record(
-            action=Action.LOGIN_FAILED,
-            outcome=Outcome.REFUSED,
-            username=username,
-            request=request,
-            details={"method": "jwt", "reason": "too_many_failures"},
-        )
-        raise Throttled(
-            wait=FAILURE_WINDOW_SECONDS, detail="Too many failed logins. Try again later."
-        )
+def _otp_failure(code: str, message: str) -> AuthenticationFailed:
+    return AuthenticationFailed(message, code=code)
+
+
+def auth_token_obtain(
+    *, username: str, password: str, request: Any, otp: str | None = None
+) -> TokenPair:
+    """Password (and, for a user with a TOTP device, code) login for API clients.
+
+    django-axes counts failures per username and address inside `authenticate()`; a locked
+    pair is refused with 429 even with the right password. Failures are audited by
+    audit.receivers (Django's user_login_failed). A user with a confirmed device must send
+    `otp` (401 `otp_required`; a wrong code is 401 `otp_invalid` and a counted failure); an
+    admin without one is refused (401 `otp_enrolment_required`).
+    """
     user = authenticate(request, username=username, password=password)
+    if getattr(request, "axes_locked_out", False):
+        cool_off = int(settings.AXES_COOLOFF_TIME.total_seconds())
+        raise Throttled(wait=cool_off, detail="Too many failed logins. Try again later.")
     if user is None or not user.is_active:
-        login_failure_note(username=username, ip=ip)
         raise _no_active_account()
-    login_failures_clear(username=username, ip=ip)
+    device = otp_device_for(user)
+    if device is None and otp_required_for(user):
+        raise _otp_failure(
+            "otp_enrolment_required",
+            "Administrators must set up two-factor login (page /account/2fa/) first.",
+        )
+    if device is not None:
+        if not otp:
+            raise _otp_failure("otp_required", "This account needs its two-factor code: `otp`.")
+        if otp_verify(user=user, code=otp) is None:
+            request.login_failure_reason = "otp_invalid"
+            user_login_failed.send(
+                sender=__name__, credentials={"username": username}, request=request
+            )
+            if getattr(request, "axes_locked_out", False):
+                cool_off = int(settings.AXES_COOLOFF_TIME.total_seconds())
+                raise Throttled(wait=cool_off, detail="Too many failed logins. Try again later.")
+            raise _otp_failure("otp_invalid", "That two-factor code is not right.")
+    lockout_reset(username=username, request=request)
     refresh = token_pair_for(user)
     update_last_login(None, user)
-    audit_record(action=Action.LOGIN, actor=user, request=request, details={"method": "jwt"})
+    details: dict[str, Any] = {"method": "jwt"}
+    if device is not None:
+        details["otp"] = True
+    audit_record(action=Action.LOGIN, actor=user, request=request, details=details)
     return TokenPair(access=str(refresh.access_token), refresh=str(refresh))
 
 

@@ -18,7 +18,10 @@ from django.views import View
 
 from accounts.forms import GuardedAuthenticationForm
 from accounts.models import Role
+from accounts.otp import otp_device_for
+from accounts.otp_views import otp_pending_start
 from accounts.selectors import user_pending_activation_count
+from imaging.selectors_worklist import scan_review_worklist
 from medimg.errors import ApplicationError
 from patients.selectors import patient_list
 from patients.services import patient_create
@@ -44,6 +47,14 @@ class SessionLoginView(LoginView):
     redirect_authenticated_user = True
     # FormView also answers PUT (as POST); a login form has no use for it.
     http_method_names = ["get", "head", "post", "options"]
+
+    def form_valid(self, form: AuthenticationForm) -> HttpResponse:
+        user = form.get_user()
+        if otp_device_for(user) is None:
+            return super().form_valid(form)
+        # Right password, and the user has a second factor: not logged in until the code.
+        otp_pending_start(self.request, user=user, next_url=self.get_success_url())
+        return redirect("login-otp")
 
     def form_invalid(self, form: AuthenticationForm) -> HttpResponse:
         locked = form.has_error(NON_FIELD_ERRORS, "locked")
@@ -109,7 +120,13 @@ class HomeView(LoginRequiredMixin, View):
         user = request.user
         role = getattr(user, "role", "") if user.is_active else ""
         if role == Role.TECHNICIAN:
-            context = {"form": form, **_patient_page(request)}
+            worklist, worklist_total = scan_review_worklist(user=user, request=request)
+            context = {
+                "form": form,
+                "worklist": worklist,
+                "worklist_total": worklist_total,
+                **_patient_page(request),
+            }
             return render(request, "home/technician.html", context, status=status)
         if role == Role.DOCTOR:
             return render(request, "home/doctor.html", _patient_page(request), status=status)

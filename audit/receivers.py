@@ -35,11 +35,15 @@ def _on_login_failed(
     sender: Any, credentials: dict[str, Any], request: Any = None, **kwargs: Any
 ) -> None:
     # Django has already masked the password in `credentials`; keep only the username.
+    # The lockout backend (accounts.lockout) or a view may name the reason on the request.
+    reason = getattr(request, "login_failure_reason", None)
+    locked = reason == "too_many_failures"
     audit_record(
         action=Action.LOGIN_FAILED,
-        outcome=Outcome.FAILURE,
+        outcome=Outcome.REFUSED if locked else Outcome.FAILURE,
         username=str(credentials.get("username", "")),
         request=request,
+        details={"reason": reason} if reason else None,
     )
 
 

@@ -6,6 +6,7 @@ import pytest
 from django.test import Client
 
 from accounts.models import Role, User
+from accounts.tests.otp_codes import code, enrol
 from audit.models import Action, AuditEvent
 
 pytestmark = pytest.mark.django_db
@@ -49,8 +50,10 @@ def test_it_refuses_non_admins_at_the_admin_login_form(
 
 
 def test_it_lets_an_admin_in(client: Client, admin: Any, password: str) -> None:
+    device = enrol(admin)
     response = client.post(
-        "/admin/login/?next=/admin/", {"username": admin.username, "password": password}
+        "/admin/login/?next=/admin/",
+        {"username": admin.username, "password": password, "otp_token": code(device)},
     )
     assert response.status_code == 302
 
@@ -198,3 +201,21 @@ def test_it_creates_a_user_in_admin_with_consistent_flags(client: Client, admin:
     assert response.status_code == 302, response.content[:2000]
     user = User.objects.get(username="newadmin")
     assert user.role == Role.ADMIN and user.is_staff and user.is_superuser
+
+
+def test_it_audits_each_object_of_a_bulk_delete(client: Client, admin: Any) -> None:
+    from django.contrib.auth.models import Group
+
+    groups = [Group.objects.create(name=name) for name in ("radiology", "oncology", "triage")]
+    client.force_login(admin)
+
+    response = client.post(
+        "/admin/auth/group/",
+        {"action": "delete_selected", "_selected_action": [g.pk for g in groups], "post": "yes"},
+    )
+
+    assert response.status_code == 302
+    assert not Group.objects.exists()
+    deleted = AuditEvent.objects.filter(action=Action.ADMIN_CHANGE, target_type="group")
+    assert sorted(e.details["object"] for e in deleted) == ["oncology", "radiology", "triage"]
+    assert {e.actor_id for e in deleted} == {admin.pk}

@@ -6,8 +6,10 @@ from typing import Any
 
 import pytest
 from django.core.management import CommandError, call_command
+from django_otp.plugins.otp_totp.models import TOTPDevice
 
 from accounts.models import Role, User
+from accounts.otp import otp_secret_text
 from audit.models import Action, AuditEvent
 
 pytestmark = pytest.mark.django_db
@@ -101,6 +103,10 @@ def test_it_creates_demo_users_once_and_prints_passwords_once() -> None:
     assert set(printed) == {"tech", "doctor", "admin"}
     for name, secret in printed.items():
         assert users[name].check_password(secret)
+    # The demo admin can pass the two-factor step: its device's secret is printed once.
+    device = TOTPDevice.objects.get(user=users["admin"], confirmed=True)
+    assert f"secret {otp_secret_text(device)}" in first.getvalue()
+    assert not TOTPDevice.objects.exclude(user=users["admin"]).exists()
 
     second = StringIO()
     call_command("create_demo_users", stdout=second)

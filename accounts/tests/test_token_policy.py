@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import uuid
+from io import StringIO
 from typing import Any
 
 import jwt
@@ -321,3 +322,18 @@ def test_it_seals_only_for_a_live_login(api: Any, doctor: Any, password: str) ->
 
     assert api.get("/api/auth/key-exchange/").status_code == 401
     assert session_key_get(user_id=doctor.pk, key_id=done.json()["key_id"]) is None
+
+
+def test_it_revokes_tokens_when_manage_py_changepassword_sets_a_password(
+    api: Any, doctor: Any, password: str, monkeypatch: Any
+) -> None:
+    from django.contrib.auth.management.commands import changepassword
+    from django.core.management import call_command
+
+    pair = _login(api, doctor, password)
+    monkeypatch.setattr(changepassword.getpass, "getpass", lambda *args, **kwargs: NEW_PASSWORD)
+
+    call_command("changepassword", doctor.username, stdout=StringIO())
+
+    _assert_revoked(api, pair)
+    assert _login(api, doctor, NEW_PASSWORD)["access"]

@@ -48,7 +48,7 @@ def test_it_issues_a_token_pair_that_authenticates(api: Any, doctor: Any, passwo
     response = _me(api, pair["access"])
 
     assert response.status_code == 200
-    assert response.json() == {"username": doctor.username, "role": "doctor"}
+    assert response.json() == {"id": doctor.pk, "username": doctor.username, "role": "doctor"}
     claims = AccessToken(pair["access"])  # type: ignore[arg-type]
     assert claims["exp"] - claims["iat"] <= 15 * 60
 
