@@ -275,8 +275,21 @@ def original_aad(*, scan_ref: object) -> bytes:
     return _canonical("original", {"scan": _ref(scan_ref)})
 
 
+def identity_aad(*, scan_ref: object) -> bytes:
+    """Associated data for the identifying DICOM header values de-identification removed."""
+    return _canonical("identity", {"scan": _ref(scan_ref)})
+
+
 def _data_key_aad(scan_ref: object) -> bytes:
     return _canonical("data-key", {"scan": _ref(scan_ref)})
+
+
+def segmentation_aad(*, scan_ref: object, job: int, part: str, frame: int = 0) -> bytes:
+    """Associated data for one output of segmentation job `job` of `scan_ref`: its label mask
+    ("mask") or an overlay frame ("overlay"). A file moved to another job or scan fails."""
+    return _canonical(
+        "segmentation", {"scan": _ref(scan_ref), "job": int(job), "part": part, "frame": int(frame)}
+    )
 
 
 # --- Envelope -------------------------------------------------------------------------------

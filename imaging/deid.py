@@ -24,11 +24,19 @@ Composite codes need the IOD's attribute type to choose; this module does not lo
 and takes the choice that keeps the file valid for every type without leaking the value:
 X/Z -> Z, X/D -> D, Z/D -> D, X/Z/D -> Z (a zero-length value is valid for Type 2 and 3; the
 X/Z/D attributes, institution, station and device names, are not Type 1 in any image IOD),
-X/Z/U* -> the sequence kept with its items de-identified (its UIDs are U rows).
+X/Z/U* -> the sequence kept with its items de-identified (its UIDs are U rows). A sequence
+under X/Z or X/Z/D is removed rather than emptied, except Acquisition Context Sequence (Type 2
+where it is required): the others are Type 3, and a Type 3 sequence with no items fails
+dciodvfy ("1-n required"). Responsible Person and Responsible Organization (X) are emptied
+instead: Type 2C for animal patients. When Overlay Data (60xx,3000) is removed, the rest of
+its overlay group goes too, since an Overlay Plane without its data is invalid.
 Attributes not in the table are kept, except two safety nets stricter than the table: any DA
 or DT is treated as X/D (C under Retain Modified Dates, K under Retain Full Dates), and any UI
 value that is not a UID the standard defines (SOP classes, transfer syntaxes...) as U (K
-under Retain UIDs); group 0002 other than Media Storage SOP Instance UID is kept. Sequences
+under Retain UIDs), and any unlisted text whose whole value is one the profile removes
+elsewhere in the file (an ID copied into a request sequence, such as Scheduled Procedure Step
+ID, which later editions list as X) as X; group 0002 other than Media Storage SOP Instance UID
+is kept. Sequences
 are always walked, since a kept sequence can hold identifying attributes. Private elements
 (odd groups) are removed unless `safe_private` lists them: an int tag (e.g. 0x00091001), or
 (private creator, group, element offset) such as
@@ -123,6 +131,12 @@ DUMMY_BY_VR: dict[str, Any] = {
 }
 NUMERIC_VRS = frozenset({"US", "SS", "UL", "SL", "FL", "FD", "SV", "UV"})
 BINARY_VRS = frozenset({"OB", "OW", "OF", "OD", "OL", "OV", "UN"})
+# X attributes that are Type 2C in the Patient Module (required, possibly empty, for animals):
+# emptied rather than removed, which leaks nothing and keeps the file valid.
+EMPTIED_NOT_REMOVED = frozenset({0x00102297, 0x00102299})  # Responsible Person, Organization
+OVERLAY_DATA = 0x3000  # (60xx,3000): without it the rest of its Overlay Plane is invalid
+# X/Z sequences that are Type 2 where an IOD requires them: emptied, never removed.
+TYPE2_SEQUENCES = frozenset({0x00400555})  # Acquisition Context Sequence
 PATIENT_NAME = 0x00100010
 PATIENT_ID = 0x00100020
 # Dates written in free text: 20240131, 2024-01-31, 31.01.2024, 01/31/2024.
@@ -192,6 +206,22 @@ UNLISTED_DATE = Rule(
     {"basic": "X/D", "retain_long_modified_dates": "C", "retain_long_full_dates": "K"},
 )
 UNLISTED_UID = Rule("instance UID not in Table E.1-1", {"basic": "U", "retain_uids": "K"})
+
+
+# An attribute the table does not list (or lists in a later edition only, such as Scheduled
+# Procedure Step ID) holding exactly a value the profile removes elsewhere in the file: an
+# ID copied into a request sequence, say. It goes the way of the original.
+UNLISTED_COPY = Rule("copy of an identifying value, not in Table E.1-1", {"basic": "X"})
+COPY_VRS = frozenset({"SH", "LO", "ST", "LT", "UT", "UC", "PN"})
+MIN_COPIED_VALUE = 4  # shorter values ("M", "CT") match too much to be evidence
+
+
+def _raw_text(item: Item) -> str:
+    """An element's value as case-folded text, without decoding it in the dataset."""
+    value = item.value
+    if isinstance(value, bytes | bytearray):
+        value = bytes(value).decode("latin-1")
+    return str(value or "").strip(" \x00").casefold()
 
 
 def _unlisted_rule(element: DataElement) -> Rule | None:
@@ -319,6 +349,7 @@ class _Context:
     safe_private: tuple[Any, ...]
     pseudonym: str
     identifying_words: set[str]
+    identifying_values: set[str] = field(default_factory=set)
     removed: dict[str, dict[str, Any]] = field(default_factory=dict)
     applied: dict[str, str] = field(default_factory=dict)
 
@@ -402,11 +433,29 @@ def _walk(ds: Dataset, ctx: _Context, prefix: str) -> None:
         rule = rule_for(int(tag))
         if rule is None and vr in ("DA", "DT", "UI"):
             rule = _unlisted_rule(ds[tag])
+        if rule is None and vr in COPY_VRS and _raw_text(item) in ctx.identifying_values:
+            rule = UNLISTED_COPY
         if rule is None:
             if vr == "SQ":
                 _walk_items(ds[tag], ctx, path)
             continue
         _apply(ds, item, resolve(rule, ctx.options), rule, ctx, path)
+    _drop_orphan_overlays(ds, ctx, prefix)
+
+
+def _drop_orphan_overlays(ds: Dataset, ctx: _Context, prefix: str) -> None:
+    """An overlay whose Overlay Data was removed goes whole: the rest of its Overlay Plane
+    (rows, columns, origin...) would describe nothing and make the file invalid."""
+    for tag in list(ds.keys()):
+        group = tag.group
+        if not (0x6000 <= group <= 0x601E and group % 2 == 0):
+            continue
+        if (group << 16) | OVERLAY_DATA in ds:
+            continue
+        if ctx.applied.get(_path(prefix, Tag(group, OVERLAY_DATA))) != "X":
+            continue  # the file had no Overlay Data here: not ours to fix
+        _record(ctx, _path(prefix, tag), ds, ds.get_item(tag), "X")
+        del ds[tag]
 
 
 def _walk_items(element: DataElement, ctx: _Context, path: str) -> None:
@@ -416,6 +465,10 @@ def _walk_items(element: DataElement, ctx: _Context, path: str) -> None:
 
 def _apply(ds: Dataset, item: Item, action: str, rule: Rule, ctx: _Context, path: str) -> None:
     tag, vr = item.tag, _vr(item)
+    if action == "Z" and vr == "SQ" and "X" in (rule.actions["basic"] or ""):
+        action = "Z" if int(tag) in TYPE2_SEQUENCES else "X"
+    if action == "X" and int(tag) in EMPTIED_NOT_REMOVED:
+        action = "Z"
     if action in ("K", "U*") or (action == "C" and vr == "SQ"):
         if vr == "SQ":
             _walk_items(ds[tag], ctx, path)
@@ -497,7 +550,14 @@ def scrub_text(text: str, words: set[str]) -> str:
 
 def _identifying_words(ds: Dataset, options: tuple[str, ...]) -> set[str]:
     """Words from every string value the profile removes or replaces, at any depth."""
+    return _identifying(ds, options)[0]
+
+
+def _identifying(ds: Dataset, options: tuple[str, ...]) -> tuple[set[str], set[str]]:
+    """(words, whole values, case-folded) of every string value the profile removes or
+    replaces, at any depth."""
     words: set[str] = set()
+    whole: set[str] = set()
 
     def visit(dataset: Dataset) -> None:
         for element in dataset:
@@ -513,9 +573,11 @@ def _identifying_words(ds: Dataset, options: tuple[str, ...]) -> set[str]:
             values = _map_values(element.value, str)
             for value in values if isinstance(values, list) else [values or ""]:
                 words.update(w.casefold() for w in WORD.findall(value) if not w.isdigit())
+                if len(value.strip()) >= MIN_COPIED_VALUE:
+                    whole.add(value.strip().casefold())
 
     visit(ds)
-    return words
+    return words, whole
 
 
 # --------------------------------------------------------------------------- public API
@@ -560,6 +622,7 @@ def deidentify(
         applied += ("retain_safe_private",)
     ds = _read(ds_bytes)
     patient_id = str(ds.get("PatientID", "") or "")
+    words, whole = _identifying(_read(ds_bytes), applied)
     ctx = _Context(
         options=applied,
         secret=uid_secret,
@@ -567,7 +630,8 @@ def deidentify(
         safe_private=safe,
         pseudonym=pseudonym or patient_pseudonym(patient_id, uid_secret),
         # From a parse of its own: reading every value decodes it, and `ds` must stay raw.
-        identifying_words=_identifying_words(_read(ds_bytes), applied),
+        identifying_words=words,
+        identifying_values=whole,
     )
     try:
         _walk(ds.file_meta, ctx, "meta.")

@@ -284,6 +284,7 @@ def _settings_process(**env: str) -> subprocess.CompletedProcess[str]:
         "SECRET_KEY": "s" * 60,
         "DATABASE_URL": "postgres://postgres@127.0.0.1:5432/unused",
         "AUDIT_HMAC_KEY": "33" * 32,
+        "MEDIMG_DEID_SECRET": "44" * 32,
         "ALLOWED_HOSTS": "example.org",
     }
     base.update(env)

@@ -155,6 +155,7 @@ def _production(**env: str) -> subprocess.CompletedProcess[str]:
         "SECRET_KEY": secrets.token_urlsafe(64),
         "DATABASE_URL": "postgres://postgres@127.0.0.1:5432/unused",
         "AUDIT_HMAC_KEY": secrets.token_hex(32),
+        "MEDIMG_DEID_SECRET": secrets.token_hex(32),
         "ALLOWED_HOSTS": "example.org",
         **env,
     }
