@@ -1,4 +1,4 @@
-"""DICOM: read safely, decode pixels, render for display, write redacted pixel data back.
+"""DICOM: read safely, decode pixels, write redacted pixel data back.
 
 Interface (stable):
 
@@ -6,10 +6,6 @@ Interface (stable):
     geometry(ds) -> Geometry(frames, rows, columns, samples)
     decode_pixels(ds) -> np.ndarray            # frames first: (F, H, W) or (F, H, W, C)
     pixels_photometric(ds) -> str              # photometric interpretation OF decode_pixels
-    modality_values(ds, frame) -> np.ndarray   # float64 after the modality LUT / rescale
-    render_frame_uint8(ds, frame) -> np.ndarray   # (H, W, 3) uint8 RGB for display/detection
-    render_frames_uint8(ds, pixels) -> np.ndarray # (F, H, W, 3) uint8
-    stretch_to_uint8(values) -> np.ndarray     # grey values to uint8 by percentiles
     write_redacted_dataset(ds_bytes, redacted_pixels) -> bytes
 
 "The decoded pixels" of a DICOM (what `decode_pixels` returns, what the pipeline crops and
@@ -23,11 +19,8 @@ stored values, frames first, in the stored dtype (uint8/int8/uint16/int16/uint32
 - compressed transfer syntaxes are decoded with pydicom's own RLE decoder and the pylibjpeg
   plugins (JPEG, JPEG-LS, JPEG 2000).
 
-Rendering (`render_frame_uint8`): modality LUT (slope/intercept), then the file's first
-window centre/width when present (DICOM linear VOI function), else the 0.5-99.5 percentile
-range of the frame (min/max when that range is empty); MONOCHROME1 is inverted; palette colour
-goes through its LUT; RGB is scaled to 8 bits from its BitsStored. Always (H, W, 3) uint8 RGB,
-so the detector sees one format.
+Rendering for display and detection (modality LUT, VOI LUT and windows, MONOCHROME1,
+palette, overlays) is `imaging.rendering`: this module only reads, decodes and writes.
 
 `write_redacted_dataset` keeps every element of the source dataset except the pixel data
 and the elements that describe its encoding. The pixel data is written uncompressed: the
@@ -43,14 +36,12 @@ import io
 import struct
 import warnings
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import pydicom
 from pydicom.dataset import Dataset, FileDataset
 from pydicom.filereader import data_element_generator
 from pydicom.filewriter import dcmwrite
-from pydicom.pixels import apply_color_lut, apply_modality_lut
 from pydicom.uid import UID, ExplicitVRLittleEndian
 
 from imaging.errors import ImagingError
@@ -125,6 +116,8 @@ def read_dataset(data: bytes, *, stop_before_pixels: bool = False) -> FileDatase
     syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
     if not syntax:
         raise ImagingError("unsupported_format", "The DICOM file names no transfer syntax.")
+    if not UID(str(syntax)).is_transfer_syntax:  # Found by the fuzzer: pydicom raises on it.
+        raise ImagingError("unsupported_format", "The DICOM file names an unknown transfer syntax.")
     structure = element_structure(data, UID(str(syntax)))
     if structure == "trailing":
         raise ImagingError(
@@ -261,85 +254,6 @@ def decode_pixels(ds: Dataset) -> np.ndarray:
         raise ImagingError("corrupt_image", "The DICOM pixel data does not match its size.")
     # Big-endian sources decode to big-endian dtypes: give every caller the native order.
     return np.ascontiguousarray(array.astype(array.dtype.newbyteorder("="), copy=False))
-
-
-def modality_values(ds: Dataset, frame: np.ndarray) -> np.ndarray:
-    """One monochrome frame in modality units (e.g. Hounsfield), as float64."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        values = apply_modality_lut(frame, ds)
-    return np.asarray(values, dtype=np.float64)
-
-
-def _first(value: Any) -> float | None:
-    if value is None:
-        return None
-    if isinstance(value, list | tuple | pydicom.multival.MultiValue):
-        if not value:
-            return None
-        value = value[0]
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return None
-
-
-def _window_to_uint8(values: np.ndarray, ds: Dataset) -> np.ndarray:
-    centre = _first(ds.get("WindowCenter"))
-    width = _first(ds.get("WindowWidth"))
-    if centre is not None and width is not None and width >= 1:
-        # DICOM PS3.3 C.11.2.1.2.1, the linear VOI function.
-        scaled = ((values - (centre - 0.5)) / (width - 1) + 0.5) * 255.0
-        return np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
-    return stretch_to_uint8(values)
-
-
-def stretch_to_uint8(values: np.ndarray) -> np.ndarray:
-    """Grey values to uint8 over their 0.5-99.5 percentile range (min/max if that is empty)."""
-    values = np.asarray(values, dtype=np.float64)
-    finite = values[np.isfinite(values)]
-    if finite.size == 0:
-        return np.zeros(values.shape, dtype=np.uint8)
-    low, high = np.percentile(finite, [0.5, 99.5])
-    if high <= low:
-        low, high = float(finite.min()), float(finite.max())
-    if high <= low:
-        return np.zeros(values.shape, dtype=np.uint8)
-    scaled = (values - low) / (high - low) * 255.0
-    return np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
-
-
-def _to_uint8_by_bits(frame: np.ndarray, bits: int) -> np.ndarray:
-    if frame.dtype == np.uint8:
-        return frame
-    top = float(2**bits - 1) if bits > 0 else float(frame.max() or 1)
-    scaled = frame.astype(np.float64) / top * 255.0
-    return np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
-
-
-def render_frame_uint8(ds: Dataset, frame: np.ndarray) -> np.ndarray:
-    """One decoded frame as (H, W, 3) uint8 RGB for display and detection."""
-    photometric = pixels_photometric(ds)
-    if photometric == "PALETTE COLOR":
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            rgb = np.asarray(apply_color_lut(frame, ds))
-        if rgb.dtype != np.uint8:
-            # 16-bit palette entries: keep the top byte.
-            rgb = (rgb.astype(np.uint32) >> 8).astype(np.uint8)
-        return np.ascontiguousarray(rgb[..., :3])
-    if frame.ndim == 3:
-        bits = int(ds.get("BitsStored") or frame.dtype.itemsize * 8)
-        return np.ascontiguousarray(_to_uint8_by_bits(frame, bits)[..., :3])
-    grey = _window_to_uint8(modality_values(ds, frame), ds)
-    if photometric == "MONOCHROME1":
-        grey = 255 - grey  # MONOCHROME1: the lowest value is white.
-    return np.ascontiguousarray(np.repeat(grey[..., np.newaxis], 3, axis=2))
-
-
-def render_frames_uint8(ds: Dataset, pixels: np.ndarray) -> np.ndarray:
-    """Every frame of `decode_pixels(ds)` rendered: (F, H, W, 3) uint8."""
-    return np.stack([render_frame_uint8(ds, frame) for frame in pixels])
 
 
 def _is_uncompressed_little_endian(syntax: UID) -> bool:

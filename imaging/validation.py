@@ -42,7 +42,7 @@ DecodedImage, what the pipeline works on:
     photometric  of `pixels`: "MONOCHROME2" | "RGB" | "RGBA" for JPEG/PNG; for DICOM
                  `imaging.dicom.pixels_photometric` (e.g. "MONOCHROME1", "PALETTE COLOR", "RGB").
     display      (F, H, W, 3) uint8 RGB renderings for the detector and the grid (DICOM via
-                 imaging.dicom.render_frames_uint8; 16-bit grey PNG stretched by percentiles,
+                 imaging.rendering.render_frames_uint8; 16-bit grey PNG stretched by percentiles,
                  16-bit colour scaled to 8 bits; alpha dropped, so text hidden under
                  transparency is still seen by the detector).
     clean_bytes  what is stored (encrypted) as the original. JPEG/PNG: a lossless PNG of
@@ -67,7 +67,7 @@ import cv2
 import numpy as np
 from PIL import Image, ImageOps
 
-from imaging import dicom
+from imaging import dicom, rendering
 from imaging.errors import ImagingError
 from imaging.restoration import encode_image
 
@@ -328,7 +328,7 @@ def encode_clean_png(frame: np.ndarray) -> bytes:
 def _display_from_pixels(frame: np.ndarray) -> np.ndarray:
     if frame.ndim == 3:
         return np.ascontiguousarray(frame[..., :3])
-    grey = frame if frame.dtype == np.uint8 else dicom.stretch_to_uint8(frame)
+    grey = frame if frame.dtype == np.uint8 else rendering.stretch_to_uint8(frame)
     return np.repeat(grey[..., np.newaxis], 3, axis=2)
 
 
@@ -359,7 +359,7 @@ def _validate_dicom(data: bytes, max_pixels: int) -> DecodedImage:
         raise ImagingError("too_many_pixels")
     pixels = dicom.decode_pixels(ds)
     try:
-        display = dicom.render_frames_uint8(ds, pixels)
+        display = rendering.render_frames_uint8(ds, pixels)
     except ImagingError:
         raise
     except Exception as exc:  # A broken palette or LUT.
