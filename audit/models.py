@@ -28,6 +28,10 @@ class Action(models.TextChoices):
     REGIONS_EDITED = "regions_edited"
     KEY_EXCHANGED = "key_exchanged"
     KEYS_ROTATED = "keys_rotated"
+    SEGMENTATION_REQUESTED = "segmentation_requested"
+    SEGMENTATION_COMPLETED = "segmentation_completed"
+    SEGMENTATION_FAILED = "segmentation_failed"
+    SEGMENTATION_VIEWED = "segmentation_viewed"
 
 
 class Outcome(models.TextChoices):

@@ -13,6 +13,7 @@ from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
+import imaging.admin_segmentation  # noqa: F401  (registers SegmentationModel)
 from imaging.models import Scan, ScanStatus
 
 

@@ -8,6 +8,7 @@ Interface (stable):
                   dropout=0.0)
     build_network(config: NetworkConfig) -> torch.nn.Module
     ModelConfig.load(model_dir) / .save(model_dir)      # model_dir/config.json
+    Segmenter.from_bytes(config, weights)               # uploaded ONNX or TorchScript
     prepare_input(image, config) -> float32             # the preprocessing training also uses
     Segmenter.load(model_dir, backend="torch"|"onnx")
     Segmenter.segment(image) -> Segmentation(labels, probabilities, ms, stages_ms)
@@ -16,7 +17,9 @@ A model directory holds `config.json` (network, classes, preprocessing), `weight
 state_dict) and `model.onnx` (the same network, exported). Images are 2D (H, W) or a volume
 (Z, H, W); a 2D network segments a volume slice by slice, in batches. Inputs are padded to a
 multiple of the network's total stride and the output cropped back, so any size works.
-`probabilities` are softmax outputs (C, ...) in float32; `labels` are uint8 class indices.
+`probabilities` are softmax outputs (C, ...) in float32; `labels` are uint8 class indices,
+after the model's post-processing (`config.json` "postprocessing",
+`imaging.segmentation_postprocess`; none unless configured).
 
 Networks come from MONAI, not hand-written: `unet` is `monai.networks.nets.UNet` with plain
 convolution blocks (num_res_units=0), `residual` is the same class with residual units
@@ -35,6 +38,7 @@ from typing import Any, Literal
 import numpy as np
 
 from imaging.preprocessing import PreprocessConfig, preprocess
+from imaging.segmentation_postprocess import PostprocessConfig, postprocess
 
 NetworkKind = Literal["unet", "attention", "residual"]
 NETWORK_KINDS: tuple[str, ...] = ("unet", "attention", "residual")
@@ -102,6 +106,7 @@ class ModelConfig:
     classes: dict[int, str]
     preprocessing: PreprocessConfig = field(default_factory=PreprocessConfig)
     training: dict[str, Any] = field(default_factory=dict)
+    postprocessing: PostprocessConfig = field(default_factory=PostprocessConfig)
 
     def to_dict(self) -> dict[str, Any]:
         network = asdict(self.network)
@@ -112,6 +117,7 @@ class ModelConfig:
             "network": network,
             "classes": {str(k): v for k, v in sorted(self.classes.items())},
             "preprocessing": self.preprocessing.to_dict(),
+            "postprocessing": self.postprocessing.to_dict(),
             "training": self.training,
             "files": {"weights": WEIGHTS_FILE, "onnx": ONNX_FILE},
         }
@@ -124,6 +130,7 @@ class ModelConfig:
             classes={int(k): v for k, v in data["classes"].items()},
             preprocessing=PreprocessConfig.from_dict(data.get("preprocessing", {})),
             training=data.get("training", {}),
+            postprocessing=PostprocessConfig.from_dict(data.get("postprocessing")),
         )
 
     def save(self, model_dir: Path) -> Path:
@@ -167,10 +174,11 @@ def pad_to_multiple(array: np.ndarray, divisor: int) -> tuple[np.ndarray, tuple[
 
 @dataclass
 class Segmentation:
-    labels: np.ndarray  # uint8, image shape
+    labels: np.ndarray  # uint8, image shape, after the model's post-processing
     probabilities: np.ndarray  # float32, (C, *image shape)
     ms: float  # total wall time
     stages_ms: dict[str, float] = field(default_factory=dict)  # preprocessing steps, network
+    raw_labels: np.ndarray | None = None  # argmax before post-processing (None: none configured)
 
 
 class Segmenter:
@@ -197,10 +205,17 @@ class Segmenter:
         return cls(config, run, "torch")
 
     @classmethod
-    def load(cls, model_dir: Path, backend: str = "torch", threads: int | None = None) -> Segmenter:
-        """`threads` sets onnxruntime's intra-op threads; torch uses torch.set_num_threads."""
+    def load(
+        cls,
+        model_dir: Path,
+        backend: str = "torch",
+        threads: int | None = None,
+        config: ModelConfig | None = None,
+    ) -> Segmenter:
+        """`threads` sets onnxruntime's intra-op threads; torch uses torch.set_num_threads.
+        `config` replaces the directory's config.json (the app keeps its own copy)."""
         model_dir = Path(model_dir)
-        config = ModelConfig.load(model_dir)
+        config = config or ModelConfig.load(model_dir)
         if backend == "torch":
             import torch
 
@@ -218,15 +233,47 @@ class Segmenter:
             session = ort.InferenceSession(
                 str(model_dir / ONNX_FILE), options, providers=["CPUExecutionProvider"]
             )
-            input_name = session.get_inputs()[0].name
+            return cls._from_onnx_session(config, session)
+        raise ValueError(f"unknown backend {backend!r}; torch or onnx")
+
+    @classmethod
+    def _from_onnx_session(cls, config: ModelConfig, session: Any) -> Segmenter:
+        input_name = session.get_inputs()[0].name
+
+        def run(batch: np.ndarray) -> np.ndarray:
+            logits = session.run(None, {input_name: batch})[0]
+            shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
+            return (shifted / shifted.sum(axis=1, keepdims=True)).astype(np.float32)
+
+        return cls(config, run, "onnx")
+
+    @classmethod
+    def from_bytes(cls, config: ModelConfig, data: bytes, threads: int | None = None) -> Segmenter:
+        """Weights uploaded on their own: ONNX, or a TorchScript archive (a zip file). The
+        network must output logits (N, classes, *spatial) for an input (N, 1, *spatial)."""
+        if data[:4] == b"PK\x03\x04":
+            import io
+
+            import torch
+
+            if threads is not None:
+                torch.set_num_threads(threads)
+            module = torch.jit.load(io.BytesIO(data), map_location="cpu")
+            module.eval()
 
             def run(batch: np.ndarray) -> np.ndarray:
-                logits = session.run(None, {input_name: batch})[0]
-                shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
-                return (shifted / shifted.sum(axis=1, keepdims=True)).astype(np.float32)
+                with torch.inference_mode():
+                    return torch.softmax(module(torch.from_numpy(batch)), dim=1).numpy()
 
-            return cls(config, run, "onnx")
-        raise ValueError(f"unknown backend {backend!r}; torch or onnx")
+            return cls(config, run, "torchscript")
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        if threads is not None:
+            options.intra_op_num_threads = threads
+            options.inter_op_num_threads = 1
+        session = ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
+        return cls._from_onnx_session(config, session)
 
     def probabilities(self, prepared: np.ndarray) -> np.ndarray:
         """Softmax (C, ...) for an already prepared 2D image or (Z, H, W) volume."""
@@ -248,6 +295,11 @@ class Segmenter:
         network_start = time.perf_counter()
         probabilities = self.probabilities(prepared)
         labels = np.argmax(probabilities, axis=0).astype(np.uint8)
+        post_start = time.perf_counter()
+        stages["network"] = (post_start - network_start) * 1000.0
+        raw = None
+        if not self.config.postprocessing.is_identity:
+            raw, labels = labels, postprocess(labels, self.config.postprocessing)
+            stages["postprocess"] = (time.perf_counter() - post_start) * 1000.0
         end = time.perf_counter()
-        stages["network"] = (end - network_start) * 1000.0
-        return Segmentation(labels, probabilities, (end - start) * 1000.0, stages)
+        return Segmentation(labels, probabilities, (end - start) * 1000.0, stages, raw)

@@ -67,6 +67,9 @@ class TrainOptions:
     dropout: float = 0.0
     preprocessing: PreprocessConfig = field(default_factory=PreprocessConfig)
     max_steps: int | None = None
+    crop: int | None = None  # train on random crops of this side (2D); None: whole images
+    init_weights: Path | None = None  # start from this state_dict (fine-tuning)
+    time_budget: float | None = None  # seconds: the schedule runs on time and stops there
     seed: int = 0
     threads: int = 2
     device: str = "cpu"
@@ -103,6 +106,25 @@ def to_arrays(cases: list[Case], config: ModelConfig) -> tuple[np.ndarray, np.nd
 def divisible_pad(x: np.ndarray, y: np.ndarray, divisor: int) -> tuple[np.ndarray, np.ndarray]:
     pads = [(0, 0), (0, 0)] + [(0, (-n) % divisor) for n in x.shape[2:]]
     return np.pad(x, pads, mode="edge"), np.pad(y, pads, constant_values=0)
+
+
+def random_crop(
+    x: np.ndarray, y: np.ndarray, side: int, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """A random side x side window of each 2D sample (N, 1, H, W); whole when it is smaller."""
+    height, width = x.shape[2:]
+    if side >= height and side >= width:
+        return x, y
+    h, w = min(side, height), min(side, width)
+    tops = rng.integers(0, height - h + 1, size=len(x))
+    lefts = rng.integers(0, width - w + 1, size=len(x))
+    windows = [
+        (slice(None), slice(top, top + h), slice(left, left + w))
+        for top, left in zip(tops, lefts, strict=True)
+    ]
+    xs = np.stack([x[i][window] for i, window in enumerate(windows)])
+    ys = np.stack([y[i][window] for i, window in enumerate(windows)])
+    return xs, ys
 
 
 def foreground_dice(
@@ -142,6 +164,10 @@ def fit(
     rng = np.random.default_rng(options.seed)
     device = torch.device(options.device)
     network = build_network(config.network).to(device)
+    if options.init_weights is not None:
+        network.load_state_dict(
+            torch.load(options.init_weights, map_location=device, weights_only=True)
+        )
     optimiser = torch.optim.AdamW(network.parameters(), lr=options.learning_rate, weight_decay=1e-4)
     x_train, y_train = divisible_pad(*train, config.network.divisor)
     steps_per_epoch = math.ceil(len(x_train) / options.batch_size)
@@ -149,12 +175,25 @@ def fit(
     if options.max_steps is not None:
         total = min(total, options.max_steps)
     warmup = max(1, total // 20)
+    if options.time_budget:
+        warmup = min(warmup, 50)  # `epochs` is only an upper bound then
+    fit_started = time.perf_counter()
+
+    def progress(step: int) -> float:
+        # With a time budget the run is as far along as the larger of its steps and its
+        # clock, so a slower machine gets fewer steps but the same full schedule, on time.
+        done = step / total
+        if options.time_budget:
+            done = max(done, (time.perf_counter() - fit_started) / options.time_budget)
+        return min(done, 1.0)
 
     def schedule(step: int) -> float:
-        # Linear warm-up, then cosine decay to zero over the remaining steps.
+        # Linear warm-up, then cosine decay to zero over the remaining steps (or time).
         if step < warmup:
             return (step + 1) / warmup
-        return 0.5 * (1.0 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
+        start = warmup / total
+        done = max(progress(step), start)
+        return 0.5 * (1.0 + math.cos(math.pi * (done - start) / max(1e-9, 1.0 - start)))
 
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimiser, schedule)
     loss_fn = DiceCELoss(to_onehot_y=True, softmax=True)
@@ -168,10 +207,14 @@ def fit(
         losses = []
         started = time.perf_counter()
         for start in range(0, len(order), options.batch_size):
-            if step >= total:
+            if step >= total or progress(step) >= 1.0:
                 break
             index = np.sort(order[start : start + options.batch_size])
             xb, yb = x_train[index], y_train[index]
+            if options.crop and xb.ndim == 4:
+                # Crops cost a quarter of a 256^2 step at 128^2: more, varied steps per CPU
+                # second; a fully convolutional network still segments whole images.
+                xb, yb = random_crop(xb, yb, options.crop, rng)
             # Left-right flips: anatomy is roughly symmetric, and it doubles the views cheaply.
             flip = rng.random(len(index)) < 0.5
             xb = np.where(flip[:, None, None, None], xb[..., ::-1], xb) if xb.ndim == 4 else xb
@@ -203,7 +246,7 @@ def fit(
                 best_state = {k: v.detach().cpu().clone() for k, v in network.state_dict().items()}
         history.append(record)
         log(json.dumps(record))
-        if step >= total:
+        if step >= total or progress(step) >= 1.0:
             break
     network = network.cpu()
     if best_state is not None:
@@ -285,6 +328,8 @@ def train(options: TrainOptions, log: Callable[[str], None] = print) -> dict[str
     classes = load_classes(options.data)
     cases = list(iter_cases(options.data))
     strides = options.strides or (2,) * (len(options.channels) - 1)
+    if options.crop is not None and options.crop % int(np.prod(strides)):
+        raise ValueError(f"--crop must be a multiple of the total stride {int(np.prod(strides))}")
     config = ModelConfig(
         name=options.name or out.name,
         network=NetworkConfig(
@@ -356,6 +401,9 @@ def train(options: TrainOptions, log: Callable[[str], None] = print) -> dict[str
         "epochs_run": history[-1]["epoch"] if history else 0,
         "steps": history[-1]["steps"] if history else 0,
         "batch_size": options.batch_size,
+        "crop": options.crop,
+        "init_weights": str(options.init_weights) if options.init_weights else None,
+        "time_budget_s": options.time_budget,
         "learning_rate": options.learning_rate,
         "seed": options.seed,
         "threads": options.threads,

@@ -36,7 +36,8 @@ FLAGS = ("n4", "denoise")
 RECORDED = (
     "data", "model", "out", "name", "val", "val_fraction", "folds", "epochs", "batch_size",
     "learning_rate", "channels", "strides", "num_res_units", "spatial_dims", "dropout", "n4",
-    "denoise", "clip", "normalise", "max_steps", "seed", "threads", "device",
+    "denoise", "clip", "normalise", "max_steps", "crop", "init_weights", "time_budget",
+    "seed", "threads", "device",
 )  # fmt: skip
 
 
@@ -80,6 +81,26 @@ class Command(BaseCommand):
         parser.add_argument("--clip", default="0.5,99.5", help="percentiles LO,HI or 'none'")
         parser.add_argument("--normalise", choices=("zscore", "minmax", "none"), default="zscore")
         parser.add_argument("--max-steps", type=int, default=None)
+        parser.add_argument(
+            "--init-weights",
+            type=Path,
+            default=None,
+            help="start from this weights.pt (fine-tuning a model of the same network)",
+        )
+        parser.add_argument(
+            "--time-budget",
+            type=float,
+            default=None,
+            help="seconds: the learning-rate schedule follows the clock and training stops "
+            "when it runs out (the epochs are then an upper bound)",
+        )
+        parser.add_argument(
+            "--crop",
+            type=int,
+            default=None,
+            help="train on random square crops of this side (a multiple of the total stride); "
+            "inference still sees whole images",
+        )
         parser.add_argument("--seed", type=int, default=0)
         parser.add_argument("--threads", type=int, default=2)
         parser.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:1")
@@ -116,6 +137,9 @@ class Command(BaseCommand):
             dropout=options["dropout"],
             preprocessing=preprocessing,
             max_steps=options["max_steps"],
+            crop=options["crop"],
+            init_weights=options["init_weights"],
+            time_budget=options["time_budget"],
             seed=options["seed"],
             threads=options["threads"],
             device=options["device"],

@@ -93,3 +93,43 @@ def test_it_splits_cases_reproducibly_and_refuses_a_single_case() -> None:
         assert "two cases" in str(error)
     else:
         raise AssertionError("a single case cannot be split")
+
+
+def test_it_crops_each_sample_at_its_own_place_and_keeps_image_and_mask_aligned() -> None:
+    from model.segmentation.train import random_crop
+
+    x = np.arange(3 * 16 * 16, dtype=np.float32).reshape(3, 1, 16, 16)
+    y = (x.astype(np.int64) % 7).astype(np.uint8)
+    xs, ys = random_crop(x, y, 8, np.random.default_rng(1))
+    assert xs.shape == ys.shape == (3, 1, 8, 8)
+    assert np.array_equal(ys, (xs.astype(np.int64) % 7).astype(np.uint8))
+    corners = {float(xs[i, 0, 0, 0]) for i in range(3)}
+    assert len(corners) > 1  # not one window for the whole batch
+    same, _ = random_crop(x, y, 32, np.random.default_rng(1))
+    assert same is x  # a crop larger than the image is the image
+
+
+def test_it_trains_on_crops_and_refuses_a_crop_off_the_stride(tmp_path: Path) -> None:
+    import pytest
+    from PIL import Image
+
+    data = tmp_path / "data"
+    (data / "images").mkdir(parents=True)
+    (data / "masks").mkdir()
+    (data / "classes.json").write_text(json.dumps({"0": "background", "1": "square"}))
+    for i in range(4):
+        mask = np.zeros((32, 32), np.uint8)
+        mask[4 + i : 20 + i, 6:22] = 1
+        Image.fromarray((mask * 150 + 40).astype(np.uint8)).save(data / "images" / f"s{i}.png")
+        Image.fromarray(mask).save(data / "masks" / f"s{i}.png")
+
+    def options(out: Path, crop: int) -> TrainOptions:
+        return TrainOptions(
+            data=data, model="unet", out=out, channels=(4, 8), epochs=1, batch_size=2,
+            threads=1, crop=crop,
+        )  # fmt: skip
+
+    config = train(options(tmp_path / "m", 16), log=lambda _: None)
+    assert config["training"]["crop"] == 16
+    with pytest.raises(ValueError, match="multiple of the total stride"):
+        train(options(tmp_path / "bad", 15), log=lambda _: None)
