@@ -6,11 +6,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.conf import settings
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.views import View
 
-from imaging.models import Scan
+from imaging.errors import CryptoError
+from imaging.models import Scan, ScanFormat, ScanStatus
 from imaging.selectors import scan_get_for_user
 from patients.selectors import patient_lookup
 from patients.views import ClinicalPageMixin, page_context
@@ -29,6 +31,48 @@ TIMING_LABELS = (
     ("store_ms", "Storage"),
     ("total_ms", "Total"),
 )
+
+
+# Detector classes as people say them.
+REGION_KINDS = {"phi_text": "Patient text", "tech_text": "Technical text", "barcode": "Barcode"}
+
+
+def _regions(scan: Scan) -> list[Any]:
+    regions = list(scan.regions.all())
+    for region in regions:
+        region.kind = REGION_KINDS.get(region.label, region.label.replace("_", " "))
+    return regions
+
+
+def _window_choices(scan: Scan) -> list[tuple[str, str]]:
+    """The window presets this DICOM image takes, as (value, label) for the viewer's menu.
+
+    Empty for JPEG/PNG, for unfinished scans, and when the stored header cannot be read (the
+    viewer then simply offers no windows; the image itself still shows)."""
+    if scan.format != ScanFormat.DICOM or scan.status != ScanStatus.COMPLETED:
+        return []
+    from imaging import viewing
+    from medimg.errors import ApplicationError
+
+    try:
+        info = viewing.scan_display_info(scan, viewing.scan_header(scan))
+    except (CryptoError, OSError, ValueError, ApplicationError):
+        return []
+    if not info["windowable"]:
+        return []
+    special = {"file": "As stored in the file", "auto": "Auto (full range)"}
+    choices = []
+    for preset in info["window_presets"]:
+        name = preset["name"]
+        if name in special:
+            choices.append((name, special[name]))
+        else:
+            label = f"{name.capitalize()} (W {preset['width']:g} / L {preset['centre']:g})"
+            choices.append((name, label))
+    # The default first, so the menu shows what the image opened with.
+    default = info.get("default_window")
+    choices.sort(key=lambda choice: choice[0] != default)
+    return choices
 
 
 def _metrics(scan: Scan) -> dict[str, Any]:
@@ -56,8 +100,11 @@ class ScanPageView(ClinicalPageMixin, View):
             "scan": scan,
             # Through the scoped selector too (no second audit event: the view is the scan).
             "patient": patient_lookup(user=user, patient_id=scan.patient_id),
-            "regions": list(scan.regions.all()),
+            "regions": _regions(scan),
             "metrics": _metrics(scan),
+            "can_review": user.is_technician,  # type: ignore[union-attr]
+            "window_choices": _window_choices(scan),
+            "restore_reason_required": settings.MEDIMG_RESTORE_REASON_REQUIRED,
             **page_context(),
         }
         template = (

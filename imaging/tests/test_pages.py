@@ -30,7 +30,7 @@ def assert_csp_ready(html: str) -> None:
 
 
 def region_rows(html: str) -> int:
-    return len(re.findall(r"<tr data-region>", html))
+    return len(re.findall(r"<tr data-region[ >]", html))
 
 
 def test_it_redirects_anonymous_users_to_login(client: Client, completed_scan: Scan) -> None:
@@ -68,10 +68,14 @@ def test_it_shows_the_technician_the_grid_regions_and_no_restore(
     assert region_rows(html) == len(regions) >= 2
     for region in regions:
         assert f"{region.x1},{region.y1}–{region.x2},{region.y2}" in html
-    assert "phi_text" in html and "99%" in html
+    assert "Patient text" in html and "99%" in html
     assert "/restore/" not in html
     assert "data-restore" not in html
     assert "Restore original" not in html
+    # The review tools: draw or type a box, remove buttons per region, confirm.
+    assert "data-draw-toggle" in html and 'id="box-x1"' in html
+    assert html.count("data-remove-region") == len(regions)
+    assert "data-confirm-review" in html
     assert_csp_ready(html)
 
 
@@ -85,11 +89,17 @@ def test_it_shows_the_doctor_the_viewer_with_restore_and_downloads(
     html = response.content.decode()
     scan_id = completed_scan.id
     assert f'src="/api/images/{scan_id}/redacted/"' in html
-    assert f'data-restore-url="/api/images/{scan_id}/restore/?format=png"' in html
+    assert f'data-restore-url="/api/images/{scan_id}/restore/"' in html
     assert "Restore original" in html
-    assert f'href="/api/images/{scan_id}/restore/?format=png"' in html
-    assert f'href="/api/images/{scan_id}/restore/?format=jpeg"' in html
-    assert "format=dicom" not in html  # A PNG upload has no DICOM to give back.
+    # Downloads go through the restore fetch (one audited path, a reason when required).
+    assert 'data-download="png"' in html and 'data-download="jpeg"' in html
+    assert 'data-download="dicom"' not in html  # A PNG upload has no DICOM to give back.
+    # Each decrypted region on request (the decryption API audits it).
+    assert html.count("data-show-region") == completed_scan.regions.count()
+    assert "data-remove-region" not in html
+    assert "data-restore-reason" in html and 'aria-required="true"' not in html
+    assert "data-window-select" not in html and "data-frame-input" not in html
+    assert "imaging/_segmentation_slot.html" in [t.name for t in response.templates]
     assert region_rows(html) == completed_scan.regions.count()
     # The metrics panel: SSIM and PSNR as stored by processing, and the total time.
     assert f"{completed_scan.metrics['ssim']:.4f}" in html
@@ -97,6 +107,24 @@ def test_it_shows_the_doctor_the_viewer_with_restore_and_downloads(
     assert "Total" in html
     assert f'data-notes-url="/api/patients/{completed_scan.patient_id}/notes/"' in html
     assert_csp_ready(html)
+
+
+def test_it_requires_a_restore_reason_when_the_setting_says_so(
+    client: Client, doctor: Any, completed_scan: Scan, settings: Any
+) -> None:
+    settings.MEDIMG_RESTORE_REASON_REQUIRED = True
+    html = scan_page(client, doctor, completed_scan.id).content.decode()
+    assert 'aria-required="true"' in html and "(optional)" not in html.split("restore-reason")[1]
+
+
+def test_it_offers_frames_and_windows_for_a_multi_frame_dicom(
+    client: Client, doctor: Any, completed_dicom: tuple[Scan, Any]
+) -> None:
+    scan, _ = completed_dicom
+    html = scan_page(client, doctor, scan.id).content.decode()
+    assert "data-frame-input" in html and f'max="{scan.frames}"' in html
+    assert "data-window-select" in html and 'value="auto"' in html
+    assert 'data-download="dicom"' in html
 
 
 def test_it_audits_the_view(client: Client, doctor: Any, completed_scan: Scan) -> None:
@@ -139,3 +167,20 @@ def test_it_shows_the_flags(client: Client, technician: Any, completed_scan: Sca
     assert "Needs review." in html
     assert "Possible duplicate." in html
     assert f'href="/scans/{completed_scan.id}/">image {completed_scan.id}</a>' in html
+
+
+def test_it_lists_unconfirmed_images_on_the_technicians_home(
+    client: Client, technician: Any, completed_scan: Scan
+) -> None:
+    client.force_login(technician)
+    html = client.get("/").content.decode()
+    assert html.count("data-worklist-item") == 1
+    assert f'href="/scans/{completed_scan.id}/"' in html
+    assert AuditEvent.objects.filter(
+        action=Action.PATIENT_LISTED, details__view="review worklist"
+    ).exists()
+
+    client.post(f"/api/images/{completed_scan.id}/review/")
+    html = client.get("/").content.decode()
+    assert "data-worklist-item" not in html
+    assert "Nothing to review" in html

@@ -16,8 +16,9 @@
 
   // URLs are rendered by Django with a 0 as the id (e.g. /api/images/0/status/); put the
   // real id in its place so the scripts never hard-code a route.
+  // The last "/0/" is the id, whatever path follows it (/api/segmentations/0/overlay/).
   function urlFor(template, id) {
-    return template.replace(/\/0\/(?=[^/]*$)/, "/" + encodeURIComponent(id) + "/");
+    return template.replace(/\/0\/(?!.*\/0\/)/, "/" + encodeURIComponent(id) + "/");
   }
 
   // The API's error body is {"error": {"code", "message"}}; anything else gets a plain text.
@@ -52,6 +53,8 @@
     );
     return fetch(url, opts).then(
       function (response) {
+        // The server renewed the session (static/js/session.js restarts its count).
+        document.dispatchEvent(new Event("medimg:server-activity"));
         return response.text().then(function (text) {
           var body = parseJSON(text);
           if (!response.ok) {

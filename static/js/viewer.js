@@ -1,6 +1,11 @@
 /* Image viewer: zoom and pan with a CSS transform (pointer drag, wheel, keyboard + - 0 and
-   arrows), and for doctors "Restore original", which fetches GET /api/images/{id}/restore/
-   (audited by the API) and shows the original in place of the redacted image. */
+   arrows); frame scrolling for multi-frame images (slider, buttons, Page Up/Down) and window
+   presets for DICOM (?frame= and ?window= on the image URLs); and for doctors "Restore
+   original", which fetches GET /api/images/{id}/restore/ (audited by the API) and shows the
+   original in place of the redacted image, plus downloads of the restored image.
+
+   Every restore request goes through fetchRestore(url, options), and only through it, so
+   the transport (plain, or sealed under the session key) is decided in one place. */
 (function () {
   "use strict";
 
@@ -19,6 +24,12 @@
     this.y = 0;
     this.fitted = true;
     this.drag = null;
+    // The image shown and its view parameters (frame is 0-based, window a preset name).
+    this.src = root.getAttribute("data-src") || this.image.getAttribute("src");
+    this.frames = Number(root.getAttribute("data-frames")) || 1;
+    this.frame = 0;
+    this.window = "";
+    this.listeners = [];
     this.bind();
     if (this.image.complete && this.image.naturalWidth) {
       this.fit();
@@ -123,7 +134,8 @@
     );
 
     viewport.addEventListener("pointerdown", function (event) {
-      if (event.button !== 0) {
+      // In drawing mode (static/js/review.js) a drag draws a box instead of panning.
+      if (event.button !== 0 || self.root.classList.contains("viewer--drawing")) {
         return;
       }
       viewport.setPointerCapture(event.pointerId);
@@ -161,6 +173,14 @@
         case "0":
           self.fit();
           break;
+        case "PageDown":
+        case "]":
+          self.showFrame(self.frame + 1);
+          break;
+        case "PageUp":
+        case "[":
+          self.showFrame(self.frame - 1);
+          break;
         // Arrows move the view the way the arrow points, so the image moves the other way.
         case "ArrowLeft":
           self.pan(PAN_STEP, 0);
@@ -183,7 +203,117 @@
     });
   };
 
-  // Doctors only: the template for technicians has no restore button at all.
+  // `url` with the given query parameters set (empty ones left out).
+  function withParams(url, params) {
+    var parsed = new URL(url, window.location.origin);
+    Object.keys(params).forEach(function (name) {
+      var value = params[name];
+      if (value !== "" && value !== null && value !== undefined) {
+        parsed.searchParams.set(name, value);
+      }
+    });
+    return parsed.pathname + parsed.search;
+  }
+
+  // The view parameters of the image on screen, for the image URL and restores alike.
+  Viewer.prototype.viewParams = function () {
+    return { frame: this.frames > 1 ? this.frame : "", window: this.window };
+  };
+
+  Viewer.prototype.displayUrl = function () {
+    var params = this.viewParams();
+    // The grid image is a stored PNG per frame: no window applies to it.
+    if (this.root.hasAttribute("data-no-window")) {
+      params.window = "";
+    }
+    return withParams(this.src, params);
+  };
+
+  Viewer.prototype.onChange = function (listener) {
+    this.listeners.push(listener);
+  };
+
+  Viewer.prototype.changed = function () {
+    var self = this;
+    var handled = false;
+    this.listeners.forEach(function (listener) {
+      handled = listener(self) || handled;
+    });
+    if (!handled) {
+      this.image.src = this.displayUrl();
+    }
+  };
+
+  Viewer.prototype.showFrame = function (frame) {
+    if (this.frames < 2) {
+      return;
+    }
+    var next = Math.max(0, Math.min(this.frames - 1, frame));
+    if (next === this.frame) {
+      return;
+    }
+    this.frame = next;
+    this.root.setAttribute("data-frame", String(next));
+    var input = this.root.querySelector("[data-frame-input]");
+    if (input) {
+      input.value = String(next + 1);
+    }
+    var label = this.root.querySelector("[data-frame-label]");
+    if (label) {
+      label.textContent = "Frame " + (next + 1) + " of " + this.frames;
+    }
+    this.changed();
+  };
+
+  function bindFrames(viewer) {
+    var root = viewer.root;
+    root.querySelectorAll("[data-frame-step]").forEach(function (button) {
+      button.addEventListener("click", function () {
+        viewer.showFrame(viewer.frame + Number(button.getAttribute("data-frame-step")));
+      });
+    });
+    var input = root.querySelector("[data-frame-input]");
+    if (input) {
+      input.addEventListener("input", function () {
+        viewer.showFrame(Number(input.value) - 1);
+      });
+    }
+    var select = root.querySelector("[data-window-select]");
+    if (select) {
+      select.addEventListener("change", function () {
+        viewer.window = select.value;
+        root.setAttribute("data-window", select.value);
+        viewer.changed();
+      });
+    }
+  }
+
+  // GET a restore URL; resolves to the image as a Blob, or rejects with an Error whose
+  // message is fit to show. The one place restores are fetched (see the header comment).
+  function fetchRestore(url, options) {
+    // Sealed under a session key agreed in this browser, decrypted only here (sealed.js,
+    // loaded on the doctor's page).
+    if (window.MedimgSealed) {
+      return window.MedimgSealed.fetchRestore(url, options);
+    }
+    var opts = Object.assign({ credentials: "same-origin" }, options || {});
+    return fetch(url, opts).then(
+      function (response) {
+        document.dispatchEvent(new Event("medimg:server-activity"));
+        if (response.ok) {
+          return response.blob();
+        }
+        return response.text().then(function (text) {
+          throw new Error(Medimg.errorMessage(response.status, Medimg.parseJSON(text)));
+        });
+      },
+      function () {
+        throw new Error(Medimg.errorMessage(0, null));
+      }
+    );
+  }
+
+  // Doctors only: the template for technicians has no restore control at all.
   function bindRestore(viewer) {
     var root = viewer.root;
     var restoreButton = root.querySelector("[data-restore]");
@@ -193,10 +323,13 @@
     var redactedButton = root.querySelector("[data-show-redacted]");
     var message = root.querySelector("[data-restore-message]");
     var mode = document.querySelector("[data-view-mode]");
+    var reasonInput = document.querySelector("[data-restore-reason]");
+    var reasonRequired = reasonInput && reasonInput.hasAttribute("required");
     var image = viewer.image;
-    var redactedSrc = root.getAttribute("data-redacted-src");
+    var restoreBase = root.getAttribute("data-restore-url");
     var redactedAlt = image.getAttribute("alt");
     var objectUrl = null;
+    var restored = false;
 
     function release() {
       if (objectUrl) {
@@ -205,28 +338,44 @@
       }
     }
 
-    function showMode(restored) {
-      mode.textContent = restored ? "Original (restored)" : "Redacted";
-      mode.className = "badge " + (restored ? "badge--restored" : "badge--redacted");
-      restoreButton.hidden = restored;
-      redactedButton.hidden = !restored;
-      root.classList.toggle("viewer--restored", restored);
+    function showMode(isRestored) {
+      restored = isRestored;
+      mode.textContent = isRestored ? "Original (restored)" : "Redacted";
+      mode.className = "badge " + (isRestored ? "badge--restored" : "badge--redacted");
+      restoreButton.hidden = isRestored;
+      redactedButton.hidden = !isRestored;
+      root.classList.toggle("viewer--restored", isRestored);
     }
 
-    restoreButton.addEventListener("click", function () {
+    // The reason, or null (with the field marked and focused) when one is required.
+    function reason() {
+      var text = reasonInput ? reasonInput.value.trim() : "";
+      if (reasonRequired && !text) {
+        reasonInput.setAttribute("aria-invalid", "true");
+        reasonInput.focus();
+        return null;
+      }
+      if (reasonInput) {
+        reasonInput.removeAttribute("aria-invalid");
+      }
+      return text;
+    }
+
+    function restoreUrl(format, why) {
+      var params = viewer.viewParams();
+      params.format = format;
+      params.reason = why;
+      if (format === "dicom") {
+        params.window = "";
+        params.frame = "";
+      }
+      return withParams(restoreBase, params);
+    }
+
+    function restore(why) {
       restoreButton.disabled = true;
       message.textContent = "Restoring the original…";
-      fetch(root.getAttribute("data-restore-url"), { credentials: "same-origin" })
-        .then(function (response) {
-          if (response.ok) {
-            return response.blob();
-          }
-          return response.text().then(function (text) {
-            throw new Error(Medimg.errorMessage(response.status, Medimg.parseJSON(text)));
-          });
-        }, function () {
-          throw new Error(Medimg.errorMessage(0, null));
-        })
+      return fetchRestore(restoreUrl("png", why))
         .then(function (blob) {
           release();
           objectUrl = URL.createObjectURL(blob);
@@ -239,9 +388,12 @@
           );
           image.src = objectUrl;
           image.alt = redactedAlt.replace(/^Redacted image/, "Restored original image");
+          var wasRestored = restored;
           showMode(true);
           message.textContent = "Showing the restored original. This restore was recorded.";
-          redactedButton.focus();
+          if (!wasRestored) {
+            redactedButton.focus();
+          }
         })
         .catch(function (err) {
           message.textContent = "Restore failed: " + err.message;
@@ -249,11 +401,20 @@
         .finally(function () {
           restoreButton.disabled = false;
         });
+    }
+
+    restoreButton.addEventListener("click", function () {
+      var why = reason();
+      if (why === null) {
+        message.textContent = "Enter the reason for restoring the original first.";
+        return;
+      }
+      restore(why);
     });
 
     redactedButton.addEventListener("click", function () {
       image.removeAttribute("data-restored");
-      image.src = redactedSrc;
+      image.src = viewer.displayUrl();
       image.alt = redactedAlt;
       release();
       showMode(false);
@@ -261,11 +422,58 @@
       restoreButton.focus();
     });
 
+    // Another frame or window while the original is shown: restore that one (audited too).
+    viewer.onChange(function () {
+      if (!restored) {
+        return false;
+      }
+      image.removeAttribute("data-restored");
+      restore(reasonInput ? reasonInput.value.trim() : "");
+      return true;
+    });
+
+    document.querySelectorAll("[data-download]").forEach(function (button) {
+      button.addEventListener("click", function () {
+        var format = button.getAttribute("data-download");
+        var why = reason();
+        if (why === null) {
+          message.textContent = "Enter the reason for restoring the original first.";
+          return;
+        }
+        button.disabled = true;
+        message.textContent = "Preparing the download…";
+        fetchRestore(restoreUrl(format, why))
+          .then(function (blob) {
+            var url = URL.createObjectURL(blob);
+            var link = document.createElement("a");
+            link.href = url;
+            link.download = button.getAttribute("data-filename");
+            document.body.appendChild(link);
+            link.click();
+            link.remove();
+            // Give the browser a moment to start the download before the URL goes.
+            window.setTimeout(function () {
+              URL.revokeObjectURL(url);
+            }, 10000);
+            message.textContent = "Downloaded " + link.download + ". This restore was recorded.";
+          })
+          .catch(function (err) {
+            message.textContent = "Download failed: " + err.message;
+          })
+          .finally(function () {
+            button.disabled = false;
+          });
+      });
+    });
+
     // The restored pixels must not outlive the page in memory.
     window.addEventListener("pagehide", release);
   }
 
   document.querySelectorAll("[data-viewer]").forEach(function (root) {
-    bindRestore(new Viewer(root));
+    var viewer = new Viewer(root);
+    root.medimgViewer = viewer; // for static/js/review.js
+    bindFrames(viewer);
+    bindRestore(viewer);
   });
 })();
