@@ -162,6 +162,9 @@ class Worker:
                 "--loglevel=INFO",
                 "--without-gossip",
                 "--without-mingle",
+                # Every queue of settings.CELERY_TASK_ROUTES, as one worker.
+                "-Q",
+                "celery,detect,segment",
                 "-n",
                 self.hostname,
             ],
