@@ -8,12 +8,13 @@ STAMP := $(VENV)/.installed-$(shell cat requirements.txt | cksum | cut -d' ' -f1
 export YOLO_OFFLINE := 1
 export YOLO_CONFIG_DIR := $(CURDIR)/var/ultralytics
 
-.PHONY: install run test lint format check-deploy clean
+.PHONY: install run test fuzz lint format check-deploy clean bench
 
 $(STAMP): requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements.txt
+	$(PY) -m pip install --quiet --no-deps -e .
 	rm -f $(VENV)/.installed-*
 	touch $(STAMP)
 
@@ -29,6 +30,13 @@ run: install
 test: install
 	$(PY) -m pytest -q
 
+# Long attack runs (issue #8): Hypothesis fuzzing of the upload validator and DICOM reader, and
+# schemathesis over every API operation and role. `make test` runs their smoke versions.
+fuzz: install
+	MEDIMG_FUZZ=1 FUZZ_EXAMPLES=$${FUZZ_EXAMPLES:-5000} SCHEMA_EXAMPLES=$${SCHEMA_EXAMPLES:-40} \
+		$(PY) -m pytest -q -p no:cacheprovider medimg/tests/test_attacks_fuzz.py \
+		medimg/tests/test_attacks_schema.py
+
 lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
@@ -37,6 +45,27 @@ lint: install
 format: install
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
+
+# Redaction benchmark against Microsoft Presidio (bench/redaction.py); about 2-4 minutes.
+# Presidio lives in its own environment (.bench-venv), never the app's; Tesseract from Debian.
+BENCH_VENV := .bench-venv
+BENCH_STAMP := $(BENCH_VENV)/.installed-$(shell cat bench/requirements-presidio.txt | cksum | cut -d' ' -f1)
+BENCH_APT := tesseract-ocr tesseract-ocr-eng
+
+$(BENCH_STAMP): bench/requirements-presidio.txt
+	test -x $(BENCH_VENV)/bin/python || $(PYTHON) -m venv $(BENCH_VENV)
+	$(BENCH_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(BENCH_VENV)/bin/python -m pip install --quiet -r bench/requirements-presidio.txt
+	rm -f $(BENCH_VENV)/.installed-*
+	touch $(BENCH_STAMP)
+
+bench: install $(BENCH_STAMP)
+	@missing=""; for p in $(BENCH_APT); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+		echo "bench: installing Debian packages:$$missing"; \
+		if [ "$$(id -u)" = 0 ]; then apt-get install -y $$missing; else sudo apt-get install -y $$missing; fi; \
+	else echo "bench: Debian packages present: $(BENCH_APT)"; fi
+	$(PY) -m bench.redaction $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .ruff_cache

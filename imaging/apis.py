@@ -180,6 +180,11 @@ class ScanDetailOutputSerializer(ScanListOutputSerializer):
     attempts = serializers.IntegerField()
     processed_at = serializers.DateTimeField(allow_null=True)
     updated_at = serializers.DateTimeField()
+    study_uid = serializers.CharField(help_text="DICOM: the remapped (de-identified) Study UID.")
+    series_uid = serializers.CharField(help_text="DICOM: the remapped Series UID.")
+    deid_report = serializers.JSONField(
+        help_text="DICOM: PS3.15 Annex E edition, options and counts (no identifying value)."
+    )
     regions = RegionOutputSerializer(many=True)
 
     class Meta:
@@ -200,11 +205,36 @@ class ScanStatusOutputSerializer(serializers.Serializer):
 
 class FrameInputSerializer(serializers.Serializer):
     frame = serializers.IntegerField(
-        required=False, default=0, min_value=0, help_text="Frame of a multi-frame image."
+        required=False,
+        default=0,
+        min_value=0,
+        help_text="Frame (slice) of a multi-frame image, 0-based; out of range is a 400 "
+        "`invalid_frame`.",
     )
 
     class Meta:
         ref_name = "ScanFrameQuery"
+
+
+_WINDOW_NAMES = ["brain", "subdural", "stroke", "lung", "mediastinum", "bone", "abdomen"] + [
+    "liver",
+    "file",
+    "auto",
+]
+_WINDOW_HELP = (
+    "DICOM greyscale only: a CT preset (Hounsfield units), `file` (the file's own window or "
+    "VOI LUT) or `auto` (0.5-99.5 percentiles). 400 `invalid_window` for JPEG/PNG, colour "
+    "images, a preset on a non-CT image, a file without a window, or a bad wc/ww."
+)
+
+
+class WindowInputSerializer(FrameInputSerializer):
+    window = serializers.ChoiceField(choices=_WINDOW_NAMES, required=False, help_text=_WINDOW_HELP)
+    wc = serializers.FloatField(required=False, help_text="Window centre (with ww).")
+    ww = serializers.FloatField(required=False, help_text="Window width, at least 1 (with wc).")
+
+    class Meta:
+        ref_name = "ScanWindowQuery"
 
 
 # --- Views ----------------------------------------------------------------------------------
@@ -228,7 +258,7 @@ class PatientScanListCreateApi(_PermissionsByMethod):
             # Empty files reach the validator, which answers with the code `empty_file`.
             child=serializers.FileField(allow_empty_file=True, use_url=False),
             allow_empty=False,
-            help_text="One or more JPEG, PNG or DICOM files (repeat the field).",
+            help_text="One or more JPEG, PNG or DICOM files, or zips of them (repeat it).",
         )
 
         class Meta:
@@ -258,9 +288,14 @@ class PatientScanListCreateApi(_PermissionsByMethod):
         summary="Upload images for a patient",
         description=(
             "Roles: technician only (doctors, admins and users without a role get 403). "
-            "Multipart, field `files`, one or many. All or nothing: a refused file refuses the "
-            "request and nothing is stored. Refusals: 413 `file_too_large`; 400 `empty_file`, "
-            "`unsupported_format`, `corrupt_image`, `too_many_pixels`. Processing (detection, "
+            "Multipart, field `files`, one or many; a file may be a zip of a series, whose "
+            "every member is validated like a file (folders, hidden files, __MACOSX and "
+            "path-traversal names are skipped). All or nothing: a refused file or member "
+            "refuses the request (the message names the member) and nothing is stored. "
+            "Refusals: 413 `file_too_large`, `archive_too_large` (the zip, or its members "
+            "inflated: zip bombs); 400 `empty_file`, `unsupported_format`, `corrupt_image`, "
+            "`too_many_pixels`, `invalid_archive`, `empty_archive`, "
+            "`archive_too_many_files`. Processing (detection, "
             "encryption, redaction) runs after the upload commits; poll the status endpoint. "
             "With header `X-Medimg-Seal: <session key id>` (from /api/auth/key-exchange/) each "
             "file must be sealed under that key with associated data "
@@ -335,11 +370,18 @@ class _ScanDisplayApi(APIView):
     kind: ClassVar[str]
 
     def get(self, request: Request, scan_id: int) -> HttpResponse:
-        params = FrameInputSerializer(data=request.query_params)
-        params.is_valid(raise_exception=True)
-        frame = params.validated_data["frame"]
+        from imaging.viewing import WindowRequest, frame_param, window_request
+
+        frame = frame_param(request.query_params)
+        # Windows re-render the redacted pixels: the redacted view only (the grid is drawn).
+        window = window_request(request.query_params) if self.kind == "redacted" else None
         scan, content = selectors.scan_display_png(
-            user=request.user, scan_id=scan_id, kind=self.kind, frame=frame, request=request
+            user=request.user,
+            scan_id=scan_id,
+            kind=self.kind,
+            frame=frame,
+            request=request,
+            window=window or WindowRequest(),
         )
         return _binary(content, filename=f"scan-{scan.pk}-{self.kind}-{frame}.png")
 
@@ -352,10 +394,12 @@ class ScanRedactedApi(_ScanDisplayApi):
         summary="The redacted image (PNG)",
         description=(
             "Roles: technician, doctor. Every detected region is filled solid (not "
-            "reversible). `?frame=` picks a frame of a multi-frame image. 409 "
-            "`scan_not_ready` before processing completes. Audited as scan_viewed."
+            "reversible). `?frame=` picks a frame of a multi-frame image. DICOM: `?window=` "
+            "or `?wc=&ww=` re-render the redacted pixels (never the original) with that "
+            "window, the regions filled again. 409 `scan_not_ready` before processing "
+            "completes. Audited as scan_viewed."
         ),
-        parameters=[FrameInputSerializer],
+        parameters=[WindowInputSerializer],
         responses={
             (200, "image/png"): _PNG,
             400: _ERROR,
@@ -463,6 +507,18 @@ class ScanRestoreApi(_AuditedRefusal):
             default=False, help_text="Apply CLAHE contrast enhancement (png/jpeg)."
         )
         frame = serializers.IntegerField(default=0, min_value=0)
+        window = serializers.ChoiceField(
+            choices=_WINDOW_NAMES, required=False, help_text=_WINDOW_HELP
+        )
+        wc = serializers.FloatField(required=False, help_text="Window centre (with ww).")
+        ww = serializers.FloatField(required=False, help_text="Window width (with wc).")
+        reason = serializers.CharField(
+            default="",
+            allow_blank=True,
+            max_length=500,
+            help_text="Why the original is needed; recorded in the audit log. Required (400 "
+            "`reason_required`) when MEDIMG_RESTORE_REASON_REQUIRED is on.",
+        )
 
         class Meta:
             ref_name = "ScanRestoreQuery"
@@ -477,7 +533,9 @@ class ScanRestoreApi(_AuditedRefusal):
             "is returned as its decoded pixels, PNG by default). Any integrity failure "
             "(tampered region, nonce, tag, associated data or wrapped key) is a 500 with code "
             "`restore_failed` and an audit event with outcome failure, never a wrong image. "
-            "409 `scan_not_ready` before processing completes. With header "
+            "409 `scan_not_ready` before processing completes. `?frame=` picks a frame; "
+            "for DICOM, `?window=` or `?wc=&ww=` window the png/jpeg rendering of the "
+            "RESTORED pixels (400 `invalid_window` otherwise). With header "
             "`X-Medimg-Seal: <session key id>` (from /api/auth/key-exchange/) the body comes "
             "sealed under that session key: application/octet-stream, the image's type in "
             "X-Medimg-Content-Type, associated data "
@@ -501,9 +559,20 @@ class ScanRestoreApi(_AuditedRefusal):
         },
     )
     def get(self, request: Request, scan_id: int) -> HttpResponse:
-        params = self.InputSerializer(data=request.query_params)
+        from imaging.viewing import frame_param, window_request
+
+        # Frame and window have their own codes (invalid_frame, invalid_window); the rest
+        # goes through the serializer.
+        frame = frame_param(request.query_params)
+        window = window_request(request.query_params)
+        rest = {
+            k: v
+            for k, v in request.query_params.items()
+            if k not in ("frame", "window", "wc", "ww")
+        }
+        params = self.InputSerializer(data=rest)
         params.is_valid(raise_exception=True)
-        query = params.validated_data
+        query = {**params.validated_data, "frame": frame}
         # A bad or expired seal header is refused before anything is decrypted.
         seal = session_key_for_request(request)
         scan = selectors.scan_for_restore(user=request.user, scan_id=scan_id)
@@ -514,6 +583,8 @@ class ScanRestoreApi(_AuditedRefusal):
             enhance=query["enhance"],
             frame=query["frame"],
             request=request,
+            window=window,
+            reason=query["reason"],
         )
         return _deliver(
             rendered,

@@ -108,9 +108,23 @@ def region_get_for_user(*, user: Any, region_id: int) -> Region:
 
 
 def scan_display_png(
-    *, user: Any, scan_id: int, kind: str, frame: int, request: HttpRequest | None = None
+    *,
+    user: Any,
+    scan_id: int,
+    kind: str,
+    frame: int,
+    request: HttpRequest | None = None,
+    window: Any = None,
 ) -> tuple[Scan, bytes]:
-    """The stored redacted or grid PNG of one frame (regions filled). Audited as scan_viewed."""
+    """The stored redacted or grid PNG of one frame (regions filled). Audited as scan_viewed.
+
+    With a `window` (an `imaging.viewing.WindowRequest`, DICOM only), the redacted frame is
+    rendered again from the redacted pixels with that window."""
+    if window is not None and not window.empty:
+        scan = get_object_or_404(Scan.objects.visible_to(user), pk=scan_id)
+        return scan, _scan_windowed_png(
+            scan=scan, frame=frame, window=window, user=user, request=request
+        )
     scan = get_object_or_404(
         Scan.objects.visible_to(user).only("id", "status", "frame_paths"), pk=scan_id
     )
@@ -132,6 +146,38 @@ def scan_display_png(
         details={"view": kind, "frame": frame},
     )
     return scan, content
+
+
+def _scan_windowed_png(
+    *, scan: Scan, frame: int, window: Any, user: Any, request: HttpRequest | None
+) -> bytes:
+    from imaging.models import ScanFormat
+    from imaging.restoration import encode_image
+    from imaging.viewing import redacted_render, scan_header, scan_window
+
+    if scan.format != ScanFormat.DICOM:
+        raise ApplicationError("invalid_window", "Windows apply to DICOM images only.")
+    if scan.status != ScanStatus.COMPLETED:
+        raise ApplicationError(
+            "scan_not_ready", "The scan has not finished processing.", status_code=409
+        )
+    if not 0 <= frame < scan.frames:
+        raise ApplicationError("invalid_frame", f"frame must be between 0 and {scan.frames - 1}.")
+    header = scan_header(scan)
+    choice = scan_window(scan, header, window)
+    image = redacted_render(scan, frame, choice, header=header)
+    audit_record(
+        action=Action.SCAN_VIEWED,
+        actor=user,
+        target=scan,
+        request=request,
+        details={
+            "view": "redacted",
+            "frame": frame,
+            "window": {"name": window.window, "wc": window.centre, "ww": window.width},
+        },
+    )
+    return encode_image(image, "png")
 
 
 @dataclass(frozen=True)

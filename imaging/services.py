@@ -98,6 +98,50 @@ def _read_upload(
     return _Accepted(name=name, size=len(data), image=image)
 
 
+def _read_uploads(
+    upload: UploadedFile, *, seal: SealContext | None = None, patient_id: str = ""
+) -> list[_Accepted]:
+    """One uploaded file: an image, or a zip of a series whose every member goes through
+    the same validator (imaging.archive for the archive's own limits). A refused member
+    refuses the upload with its code, naming the member. Sealed uploads are single images."""
+    from imaging.archive import is_zip, zip_members
+    from imaging.validation import validate_upload
+
+    upload.seek(0)
+    head = upload.read(4)
+    upload.seek(0)
+    if seal is not None or not is_zip(head):
+        return [_read_upload(upload, seal=seal, patient_id=patient_id)]
+    limit = settings.UPLOAD_ARCHIVE_MAX_BYTES
+    too_large = ApplicationError(
+        "archive_too_large", "The archive is larger than the upload limit.", status_code=413
+    )
+    if int(upload.size or 0) > limit:
+        raise too_large
+    data = upload.read(limit + 1)
+    if len(data) > limit:
+        raise too_large
+    members = zip_members(
+        data,
+        max_members=settings.UPLOAD_ARCHIVE_MAX_MEMBERS,
+        max_total_bytes=settings.UPLOAD_ARCHIVE_MAX_UNCOMPRESSED,
+        max_member_bytes=settings.UPLOAD_MAX_BYTES,
+    )
+    accepted = []
+    for member in members:
+        try:
+            image = validate_upload(
+                name=member.name,
+                data=member.data,
+                max_bytes=settings.UPLOAD_MAX_BYTES,
+                max_pixels=settings.UPLOAD_MAX_PIXELS,
+            )
+        except ImagingError as refusal:
+            raise ImagingError(refusal.code, f"{member.name}: {refusal.message}") from None
+        accepted.append(_Accepted(name=member.name[-255:], size=len(member.data), image=image))
+    return accepted
+
+
 def _pixels_digest(pixels: np.ndarray) -> str:
     """What the restored image must hash to: dtype, shape and every pixel."""
     digest = hashlib.sha256()
@@ -164,7 +208,9 @@ def scan_upload(
     if not uploads:
         raise ApplicationError("no_files", "Attach at least one image file.")
     # Every file is decoded and checked before anything is written.
-    accepted = [_read_upload(u, seal=seal, patient_id=str(patient.pk)) for u in uploads]
+    accepted = [
+        one for u in uploads for one in _read_uploads(u, seal=seal, patient_id=str(patient.pk))
+    ]
     return _scans_store(
         patient_factory=lambda: patient, accepted=accepted, uploaded_by=uploaded_by, request=request
     )[1]
@@ -183,7 +229,7 @@ def patient_create_with_images(
     """
     from patients.services import patient_create
 
-    accepted = [_read_upload(upload) for upload in images]
+    accepted = [one for upload in images for one in _read_uploads(upload)]
     return _scans_store(
         patient_factory=lambda: patient_create(**fields, created_by=created_by, request=request),
         accepted=accepted,
@@ -283,15 +329,25 @@ def _write_outputs(
         put(f"grid-{i:04d}.png", encode_image(frame, "png"))
         for i, frame in enumerate(result.grid_display)
     ]
+    deidentified, identity = None, b""
     if scan.format == ScanFormat.DICOM:
-        from imaging.dicom import write_redacted_dataset
+        from imaging.identity import dicom_deidentify, identity_seal
 
-        # The pixels are redacted but the header still names the patient, so the dataset is
-        # sealed like the original; it is read back only to render restores.
-        dataset = write_redacted_dataset(image.clean_bytes, result.redacted_pixels)
+        # The redacted pixels under a de-identified header (PS3.15 Annex E). Sealed all the
+        # same: it is what exports hand out, and restore renders with its header.
+        try:
+            deidentified = dicom_deidentify(
+                image.clean_bytes,
+                result.redacted_pixels,
+                pixels_clean=not result.needs_review,
+                regions=len(result.regions),
+            )
+        except ImagingError:
+            raise ProcessingFailure(FailureReason.DECODE_FAILED) from None
+        identity = identity_seal(deidentified, data_key=data_key, scan_ref=scan_ref)
         redacted_path = put(
             "redacted.dcm.enc",
-            crypto.encrypt_blob(data_key, dataset, aad=_redacted_dataset_aad(scan_ref)),
+            crypto.encrypt_blob(data_key, deidentified.data, aad=_redacted_dataset_aad(scan_ref)),
         )
     else:
         redacted_path = redacted_frames[0]
@@ -300,6 +356,8 @@ def _write_outputs(
         "redacted_pixels_path": redacted_pixels_path,
         "grid_path": grid_frames[0],
         "frame_paths": {"redacted": redacted_frames, "grid": grid_frames},
+        "deidentified": deidentified,
+        "identity_ciphertext": identity,
     }
 
 
@@ -371,14 +429,17 @@ def scan_process(*, scan_id: int, detector: pipeline.Detector | None = None) -> 
             classes=settings.IMAGING_REDACT_CLASSES,
             padding=settings.IMAGING_BOX_PADDING,
             verify_rounds=settings.IMAGING_VERIFY_ROUNDS,
+            verify_scope=settings.IMAGING_VERIFY_SCOPE,
             timings=timings,
         )
         with pipeline.timed(timings, "store_ms"):
             paths = _write_outputs(
                 scan=scan, image=image, result=result, data_key=data_key, written=written
             )
+        with pipeline.timed(timings, "qc_ms"):
+            qc = _qc_statistics(scan, image, result)
         timings["total_ms"] = (time.perf_counter() - started) * 1000.0
-        return _scan_complete(scan_id=scan_id, result=result, paths=paths, written=written)
+        return _scan_complete(scan_id=scan_id, result=result, paths=paths, written=written, qc=qc)
     except pipeline.DetectionError:
         # Not retried: a missing model or a crashing detector needs a person; the admin
         # requeues the scans once it is fixed.
@@ -393,8 +454,28 @@ def scan_process(*, scan_id: int, detector: pipeline.Detector | None = None) -> 
         raise
 
 
+def _qc_statistics(scan: Scan, image: Any, result: pipeline.PipelineResult) -> dict[str, Any]:
+    """QC statistics of the redacted pixels (imaging.qc); never fails the scan."""
+    from imaging.dicom import read_dataset
+    from imaging.qc import image_statistics
+
+    try:
+        header = None
+        if scan.format == ScanFormat.DICOM:
+            header = read_dataset(image.clean_bytes, stop_before_pixels=True)
+        return image_statistics(result.redacted_pixels, ds=header)
+    except Exception:  # Statistics are a report, not a reason to lose the scan.
+        logger.exception("QC statistics failed for scan %s", scan.pk)
+        return {"error": "qc_failed"}
+
+
 def _scan_complete(
-    *, scan_id: int, result: pipeline.PipelineResult, paths: dict[str, Any], written: list[str]
+    *,
+    scan_id: int,
+    result: pipeline.PipelineResult,
+    paths: dict[str, Any],
+    written: list[str],
+    qc: dict[str, Any] | None = None,
 ) -> Scan:
     with transaction.atomic():
         scan = Scan.objects.select_for_update().get(pk=scan_id)
@@ -451,8 +532,12 @@ def _scan_complete(
         scan.encryption_ms = timings.get("encrypt_ms")
         scan.total_ms = timings.get("total_ms")
         scan.processed_at = timezone.now()
+        if qc is not None:
+            scan.qc = qc
+        deid_fields = _scan_set_deidentified(scan, paths)
         scan.save(
             update_fields=[
+                *deid_fields,
                 "status",
                 "failure_reason",
                 "needs_review",
@@ -467,6 +552,7 @@ def _scan_complete(
                 "encryption_ms",
                 "total_ms",
                 "processed_at",
+                "qc",
                 "updated_at",
             ]
         )
@@ -483,6 +569,30 @@ def _scan_complete(
         stale = [p for p in previous_files if p not in set(written)]
         transaction.on_commit(partial(storage_delete, *stale))
     return scan
+
+
+def _scan_set_deidentified(scan: Scan, paths: dict[str, Any]) -> list[str]:
+    """The de-identification's results on the scan (DICOM only): the removed identifying
+    values (sealed under the scan's data key), the report and the grouping fields."""
+    outcome = paths.get("deidentified")
+    if outcome is None:
+        return []
+    scan.identity_ciphertext = paths["identity_ciphertext"]
+    scan.deid_report = outcome.report
+    scan.study_uid = outcome.study_uid
+    scan.series_uid = outcome.series_uid
+    scan.instance_number = outcome.instance_number
+    scan.modality = outcome.modality
+    scan.scanner = outcome.scanner
+    return [
+        "identity_ciphertext",
+        "deid_report",
+        "study_uid",
+        "series_uid",
+        "instance_number",
+        "modality",
+        "scanner",
+    ]
 
 
 def scan_mark_failed(*, scan_id: int, reason: FailureReason | str) -> Scan | None:
@@ -658,13 +768,32 @@ def scan_restore(
     enhance: bool = False,
     frame: int = 0,
     request: HttpRequest | None = None,
+    window: Any = None,
+    reason: str = "",
 ) -> Rendered:
-    """Decrypt every region, paste them back and render. Audited whatever happens."""
-    from imaging.restoration import apply_clahe, encode_image
+    """Decrypt every region, paste them back and render. Audited whatever happens.
 
-    details = {"format": fmt, "enhance": enhance, "frame": frame}
+    `reason` (why the original is needed) goes into the audit details; with
+    MEDIMG_RESTORE_REASON_REQUIRED a restore without one is refused (reason_required).
+
+    `window` (an `imaging.viewing.WindowRequest`) windows a DICOM rendering of the RESTORED
+    pixels; invalid_window for JPEG/PNG, format=dicom, or a value the image cannot take."""
+    from imaging.restoration import apply_clahe, encode_image
+    from imaging.viewing import WindowRequest
+
+    window = window if window is not None else WindowRequest()
+    details: dict[str, Any] = {"format": fmt, "enhance": enhance, "frame": frame}
+    if not window.empty:
+        details["window"] = {"name": window.window, "wc": window.centre, "ww": window.width}
+    reason = reason.strip()
+    if reason:
+        details["reason"] = reason
 
     def check() -> None:
+        if settings.MEDIMG_RESTORE_REASON_REQUIRED and not reason:
+            raise ApplicationError(
+                "reason_required", "Give a reason for restoring the original image."
+            )
         if fmt not in RESTORE_FORMATS:
             raise ApplicationError("invalid_format", "format must be png, jpeg or dicom.")
         if fmt == "dicom" and scan.format != ScanFormat.DICOM:
@@ -673,6 +802,10 @@ def scan_restore(
             raise ApplicationError("invalid_format", "enhance applies to png and jpeg only.")
         _require_completed(scan)
         _frame_index(scan, frame)
+        if not window.empty and (scan.format != ScanFormat.DICOM or fmt == "dicom"):
+            raise ApplicationError(
+                "invalid_window", "Windows apply to png or jpeg renderings of DICOM images."
+            )
 
     _refusals_audited(
         check,
@@ -695,7 +828,7 @@ def scan_restore(
                 aad=crypto.original_aad(scan_ref=scan_ref),
             )
             return Rendered(original, "application/dicom", f"{stem}.dcm")
-        image = _display_frame(scan, pixels, frame)
+        image = _display_frame(scan, pixels, frame, window=window, actor=actor, request=request)
         if enhance:
             image = apply_clahe(image)
         suffix = "jpg" if fmt == "jpeg" else "png"
@@ -711,25 +844,38 @@ def scan_restore(
     )
 
 
-def _display_frame(scan: Scan, pixels: np.ndarray, frame: int) -> np.ndarray:
+def _display_frame(
+    scan: Scan, pixels: np.ndarray, frame: int, *, window: Any, actor: Any, request: Any
+) -> np.ndarray:
     """One frame as an image a PNG can hold exactly (JPEG/PNG) or a rendering (DICOM)."""
+    from imaging.rendering import render_frame_uint8
+    from imaging.viewing import scan_header, scan_window
+
     if scan.format != ScanFormat.DICOM:
         return pixels[frame]
-    return _dicom_render(scan, pixels[frame])
+    header = scan_header(scan)
+    try:
+        choice = scan_window(scan, header, window)
+    except ApplicationError as refusal:
+        audit_record(
+            action=Action.SCAN_RESTORED,
+            actor=actor,
+            target=scan,
+            outcome=Outcome.REFUSED,
+            request=request,
+            details={"frame": frame, "error": refusal.code},
+        )
+        raise
+    return render_frame_uint8(header, pixels[frame], index=frame, window=choice)
 
 
 def _dicom_render(scan: Scan, pixels: np.ndarray) -> np.ndarray:
-    """DICOM pixels (a frame or a crop) rendered as the viewer shows them: LUTs, window."""
-    from imaging.dicom import read_dataset, render_frame_uint8
+    """A DICOM crop rendered with the image's default window (no overlays: a crop does not
+    sit where the overlay plane does)."""
+    from imaging.rendering import render_frame_uint8
+    from imaging.viewing import scan_header
 
-    scan_ref = str(scan.uid)
-    data_key = crypto.unwrap_data_key(bytes(scan.wrapped_key), scan_ref=scan_ref)
-    dataset = crypto.decrypt_blob(
-        data_key, storage_read(scan.redacted_path), aad=_redacted_dataset_aad(scan_ref)
-    )
-    # The redacted dataset's header describes the decoded pixels (RGB for YBR sources).
-    header = read_dataset(dataset, stop_before_pixels=True)
-    return render_frame_uint8(header, pixels)
+    return render_frame_uint8(scan_header(scan), pixels, overlays=False)
 
 
 def region_decrypt(*, region: Region, actor: Any, request: HttpRequest | None = None) -> Rendered:

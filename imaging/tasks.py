@@ -72,6 +72,15 @@ def process_scan(self: Task, *, scan_id: int) -> str | None:
             raise
 
 
+@shared_task(acks_late=True)
+def run_segmentation(*, job_id: int) -> str | None:
+    """Run one segmentation job (imaging.segmentation_services); a failure marks it failed."""
+    from imaging.segmentation_services import segmentation_run
+
+    job = segmentation_run(job_id=job_id)
+    return job.status if job is not None else None
+
+
 @shared_task
 def requeue_stuck_scans(*, older_than_seconds: int = 600) -> int:
     """For celery beat: re-enqueue scans whose message was lost or whose worker died."""

@@ -2,7 +2,14 @@
 
 from django.urls import path
 
-from imaging import apis
+from imaging import (
+    apis,
+    apis_review,
+    apis_segmentation,
+    apis_thumbnails,
+    apis_viewing,
+    deid_apis,
+)
 
 urlpatterns = [
     path(
@@ -14,9 +21,71 @@ urlpatterns = [
     path("images/<int:scan_id>/status/", apis.ScanStatusApi.as_view(), name="image-status"),
     path("images/<int:scan_id>/redacted/", apis.ScanRedactedApi.as_view(), name="image-redacted"),
     path("images/<int:scan_id>/grid/", apis.ScanGridApi.as_view(), name="image-grid"),
-    path("images/<int:scan_id>/regions/", apis.ScanRegionListApi.as_view(), name="image-regions"),
+    path(
+        "images/<int:scan_id>/thumbnail/",
+        apis_thumbnails.ScanThumbnailApi.as_view(),
+        name="image-thumbnail",
+    ),
+    path(
+        "images/<int:scan_id>/regions/", apis_review.ScanRegionsApi.as_view(), name="image-regions"
+    ),
+    path("images/<int:scan_id>/review/", apis_review.ScanReviewApi.as_view(), name="image-review"),
     path("images/<int:scan_id>/restore/", apis.ScanRestoreApi.as_view(), name="image-restore"),
     path("images/<int:scan_id>/similar/", apis.ScanSimilarApi.as_view(), name="image-similar"),
-    path("regions/<int:region_id>/", apis.RegionDecryptApi.as_view(), name="region-decrypt"),
+    path("images/<int:scan_id>/frames/", apis_viewing.ScanFramesApi.as_view(), name="image-frames"),
+    path(
+        "images/<int:scan_id>/clusters/",
+        apis_viewing.ScanClustersApi.as_view(),
+        name="image-clusters",
+    ),
+    path(
+        "images/<int:scan_id>/clusters/image/",
+        apis_viewing.ScanClustersImageApi.as_view(),
+        name="image-clusters-image",
+    ),
+    path(
+        "patients/<str:patient_id>/studies/",
+        apis_viewing.PatientStudiesApi.as_view(),
+        name="patient-studies",
+    ),
+    path("qc/outliers/", apis_viewing.QcOutliersApi.as_view(), name="qc-outliers"),
+    path(
+        "images/<int:scan_id>/identity/", deid_apis.ScanIdentityApi.as_view(), name="image-identity"
+    ),
+    path("images/<int:scan_id>/export/", deid_apis.ScanExportApi.as_view(), name="image-export"),
+    path(
+        "patients/<str:patient_id>/export/",
+        deid_apis.PatientExportApi.as_view(),
+        name="patient-export",
+    ),
+    path(
+        "studies/<str:study_uid>/export/", deid_apis.StudyExportApi.as_view(), name="study-export"
+    ),
+    path("regions/<int:region_id>/", apis_review.RegionApi.as_view(), name="region-decrypt"),
     path("stats/processing/", apis.ProcessingStatsApi.as_view(), name="stats-processing"),
+    path(
+        "segmentation/models/",
+        apis_segmentation.SegmentationModelListApi.as_view(),
+        name="segmentation-models",
+    ),
+    path(
+        "images/<int:scan_id>/segmentations/",
+        apis_segmentation.ScanSegmentationsApi.as_view(),
+        name="image-segmentations",
+    ),
+    path(
+        "segmentations/<int:segmentation_id>/",
+        apis_segmentation.SegmentationDetailApi.as_view(),
+        name="segmentation-detail",
+    ),
+    path(
+        "segmentations/<int:segmentation_id>/overlay/",
+        apis_segmentation.SegmentationOverlayApi.as_view(),
+        name="segmentation-overlay",
+    ),
+    path(
+        "segmentations/<int:segmentation_id>/seg/",
+        apis_segmentation.SegmentationDicomSegApi.as_view(),
+        name="segmentation-seg",
+    ),
 ]

@@ -8,6 +8,7 @@ also come from a file named by `NAME_FILE` (Docker/systemd credentials style).
 from __future__ import annotations
 
 import os
+import re
 from datetime import timedelta
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -113,6 +114,10 @@ INSTALLED_APPS = [
     "rest_framework",
     "rest_framework_simplejwt.token_blacklist",
     "drf_spectacular",
+    "drf_spectacular_sidecar",
+    "django_otp",
+    "django_otp.plugins.otp_totp",
+    "axes",
     "accounts",
     "audit",
     "patients",
@@ -121,13 +126,20 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # Content-Security-Policy (no inline script) and the other headers Django does not set.
+    "medimg.security_headers.SecurityHeadersMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django_otp.middleware.OTPMiddleware",
+    # A session that still owes its second factor reaches nothing else (accounts.otp).
+    "accounts.otp_middleware.OtpRequiredMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "audit.middleware.RefusedRequestAuditMiddleware",
+    # Last: turns a django-axes lockout into its response (accounts.lockout).
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "medimg.urls"
@@ -143,6 +155,7 @@ TEMPLATES = [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
+                "medimg.context_processors.session_idle",
             ],
         },
     },
@@ -216,6 +229,22 @@ CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_RESULT_BACKEND = None
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# Separate queues, so detection and segmentation scale with their own workers
+# (`celery -A medimg worker -Q detect` and `-Q segment`, docs/deployment.md). Anything
+# unrouted (beat's requeue) goes to the default queue. In-process mode ignores routing.
+CELERY_TASK_DEFAULT_QUEUE = "celery"
+CELERY_TASK_ROUTES = {
+    "imaging.tasks.process_scan": {"queue": "detect"},
+    "*segment*": {"queue": "segment"},
+}
+# For `celery -A medimg beat`: scans whose message or worker was lost are re-enqueued.
+CELERY_BEAT_SCHEDULE = {
+    "requeue-stuck-scans": {
+        "task": "imaging.tasks.requeue_stuck_scans",
+        "schedule": env_int("IMAGING_REQUEUE_EVERY_SECONDS", 300, minimum=10),
+        "kwargs": {"older_than_seconds": 600},
+    },
+}
 
 # --- Authentication -------------------------------------------------------------------------
 
@@ -235,6 +264,25 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
+AUTHENTICATION_BACKENDS = [
+    # django-axes' lockout check first: a locked-out username and address is refused before
+    # the password is even checked (accounts.lockout).
+    "accounts.lockout.LockoutBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+# Failed logins (session, admin site, JWT, wrong second-factor code) per username and address.
+AXES_FAILURE_LIMIT = env_int("LOGIN_FAILURE_LIMIT", 5, minimum=1)
+AXES_COOLOFF_TIME = timedelta(minutes=env_int("LOGIN_COOLOFF_MINUTES", 15, minimum=1))
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+# The cool-off runs from the last counted failure; tries while locked out do not extend it.
+AXES_RESET_COOL_OFF_ON_FAILURE_DURING_LOCKOUT = False
+AXES_CLIENT_IP_CALLABLE = "accounts.lockout.lockout_client_ip"
+AXES_LOCKOUT_CALLABLE = "accounts.lockout.lockout_response"
+AXES_SENSITIVE_PARAMETERS = ["username", "ip_address", "password", "code", "otp", "otp_token"]
+AXES_VERBOSE = False
+# Second factor (accounts.otp): the name authenticator apps show next to the codes.
+OTP_TOTP_ISSUER = env_str("OTP_TOTP_ISSUER") or "medimg"
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "home"
 LOGOUT_REDIRECT_URL = "login"
@@ -288,6 +336,14 @@ SPECTACULAR_SETTINGS = {
     "SERVE_INCLUDE_SCHEMA": False,
     "SERVE_PERMISSIONS": ["rest_framework.permissions.IsAuthenticated"],
     "COMPONENT_SPLIT_REQUEST": True,
+    # Swagger UI's files from the sidecar package's static files, never a CDN.
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "medimg.openapi.add_common_errors",
+    ],
 }
 
 # --- Keys -----------------------------------------------------------------------------------
@@ -335,6 +391,15 @@ STATIC_ROOT = Path(env_str("STATIC_ROOT") or BASE_DIR / "staticfiles")
 STATICFILES_DIRS = [BASE_DIR / "static"]
 UPLOAD_MAX_BYTES = env_int("UPLOAD_MAX_BYTES", 20 * 1024 * 1024, minimum=1024)
 UPLOAD_MAX_PIXELS = env_int("UPLOAD_MAX_PIXELS", 60_000_000, minimum=1)
+# A zip of a series (imaging.archive): its own size, its file count, and what its files add
+# up to once inflated (the zip-bomb limit). Each member also meets the two limits above.
+UPLOAD_ARCHIVE_MAX_BYTES = env_int("UPLOAD_ARCHIVE_MAX_BYTES", 200 * 1024 * 1024, minimum=1024)
+UPLOAD_ARCHIVE_MAX_MEMBERS = env_int("UPLOAD_ARCHIVE_MAX_MEMBERS", 300, minimum=1)
+UPLOAD_ARCHIVE_MAX_UNCOMPRESSED = env_int(
+    "UPLOAD_ARCHIVE_MAX_UNCOMPRESSED", 512 * 1024 * 1024, minimum=1024
+)
+# Doctors must say why before an original is restored (the reason goes in the audit log).
+MEDIMG_RESTORE_REASON_REQUIRED = env_bool("MEDIMG_RESTORE_REASON_REQUIRED", False)
 DATA_UPLOAD_MAX_MEMORY_SIZE = UPLOAD_MAX_BYTES + 1024 * 1024
 FILE_UPLOAD_MAX_MEMORY_SIZE = 2_621_440
 # Local disk writes are temp file + fsync + rename (imaging.storage); S3 can replace it here.
@@ -342,6 +407,26 @@ STORAGES = {
     "default": {"BACKEND": "imaging.storage.AtomicFileSystemStorage"},
     "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
 }
+# S3-compatible object storage (AWS S3, MinIO, Ceph RGW) through django-storages, only when
+# MEDIMG_S3_BUCKET is set; everything stored is already encrypted by the app. Credentials come
+# from the environment (or *_FILE) or, when unset, boto3's own chain (instance role).
+MEDIMG_S3_BUCKET = env_str("MEDIMG_S3_BUCKET")
+if MEDIMG_S3_BUCKET:
+    STORAGES["default"] = {
+        "BACKEND": "storages.backends.s3.S3Storage",
+        "OPTIONS": {
+            "bucket_name": MEDIMG_S3_BUCKET,
+            "endpoint_url": env_str("MEDIMG_S3_ENDPOINT_URL"),
+            "region_name": env_str("MEDIMG_S3_REGION"),
+            "access_key": env_str("MEDIMG_S3_ACCESS_KEY_ID"),
+            "secret_key": env_str("MEDIMG_S3_SECRET_ACCESS_KEY"),
+            "location": env_str("MEDIMG_S3_PREFIX") or "",
+            "default_acl": "private",
+            "querystring_auth": True,
+            # Never overwrite: a name taken gets a fresh one, as on local disk.
+            "file_overwrite": False,
+        },
+    }
 
 # --- Imaging pipeline -----------------------------------------------------------------------
 
@@ -351,16 +436,57 @@ IMAGING_REDACT_CLASSES = env_list("IMAGING_REDACT_CLASSES", [])
 IMAGING_BOX_PADDING = env_int("IMAGING_BOX_PADDING", 4, minimum=0)
 # Extra detect-and-fill rounds over the redacted image when verification still finds text.
 IMAGING_VERIFY_ROUNDS = env_int("IMAGING_VERIFY_ROUNDS", 2, minimum=0)
+# Where the verification pass looks again: "bands" around what was filled (a fraction of a
+# detector pass), or "full" frames (twice the detection time). See imaging.pipeline.
+IMAGING_VERIFY_SCOPE = env_choice("IMAGING_VERIFY_SCOPE", "bands", {"bands", "full"})
 # An upload whose perceptual hash is this close (Hamming bits) to another's is flagged.
 IMAGING_DUPLICATE_MAX_DISTANCE = env_int("IMAGING_DUPLICATE_MAX_DISTANCE", 6, minimum=0)
 # The detector the pipeline calls (dotted path to a function: uint8 frame -> detections).
 IMAGING_DETECTOR = env_str("IMAGING_DETECTOR") or "imaging.detection.detect"
 # Transient failures (storage, database) are retried with exponential backoff this often.
 IMAGING_TASK_MAX_RETRIES = env_int("IMAGING_TASK_MAX_RETRIES", 5, minimum=0)
+# Redacted thumbnails stay cached this long (keys change whenever the redacted image does).
+IMAGING_THUMBNAIL_CACHE_SECONDS = env_int("IMAGING_THUMBNAIL_CACHE_SECONDS", 86_400, minimum=1)
+
+# --- Segmentation (imaging.segmentation_services) --------------------------------------------
+
+# Model directories (config.json + model.onnx, weights.pt or TorchScript model.pt), registered
+# as SegmentationModel rows on first use.
+SEGMENTATION_MODELS_DIR = Path(
+    env_str("SEGMENTATION_MODELS_DIR") or BASE_DIR / "model" / "segmentation"
+)
+# Threads per segmentation run (onnxruntime intra-op / torch); 1 keeps a worker predictable.
+SEGMENTATION_THREADS = env_int("SEGMENTATION_THREADS", 1, minimum=1)
+
+# --- DICOM de-identification (PS3.15 Annex E; imaging.identity, docs/deidentification.md) ----
+
+# Installation secret (32 bytes, hex or base64; or MEDIMG_DEID_SECRET_FILE) from which the UID
+# remapping, patient pseudonyms and per-patient date shifts are derived. Keep it for the life
+# of the installation: a new secret gives the same patient new UIDs and a new date shift.
+MEDIMG_DEID_SECRET = env_str("MEDIMG_DEID_SECRET")
+if PRODUCTION and not MEDIMG_DEID_SECRET:
+    raise ImproperlyConfigured(
+        "MEDIMG_ENV=production needs MEDIMG_DEID_SECRET (or MEDIMG_DEID_SECRET_FILE)"
+    )
+# Annex E options beyond the defaults (Modified Dates, Clean Pixel Data, Clean Descriptors).
+DEID_RETAIN_PATIENT_CHARACTERISTICS = env_bool("DEID_RETAIN_PATIENT_CHARACTERISTICS", False)
+DEID_RETAIN_DEVICE_IDENTITY = env_bool("DEID_RETAIN_DEVICE_IDENTITY", False)
+# Private elements kept (Retain Safe Private): "GGGGEEEE" tags or "CREATOR:GGGG:EE" (private
+# creator, group, element offset), comma-separated. Everything else private is removed.
+DEID_SAFE_PRIVATE = env_list("DEID_SAFE_PRIVATE", [])
+_ODD_GROUP = "[0-9A-Fa-f]{3}[13579BDFbdf]"
+_SAFE_PRIVATE = re.compile(f"{_ODD_GROUP}[0-9A-Fa-f]{{4}}|[^:]+:{_ODD_GROUP}:[0-9A-Fa-f]{{2}}")
+for _entry in DEID_SAFE_PRIVATE:
+    if not _SAFE_PRIVATE.fullmatch(_entry):
+        raise ImproperlyConfigured(
+            f"DEID_SAFE_PRIVATE entry {_entry!r} is not a private GGGGEEEE tag or CREATOR:GGGG:EE"
+        )
 
 # --- Security headers -----------------------------------------------------------------------
 
-SESSION_COOKIE_AGE = env_int("SESSION_IDLE_SECONDS", 15 * 60, minimum=60)
+# Browser sessions end after this much inactivity; pages warn a minute before (session.js).
+MEDIMG_SESSION_IDLE_MINUTES = env_int("MEDIMG_SESSION_IDLE_MINUTES", 15, minimum=2)
+SESSION_COOKIE_AGE = MEDIMG_SESSION_IDLE_MINUTES * 60
 SESSION_SAVE_EVERY_REQUEST = True  # The age is an inactivity timeout, not a fixed lifetime.
 SESSION_COOKIE_HTTPONLY = True
 SESSION_COOKIE_SAMESITE = "Lax"
@@ -393,5 +519,9 @@ LOGGING = {
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL") or "INFO"},
-    "loggers": {"django.db.backends": {"level": "WARNING"}},
+    "loggers": {
+        "django.db.backends": {"level": "WARNING"},
+        # django-axes logs every attempt at INFO; the audit log already records them.
+        "axes": {"level": "WARNING"},
+    },
 }

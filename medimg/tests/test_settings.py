@@ -26,6 +26,7 @@ def _production_env(**overrides: str) -> dict[str, str]:
         ALLOWED_HOSTS="medimg.example.org",
         AUDIT_HMAC_KEY=secrets.token_hex(32),
         AUDIT_SIGNING_KEY=secrets.token_hex(32),
+        MEDIMG_DEID_SECRET=secrets.token_hex(32),
         MEDIMG_KEKS=f"k1:{secrets.token_hex(32)}",
         MEDIMG_KEK_CURRENT="k1",
         DJANGO_SETTINGS_MODULE="medimg.settings",

@@ -52,6 +52,8 @@ _ADMIN_PAGE = (ADMIN_LOGIN, ADMIN_LOGIN, ADMIN_LOGIN, ADMIN_LOGIN, ALLOW)
 _EVERYONE = (ALLOW, ALLOW, ALLOW, ALLOW, ALLOW)
 # Clinical pages: anonymous users to the login page; admins and outsiders refused.
 _PAGE_CLINICAL = (LOGIN, FORBIDDEN, ALLOW, ALLOW, FORBIDDEN)
+# Admin pages: anonymous users to the login page; every other role refused.
+_PAGE_ADMIN = (LOGIN, FORBIDDEN, FORBIDDEN, FORBIDDEN, ALLOW)
 
 
 @dataclass(frozen=True)
@@ -104,6 +106,15 @@ POLICY: list[Rule] = [
     Rule("login/", "POST", _EVERYONE, body={"username": "nobody", "password": "x"}, form=True),
     # Logging out always lands on the login page, whoever asks.
     Rule("logout/", "POST", (LOGIN, LOGIN, LOGIN, LOGIN, LOGIN), body={}, form=True),
+    # Two-factor login (accounts/otp_views.py): the code step answers anyone signed in or
+    # half-way through the password step (a wrong code is a 400); enrolment is for the
+    # signed-in user's own device. Anonymous visitors go back to the login page.
+    Rule("login/otp/", "GET", (LOGIN, ALLOW, ALLOW, ALLOW, ALLOW)),
+    Rule("login/otp/", "POST", (LOGIN, ALLOW, ALLOW, ALLOW, ALLOW), body={"code": "000000"},
+         form=True),
+    Rule("account/2fa/", "GET", (LOGIN, ALLOW, ALLOW, ALLOW, ALLOW)),
+    Rule("account/2fa/", "POST", (LOGIN, ALLOW, ALLOW, ALLOW, ALLOW), body={"code": "000000"},
+         form=True),
     Rule("api/auth/register/", "POST", _EVERYONE,
          body={"username": "policy-new", "password": "plum-velvet-harbour-917", "role": "doctor"}),
     # Credentials in the body are the only way in; a session changes nothing (tina: conftest).
@@ -136,16 +147,52 @@ POLICY: list[Rule] = [
     Rule("api/images/<int:scan_id>/status/", "GET", _API_CLINICAL),
     Rule("api/images/<int:scan_id>/redacted/", "GET", _API_CLINICAL),
     Rule("api/images/<int:scan_id>/grid/", "GET", _API_CLINICAL),
+    Rule("api/images/<int:scan_id>/thumbnail/", "GET", _API_CLINICAL),
     Rule("api/images/<int:scan_id>/regions/", "GET", _API_CLINICAL),
+    # Review (imaging/apis_review.py): the policy scan is unprocessed, so allowed roles get 409.
+    Rule("api/images/<int:scan_id>/regions/", "POST", _API_CLINICAL,
+         body={"x1": 0, "y1": 0, "x2": 4, "y2": 4}),
+    Rule("api/images/<int:scan_id>/review/", "POST", _API_TECHNICIAN, body={}),
+    Rule("api/regions/<int:region_id>/", "DELETE", _API_TECHNICIAN),
     Rule("api/images/<int:scan_id>/similar/", "GET", _API_CLINICAL),
     Rule("api/images/<int:scan_id>/restore/", "GET", _API_DOCTOR),
+    # Viewer and QC (imaging/apis_viewing.py): frames, clusters and studies for clinical
+    # roles; the QC outlier report (statistics, no images) for doctors and admins.
+    Rule("api/images/<int:scan_id>/frames/", "GET", _API_CLINICAL),
+    Rule("api/images/<int:scan_id>/clusters/", "GET", _API_CLINICAL, query={"k": "3"}),
+    Rule("api/images/<int:scan_id>/clusters/image/", "GET", _API_CLINICAL),
+    Rule("api/patients/<str:patient_id>/studies/", "GET", _API_CLINICAL),
+    Rule("api/qc/outliers/", "GET", (UNAUTHENTICATED, FORBIDDEN, FORBIDDEN, ALLOW, ALLOW)),
+    # De-identified DICOM (imaging/deid_apis.py): identity and exports, doctors only.
+    Rule("api/images/<int:scan_id>/identity/", "GET", _API_DOCTOR),
+    Rule("api/images/<int:scan_id>/export/", "GET", _API_DOCTOR, query={"format": "dicom"}),
+    Rule("api/patients/<str:patient_id>/export/", "GET", _API_DOCTOR),
+    Rule("api/studies/<str:study_uid>/export/", "GET", _API_DOCTOR),
     Rule("api/regions/<int:region_id>/", "GET", _API_DOCTOR),
     Rule("api/stats/processing/", "GET", (UNAUTHENTICATED, FORBIDDEN, FORBIDDEN, FORBIDDEN, ALLOW)),
+    # Segmentation (imaging/apis_segmentation.py): doctors only. The policy job is queued, so
+    # overlay and SEG answer 409 segmentation_not_ready; the POST meets an unprocessed scan.
+    Rule("api/segmentation/models/", "GET", _API_DOCTOR),
+    Rule("api/images/<int:scan_id>/segmentations/", "GET", _API_DOCTOR),
+    Rule("api/images/<int:scan_id>/segmentations/", "POST", _API_DOCTOR,
+         body={"model": "policy-model"}),
+    Rule("api/segmentations/<int:segmentation_id>/", "GET", _API_DOCTOR),
+    Rule("api/segmentations/<int:segmentation_id>/overlay/", "GET", _API_DOCTOR),
+    Rule("api/segmentations/<int:segmentation_id>/seg/", "GET", _API_DOCTOR),
+    Rule("admin/imaging/segmentationmodel/", "GET", _ADMIN_PAGE,
+         path="/admin/imaging/segmentationmodel/"),
     Rule("admin/imaging/scan/", "GET", _ADMIN_PAGE, path="/admin/imaging/scan/"),
 
     # ---- clinical pages (medimg/urls_pages.py; added by the pages engineer) ----------------
     Rule("patients/<str:patient_id>/", "GET", _PAGE_CLINICAL),
     Rule("scans/<int:scan_id>/", "GET", _PAGE_CLINICAL),
+    Rule("scans/<int:scan_id>/clusters/", "GET", _PAGE_CLINICAL),
+    # Quality control (imaging/views_qc.py): doctors and admins.
+    Rule("qc/", "GET", (LOGIN, FORBIDDEN, FORBIDDEN, ALLOW, ALLOW)),
+    # Admin pages outside Django admin (medimg/urls_pages.py).
+    Rule("manage/statistics/", "GET", _PAGE_ADMIN),
+    Rule("manage/audit/", "GET", _PAGE_ADMIN, query={"action": "login"}),
+    Rule("manage/audit/", "POST", _PAGE_ADMIN, body={}, form=True),
 ]
 # fmt: on
 
@@ -156,8 +203,18 @@ def path_values(patient_for_policy: Patient, scan_for_policy: Any) -> dict[str, 
     return {
         "patient_id": patient_for_policy.id,
         "scan_id": str(scan_for_policy.pk),
+        "study_uid": scan_for_policy.study_uid,
         "region_id": str(scan_for_policy.regions.get().pk),
+        "segmentation_id": str(_policy_segmentation(scan_for_policy).pk),
     }
+
+
+def _policy_segmentation(scan: Any) -> Any:
+    """A queued segmentation job of the policy scan."""
+    from imaging.models import SegmentationJob, SegmentationModel
+
+    model = SegmentationModel.objects.create(name="policy-model", config={})
+    return SegmentationJob.objects.create(scan=scan, model=model)
 
 
 @pytest.fixture
@@ -175,6 +232,7 @@ def scan_for_policy(patient_for_policy: Patient) -> Any:
         pixel_dtype="uint8",
         pixels_sha256="0" * 64,
         original_path="scans/policy/original.enc",
+        study_uid="2.25.1234",
         wrapped_key=b"",
         key_id="dev",
     )
