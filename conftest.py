@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import threading
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -14,6 +18,7 @@ from accounts.models import Role
 pytest_plugins = ["medimg.tests.log_hygiene"]
 
 PASSWORD = "correct-horse-battery-staple-42"
+CHROMIUM = Path("/usr/bin/chromium")
 
 
 def _make_user(django_user_model: Any, username: str, role: str) -> Any:
@@ -94,3 +99,77 @@ def _force_login_gives_both_factors(monkeypatch: Any) -> None:
             session.save()
 
     monkeypatch.setattr(Client, "force_login", force_login)
+
+
+# --- Live server and browser (browser tests, the console client) ------------------------------
+
+
+@pytest.fixture
+def serial_live_server(live_server: Any) -> Iterator[Any]:
+    """pytest-django's live server, one request at a time on SQLite.
+
+    The in-memory SQLite test database is one connection that the live server's threads
+    share; two requests at once (parallel uploads, a thumbnail beside the notes) would
+    interleave their transactions on it. PostgreSQL needs no such lock."""
+    from django.db import connection
+
+    if connection.vendor != "sqlite":
+        yield live_server
+        return
+    httpd = live_server.thread.httpd
+    app = httpd.get_app()
+    lock = threading.Lock()
+
+    def one_at_a_time(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        with lock:
+            result = app(environ, start_response)
+            try:
+                return list(result)
+            finally:
+                if hasattr(result, "close"):
+                    result.close()
+
+    httpd.set_app(one_at_a_time)
+    try:
+        yield live_server
+    finally:
+        httpd.set_app(app)
+
+
+@pytest.fixture
+def eager_tasks(settings: Any) -> Iterator[None]:
+    """Celery tasks run in-process, even with REDIS_URL set; errors propagate."""
+    from medimg.celery import app as celery_app
+
+    settings.CELERY_TASK_ALWAYS_EAGER = True
+    before = (celery_app.conf.task_always_eager, celery_app.conf.task_eager_propagates)
+    celery_app.conf.task_always_eager = celery_app.conf.task_eager_propagates = True
+    yield
+    celery_app.conf.task_always_eager, celery_app.conf.task_eager_propagates = before
+
+
+@pytest.fixture(scope="module")
+def chromium() -> Iterator[Any]:
+    """Debian's headless Chromium through Playwright (`playwright install` cannot download
+    browsers here). Skips when either is missing."""
+    if not CHROMIUM.exists():
+        pytest.skip(f"needs {CHROMIUM} (apt-get install chromium)")
+    sync_api = pytest.importorskip("playwright.sync_api", reason="needs the playwright package")
+    # Playwright's sync API runs an event loop in this thread for as long as the browser
+    # lives; the ORM calls the tests (and their database teardown) make are synchronous.
+    previous = os.environ.get("DJANGO_ALLOW_ASYNC_UNSAFE")
+    os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=str(CHROMIUM),
+            headless=True,
+            args=["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"],
+        )
+        try:
+            yield browser
+        finally:
+            browser.close()
+    if previous is None:
+        os.environ.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)
+    else:
+        os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = previous

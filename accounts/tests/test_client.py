@@ -8,20 +8,16 @@ import io
 import os
 import subprocess
 import sys
-import threading
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
-from django.db import connection
 from PIL import Image
 
 from audit.models import Action, AuditEvent
 from imaging.models import Scan
 from imaging.tests import factories
-from medimg.celery import app as celery_app
 from patients.models import Patient
 
 SCRIPT = Path(sys.executable).with_name("medimg-client")
@@ -29,41 +25,10 @@ PASSWORD = "correct-horse-battery-staple-42"  # conftest's personas
 
 
 @pytest.fixture
-def in_process(settings: Any) -> Iterator[None]:
-    """Eager tasks (even with REDIS_URL set) and the classical detector for synthetic text."""
-    settings.CELERY_TASK_ALWAYS_EAGER = True
+def server(serial_live_server: Any, eager_tasks: None, settings: Any) -> Any:
+    """The live server with in-process tasks and the classical detector for synthetic text."""
     settings.IMAGING_DETECTOR = "imaging.tests.factories.bright_text_detector"
-    before = (celery_app.conf.task_always_eager, celery_app.conf.task_eager_propagates)
-    celery_app.conf.task_always_eager = True
-    celery_app.conf.task_eager_propagates = True
-    yield
-    celery_app.conf.task_always_eager, celery_app.conf.task_eager_propagates = before
-
-
-@pytest.fixture
-def server(live_server: Any, in_process: None) -> Iterator[Any]:
-    """The live server, one request at a time on SQLite (one shared in-memory connection)."""
-    if connection.vendor != "sqlite":
-        yield live_server
-        return
-    httpd = live_server.thread.httpd
-    app = httpd.get_app()
-    lock = threading.Lock()
-
-    def one_at_a_time(environ: dict[str, Any], start_response: Any) -> list[bytes]:
-        with lock:
-            result = app(environ, start_response)
-            try:
-                return list(result)
-            finally:
-                if hasattr(result, "close"):
-                    result.close()
-
-    httpd.set_app(one_at_a_time)
-    try:
-        yield live_server
-    finally:
-        httpd.set_app(app)
+    return serial_live_server
 
 
 def _client(server: Any, session: Path, *args: str) -> subprocess.CompletedProcess[str]:

@@ -20,20 +20,16 @@ from __future__ import annotations
 
 import io
 import os
-import threading
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 from django.conf import settings as django_settings
-from django.db import connection
 from PIL import Image
 
 from audit.models import Action, AuditEvent
 from imaging.models import Region, RegionSource, Scan, ScanStatus
-from medimg.celery import app as celery_app
 from patients.models import Patient
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -56,68 +52,15 @@ sync_api = pytest.importorskip("playwright.sync_api", reason="needs the playwrig
 # --- Fixtures -------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def chromium() -> Iterator[Any]:
-    # Playwright's sync API runs an event loop in this thread for as long as the browser
-    # lives; the ORM calls the tests (and their database teardown) make are synchronous.
-    previous = os.environ.get("DJANGO_ALLOW_ASYNC_UNSAFE")
-    os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
-    with sync_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=str(CHROMIUM),
-            headless=True,
-            args=["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"],
-        )
-        try:
-            yield browser
-        finally:
-            browser.close()
-    if previous is None:
-        os.environ.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)
-    else:
-        os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = previous
-
-
 @pytest.fixture
-def in_process(settings: Any) -> Iterator[None]:
-    """Eager tasks (even with REDIS_URL set) and the real detector."""
-    settings.CELERY_TASK_ALWAYS_EAGER = True
+def in_process(eager_tasks: None, settings: Any) -> None:
+    """Eager tasks and the project's real detector."""
     settings.IMAGING_DETECTOR = "imaging.detection.detect"
-    before = (celery_app.conf.task_always_eager, celery_app.conf.task_eager_propagates)
-    celery_app.conf.task_always_eager = True
-    celery_app.conf.task_eager_propagates = True
-    yield
-    celery_app.conf.task_always_eager, celery_app.conf.task_eager_propagates = before
 
 
 @pytest.fixture
-def server(live_server: Any) -> Iterator[Any]:
-    """pytest-django's live server, one request at a time on SQLite.
-
-    The in-memory SQLite test database is one connection that the live server's threads
-    share; two requests at once (parallel uploads, a thumbnail beside the notes) would
-    interleave their transactions on it. PostgreSQL needs no such lock."""
-    if connection.vendor != "sqlite":
-        yield live_server
-        return
-    httpd = live_server.thread.httpd
-    app = httpd.get_app()
-    lock = threading.Lock()
-
-    def one_at_a_time(environ: dict[str, Any], start_response: Any) -> list[bytes]:
-        with lock:
-            result = app(environ, start_response)
-            try:
-                return list(result)
-            finally:
-                if hasattr(result, "close"):
-                    result.close()
-
-    httpd.set_app(one_at_a_time)
-    try:
-        yield live_server
-    finally:
-        httpd.set_app(app)
+def server(serial_live_server: Any) -> Any:
+    return serial_live_server
 
 
 class Session:

@@ -5,23 +5,18 @@ from __future__ import annotations
 
 import base64
 import io
-import os
-import threading
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
-from django.db import connection
 from PIL import Image
 from rest_framework.test import APIClient
 
 from audit.models import Action, AuditEvent
 from imaging.models import Scan, ScanStatus
 from imaging.tests import factories
-from medimg.celery import app as celery_app
 from patients.models import Patient
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -48,52 +43,9 @@ FETCH_REGION = FETCH_SEALED.replace("fetchRestore", "fetchRegion")
 
 
 @pytest.fixture
-def chromium() -> Iterator[Any]:
-    previous = os.environ.get("DJANGO_ALLOW_ASYNC_UNSAFE")
-    os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
-    with sync_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=str(CHROMIUM),
-            headless=True,
-            args=["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"],
-        )
-        try:
-            yield browser
-        finally:
-            browser.close()
-    if previous is None:
-        os.environ.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)
-    else:
-        os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = previous
-
-
-@pytest.fixture
-def server(live_server: Any, settings: Any) -> Iterator[Any]:
-    settings.CELERY_TASK_ALWAYS_EAGER = True
+def server(serial_live_server: Any, eager_tasks: None, settings: Any) -> Any:
     settings.IMAGING_DETECTOR = "imaging.tests.factories.bright_text_detector"
-    before = (celery_app.conf.task_always_eager, celery_app.conf.task_eager_propagates)
-    celery_app.conf.task_always_eager = celery_app.conf.task_eager_propagates = True
-    httpd = live_server.thread.httpd
-    app = httpd.get_app()
-    lock = threading.Lock()
-
-    def one_at_a_time(environ: dict[str, Any], start_response: Any) -> list[bytes]:
-        # One request at a time on SQLite's single shared in-memory connection.
-        with lock:
-            result = app(environ, start_response)
-            try:
-                return list(result)
-            finally:
-                if hasattr(result, "close"):
-                    result.close()
-
-    if connection.vendor == "sqlite":
-        httpd.set_app(one_at_a_time)
-    try:
-        yield live_server
-    finally:
-        httpd.set_app(app)
-        celery_app.conf.task_always_eager, celery_app.conf.task_eager_propagates = before
+    return serial_live_server
 
 
 def test_it_decrypts_the_restored_original_only_in_the_browser(
