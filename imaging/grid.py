@@ -37,6 +37,10 @@ PALETTE: tuple[tuple[int, int, int], ...] = (
 )
 
 
+# The detector's class names as people read them on the image (the pages use the same words).
+CAPTIONS = {"phi_text": "patient text", "tech_text": "technical", "barcode": "barcode"}
+
+
 @dataclass(frozen=True)
 class GridBox:
     number: int
@@ -46,7 +50,7 @@ class GridBox:
 
     @property
     def caption(self) -> str:
-        text = f"{self.number} {self.label}".strip()
+        text = f"{self.number} {CAPTIONS.get(self.label, self.label)}".strip()
         if self.confidence is not None:
             text += f" {round(self.confidence * 100)}%"
         return text

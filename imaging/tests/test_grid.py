@@ -43,6 +43,10 @@ def test_it_writes_the_caption_in_a_band():
     assert (band == text).all(axis=2).any()  # Caption pixels in the contrasting colour.
     assert GridBox(number=3, box=(0, 0, 1, 1), label="name", confidence=0.5).caption == "3 name 50%"
     assert GridBox(number=4, box=(0, 0, 1, 1), label="id").caption == "4 id"
+    # The detector's classes read as words, not identifiers.
+    assert GridBox(number=5, box=(0, 0, 1, 1), label="phi_text", confidence=0.63).caption == (
+        "5 patient text 63%"
+    )
 
 
 def test_it_keeps_captions_inside_the_image_at_the_top_edge():

@@ -559,7 +559,7 @@ def test_it_segments_a_scan_and_shows_the_overlay_legend_and_sizes(
     }
     assert float(shown["grey matter"]) == pytest.approx(areas["grey_matter"])
     assert areas["grey_matter"] > 0 and areas["white_matter"] > 0
-    doc.shot("18-doctor-segmentation")
+    doc.shot("25-doctor-segmentation")
     # Hiding the overlay hides it; the request and every view are audited.
     panel.get_by_label("Show overlay").uncheck()
     assert overlay.is_hidden()
