@@ -34,6 +34,8 @@ from imaging.models import Region
 from patients.selectors import patient_lookup
 
 _ERROR = OpenApiResponse(description='`{"error": {"code", "message"}}`')
+# What an image endpoint refuses with: bad parameters, no or wrong login, unknown, not ready.
+_ERRORS_4XX = {400: _ERROR, 401: _ERROR, 403: _ERROR, 404: _ERROR, 409: _ERROR}
 _PNG = OpenApiResponse(OpenApiTypes.BINARY, description="A PNG image.")
 
 
@@ -402,11 +404,7 @@ class ScanRedactedApi(_ScanDisplayApi):
         parameters=[WindowInputSerializer],
         responses={
             (200, "image/png"): _PNG,
-            400: _ERROR,
-            401: _ERROR,
-            403: _ERROR,
-            404: _ERROR,
-            409: _ERROR,
+            **_ERRORS_4XX,
         },
     )
     def get(self, request: Request, scan_id: int) -> HttpResponse:
@@ -426,11 +424,7 @@ class ScanGridApi(_ScanDisplayApi):
         parameters=[FrameInputSerializer],
         responses={
             (200, "image/png"): _PNG,
-            400: _ERROR,
-            401: _ERROR,
-            403: _ERROR,
-            404: _ERROR,
-            409: _ERROR,
+            **_ERRORS_4XX,
         },
     )
     def get(self, request: Request, scan_id: int) -> HttpResponse:
