@@ -162,15 +162,20 @@ class StudyExportApi(_AuditedRefusal):
         summary="A zip of one study's de-identified scans",
         description=(
             "Roles: doctor only. `study_uid` is the remapped (de-identified) Study Instance "
-            "UID shown on the scans. Same contents as the patient export; 404 for a study "
-            "with no scan you may see. Audited as scan_viewed (target study) with details "
-            "view=export."
+            "UID shown on the scans. Only that patient's scans of the study: a UID shared "
+            "with another patient's scans (a merged or mislabelled study) never mixes them "
+            "into one zip. Same contents as the patient export; 404 for an unknown patient or "
+            "a study with no scan of that patient you may see. Audited as scan_viewed (target "
+            "study) with details view=export and the patient."
         ),
         responses={(200, "application/zip"): _ZIP, **_ERRORS},
     )
-    def get(self, request: Request, study_uid: str) -> HttpResponse:
-        scans = deid_services.scans_for_study_export(user=request.user, study_uid=study_uid)
+    def get(self, request: Request, patient_id: str, study_uid: str) -> HttpResponse:
+        patient = patient_lookup(user=request.user, patient_id=patient_id)
+        scans = deid_services.scans_for_study_export(
+            user=request.user, patient=patient, study_uid=study_uid
+        )
         stream = deid_services.study_export(
-            study_uid=study_uid, scans=scans, actor=request.user, request=request
+            patient=patient, study_uid=study_uid, scans=scans, actor=request.user, request=request
         )
         return _streamed(stream)

@@ -3,7 +3,7 @@
     scan_identity(*, scan, actor, request) -> dict          # the original identifying values
     scan_export(*, scan, actor, fmt, request) -> Rendered   # the de-identified DICOM
     patient_export(*, patient, scans, actor, request) -> StreamedZip   # zip, streamed
-    study_export(*, study_uid, scans, actor, request) -> StreamedZip   # zip, streamed
+    study_export(*, patient, study_uid, scans, actor, request) -> StreamedZip   # zip, streamed
 
 Callers have checked the role (doctor) and scoped the scans (`Scan.objects.visible_to`).
 Every call is audited, refusals included: identity as scan_restored (details part=identity),
@@ -301,13 +301,18 @@ def patient_export(
 
 def study_export(
     *,
+    patient: Patient,
     study_uid: str,
     scans: Sequence[Scan],
     actor: Any,
     request: HttpRequest | None = None,
 ) -> StreamedZip:
-    """A zip of one study's de-identified scans, streamed (`study_uid` is the remapped UID)."""
-    details: dict[str, Any] = {"view": "export", "format": "zip"}
+    """A zip of one patient's scans of one study, de-identified and streamed (`study_uid` is
+    the remapped UID). Caller passes `scans_for_study_export` for the same patient."""
+    if any(scan.patient_id != patient.pk for scan in scans):
+        # A study UID is not a patient boundary: never let a caller mix patients in one zip.
+        raise ValueError("study_export: every scan must belong to `patient`")
+    details: dict[str, Any] = {"view": "export", "format": "zip", "patient": patient.pk}
 
     def work() -> StreamedZip:
         stream, included, skipped = _zip(scans, "study-export.zip")
@@ -337,13 +342,16 @@ def scans_for_patient_export(*, user: Any, patient: Patient) -> list[Scan]:
     )
 
 
-def scans_for_study_export(*, user: Any, study_uid: str) -> list[Scan]:
-    """The study's scans `user` may see; Http404 when there are none (unknown or foreign)."""
+def scans_for_study_export(*, user: Any, patient: Patient, study_uid: str) -> list[Scan]:
+    """`patient`'s scans of the study that `user` may see; Http404 when there are none.
+
+    Scoped by patient as well as by UID: two patients' scans can carry one study UID (a
+    merged or mislabelled study), and an export for one must never carry the other."""
     from django.http import Http404
 
     scans = list(
         Scan.objects.visible_to(user)
-        .filter(study_uid=study_uid)
+        .filter(patient=patient, study_uid=study_uid)
         .exclude(study_uid="")
         .defer("identity_ciphertext")
         .order_by("series_uid", "instance_number", "id")

@@ -59,7 +59,9 @@ urlpatterns = [
         name="patient-export",
     ),
     path(
-        "studies/<str:study_uid>/export/", deid_apis.StudyExportApi.as_view(), name="study-export"
+        "patients/<str:patient_id>/studies/<str:study_uid>/export/",
+        deid_apis.StudyExportApi.as_view(),
+        name="study-export",
     ),
     path("regions/<int:region_id>/", apis_review.RegionApi.as_view(), name="region-decrypt"),
     path("stats/processing/", apis.ProcessingStatsApi.as_view(), name="stats-processing"),

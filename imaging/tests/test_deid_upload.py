@@ -262,7 +262,7 @@ def test_it_refuses_identity_and_export_to_a_technician_and_audits_the_refusal(
         (f"/api/images/{scan.pk}/identity/", Action.SCAN_RESTORED),
         (f"/api/images/{scan.pk}/export/?format=dicom", Action.SCAN_VIEWED),
         (f"/api/patients/{scan.patient_id}/export/", Action.PATIENT_VIEWED),
-        (f"/api/studies/{scan.study_uid}/export/", Action.SCAN_VIEWED),
+        (f"/api/patients/{scan.patient_id}/studies/{scan.study_uid}/export/", Action.SCAN_VIEWED),
     ):
         before = AuditEvent.objects.filter(action=action, outcome=Outcome.REFUSED).count()
         response = api.get(url)
@@ -327,7 +327,7 @@ def test_it_exports_a_patient_and_a_study_as_zips_of_deidentified_files(
     api.force_authenticate(doctor)
     for url in (
         f"/api/patients/{first.patient_id}/export/",
-        f"/api/studies/{first.study_uid}/export/",
+        f"/api/patients/{first.patient_id}/studies/{first.study_uid}/export/",
     ):
         response = api.get(url)
         assert response.status_code == 200
@@ -348,7 +348,36 @@ def test_it_exports_a_patient_and_a_study_as_zips_of_deidentified_files(
         assert "SIMPSON" not in json.dumps(manifest).upper()
     events = AuditEvent.objects.filter(outcome=Outcome.SUCCESS, details__view="export")
     assert {e.action for e in events} == {Action.PATIENT_VIEWED, Action.SCAN_VIEWED}
-    assert api.get("/api/studies/2.25.1/export/").status_code == 404
+    assert api.get(f"/api/patients/{first.patient_id}/studies/2.25.1/export/").status_code == 404
+
+
+def test_it_exports_only_the_named_patients_scans_of_a_study_uid_two_patients_share(
+    api: Any, doctor: Any, upload: Any, other_patient: Any
+) -> None:
+    # One file uploaded for two patients: the same remapped Study Instance UID on both.
+    data = deid_bytes("humans/ctbrain1.dcm")
+    response = upload(("SIMPSON_HOMER_1.dcm", data))
+    assert response.status_code == 201, response.content
+    mine = Scan.objects.get(pk=response.json()[0]["id"])
+    response = upload(("SIMPSON_HOMER_1.dcm", data), patient_id=other_patient.id)
+    assert response.status_code == 201, response.content
+    theirs = Scan.objects.get(pk=response.json()[0]["id"])
+    assert mine.study_uid and mine.study_uid == theirs.study_uid
+    assert mine.patient_id != theirs.patient_id
+    api.force_authenticate(doctor)
+
+    for scan, other in ((mine, theirs), (theirs, mine)):
+        response = api.get(f"/api/patients/{scan.patient_id}/studies/{scan.study_uid}/export/")
+        assert response.status_code == 200
+        archive = zipfile.ZipFile(io.BytesIO(b"".join(response.streaming_content)))
+        manifest = json.loads(archive.read("manifest.json"))
+        assert [s["scan"] for s in manifest["scans"]] == [scan.pk]
+        assert not any(f"scan-{other.pk}." in name for name in archive.namelist())
+        event = AuditEvent.objects.filter(action=Action.SCAN_VIEWED, target_type="study").last()
+        assert event is not None and event.details["scans"] == [scan.pk]
+        assert event.details["patient"] == scan.patient_id
+    # The old patient-less route, which mixed both patients' scans, is gone.
+    assert api.get(f"/api/studies/{mine.study_uid}/export/").status_code == 404
 
 
 def test_it_keeps_the_device_identity_only_when_the_setting_says_so(

@@ -167,7 +167,7 @@ POLICY: list[Rule] = [
     Rule("api/images/<int:scan_id>/identity/", "GET", _API_DOCTOR),
     Rule("api/images/<int:scan_id>/export/", "GET", _API_DOCTOR, query={"format": "dicom"}),
     Rule("api/patients/<str:patient_id>/export/", "GET", _API_DOCTOR),
-    Rule("api/studies/<str:study_uid>/export/", "GET", _API_DOCTOR),
+    Rule("api/patients/<str:patient_id>/studies/<str:study_uid>/export/", "GET", _API_DOCTOR),
     Rule("api/regions/<int:region_id>/", "GET", _API_DOCTOR),
     Rule("api/stats/processing/", "GET", (UNAUTHENTICATED, FORBIDDEN, FORBIDDEN, FORBIDDEN, ALLOW)),
     # Segmentation (imaging/apis_segmentation.py): doctors only. The policy job is queued, so
