@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import string
 import time
 import warnings
@@ -46,6 +47,7 @@ from model.segmentation.dataset import Case, iter_cases, load_classes
 
 TEMPLATE = Path(__file__).resolve().parent / "MODEL_CARD.template.md"
 CARD_FILE = "MODEL_CARD.md"
+CHECKPOINT_FILE = "checkpoint.pt"
 
 
 @dataclass
@@ -70,6 +72,8 @@ class TrainOptions:
     crop: int | None = None  # train on random crops of this side (2D); None: whole images
     init_weights: Path | None = None  # start from this state_dict (fine-tuning)
     time_budget: float | None = None  # seconds: the schedule runs on time and stops there
+    checkpoint: bool = False  # after every epoch: OUT/checkpoint.pt, best weights.pt so far
+    resume: bool = False  # continue from OUT/checkpoint.pt (implies checkpoint)
     seed: int = 0
     threads: int = 2
     device: str = "cpu"
@@ -149,14 +153,29 @@ def foreground_dice(
     return out
 
 
+def save_atomically(state: Any, path: Path) -> None:
+    """torch.save through a temporary file, so a kill mid-write leaves the old file intact."""
+    import torch
+
+    partial = path.with_name(path.name + ".partial")
+    torch.save(state, partial)
+    os.replace(partial, path)
+
+
 def fit(
     config: ModelConfig,
     train: tuple[np.ndarray, np.ndarray],
     val: tuple[np.ndarray, np.ndarray] | None,
     options: TrainOptions,
     log: Callable[[str], None],
+    checkpoint: Path | None = None,
 ) -> tuple[Any, list[dict[str, Any]]]:
-    """Train one network; returns it (best weights loaded when there is validation) and its log."""
+    """Train one network; returns it (best weights loaded when there is validation) and its log.
+
+    With `checkpoint`, the whole state (network, optimiser, schedule, step, random streams,
+    log, best weights, clock) is written there after every epoch and the best weights so far
+    to weights.pt next to it; with `options.resume` a run continues from that file where it
+    stopped, on the same schedule."""
     import torch
     from monai.losses import DiceCELoss
 
@@ -178,6 +197,17 @@ def fit(
     if options.time_budget:
         warmup = min(warmup, 50)  # `epochs` is only an upper bound then
     fit_started = time.perf_counter()
+    saved = None
+    if checkpoint is not None and options.resume:
+        if not checkpoint.is_file():
+            raise ValueError(f"no checkpoint to resume from: {checkpoint}")
+        saved = torch.load(checkpoint, map_location=device, weights_only=False)
+        if saved["total"] != total:
+            raise ValueError(
+                f"checkpoint was for {saved['total']} steps, these options give {total}: "
+                "resume with the same --epochs, --max-steps and --batch-size"
+            )
+        fit_started -= saved["elapsed"]  # a time budget counts the earlier session's time
 
     def progress(step: int) -> float:
         # With a time budget the run is as far along as the larger of its steps and its
@@ -200,8 +230,19 @@ def fit(
     foreground = [k for k in config.classes if k != 0]
     history: list[dict[str, Any]] = []
     best_score, best_state = -math.inf, None
-    step = 0
-    for epoch in range(options.epochs):
+    step, first_epoch = 0, 0
+    if saved is not None:
+        network.load_state_dict(saved["network"])
+        optimiser.load_state_dict(saved["optimiser"])
+        scheduler.load_state_dict(saved["scheduler"])
+        rng.bit_generator.state = saved["numpy_rng"]
+        torch.set_rng_state(saved["torch_rng"])
+        history, step, first_epoch = saved["history"], saved["step"], saved["epoch"]
+        best_score, best_state = saved["best_score"], saved["best_state"]
+        log(f"resumed from {checkpoint} after epoch {first_epoch}, step {step}")
+        if step >= total or progress(step) >= 1.0:
+            first_epoch = options.epochs  # it had finished: only the outputs are written
+    for epoch in range(first_epoch, options.epochs):
         network.train()
         order = rng.permutation(len(x_train))
         losses = []
@@ -241,11 +282,32 @@ def fit(
             record["val_dice"] = {config.classes[k]: round(v, 4) for k, v in dice.items()}
             score = float(np.nanmean(list(dice.values()))) if dice else 0.0
             record["val_mean_dice"] = round(score, 4)
-            if score > best_score:
+            improved = score > best_score
+            if improved:
                 best_score = score
                 best_state = {k: v.detach().cpu().clone() for k, v in network.state_dict().items()}
         history.append(record)
         log(json.dumps(record))
+        if checkpoint is not None:
+            if val is not None and improved:
+                save_atomically(best_state, checkpoint.parent / WEIGHTS_FILE)
+            save_atomically(
+                {
+                    "network": network.state_dict(),
+                    "optimiser": optimiser.state_dict(),
+                    "scheduler": scheduler.state_dict(),
+                    "numpy_rng": rng.bit_generator.state,
+                    "torch_rng": torch.get_rng_state(),
+                    "history": history,
+                    "step": step,
+                    "epoch": epoch + 1,
+                    "total": total,
+                    "best_score": best_score,
+                    "best_state": best_state,
+                    "elapsed": time.perf_counter() - fit_started,
+                },
+                checkpoint,
+            )
         if step >= total or progress(step) >= 1.0:
             break
     network = network.cpu()
@@ -381,7 +443,11 @@ def train(options: TrainOptions, log: Callable[[str], None] = print) -> dict[str
     )
     train_arrays = to_arrays(train_cases, config)
     log(f"training on {len(train_arrays[0])} samples from {len(train_cases)} cases")
-    network, history = fit(config, train_arrays, val_arrays, options, log)
+    checkpoint = None
+    if options.checkpoint or options.resume:  # the final network only, not the k-fold ones
+        checkpoint = out / CHECKPOINT_FILE
+        config.save(out)  # with weights.pt, OUT can be evaluated while the run goes on
+    network, history = fit(config, train_arrays, val_arrays, options, log, checkpoint)
     seconds = time.perf_counter() - started
     torch.save(network.state_dict(), out / WEIGHTS_FILE)
     onnx_gap = export_onnx(network, config, out / ONNX_FILE)

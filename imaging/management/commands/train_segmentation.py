@@ -5,12 +5,14 @@
         [--epochs 20] [--batch-size 16] [--learning-rate 2e-3] [--channels 16,32,64,128]
         [--strides 2,2,2] [--num-res-units 2] [--spatial-dims 2|3] [--dropout 0]
         [--n4] [--denoise] [--clip 0.5,99.5|none] [--normalise zscore|minmax|none]
-        [--max-steps N] [--seed 0] [--threads 2] [--device cpu|cuda]
+        [--max-steps N] [--seed 0] [--threads 2] [--device cpu|cuda] [--checkpoint] [--resume]
 
 DIR follows model/segmentation/dataset.py (images/, masks/, classes.json). OUT gets
 weights.pt, model.onnx, config.json, training_log.json and MODEL_CARD.md; see
 model/segmentation/train.py for how validation, k-fold and weight selection work. Progress goes
-to stdout as JSON lines; the last line is {"out", "config"}.
+to stdout as JSON lines; the last line is {"out", "config"}. With --checkpoint every epoch also
+writes OUT/checkpoint.pt (and the best weights.pt so far); --resume continues from it when the
+same command is run again with --resume added.
 """
 
 from __future__ import annotations
@@ -32,12 +34,12 @@ def int_list(text: str) -> tuple[int, ...]:
     return tuple(int(part) for part in text.split(",") if part)
 
 
-FLAGS = ("n4", "denoise")
+FLAGS = ("n4", "denoise", "checkpoint")
 RECORDED = (
     "data", "model", "out", "name", "val", "val_fraction", "folds", "epochs", "batch_size",
     "learning_rate", "channels", "strides", "num_res_units", "spatial_dims", "dropout", "n4",
     "denoise", "clip", "normalise", "max_steps", "crop", "init_weights", "time_budget",
-    "seed", "threads", "device",
+    "seed", "threads", "device", "checkpoint",
 )  # fmt: skip
 
 
@@ -104,6 +106,16 @@ class Command(BaseCommand):
         parser.add_argument("--seed", type=int, default=0)
         parser.add_argument("--threads", type=int, default=2)
         parser.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:1")
+        parser.add_argument(
+            "--checkpoint",
+            action="store_true",
+            help="after every epoch write OUT/checkpoint.pt and the best OUT/weights.pt so far",
+        )
+        parser.add_argument(
+            "--resume",
+            action="store_true",
+            help="continue from OUT/checkpoint.pt (same options as the run that wrote it)",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         try:
@@ -143,6 +155,8 @@ class Command(BaseCommand):
             seed=options["seed"],
             threads=options["threads"],
             device=options["device"],
+            checkpoint=options["checkpoint"],
+            resume=options["resume"],
             command=command_line(options),
         )
         try:

@@ -133,3 +133,75 @@ def test_it_trains_on_crops_and_refuses_a_crop_off_the_stride(tmp_path: Path) ->
     assert config["training"]["crop"] == 16
     with pytest.raises(ValueError, match="multiple of the total stride"):
         train(options(tmp_path / "bad", 15), log=lambda _: None)
+
+
+def write_squares(root: Path, n: int) -> None:
+    from PIL import Image
+
+    (root / "images").mkdir(parents=True)
+    (root / "masks").mkdir()
+    (root / "classes.json").write_text(json.dumps({"0": "background", "1": "square"}))
+    for i in range(n):
+        mask = np.zeros((32, 32), np.uint8)
+        mask[4 + i : 20 + i, 6:22] = 1
+        Image.fromarray((mask * 150 + 40).astype(np.uint8)).save(root / "images" / f"s{i}.png")
+        Image.fromarray(mask).save(root / "masks" / f"s{i}.png")
+
+
+def test_it_resumes_an_interrupted_run_from_its_checkpoint_exactly(tmp_path: Path) -> None:
+    import pytest
+    import torch
+
+    write_squares(tmp_path / "data", 6)
+
+    def options(out: Path, resume: bool = False) -> TrainOptions:
+        return TrainOptions(
+            data=tmp_path / "data", model="unet", out=out, channels=(4, 8), epochs=3,
+            batch_size=2, threads=1, checkpoint=True, resume=resume,
+        )  # fmt: skip
+
+    whole = train(options(tmp_path / "whole"), log=lambda _: None)
+    assert (tmp_path / "whole" / "checkpoint.pt").is_file()
+
+    def stop_in_epoch_two(line: str) -> None:
+        if line.startswith('{"epoch": 2'):
+            raise KeyboardInterrupt  # killed before epoch 2 was checkpointed
+
+    with pytest.raises(KeyboardInterrupt):
+        train(options(tmp_path / "cut"), log=stop_in_epoch_two)
+    saved = torch.load(tmp_path / "cut" / "checkpoint.pt", weights_only=False)
+    assert saved["epoch"] == 1 and len(saved["history"]) == 1
+    # Between epochs the directory already loads as a model: config.json and the best weights.
+    from imaging.segmentation import Segmenter
+
+    Segmenter.load(tmp_path / "cut").segment(np.zeros((32, 32), np.float32))
+    lines: list[str] = []
+    resumed = train(options(tmp_path / "cut", resume=True), log=lines.append)
+    assert any(line.startswith("resumed from") and "after epoch 1" in line for line in lines)
+    log_whole = json.loads((tmp_path / "whole" / "training_log.json").read_text())["history"]
+    log_cut = json.loads((tmp_path / "cut" / "training_log.json").read_text())["history"]
+    assert [r["loss"] for r in log_cut] == [r["loss"] for r in log_whole]
+    assert resumed["training"]["steps"] == whole["training"]["steps"] == 3 * 3
+    a = torch.load(tmp_path / "whole" / "weights.pt", weights_only=True)
+    b = torch.load(tmp_path / "cut" / "weights.pt", weights_only=True)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_it_refuses_to_resume_without_a_checkpoint_or_with_another_schedule(
+    tmp_path: Path,
+) -> None:
+    import pytest
+
+    write_squares(tmp_path / "data", 4)
+
+    def options(epochs: int, resume: bool) -> TrainOptions:
+        return TrainOptions(
+            data=tmp_path / "data", model="unet", out=tmp_path / "m", channels=(4, 8),
+            epochs=epochs, batch_size=2, threads=1, checkpoint=True, resume=resume,
+        )  # fmt: skip
+
+    with pytest.raises(ValueError, match="no checkpoint to resume from"):
+        train(options(1, resume=True), log=lambda _: None)
+    train(options(1, resume=False), log=lambda _: None)
+    with pytest.raises(ValueError, match="resume with the same"):
+        train(options(2, resume=True), log=lambda _: None)
