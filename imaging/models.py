@@ -106,6 +106,9 @@ class Scan(models.Model):
     grid_path = models.CharField(max_length=500, blank=True)
     # One PNG per frame for display: {"redacted": [...], "grid": [...]}.
     frame_paths = models.JSONField(default=dict, blank=True)
+    # The same shape, a keyed digest per file (imaging.derivatives): a PNG copied in from
+    # another scan or frame is refused on read. Empty on scans processed before digests.
+    frame_digests = models.JSONField(default=dict, blank=True)
 
     wrapped_key = models.BinaryField()
     key_id = models.CharField(max_length=64)
@@ -165,6 +168,16 @@ class Region(models.Model):
     channels = models.PositiveSmallIntegerField(default=1)
     pixel_entropy = models.FloatField(null=True, blank=True)
     ciphertext_entropy = models.FloatField(null=True, blank=True)
+    # A technician's removal waits for a doctor (imaging.review): until approved the region
+    # stays filled, so a role that may not decrypt never sees what it hides.
+    removal_requested_at = models.DateTimeField(null=True, blank=True)
+    removal_requested_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+    )
 
     objects = RegionQuerySet.as_manager()
 
@@ -181,6 +194,10 @@ class Region(models.Model):
     @property
     def box(self) -> tuple[int, int, int, int]:
         return (self.x1, self.y1, self.x2, self.y2)
+
+    @property
+    def removal_pending(self) -> bool:
+        return self.removal_requested_at is not None
 
 
 class Fingerprint(models.Model):
