@@ -11,6 +11,8 @@ Interface (stable; the imaging services call these):
     encrypt_blob(key, plaintext, *, aad) -> bytes
     decrypt_blob(key, blob, *, aad) -> bytes                  # CryptoError on any failure
     region_aad(*, scan_ref, index, frame, box) -> bytes       # canonical associated data
+    derivative_digest(data_key, data, *, scan_ref, kind, frame) -> str   # plain files' binding
+    derivative_check(data_key, data, digest, *, scan_ref, kind, frame)   # CryptoError if not
     original_aad(*, scan_ref) -> bytes                        # for the stored original upload
     pack_array(array) -> bytes / unpack_array(data) -> np.ndarray   # .npy, no pickle
 
@@ -60,7 +62,9 @@ from dataclasses import dataclass
 
 import numpy as np
 from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 
@@ -82,6 +86,8 @@ __all__ = [
     "current_kek_id",
     "data_key_id",
     "decrypt_blob",
+    "derivative_check",
+    "derivative_digest",
     "encrypt_blob",
     "key_ring",
     "new_data_key",
@@ -282,6 +288,35 @@ def identity_aad(*, scan_ref: object) -> bytes:
 
 def _data_key_aad(scan_ref: object) -> bytes:
     return _canonical("data-key", {"scan": _ref(scan_ref)})
+
+
+def derivative_digest(
+    data_key: bytes, data: bytes, *, scan_ref: object, kind: str, frame: int
+) -> str:
+    """A keyed digest (hex HMAC-SHA256) binding a plain stored file to its scan, kind and frame.
+
+    For what is stored unencrypted (the redacted and grid PNGs: nothing secret, but shown as
+    this scan's image). Keyed by HKDF of the scan's data key, so a file from another scan
+    never matches, and KEK rotation (which re-wraps, never changes, data keys) keeps it valid.
+    """
+    _check_key(data_key)
+    mac_key = HKDF(
+        algorithm=hashes.SHA256(), length=32, salt=b"medimg/derivative-mac/v1", info=b"derivative"
+    ).derive(data_key)
+    context = _canonical(
+        "derivative", {"scan": _ref(scan_ref), "kind": str(kind), "frame": int(frame)}
+    )
+    message = context + b"\n" + hashlib.sha256(bytes(data)).digest()
+    return hmac.new(mac_key, message, hashlib.sha256).hexdigest()
+
+
+def derivative_check(
+    data_key: bytes, data: bytes, digest: str, *, scan_ref: object, kind: str, frame: int
+) -> None:
+    """CryptoError unless `digest` is `derivative_digest` of exactly this file and context."""
+    expected = derivative_digest(data_key, data, scan_ref=scan_ref, kind=kind, frame=frame)
+    if not isinstance(digest, str) or not hmac.compare_digest(expected, digest):
+        raise CryptoError()
 
 
 def segmentation_aad(*, scan_ref: object, job: int, part: str, frame: int = 0) -> bytes:

@@ -28,6 +28,7 @@ from django.http import HttpRequest
 from audit.models import Action, Outcome
 from audit.services import audit_record
 from imaging import crypto
+from imaging.derivatives import frame_read
 from imaging.errors import CryptoError, ImagingError
 from imaging.identity import identity_open, identity_view
 from imaging.models import Scan, ScanFormat, ScanStatus
@@ -225,12 +226,13 @@ def _zip_plan(scans: Sequence[Scan]) -> tuple[list[dict[str, Any]], list[dict[st
             name = f"{scan.study_uid or 'study'}/{scan.series_uid or 'series'}/"
             name += f"scan-{scan.pk}.dcm"
             _deidentified_dicom(scan)
-            files = [(name, scan, "")]
+            files: list[tuple[str, Scan, int | None]] = [(name, scan, None)]
         else:
             files = []
-            for index, path in enumerate((scan.frame_paths or {}).get("redacted") or []):
-                storage_read(path)
-                files.append((f"images/scan-{scan.pk}-frame-{index}.png", scan, path))
+            for index in range(len((scan.frame_paths or {}).get("redacted") or [])):
+                # Checked against the scan's digest: never another scan's picture in the zip.
+                frame_read(scan, "redacted", index)
+                files.append((f"images/scan-{scan.pk}-frame-{index}.png", scan, index))
         entries.append(
             {
                 "scan": scan.pk,
@@ -256,12 +258,16 @@ def _zip_chunks(entries: list[dict[str, Any]], skipped: list[dict[str, Any]]) ->
     sink = _Sink()
     with zipfile.ZipFile(sink, "w", compression=zipfile.ZIP_DEFLATED) as archive:  # type: ignore[arg-type]
         for entry in entries:
-            for name, scan, path in entry["files"]:
-                data = storage_read(path) if path else _deidentified_dicom(scan)
+            for name, scan, frame in entry["files"]:
+                data = (
+                    _deidentified_dicom(scan)
+                    if frame is None
+                    else frame_read(scan, "redacted", frame)
+                )
                 archive.writestr(name, data)
                 yield sink.drain()
         manifest = {
-            "scans": [{**e, "files": [name for name, _scan, _path in e["files"]]} for e in entries],
+            "scans": [{**e, "files": [file[0] for file in e["files"]]} for e in entries],
             "skipped": skipped,
         }
         archive.writestr("manifest.json", json.dumps(manifest, indent=2, sort_keys=True))

@@ -168,6 +168,7 @@ def _apply(
     scan.redacted_pixels_path = paths["redacted_pixels_path"]
     scan.grid_path = paths["grid_path"]
     scan.frame_paths = paths["frame_paths"]
+    scan.frame_digests = paths["frame_digests"]
     scan.metrics = _metrics(scan, image, rebuilt, regions)
     # An edit after confirmation re-opens the review: what was confirmed is not this.
     scan.reviewed_at = None
@@ -180,6 +181,7 @@ def _apply(
             "redacted_pixels_path",
             "grid_path",
             "frame_paths",
+            "frame_digests",
             "metrics",
             "reviewed_at",
             "reviewed_by",

@@ -53,6 +53,7 @@ from django.utils.text import slugify
 from audit.models import Action, Outcome
 from audit.services import audit_record
 from imaging import crypto
+from imaging.derivatives import frame_read
 from imaging.models import (
     JobStatus,
     Scan,
@@ -527,10 +528,17 @@ def segmentation_run(*, job_id: int) -> SegmentationJob | None:
         t0 = time.perf_counter()
         mask_path = put("mask.enc", crypto.pack_array(labels.astype(np.uint8)), "mask")
         # The redacted display frame behind each label frame, member by member.
-        displays = [path for m in members for path in ((m.frame_paths or {}).get("redacted") or [])]
+        displays = [
+            (m, j) for m in members for j in range(len((m.frame_paths or {}).get("redacted") or []))
+        ]
         overlays = []
         for i in range(labels.shape[0]):
-            display = _decode_png(storage_read(displays[i]))
+            member, member_frame = displays[i]
+            try:
+                # Checked against the member's digest: never another scan's picture.
+                display = _decode_png(frame_read(member, "redacted", member_frame))
+            except crypto.CryptoError:
+                raise SegmentationFailure("decrypt_failed") from None
             png = overlay_png(display, labels[i], classes, title=job.model.title or job.model.name)
             overlays.append(put(f"overlay-{i:04d}.enc", png, "overlay", i))
         timings["overlay_ms"] = (time.perf_counter() - t0) * 1000.0

@@ -15,8 +15,8 @@ from django.shortcuts import get_object_or_404
 
 from audit.models import Action
 from audit.services import audit_record
+from imaging import derivatives
 from imaging.models import Fingerprint, Region, Scan, ScanStatus
-from imaging.storage import storage_read
 from medimg.errors import ApplicationError
 from patients.models import Patient
 
@@ -126,7 +126,7 @@ def scan_display_png(
             scan=scan, frame=frame, window=window, user=user, request=request
         )
     scan = get_object_or_404(
-        Scan.objects.visible_to(user).only("id", "status", "frame_paths"), pk=scan_id
+        Scan.objects.visible_to(user).only("id", "status", *derivatives.FIELDS), pk=scan_id
     )
     if scan.status != ScanStatus.COMPLETED:
         raise ApplicationError(
@@ -137,7 +137,9 @@ def scan_display_png(
         raise ApplicationError(
             "invalid_frame", f"frame must be between 0 and {max(len(paths) - 1, 0)}."
         )
-    content = storage_read(paths[frame])
+    content = derivatives.frame_read_audited(
+        scan, kind, frame, actor=user, request=request, details={"view": kind, "frame": frame}
+    )
     audit_record(
         action=Action.SCAN_VIEWED,
         actor=user,

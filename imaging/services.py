@@ -31,6 +31,7 @@ from accounts.session_keys import SealContext, unseal_from
 from audit.models import Action, Outcome
 from audit.services import audit_record
 from imaging import crypto, pipeline
+from imaging.derivatives import frame_digests
 from imaging.errors import CryptoError, ImagingError
 from imaging.models import FailureReason, Fingerprint, Region, Scan, ScanFormat, ScanStatus
 from imaging.storage import storage_delete, storage_read, storage_write
@@ -321,14 +322,16 @@ def _write_outputs(
         data_key, crypto.pack_array(result.redacted_pixels), aad=_redacted_pixels_aad(scan_ref)
     )
     redacted_pixels_path = put("redacted-pixels.enc", sealed)
+    pngs = {
+        "redacted": [encode_image(frame, "png") for frame in result.redacted_display],
+        "grid": [encode_image(frame, "png") for frame in result.grid_display],
+    }
+    # The plain PNGs are bound to this scan, kind and frame by a digest kept on the row.
+    digests = frame_digests(data_key, scan_ref=scan_ref, frames=pngs)
     redacted_frames = [
-        put(f"redacted-{i:04d}.png", encode_image(frame, "png"))
-        for i, frame in enumerate(result.redacted_display)
+        put(f"redacted-{i:04d}.png", data) for i, data in enumerate(pngs["redacted"])
     ]
-    grid_frames = [
-        put(f"grid-{i:04d}.png", encode_image(frame, "png"))
-        for i, frame in enumerate(result.grid_display)
-    ]
+    grid_frames = [put(f"grid-{i:04d}.png", data) for i, data in enumerate(pngs["grid"])]
     deidentified, identity = None, b""
     if scan.format == ScanFormat.DICOM:
         from imaging.identity import dicom_deidentify, identity_seal
@@ -356,6 +359,7 @@ def _write_outputs(
         "redacted_pixels_path": redacted_pixels_path,
         "grid_path": grid_frames[0],
         "frame_paths": {"redacted": redacted_frames, "grid": grid_frames},
+        "frame_digests": digests,
         "deidentified": deidentified,
         "identity_ciphertext": identity,
     }
@@ -523,6 +527,7 @@ def _scan_complete(
         scan.redacted_pixels_path = paths["redacted_pixels_path"]
         scan.grid_path = paths["grid_path"]
         scan.frame_paths = paths["frame_paths"]
+        scan.frame_digests = paths["frame_digests"]
         scan.metrics = {
             **result.metrics,
             "duplicate_distance": distance,
@@ -547,6 +552,7 @@ def _scan_complete(
                 "redacted_pixels_path",
                 "grid_path",
                 "frame_paths",
+                "frame_digests",
                 "metrics",
                 "detection_ms",
                 "encryption_ms",

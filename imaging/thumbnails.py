@@ -27,8 +27,8 @@ from PIL import Image
 
 from audit.models import Action
 from audit.services import audit_record
+from imaging import derivatives
 from imaging.models import Scan, ScanStatus
-from imaging.storage import storage_read
 from medimg.errors import ApplicationError
 
 SIZES = (128, 256, 512)
@@ -82,7 +82,7 @@ def scan_thumbnail(
     if size not in SIZES:
         raise ApplicationError("invalid_size", f"size must be one of {', '.join(map(str, SIZES))}.")
     scan = get_object_or_404(
-        Scan.objects.visible_to(user).only("id", "status", "frame_paths", "updated_at"),
+        Scan.objects.visible_to(user).only("id", "status", "updated_at", *derivatives.FIELDS),
         pk=scan_id,
     )
     paths = (scan.frame_paths or {}).get("redacted") or []
@@ -104,6 +104,9 @@ def scan_thumbnail(
     content = cache.get(key)
     if content is not None:
         return Thumbnail(scan.pk, content, version, cached=True)
-    content = render_thumbnail(storage_read(paths[0]), size)
+    frame = derivatives.frame_read_audited(
+        scan, "redacted", 0, actor=user, request=request, details={"view": "thumbnail"}
+    )
+    content = render_thumbnail(frame, size)
     cache.set(key, content, timeout=settings.IMAGING_THUMBNAIL_CACHE_SECONDS)
     return Thumbnail(scan.pk, content, version, cached=False)
