@@ -11,14 +11,16 @@ can fix, and the message says nothing about which check failed.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, ClassVar
 
 from django.http import HttpResponse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import serializers, status
+from rest_framework.exceptions import MethodNotAllowed
 from rest_framework.negotiation import BaseContentNegotiation
-from rest_framework.parsers import MultiPartParser
+from rest_framework.parsers import JSONParser, MultiPartParser
 from rest_framework.permissions import BasePermission
 from rest_framework.renderers import BaseRenderer
 from rest_framework.request import Request
@@ -31,6 +33,7 @@ from accounts.session_keys import SealContext, seal_for, session_key_for_request
 from audit.models import Action
 from imaging import selectors, services
 from imaging.models import Region
+from medimg.errors import ApplicationError
 from patients.selectors import patient_lookup
 
 _ERROR = OpenApiResponse(description='`{"error": {"code", "message"}}`')
@@ -486,6 +489,7 @@ class RegionDecryptApi(_AuditedRefusal):
 class ScanRestoreApi(_AuditedRefusal):
     permission_classes = [IsDoctor]
     content_negotiation_class = _FirstRendererNegotiation
+    parser_classes = [JSONParser]
     refused_action = Action.SCAN_RESTORED
     target_type = "scan"
     target_kwarg = "scan_id"
@@ -515,7 +519,7 @@ class ScanRestoreApi(_AuditedRefusal):
         )
 
         class Meta:
-            ref_name = "ScanRestoreQuery"
+            ref_name = "ScanRestoreRequest"
 
     @extend_schema(
         operation_id="images_restore",
@@ -527,16 +531,19 @@ class ScanRestoreApi(_AuditedRefusal):
             "is returned as its decoded pixels, PNG by default). Any integrity failure "
             "(tampered region, nonce, tag, associated data or wrapped key) is a 500 with code "
             "`restore_failed` and an audit event with outcome failure, never a wrong image. "
-            "409 `scan_not_ready` before processing completes. `?frame=` picks a frame; "
-            "for DICOM, `?window=` or `?wc=&ww=` window the png/jpeg rendering of the "
-            "RESTORED pixels (400 `invalid_window` otherwise). With header "
+            "409 `scan_not_ready` before processing completes. A POST with a JSON body (all "
+            "fields optional), never a GET (405): a link or an image tag on another site "
+            "cannot trigger a restore under a doctor's session (browser sessions also need "
+            "the CSRF token), and the reason stays out of URLs and access logs. `frame` picks "
+            "a frame; for DICOM, `window` or `wc` and `ww` window the png/jpeg rendering of "
+            "the RESTORED pixels (400 `invalid_window` otherwise). With header "
             "`X-Medimg-Seal: <session key id>` (from /api/auth/key-exchange/) the body comes "
             "sealed under that session key: application/octet-stream, the image's type in "
             "X-Medimg-Content-Type, associated data "
             '`transfer_aad("restore", scan=<id>, format=<format>, frame=<frame>, '
             "enhance=<true|false>)`. Unknown or expired keys are a 401 `session_key_expired`."
         ),
-        parameters=[InputSerializer],
+        request=InputSerializer,
         responses={
             (200, "image/png"): _PNG,
             (200, "image/jpeg"): OpenApiResponse(OpenApiTypes.BINARY),
@@ -548,22 +555,22 @@ class ScanRestoreApi(_AuditedRefusal):
             401: _ERROR,
             403: _ERROR,
             404: _ERROR,
+            405: _ERROR,
             409: _ERROR,
             500: _ERROR,
         },
     )
-    def get(self, request: Request, scan_id: int) -> HttpResponse:
+    def post(self, request: Request, scan_id: int) -> HttpResponse:
         from imaging.viewing import frame_param, window_request
 
+        body = request.data
+        if not isinstance(body, Mapping):
+            raise ApplicationError("invalid", "The body must be a JSON object.")
         # Frame and window have their own codes (invalid_frame, invalid_window); the rest
         # goes through the serializer.
-        frame = frame_param(request.query_params)
-        window = window_request(request.query_params)
-        rest = {
-            k: v
-            for k, v in request.query_params.items()
-            if k not in ("frame", "window", "wc", "ww")
-        }
+        frame = frame_param(body)
+        window = window_request(body)
+        rest = {k: v for k, v in body.items() if k not in ("frame", "window", "wc", "ww")}
         params = self.InputSerializer(data=rest)
         params.is_valid(raise_exception=True)
         query = {**params.validated_data, "frame": frame}
@@ -589,6 +596,16 @@ class ScanRestoreApi(_AuditedRefusal):
             frame=query["frame"],
             enhance=query["enhance"],
         )
+
+    def http_method_not_allowed(self, request: Request, *args: Any, **kwargs: Any) -> Any:
+        if request.method == "GET":
+            # Restore used to be a GET; say what changed rather than a bare 405.
+            raise MethodNotAllowed(
+                "GET",
+                detail="Restore is a POST with its options in a JSON body (format, enhance, "
+                "frame, window, wc, ww, reason), so that a link cannot trigger it.",
+            )
+        return super().http_method_not_allowed(request, *args, **kwargs)
 
 
 class ScanSimilarApi(APIView):

@@ -23,7 +23,7 @@ ENDPOINTS = [
     ("get", "/api/images/{scan}/grid/", {"technician", "doctor"}),
     ("get", "/api/images/{scan}/regions/", {"technician", "doctor"}),
     ("get", "/api/images/{scan}/similar/", {"technician", "doctor"}),
-    ("get", "/api/images/{scan}/restore/", {"doctor"}),
+    ("post", "/api/images/{scan}/restore/", {"doctor"}),
     ("get", "/api/regions/{region}/", {"doctor"}),
     ("get", "/api/stats/processing/", {"admin"}),
 ]
@@ -31,6 +31,8 @@ ROLES = ["technician", "doctor", "admin", "outsider"]
 
 
 def _call(api: Any, method: str, url: str) -> Any:
+    if method == "post" and url.endswith("/restore/"):
+        return api.post(url, {}, format="json")
     if method == "post":
         png = factories.png_bytes(factories.text_image(96, 64))
         return api.post(url, {"files": [as_upload("a.png", png)]}, format="multipart")
@@ -89,7 +91,7 @@ def test_it_wants_authentication(
 )
 def test_it_404s_for_unknown_objects(api: Any, doctor: Any, template: str) -> None:
     api.force_authenticate(doctor)
-    response = api.get(template)
+    response = _call(api, "post" if template.endswith("/restore/") else "get", template)
     assert response.status_code == 404
     assert response.json()["error"]["code"] == "not_found"
 
@@ -99,7 +101,7 @@ def test_it_refuses_restore_for_technician_and_audits_it(
 ) -> None:
     api.force_authenticate(technician)
 
-    response = api.get(f"/api/images/{completed_scan.pk}/restore/")
+    response = api.post(f"/api/images/{completed_scan.pk}/restore/", {}, format="json")
 
     assert response.status_code == 403
     event = AuditEvent.objects.get(action=Action.SCAN_RESTORED)

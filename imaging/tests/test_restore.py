@@ -23,9 +23,9 @@ def _png_pixels(content: bytes) -> np.ndarray:
     return np.asarray(Image.open(io.BytesIO(content)))
 
 
-def _restore(api: Any, doctor: Any, scan: Scan, query: str = "") -> Any:
+def _restore(api: Any, doctor: Any, scan: Scan, **body: Any) -> Any:
     api.force_authenticate(doctor)
-    return api.get(f"/api/images/{scan.pk}/restore/{query}")
+    return api.post(f"/api/images/{scan.pk}/restore/", body, format="json")
 
 
 def test_it_restores_pixel_exact_original(
@@ -71,7 +71,7 @@ def test_it_restores_a_jpeg_upload_as_its_decoded_pixels(
     decoded = np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
 
     png = _restore(api, doctor, scan)
-    jpeg = _restore(api, doctor, scan, "?format=jpeg")
+    jpeg = _restore(api, doctor, scan, format="jpeg")
 
     assert np.array_equal(_png_pixels(png.content), decoded)
     assert jpeg.status_code == 200 and jpeg["Content-Type"] == "image/jpeg"
@@ -88,19 +88,19 @@ def test_it_restores_a_16_bit_dicom_exactly(
     assert restored.dtype == np.uint16
     assert np.array_equal(restored, pixels)
 
-    response = _restore(api, doctor, scan, "?format=dicom")
+    response = _restore(api, doctor, scan, format="dicom")
     assert response.status_code == 200
     assert response["Content-Type"] == "application/dicom"
     assert response.content == uploaded
 
-    second_frame = _restore(api, doctor, scan, "?format=png&frame=1")
+    second_frame = _restore(api, doctor, scan, format="png", frame=1)
     assert second_frame.status_code == 200
     assert _png_pixels(second_frame.content).shape[:2] == pixels.shape[1:3]
 
 
 def test_it_enhances_with_clahe_on_request(api: Any, doctor: Any, completed_scan: Scan) -> None:
     plain = _png_pixels(_restore(api, doctor, completed_scan).content)
-    enhanced = _restore(api, doctor, completed_scan, "?enhance=true")
+    enhanced = _restore(api, doctor, completed_scan, enhance=True)
 
     assert enhanced.status_code == 200
     enhanced_pixels = _png_pixels(enhanced.content)
@@ -111,7 +111,7 @@ def test_it_enhances_with_clahe_on_request(api: Any, doctor: Any, completed_scan
 def test_it_refuses_dicom_format_for_a_png_upload(
     api: Any, doctor: Any, completed_scan: Scan
 ) -> None:
-    response = _restore(api, doctor, completed_scan, "?format=dicom")
+    response = _restore(api, doctor, completed_scan, format="dicom")
     assert response.status_code == 400
     assert response.json()["error"]["code"] == "invalid_format"
 
@@ -254,7 +254,7 @@ def _assert_restore_fails(api: Any, doctor: Any, scan: Scan) -> None:
     before = AuditEvent.objects.filter(action=Action.SCAN_RESTORED, outcome=Outcome.FAILURE)
     count = before.count()
 
-    response = api.get(f"/api/images/{scan.pk}/restore/")
+    response = api.post(f"/api/images/{scan.pk}/restore/", {}, format="json")
 
     assert response.status_code == 500
     body = response.json()
@@ -269,8 +269,13 @@ def test_it_serves_images_whatever_the_client_accepts(
     api: Any, doctor: Any, completed_scan: Scan
 ) -> None:
     api.force_authenticate(doctor)
-    # A browser asks for images; `?format=` is ours, not DRF's format suffix.
-    png = api.get(f"/api/images/{completed_scan.pk}/restore/?format=png", HTTP_ACCEPT="image/*")
+    # A browser asks for images; `format` is ours, not DRF's format suffix.
+    png = api.post(
+        f"/api/images/{completed_scan.pk}/restore/",
+        {"format": "png"},
+        format="json",
+        HTTP_ACCEPT="image/*",
+    )
     grid = api.get(f"/api/images/{completed_scan.pk}/grid/", HTTP_ACCEPT="image/png")
 
     assert png.status_code == 200 and png.content.startswith(b"\x89PNG")
@@ -312,7 +317,9 @@ def test_it_seals_a_restore_for_the_clients_session_key(
 
     key_id, key = _session_key(api, doctor)
 
-    response = api.get(f"/api/images/{completed_scan.pk}/restore/", HTTP_X_MEDIMG_SEAL=key_id)
+    response = api.post(
+        f"/api/images/{completed_scan.pk}/restore/", {}, format="json", HTTP_X_MEDIMG_SEAL=key_id
+    )
 
     assert response.status_code == 200
     assert response["Content-Type"] == "application/octet-stream"
@@ -354,7 +361,12 @@ def test_it_refuses_an_unknown_session_key_before_decrypting(
 ) -> None:
     api.force_authenticate(doctor)
 
-    response = api.get(f"/api/images/{completed_scan.pk}/restore/", HTTP_X_MEDIMG_SEAL="0" * 32)
+    response = api.post(
+        f"/api/images/{completed_scan.pk}/restore/",
+        {},
+        format="json",
+        HTTP_X_MEDIMG_SEAL="0" * 32,
+    )
 
     assert response.status_code == 401
     assert response.json()["error"]["code"] == "session_key_expired"
@@ -401,3 +413,64 @@ def test_it_accepts_a_sealed_upload_and_refuses_a_tampered_one(
     assert accepted.status_code == 201, accepted.content
     scan = Scan.objects.get(pk=accepted.json()[0]["id"])
     assert np.array_equal(scan_restore_pixels(scan=scan)[0], pixels)
+
+
+# --- Restore is a POST: no link or image tag can trigger it ---------------------------------
+
+
+def test_it_refuses_a_restore_by_get_with_a_clear_405(
+    api: Any, doctor: Any, completed_scan: Scan
+) -> None:
+    api.force_authenticate(doctor)
+
+    response = api.get(f"/api/images/{completed_scan.pk}/restore/?format=png&reason=x")
+
+    assert response.status_code == 405
+    assert response.json()["error"]["code"] == "method_not_allowed"
+    assert "POST" in response.json()["error"]["message"]
+    assert not AuditEvent.objects.filter(action=Action.SCAN_RESTORED).exists()
+
+
+def test_it_refuses_a_cross_site_restore_under_a_doctors_session(
+    doctor: Any, completed_scan: Scan
+) -> None:
+    from django.test import Client
+
+    browser = Client(enforce_csrf_checks=True)
+    browser.force_login(doctor)
+    url = f"/api/images/{completed_scan.pk}/restore/"
+
+    # What another site can make the doctor's browser send: a link, or a form post that
+    # carries the session cookie but not the CSRF token.
+    link = browser.get(url, {"format": "png"})
+    forged = browser.post(url, '{"format": "png"}', content_type="application/json")
+
+    assert link.status_code == 405
+    assert forged.status_code == 403
+    assert "CSRF" in forged.json()["error"]["message"]
+    assert not AuditEvent.objects.filter(
+        action=Action.SCAN_RESTORED, outcome=Outcome.SUCCESS
+    ).exists()
+
+
+def test_it_restores_from_the_doctors_own_page_with_the_csrf_token(
+    doctor: Any, completed_scan: Scan, text_png: tuple[bytes, np.ndarray]
+) -> None:
+    from django.test import Client
+
+    browser = Client(enforce_csrf_checks=True)
+    browser.force_login(doctor)
+    page = browser.get(f"/scans/{completed_scan.pk}/")
+    token = page.cookies["csrftoken"].value
+
+    response = browser.post(
+        f"/api/images/{completed_scan.pk}/restore/",
+        '{"format": "png", "reason": "Tumour board"}',
+        content_type="application/json",
+        HTTP_X_CSRFTOKEN=token,
+    )
+
+    assert response.status_code == 200
+    assert np.array_equal(_png_pixels(response.content), text_png[1])
+    event = AuditEvent.objects.get(action=Action.SCAN_RESTORED)
+    assert event.details["reason"] == "Tumour board"

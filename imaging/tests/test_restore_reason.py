@@ -12,11 +12,15 @@ from imaging.models import Scan
 pytestmark = pytest.mark.django_db
 
 
+def _restore(api: Any, scan: Scan, **body: Any) -> Any:
+    return api.post(f"/api/images/{scan.pk}/restore/", body, format="json")
+
+
 def test_it_records_the_reason_in_the_audit_log(
     api: Any, doctor: Any, completed_scan: Scan
 ) -> None:
     api.force_authenticate(doctor)
-    response = api.get(f"/api/images/{completed_scan.pk}/restore/?reason=Tumour+board")
+    response = _restore(api, completed_scan, reason="Tumour board")
     assert response.status_code == 200
     event = AuditEvent.objects.get(action=Action.SCAN_RESTORED)
     assert event.outcome == Outcome.SUCCESS and event.details["reason"] == "Tumour board"
@@ -28,8 +32,8 @@ def test_it_refuses_a_restore_without_a_reason_when_required(
     settings.MEDIMG_RESTORE_REASON_REQUIRED = True
     api.force_authenticate(doctor)
 
-    refused = api.get(f"/api/images/{completed_scan.pk}/restore/?reason=++")
-    allowed = api.get(f"/api/images/{completed_scan.pk}/restore/?reason=Check+the+label")
+    refused = _restore(api, completed_scan, reason="  ")
+    allowed = _restore(api, completed_scan, reason="Check the label")
 
     assert refused.status_code == 400
     assert refused.json()["error"]["code"] == "reason_required"
@@ -43,5 +47,5 @@ def test_it_refuses_a_restore_without_a_reason_when_required(
 
 def test_a_reason_is_optional_by_default(api: Any, doctor: Any, completed_scan: Scan) -> None:
     api.force_authenticate(doctor)
-    assert api.get(f"/api/images/{completed_scan.pk}/restore/").status_code == 200
+    assert _restore(api, completed_scan).status_code == 200
     assert "reason" not in AuditEvent.objects.get(action=Action.SCAN_RESTORED).details

@@ -85,7 +85,7 @@ def test_it_rotates_to_a_new_kek_and_restores_after_the_old_one_is_gone(
     assert np.array_equal(scan_restore_pixels(scan=completed_scan)[0], text_png[1])
     assert np.array_equal(scan_restore_pixels(scan=dicom_scan), dicom_pixels)
     api.force_authenticate(doctor)
-    response = api.get(f"/api/images/{completed_scan.pk}/restore/")
+    response = api.post(f"/api/images/{completed_scan.pk}/restore/", {}, format="json")
     assert response.status_code == 200
     assert np.array_equal(np.asarray(Image.open(io.BytesIO(response.content))), text_png[1])
 

@@ -62,6 +62,11 @@ def _get(api: Any, user: Any, url: str) -> Any:
     return api.get(url)
 
 
+def _restore(api: Any, user: Any, scan_id: int, **body: Any) -> Any:
+    api.force_authenticate(user)
+    return api.post(f"/api/images/{scan_id}/restore/", body, format="json")
+
+
 # --- Windows and frames --------------------------------------------------------------------
 
 
@@ -113,7 +118,7 @@ def test_it_refuses_windows_on_png_and_non_ct_presets(
 ):
     png = _get(api, doctor, f"/api/images/{completed_scan.pk}/redacted/?window=auto")
     assert png.status_code == 400 and png.json()["error"]["code"] == "invalid_window"
-    restore = _get(api, doctor, f"/api/images/{completed_scan.pk}/restore/?window=auto")
+    restore = _restore(api, doctor, completed_scan.pk, window="auto")
     assert restore.status_code == 400 and restore.json()["error"]["code"] == "invalid_window"
     other, _pixels, _data = completed_dicom_upload  # Modality OT: no Hounsfield presets
     brain = _get(api, doctor, f"/api/images/{other.pk}/redacted/?window=brain")
@@ -125,7 +130,10 @@ def test_it_refuses_windows_on_png_and_non_ct_presets(
 @pytest.mark.parametrize("frame", ["2", "-1", "x"])
 def test_it_refuses_frames_out_of_range(api, doctor, ct_scan, kind, frame):
     scan, _pixels, _data = ct_scan
-    response = _get(api, doctor, f"/api/images/{scan.pk}/{kind}/?frame={frame}")
+    if kind == "restore":
+        response = _restore(api, doctor, scan.pk, frame=frame)
+    else:
+        response = _get(api, doctor, f"/api/images/{scan.pk}/{kind}/?frame={frame}")
     assert response.status_code == 400
     assert response.json()["error"]["code"] == "invalid_frame"
 
@@ -135,13 +143,13 @@ def test_it_restores_frame_n_exactly(api, doctor, ct_scan):
     restored = scan_restore_pixels(scan=Scan.objects.get(pk=scan.pk))
     assert np.array_equal(restored[1], pixels[1]) and not np.array_equal(restored[0], restored[1])
     header = dicom.read_dataset(data, stop_before_pixels=True)
-    response = _get(api, doctor, f"/api/images/{scan.pk}/restore/?format=png&frame=1")
+    response = _restore(api, doctor, scan.pk, format="png", frame=1)
     assert response.status_code == 200
     assert np.array_equal(
         _png(response.content), rendering.render_frame_uint8(header, pixels[1], index=1)
     )
     # Windowed restore renders the RESTORED pixels: the text is back, white in bone.
-    windowed = _get(api, doctor, f"/api/images/{scan.pk}/restore/?frame=1&window=bone")
+    windowed = _restore(api, doctor, scan.pk, frame=1, window="bone")
     window = rendering.window_choice(header, window="bone")
     assert np.array_equal(
         _png(windowed.content), rendering.render_frame_uint8(header, pixels[1], window=window)
@@ -152,7 +160,7 @@ def test_it_restores_frame_n_exactly(api, doctor, ct_scan):
 
 def test_it_refuses_a_windowed_restore_to_technicians(api, technician, ct_scan):
     scan, _pixels, _data = ct_scan
-    assert _get(api, technician, f"/api/images/{scan.pk}/restore/?window=bone").status_code == 403
+    assert _restore(api, technician, scan.pk, window="bone").status_code == 403
 
 
 def test_it_lists_frames_and_window_presets(api, technician, ct_scan, completed_scan):

@@ -30,8 +30,8 @@ sync_api = pytest.importorskip("playwright.sync_api", reason="needs the playwrig
 
 # Runs in the page: the viewer's own restore path, the decrypted Blob back as base64.
 FETCH_SEALED = """
-async (url) => {
-  const blob = await window.MedimgSealed.fetchRestore(url);
+async ([url, fields]) => {
+  const blob = await window.MedimgSealed.fetchRestore(url, fields);
   const data = new Uint8Array(await blob.arrayBuffer());
   let raw = "";
   for (const b of data) raw += String.fromCharCode(b);
@@ -73,7 +73,7 @@ def test_it_decrypts_the_restored_original_only_in_the_browser(
 
     with page.expect_response(lambda r: "/restore/" in r.url) as wire:
         result = page.evaluate(
-            FETCH_SEALED, f"/api/images/{scan.pk}/restore/?format=png&reason=check"
+            FETCH_SEALED, [f"/api/images/{scan.pk}/restore/", {"format": "png", "reason": "check"}]
         )
 
     assert result["type"] == "image/png"
@@ -90,7 +90,7 @@ def test_it_decrypts_the_restored_original_only_in_the_browser(
     region = scan.regions.order_by("index").first()
     assert region is not None
     with page.expect_response(lambda r: "/api/regions/" in r.url) as wire:
-        crop = page.evaluate(FETCH_REGION, f"/api/regions/{region.pk}/")
+        crop = page.evaluate(FETCH_REGION, [f"/api/regions/{region.pk}/", None])
     crop_pixels = np.asarray(Image.open(io.BytesIO(base64.b64decode(crop["b64"]))))
     assert np.array_equal(crop_pixels, pixels[region.y1 : region.y2, region.x1 : region.x2])
     assert wire.value.body().startswith(b"MSEAL")

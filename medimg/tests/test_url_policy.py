@@ -155,7 +155,8 @@ POLICY: list[Rule] = [
     Rule("api/images/<int:scan_id>/review/", "POST", _API_TECHNICIAN, body={}),
     Rule("api/regions/<int:region_id>/", "DELETE", _API_TECHNICIAN),
     Rule("api/images/<int:scan_id>/similar/", "GET", _API_CLINICAL),
-    Rule("api/images/<int:scan_id>/restore/", "GET", _API_DOCTOR),
+    # A POST with a JSON body; the policy scan is unprocessed, so a doctor gets 409.
+    Rule("api/images/<int:scan_id>/restore/", "POST", _API_DOCTOR, body={}),
     # Viewer and QC (imaging/apis_viewing.py): frames, clusters and studies for clinical
     # roles; the QC outlier report (statistics, no images) for doctors and admins.
     Rule("api/images/<int:scan_id>/frames/", "GET", _API_CLINICAL),

@@ -9,12 +9,12 @@
                || lp(server public key) || lp(client public key)   (lp = 4-byte length || bytes)
         48 bytes out: the AES-256-GCM key (32), then the key id (16, hex). The server's key id
         must equal ours: that is the key confirmation.
-   2. The restore GET carries X-Medimg-Seal: <key id>; the body is
+   2. The restore POST carries X-Medimg-Seal: <key id>; the response body is
         "MSEAL" | 1 | len(key id) | key id | nonce (12) | ciphertext || tag (16)
       opened with AES-GCM, associated data = that header || transfer_aad("restore", ...):
         "medimg/sealed-restore/v1\n" + {"enhance":..,"format":..,"frame":..,"scan":..}
-      (keys sorted, no spaces), built from the URL this page asked for, so a body sealed for
-      another scan, frame or format does not open. A region crop (GET /api/regions/{id}/) is
+      (keys sorted, no spaces), built from the URL and JSON body this page sent, so a body
+      sealed for another scan, frame or format does not open. A region crop (GET /api/regions/{id}/) is
       the same with "medimg/sealed-region/v1\n" + {"region":..}.
    The session key lives in this page's memory only, until the server's expires_in; an expired
    or revoked key (401 session_key_expired) is replaced once by a new exchange. */
@@ -166,24 +166,27 @@
     return exchange();
   }
 
-  // transfer_aad("restore", scan=, format=, frame=, enhance=) for the URL being fetched,
-  // with the server's defaults and parsing (imaging/apis.py ScanRestoreApi).
-  function restoreAad(url) {
+  // transfer_aad("restore", scan=, format=, frame=, enhance=) for the restore being POSTed
+  // (`fields` is its JSON body), with the server's defaults and parsing (imaging/apis.py
+  // ScanRestoreApi).
+  function restoreAad(url, fields) {
     var parsed = new URL(url, window.location.href);
     var match = parsed.pathname.match(/\/images\/(\d+)\/restore\/$/);
     if (!match) {
       throw new Error("Not a restore URL.");
     }
-    var q = parsed.searchParams;
-    var enhance = ["true", "1", "yes", "on"].indexOf((q.get("enhance") || "").toLowerCase()) >= 0;
-    var frame = q.get("frame") ? parseInt(q.get("frame"), 10) : 0;
+    var body = fields || {};
+    var enhance =
+      body.enhance === true ||
+      ["true", "1", "yes", "on"].indexOf(String(body.enhance || "").toLowerCase()) >= 0;
+    var frame = body.frame ? parseInt(body.frame, 10) : 0;
     // Keys in sorted order, as Python's json.dumps(sort_keys=True) writes them.
-    var fields =
+    var aad =
       '{"enhance":' + (enhance ? "true" : "false") +
-      ',"format":' + JSON.stringify(q.get("format") || "png") +
+      ',"format":' + JSON.stringify(body.format || "png") +
       ',"frame":' + frame +
       ',"scan":' + parseInt(match[1], 10) + "}";
-    return bytes("medimg/sealed-restore/v1\n" + fields);
+    return bytes("medimg/sealed-restore/v1\n" + aad);
   }
 
   // transfer_aad("region", region=) for a decrypted-region URL (imaging/apis.py).
@@ -249,8 +252,8 @@
     );
   }
 
-  // GET a URL sealed under the session key; resolves to the decrypted image as a Blob. A key
-  // the server no longer knows is replaced by one new exchange, then the GET is retried.
+  // Fetch a URL sealed under the session key; resolves to the decrypted image as a Blob. A key
+  // the server no longer knows is replaced by one new exchange, then the request is retried.
   function fetchSealed(url, options, aadFor) {
     if (!supported()) {
       return Promise.reject(new Error("This browser cannot decrypt sealed images (WebCrypto)."));
@@ -270,8 +273,16 @@
       });
   }
 
-  function fetchRestore(url, options) {
-    return fetchSealed(url, options, restoreAad);
+  // POST a restore (`fields` is its JSON body, with the CSRF token: restores are never GETs).
+  function fetchRestore(url, fields) {
+    var options = {
+      method: "POST",
+      headers: { "Content-Type": "application/json", "X-CSRFToken": Medimg.csrfToken() },
+      body: JSON.stringify(fields || {}),
+    };
+    return fetchSealed(url, options, function (target) {
+      return restoreAad(target, fields);
+    });
   }
 
   function fetchRegion(url, options) {

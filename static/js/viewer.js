@@ -1,10 +1,11 @@
 /* Image viewer: zoom and pan with a CSS transform (pointer drag, wheel, keyboard + - 0 and
    arrows); frame scrolling for multi-frame images (slider, buttons, Page Up/Down) and window
    presets for DICOM (?frame= and ?window= on the image URLs); and for doctors "Restore
-   original", which fetches GET /api/images/{id}/restore/ (audited by the API) and shows the
-   original in place of the redacted image, plus downloads of the restored image.
+   original", which POSTs to /api/images/{id}/restore/ (audited by the API; its options and
+   the reason in a JSON body, never in the URL) and shows the original in place of the
+   redacted image, plus downloads of the restored image.
 
-   Every restore request goes through fetchRestore(url, options), and only through it, so
+   Every restore request goes through fetchRestore(url, fields), and only through it, so
    the transport (plain, or sealed under the session key) is decided in one place. */
 (function () {
   "use strict";
@@ -288,15 +289,21 @@
     }
   }
 
-  // GET a restore URL; resolves to the image as a Blob, or rejects with an Error whose
-  // message is fit to show. The one place restores are fetched (see the header comment).
-  function fetchRestore(url, options) {
+  // POST a restore (`fields`: format, frame, window, reason) with the CSRF token; resolves
+  // to the image as a Blob, or rejects with an Error whose message is fit to show. The one
+  // place restores are fetched (see the header comment).
+  function fetchRestore(url, fields) {
     // Sealed under a session key agreed in this browser, decrypted only here (sealed.js,
     // loaded on the doctor's page).
     if (window.MedimgSealed) {
-      return window.MedimgSealed.fetchRestore(url, options);
+      return window.MedimgSealed.fetchRestore(url, fields);
     }
-    var opts = Object.assign({ credentials: "same-origin" }, options || {});
+    var opts = {
+      method: "POST",
+      credentials: "same-origin",
+      headers: { "Content-Type": "application/json", "X-CSRFToken": Medimg.csrfToken() },
+      body: JSON.stringify(fields),
+    };
     return fetch(url, opts).then(
       function (response) {
         document.dispatchEvent(new Event("medimg:server-activity"));
@@ -361,21 +368,28 @@
       return text;
     }
 
-    function restoreUrl(format, why) {
+    // The restore's JSON body: the view on screen, the format and the reason.
+    function restoreFields(format, why) {
       var params = viewer.viewParams();
-      params.format = format;
-      params.reason = why;
-      if (format === "dicom") {
-        params.window = "";
-        params.frame = "";
+      var fields = { format: format };
+      if (why) {
+        fields.reason = why;
       }
-      return withParams(restoreBase, params);
+      if (format !== "dicom") {
+        if (params.frame !== "") {
+          fields.frame = params.frame;
+        }
+        if (params.window) {
+          fields.window = params.window;
+        }
+      }
+      return fields;
     }
 
     function restore(why) {
       restoreButton.disabled = true;
       message.textContent = "Restoring the original…";
-      return fetchRestore(restoreUrl("png", why))
+      return fetchRestore(restoreBase, restoreFields("png", why))
         .then(function (blob) {
           release();
           objectUrl = URL.createObjectURL(blob);
@@ -442,7 +456,7 @@
         }
         button.disabled = true;
         message.textContent = "Preparing the download…";
-        fetchRestore(restoreUrl(format, why))
+        fetchRestore(restoreBase, restoreFields(format, why))
           .then(function (blob) {
             var url = URL.createObjectURL(blob);
             var link = document.createElement("a");
