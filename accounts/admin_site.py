@@ -2,6 +2,13 @@
 
 `is_staff` alone is not enough: a technician or doctor who somehow has the flag (a stale
 row, a hand-edited database) must still be kept out, so the role is checked too.
+
+Every list on the site filters only by what its `list_filter` and `date_hierarchy` offer
+(`ListFilterLookupsOnly`, mixed into every ModelAdmin the site registers, ours and the
+installed apps' alike). Django admin otherwise honours any lookup on a model's own fields
+from the query string (`/admin/imaging/scan/?patient__exact=MRN-1234`,
+`?original_filename__startswith=Smith`), and the row count that comes back lets an admin test
+medical record numbers and file names one guess at a time.
 """
 
 from __future__ import annotations
@@ -11,8 +18,12 @@ from typing import Any
 from django import forms
 from django.contrib import admin
 from django.contrib.admin.actions import delete_selected
+from django.contrib.admin.filters import SimpleListFilter
 from django.contrib.admin.forms import AdminAuthenticationForm
 from django.contrib.auth.signals import user_login_failed
+from django.core.exceptions import FieldDoesNotExist
+from django.db.models import Model
+from django.db.models.constants import LOOKUP_SEP
 from django.http import HttpRequest
 
 from accounts.forms import LockoutMixin
@@ -68,6 +79,59 @@ class RoleAdminAuthenticationForm(LockoutMixin, AdminAuthenticationForm):
         user.otp_device = device  # django-otp marks the session verified at login.
 
 
+def _field_path(model: type[Model], lookup: str) -> str:
+    """The fields a lookup filters on, without its lookups and transforms:
+    `patient__name__startswith` -> `patient__name`. A relation's own target field (the
+    `patient__id__exact` that Django's related-field filter sends) names the relation."""
+    path: list[str] = []
+    previous: Any = None
+    for part in lookup.split(LOOKUP_SEP):
+        try:
+            field: Any = model._meta.get_field(part)
+        except FieldDoesNotExist:
+            break
+        targets = getattr(previous, "to_fields", None) or []
+        if previous is not None and (part in targets or field is model._meta.pk):
+            break
+        path.append(part)
+        if not getattr(field, "path_infos", None):
+            break
+        previous = field
+        model = field.path_infos[-1].to_opts.model
+    return LOOKUP_SEP.join(path)
+
+
+class ListFilterLookupsOnly:
+    """Query-string lookups only on the fields the list offers as filters.
+
+    Allowed: the field of each `list_filter` entry (and of `date_hierarchy`) with any lookup
+    or transform (`status__exact`, `created_at__gte`, `created_at__year`), and the parameter
+    of each SimpleListFilter. Anything else is refused: Django answers 400
+    (DisallowedModelAdminLookup). Checked before the ModelAdmin's own rule, which still
+    applies (PatientAdmin allows even less).
+    """
+
+    model: type[Model]
+    date_hierarchy: str | None
+    list_filter: Any
+
+    def lookup_allowed(self, lookup: str, value: str, request: HttpRequest | None = None) -> bool:
+        model_admin: Any = self
+        filters = (
+            model_admin.list_filter if request is None else model_admin.get_list_filter(request)
+        )
+        fields = {self.date_hierarchy} if self.date_hierarchy else set()
+        for item in filters:
+            if isinstance(item, type) and issubclass(item, SimpleListFilter):
+                if lookup == item.parameter_name:
+                    return super().lookup_allowed(lookup, value, request)  # type: ignore[misc]
+                continue
+            fields.add(item[0] if isinstance(item, list | tuple) else item)
+        if _field_path(self.model, lookup) not in fields:
+            return False
+        return super().lookup_allowed(lookup, value, request)  # type: ignore[misc]
+
+
 def delete_selected_audited(modeladmin: Any, request: HttpRequest, queryset: Any) -> Any:
     """Django's "delete selected" action, audited per object.
 
@@ -105,6 +169,16 @@ class MedimgAdminSite(admin.AdminSite):
         super().__init__(*args, **kwargs)
         self._actions["delete_selected"] = delete_selected_audited
         self._global_actions["delete_selected"] = delete_selected_audited
+
+    def register(self, model_or_iterable: Any, admin_class: Any = None, **options: Any) -> None:
+        # Every list, ours and the installed apps' (axes, django-otp, simplejwt), filters only
+        # by its list_filter: see the module docstring.
+        base = admin_class or admin.ModelAdmin
+        if not issubclass(base, ListFilterLookupsOnly):
+            base = type(
+                base.__name__, (ListFilterLookupsOnly, base), {"__module__": base.__module__}
+            )
+        super().register(model_or_iterable, base, **options)
 
     def has_permission(self, request: HttpRequest) -> bool:
         # An OTP-verified session only (django-otp's OTPMiddleware sets is_verified).
