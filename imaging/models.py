@@ -38,6 +38,8 @@ class FailureReason(models.TextChoices):
     STORAGE_FAILED = "storage_failed", "Storage kept failing"
     DATABASE_FAILED = "database_failed", "The database kept failing"
     PROCESSING_ERROR = "processing_error", "Unexpected processing error"
+    # The worker died on every try (killed for memory, say): no further try is made.
+    TOO_MANY_ATTEMPTS = "too_many_attempts", "Processing was attempted too many times"
 
 
 class ScanQuerySet(models.QuerySet["Scan"]):
