@@ -139,6 +139,11 @@ class RegionOutputSerializer(serializers.Serializer):
     dtype = serializers.CharField()
     pixel_entropy = serializers.FloatField(allow_null=True)
     ciphertext_entropy = serializers.FloatField(allow_null=True)
+    removal_pending = serializers.BooleanField(
+        help_text="A technician asked for this region's removal; it stays filled until a "
+        "doctor approves (POST /api/regions/{id}/removal/)."
+    )
+    removal_requested_at = serializers.DateTimeField(allow_null=True)
 
     class Meta:
         ref_name = "ScanRegion"
@@ -274,7 +279,8 @@ class PatientScanListCreateApi(_PermissionsByMethod):
         summary="List a patient's images",
         description=(
             "Roles: technician, doctor. Admins and users without a role get 403; an unknown "
-            "patient is a 404. Newest first, paginated."
+            "patient is a 404. Newest first, paginated. Audited as patient_viewed (part "
+            "images)."
         ),
         responses={
             200: ScanListOutputSerializer(many=True),
@@ -284,8 +290,9 @@ class PatientScanListCreateApi(_PermissionsByMethod):
         },
     )
     def get(self, request: Request, patient_id: str) -> Response:
-        patient = patient_lookup(user=request.user, patient_id=patient_id)
-        scans = selectors.scan_list_for_patient(user=request.user, patient=patient)
+        scans = selectors.patient_scan_list(
+            user=request.user, patient_id=patient_id, request=request
+        )
         return _paginated(self, scans, ScanListOutputSerializer)
 
     @extend_schema(
@@ -621,12 +628,15 @@ class ScanSimilarApi(APIView):
     @extend_schema(
         operation_id="images_similar",
         summary="Images nearest to this one by fingerprint",
-        description="Roles: technician, doctor. Only scans the caller may see; nearest first.",
+        description=(
+            "Roles: technician, doctor. Only scans the caller may see; nearest first. Audited "
+            "as scan_viewed (view similar) with the ids of the scans listed."
+        ),
         responses={200: OutputSerializer(many=True), 401: _ERROR, 403: _ERROR, 404: _ERROR},
     )
     def get(self, request: Request, scan_id: int) -> Response:
         scan = selectors.scan_status_for_user(user=request.user, scan_id=scan_id)
-        similar = selectors.scan_similar(user=request.user, scan=scan)
+        similar = selectors.scan_similar(user=request.user, scan=scan, request=request)
         return Response(self.OutputSerializer(similar, many=True).data)
 
 

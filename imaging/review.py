@@ -7,6 +7,11 @@ after the change (fill every box, redraw the grid), exactly as the pipeline fill
 - a removed region's pixels reappear in the redacted image wherever no other region covers
   them, and nowhere else.
 
+Removal is two steps, because it shows pixels: a technician (who may not decrypt) only asks
+(`region_removal_request`: the region stays filled everywhere); a doctor approves
+(`region_removal_approve`, the rebuild above) or rejects (`region_removal_reject`). So
+"delete a region, look at the redacted image, add the box back" reveals nothing.
+
 Ordering, as in processing: the new files are written under fresh names inside the
 transaction that changes the regions (a failure deletes them and changes nothing); the
 previous files are deleted only after commit. The scan row is locked for the whole edit, so
@@ -110,14 +115,21 @@ def _boxes(regions: Sequence[Region]) -> list[pipeline.Box]:
 def _rebuild(image: Any, regions: Sequence[Region], *, needs_review: bool) -> _Rebuilt:
     """Redacted pixels, display frames and grid frames for exactly `regions`."""
     from imaging.grid import GridBox, draw_grid
+    from imaging.region_groups import group_numbers
 
     boxes = _boxes(regions)
     redacted_pixels = pipeline.fill_frames(image.pixels, boxes)
     redacted_display = pipeline.fill_frames(image.display, boxes)
+    # One number per group of identical boxes, as the pipeline draws them.
+    numbers = group_numbers(regions)
     grid = [
         draw_grid(
             redacted_display[f],
-            [GridBox(r.index + 1, r.box, r.label, r.confidence) for r in regions if r.frame == f],
+            [
+                GridBox(numbers[r.index], r.box, r.label, r.confidence)
+                for r in regions
+                if r.frame == f
+            ],
         )
         for f in range(redacted_display.shape[0])
     ]
@@ -269,42 +281,133 @@ def region_add(
     return region
 
 
-def region_remove(*, region: Region, actor: Any, request: HttpRequest | None = None) -> Scan:
-    """Delete a false region: its pixels show again wherever no other region covers them."""
+def _region_details(region: Region) -> dict[str, Any]:
+    return {
+        "region": region.pk,
+        "index": region.index,
+        "frame": region.frame,
+        "box": list(region.box),
+        "label": region.label,
+        "source": region.source,
+    }
+
+
+def _check_region_opens(scan: Scan, region: Region, data_key: bytes) -> None:
+    # The region must still open: a tampered one is an integrity failure to report, not
+    # something to quietly delete (or to ask a doctor to delete).
+    try:
+        pipeline.open_region(
+            ciphertext=bytes(region.ciphertext),
+            data_key=data_key,
+            scan_ref=str(scan.uid),
+            index=region.index,
+            frame=region.frame,
+            box=region.box,
+        )
+    except CryptoError:
+        raise _edit_failed() from None
+
+
+def _removal_not_pending() -> ApplicationError:
+    return ApplicationError(
+        "no_removal_pending",
+        "No removal of this region is waiting for a decision.",
+        status_code=409,
+    )
+
+
+def region_removal_request(
+    *, region: Region, actor: Any, request: HttpRequest | None = None
+) -> Region:
+    """A technician asks for a false region to be removed; a doctor decides.
+
+    Nothing is shown yet: the region stays filled in every stored image, so a role that may
+    not decrypt never sees the pixels it hides (delete, look, add the box back would
+    otherwise read them). Audited as region_removal_requested, flagged as a potential
+    disclosure, since approving it shows those pixels to every technician."""
+    with transaction.atomic():
+        scan = _locked(region.scan_id)
+        _require_completed(scan)
+        region = Region.objects.get(pk=region.pk, scan=scan)
+        if region.removal_pending:
+            raise ApplicationError(
+                "removal_already_requested",
+                "A removal of this region is already waiting for a doctor.",
+                status_code=409,
+            )
+        try:
+            data_key = crypto.unwrap_data_key(bytes(scan.wrapped_key), scan_ref=str(scan.uid))
+        except CryptoError:
+            raise _edit_failed() from None
+        _check_region_opens(scan, region, data_key)
+        region.removal_requested_at = timezone.now()
+        region.removal_requested_by = actor
+        region.save(update_fields=["removal_requested_at", "removal_requested_by"])
+        audit_record(
+            action=Action.REGION_REMOVAL_REQUESTED,
+            actor=actor,
+            target=scan,
+            request=request,
+            details={**_region_details(region), "potential_disclosure": True},
+        )
+    return region
+
+
+def region_removal_reject(
+    *, region: Region, actor: Any, request: HttpRequest | None = None
+) -> Region:
+    """A doctor keeps the region: the request is dropped, nothing else changes."""
+    with transaction.atomic():
+        scan = _locked(region.scan_id)
+        region = Region.objects.select_related("removal_requested_by").get(pk=region.pk, scan=scan)
+        if not region.removal_pending:
+            raise _removal_not_pending()
+        requested_by = region.removal_requested_by
+        region.removal_requested_at = None
+        region.removal_requested_by = None
+        region.save(update_fields=["removal_requested_at", "removal_requested_by"])
+        audit_record(
+            action=Action.REGION_REMOVAL_REJECTED,
+            actor=actor,
+            target=scan,
+            request=request,
+            details={
+                **_region_details(region),
+                "requested_by": requested_by.username if requested_by else "",
+            },
+        )
+    return region
+
+
+def region_removal_approve(
+    *, region: Region, actor: Any, request: HttpRequest | None = None
+) -> Scan:
+    """A doctor (who may decrypt it anyway) approves a requested removal: the region is
+    deleted and its pixels show again wherever no other region covers them. Audited as
+    region_removal_approved, a potential disclosure: technicians now see those pixels."""
     written: list[str] = []
     try:
         with transaction.atomic():
             scan = _locked(region.scan_id)
             _require_completed(scan)
-            region = Region.objects.get(pk=region.pk, scan=scan)
+            region = Region.objects.select_related("removal_requested_by").get(
+                pk=region.pk, scan=scan
+            )
+            if not region.removal_pending:
+                raise _removal_not_pending()
             data_key, image = _open_original(scan)
-            # The region must still open: a tampered one is an integrity failure to report,
-            # not something to quietly delete.
-            try:
-                pipeline.open_region(
-                    ciphertext=bytes(region.ciphertext),
-                    data_key=data_key,
-                    scan_ref=str(scan.uid),
-                    index=region.index,
-                    frame=region.frame,
-                    box=region.box,
-                )
-            except CryptoError:
-                raise _edit_failed() from None
+            _check_region_opens(scan, region, data_key)
+            requested_by = region.removal_requested_by
             details = {
-                "change": "removed",
-                "region": region.pk,
-                "index": region.index,
-                "frame": region.frame,
-                "box": list(region.box),
-                "label": region.label,
-                "source": region.source,
+                **_region_details(region),
+                "requested_by": requested_by.username if requested_by else "",
+                "potential_disclosure": True,
             }
             region.delete()
             regions = list(scan.regions.order_by("index"))
             _apply(scan=scan, image=image, data_key=data_key, regions=regions, written=written)
             audit_record(
-                action=Action.REGIONS_EDITED,
+                action=Action.REGION_REMOVAL_APPROVED,
                 actor=actor,
                 target=scan,
                 request=request,

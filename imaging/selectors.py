@@ -36,6 +36,8 @@ REGION_SUMMARY_FIELDS = (
     "channels",
     "pixel_entropy",
     "ciphertext_entropy",
+    "removal_requested_at",
+    "removal_requested_by",
 )
 
 
@@ -49,6 +51,24 @@ def scan_list_for_patient(*, user: Any, patient: Patient) -> QuerySet[Scan]:
         .defer("wrapped_key")
         .order_by("-created_at", "-id")
     )
+
+
+def patient_scan_list(
+    *, user: Any, patient_id: str, request: HttpRequest | None = None
+) -> QuerySet[Scan]:
+    """A patient's scans (`scan_list_for_patient`), for a patient `user` may see, or Http404.
+    Audited as a view of the patient: the list names the patient's files."""
+    from patients.selectors import patient_lookup
+
+    patient = patient_lookup(user=user, patient_id=patient_id)
+    audit_record(
+        action=Action.PATIENT_VIEWED,
+        actor=user,
+        target=patient,
+        request=request,
+        details={"part": "images"},
+    )
+    return scan_list_for_patient(user=user, patient=patient)
 
 
 def scan_get_for_user(*, user: Any, scan_id: int, request: HttpRequest | None = None) -> Scan:
@@ -188,27 +208,40 @@ class Similar:
     distance: int
 
 
-def scan_similar(*, user: Any, scan: Scan, limit: int = 10) -> list[Similar]:
-    """Visible scans nearest to `scan` by perceptual hash (Hamming distance)."""
+def scan_similar(
+    *, user: Any, scan: Scan, limit: int = 10, request: HttpRequest | None = None
+) -> list[Similar]:
+    """Visible scans nearest to `scan` by perceptual hash (Hamming distance).
+
+    Only scans `user` may see are candidates. Audited as a view of `scan` that names every
+    scan listed: the answer carries other patients' ids and file names."""
     from imaging.metrics import hamming
 
     own = Fingerprint.objects.filter(scan=scan).values_list("perceptual_hash", flat=True).first()
-    if own is None:
-        return []
-    candidates = (
-        Fingerprint.objects.filter(scan__in=Scan.objects.visible_to(user))
-        .exclude(scan=scan)
-        .values_list("scan_id", "perceptual_hash")
-    )
-    distances = sorted(
-        ((int(hamming(own, other)), scan_id) for scan_id, other in candidates.iterator()),
-    )[:limit]
+    distances: list[tuple[int, int]] = []
+    if own is not None:
+        candidates = (
+            Fingerprint.objects.filter(scan__in=Scan.objects.visible_to(user))
+            .exclude(scan=scan)
+            .values_list("scan_id", "perceptual_hash")
+        )
+        distances = sorted(
+            ((int(hamming(own, other)), scan_id) for scan_id, other in candidates.iterator()),
+        )[:limit]
     by_id = (
         Scan.objects.visible_to(user)
         .select_related("uploaded_by")
         .in_bulk([scan_id for _, scan_id in distances])
     )
-    return [Similar(scan=by_id[sid], distance=d) for d, sid in distances if sid in by_id]
+    similar = [Similar(scan=by_id[sid], distance=d) for d, sid in distances if sid in by_id]
+    audit_record(
+        action=Action.SCAN_VIEWED,
+        actor=user,
+        target=scan,
+        request=request,
+        details={"view": "similar", "listed": [item.scan.pk for item in similar]},
+    )
+    return similar
 
 
 def _percentile(values: list[float], q: float) -> float | None:

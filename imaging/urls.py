@@ -29,6 +29,11 @@ urlpatterns = [
     path(
         "images/<int:scan_id>/regions/", apis_review.ScanRegionsApi.as_view(), name="image-regions"
     ),
+    path(
+        "images/<int:scan_id>/region-groups/",
+        apis_review.ScanRegionGroupsApi.as_view(),
+        name="image-region-groups",
+    ),
     path("images/<int:scan_id>/review/", apis_review.ScanReviewApi.as_view(), name="image-review"),
     path("images/<int:scan_id>/restore/", apis.ScanRestoreApi.as_view(), name="image-restore"),
     path("images/<int:scan_id>/similar/", apis.ScanSimilarApi.as_view(), name="image-similar"),
@@ -64,6 +69,11 @@ urlpatterns = [
         name="study-export",
     ),
     path("regions/<int:region_id>/", apis_review.RegionApi.as_view(), name="region-decrypt"),
+    path(
+        "regions/<int:region_id>/removal/",
+        apis_review.RegionRemovalApi.as_view(),
+        name="region-removal",
+    ),
     path("stats/processing/", apis.ProcessingStatsApi.as_view(), name="stats-processing"),
     path(
         "segmentation/models/",

@@ -93,9 +93,10 @@ def test_a_doctor_may_add_a_region_too(api: Any, doctor: Any, completed_scan: Sc
     assert response.json()["label"] == "phi_text"
 
 
-def test_it_removes_a_region_and_its_pixels_show_again(
+def test_it_removes_a_region_a_doctor_approved_and_its_pixels_show_again(
     api: Any,
     technician: Any,
+    doctor: Any,
     completed_scan: Scan,
     text_png: tuple[bytes, np.ndarray],
 ) -> None:
@@ -109,6 +110,10 @@ def test_it_removes_a_region_and_its_pixels_show_again(
 
     api.force_authenticate(technician)
     response = api.delete(f"/api/regions/{target.pk}/")
+    assert response.status_code == 202, response.content
+    assert response.json()["removal_pending"] is True
+    api.force_authenticate(doctor)
+    response = api.post(f"/api/regions/{target.pk}/removal/", {"approve": True}, format="json")
 
     assert response.status_code == 204, response.content
     assert not Region.objects.filter(pk=target.pk).exists()
@@ -124,8 +129,12 @@ def test_it_removes_a_region_and_its_pixels_show_again(
     assert (after[covered] == 0).all()
     scan = Scan.objects.get(pk=completed_scan.pk)
     assert np.array_equal(scan_restore_pixels(scan=scan)[0], original)
-    event = AuditEvent.objects.get(action=Action.REGIONS_EDITED)
-    assert event.details["change"] == "removed" and event.details["index"] == target.index
+    asked = AuditEvent.objects.get(action=Action.REGION_REMOVAL_REQUESTED)
+    assert asked.actor == technician and asked.details["index"] == target.index
+    event = AuditEvent.objects.get(action=Action.REGION_REMOVAL_APPROVED)
+    assert event.actor == doctor and event.details["index"] == target.index
+    assert event.details["requested_by"] == technician.username
+    assert event.details["potential_disclosure"] is True
 
 
 def test_it_confirms_the_review_and_an_edit_reopens_it(
@@ -221,6 +230,7 @@ def test_it_refuses_to_remove_a_tampered_region(
 
     assert response.status_code == 500
     assert response.json()["error"]["code"] == "review_failed"
-    assert Region.objects.filter(pk=region.pk).exists()
+    assert Region.objects.filter(pk=region.pk, removal_requested_at=None).exists()
     assert Scan.objects.get(pk=completed_scan.pk).frame_paths == paths
     assert not AuditEvent.objects.filter(action=Action.REGIONS_EDITED).exists()
+    assert not AuditEvent.objects.filter(action=Action.REGION_REMOVAL_REQUESTED).exists()

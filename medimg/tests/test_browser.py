@@ -288,12 +288,14 @@ def test_it_runs_a_technicians_doctors_and_admins_day(
     assert (manual.x1, manual.y1, manual.x2, manual.y2) == tuple(drawn)
     tech.shot("08-technician-region-added")
 
-    # Remove the first detected region (a false one, say).
+    # Ask for the first detected region (a false one, say) to be removed: a doctor decides,
+    # and until then it stays in the list and filled in the image.
     first = scan.regions.filter(source=RegionSource.DETECTOR).order_by("index").first()
     page.get_by_role("button", name=f"Remove region {first.index + 1}", exact=True).click()
-    page.locator("[data-review-message]").get_by_text("removed").wait_for()
-    assert page.locator("[data-region]").count() == detected
-    assert not Region.objects.filter(pk=first.pk).exists()
+    page.locator("[data-review-message]").get_by_text("requested").wait_for()
+    assert page.locator("[data-region]").count() == detected + 1
+    assert Region.objects.get(pk=first.pk).removal_pending
+    page.get_by_text("Removal waiting for a doctor").wait_for()
 
     page.get_by_role("button", name="Confirm regions").click()
     page.get_by_text(f"Confirmed by {technician.username}").wait_for()
@@ -304,7 +306,8 @@ def test_it_runs_a_technicians_doctors_and_admins_day(
         e.details["change"]
         for e in AuditEvent.objects.filter(action=Action.REGIONS_EDITED).order_by("sequence")
     ]
-    assert changes == ["added", "removed", "confirmed"]
+    assert changes == ["added", "confirmed"]
+    assert AuditEvent.objects.filter(action=Action.REGION_REMOVAL_REQUESTED).count() == 1
 
     # Home: the worklist holds what is still unconfirmed (the dropped image), not this one.
     page.get_by_role("link", name="Home").click()

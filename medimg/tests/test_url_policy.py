@@ -154,6 +154,7 @@ POLICY: list[Rule] = [
          body={"x1": 0, "y1": 0, "x2": 4, "y2": 4}),
     Rule("api/images/<int:scan_id>/review/", "POST", _API_TECHNICIAN, body={}),
     Rule("api/regions/<int:region_id>/", "DELETE", _API_TECHNICIAN),
+    Rule("api/regions/<int:region_id>/removal/", "POST", _API_DOCTOR, body={"approve": True}),
     Rule("api/images/<int:scan_id>/similar/", "GET", _API_CLINICAL),
     # A POST with a JSON body; the policy scan is unprocessed, so a doctor gets 409.
     Rule("api/images/<int:scan_id>/restore/", "POST", _API_DOCTOR, body={}),

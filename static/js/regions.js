@@ -1,7 +1,9 @@
 /* Doctors: "Show" beside a region fetches GET /api/regions/{id}/ (the decrypted crop, audited
    by the API) and shows it under the region's row; "Hide" folds it away. Crops live only in
    object URLs, released when the page goes. A sealed transport can take over by defining
-   window.MedimgSealed.fetchRegion(url) (static/js/sealed.js). */
+   window.MedimgSealed.fetchRegion(url) (static/js/sealed.js).
+   "Approve removal" / "Keep" beside a region a technician asked to remove POST
+   /api/regions/{id}/removal/ with {"approve": true|false}, then reload the page. */
 (function () {
   "use strict";
 
@@ -60,6 +62,29 @@
         })
         .finally(function () {
           button.disabled = false;
+        });
+    });
+  });
+
+  var removalMessage = document.querySelector("[data-removal-message]");
+
+  document.querySelectorAll("[data-removal-decision]").forEach(function (button) {
+    button.addEventListener("click", function () {
+      var approve = button.getAttribute("data-approve") === "true";
+      button.disabled = true;
+      Medimg.fetchJSON(button.getAttribute("data-removal-url"), {
+        method: "POST",
+        headers: { "Content-Type": "application/json" },
+        body: JSON.stringify({ approve: approve }),
+      })
+        .then(function () {
+          window.location.reload();
+        })
+        .catch(function (err) {
+          button.disabled = false;
+          if (removalMessage) {
+            removalMessage.textContent = "Could not record the decision: " + err.message;
+          }
         });
     });
   });

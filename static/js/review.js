@@ -2,7 +2,8 @@
    - add a missed region: "Draw a box" then drag on the image, or type the corners; POST
      /api/images/{id}/regions/ with {x1, y1, x2, y2, frame, label} (image pixels, x2/y2
      exclusive, frame = the one the viewer shows);
-   - remove a false region: DELETE /api/regions/{id}/;
+   - ask for a false region's removal: DELETE /api/regions/{id}/ (a doctor approves it; the
+     region stays filled until then, so its pixels are never shown here);
    - confirm: POST /api/images/{id}/review/.
    Each change re-renders the page from the server (new grid image, region list, metrics). */
 (function () {
@@ -46,10 +47,13 @@
     button.addEventListener("click", function () {
       var label = button.getAttribute("aria-label") || "Remove region";
       button.disabled = true;
-      say(label.replace(/^Remove/, "Removing") + "…", false);
+      say(label.replace(/^Remove/, "Asking to remove") + "…", false);
       Medimg.fetchJSON(button.getAttribute("data-url"), { method: "DELETE" })
         .then(function () {
-          reloadWith(label.replace(/^Remove region/, "Region") + " removed. Its pixels show again in the redacted image.");
+          reloadWith(
+            label.replace(/^Remove region/, "Removal of region") +
+              " requested. A doctor decides; until then the region stays filled."
+          );
         })
         .catch(function (err) {
           button.disabled = false;
