@@ -16,16 +16,24 @@ stored values, frames first, in the stored dtype (uint8/int8/uint16/int16/uint32
 - YBR_FULL, YBR_FULL_422, YBR_ICT, YBR_RCT are converted to RGB by pydicom on decoding, so
   `pixels_photometric` says "RGB" and `write_redacted_dataset` writes PhotometricInterpretation
   RGB for them;
-- compressed transfer syntaxes are decoded with pydicom's own RLE decoder and the pylibjpeg
-  plugins (JPEG, JPEG-LS, JPEG 2000).
+- compressed transfer syntaxes are decoded with pydicom's own RLE decoder and its plugins
+  (pylibjpeg: JPEG, JPEG-LS, JPEG 2000; GDCM from python-gdcm; Pillow), each tried in turn;
+  what every plugin refuses (12-bit JPEG Extended, which pydicom's GDCM plugin turns down)
+  goes to GDCM's own reader (`decoded_by_fallback` says so).
 
 Rendering for display and detection (modality LUT, VOI LUT and windows, MONOCHROME1,
 palette, overlays) is `imaging.rendering`: this module only reads, decodes and writes.
 
-`write_redacted_dataset` keeps every element of the source dataset except the pixel data
-and the elements that describe its encoding. The pixel data is written uncompressed: the
+`write_redacted_dataset` keeps every element of the source dataset except the pixel data,
+the elements that describe its encoding, and every element after the pixel data (vendors'
+private groups there, such as GE's 7FE1 movie group, can hold the unredacted frames again;
+signatures and trailing padding belong to the old file). The pixel data is written uncompressed: the
 transfer syntax stays as it was for uncompressed little-endian sources and becomes Explicit VR
-Little Endian for compressed or big-endian ones. PhotometricInterpretation is that of the
+Little Endian for compressed or big-endian ones; or, with `syntax="rle"`, `"jpeg-ls"` or
+`"jpeg2000"` (settings.DICOM_OUTPUT_SYNTAX), losslessly compressed. Never lossy: a lossy source
+(JPEG baseline, JPEG-LS near-lossless, lossy JPEG 2000, MPEG) is decoded and its redacted
+pixels written without further loss, keeping Lossy Image Compression "01" (set, with its
+method, when the source did not say so). PhotometricInterpretation is that of the
 decoded pixels (RGB for YBR sources), PlanarConfiguration 0, BitsAllocated follows the dtype.
 The 128-byte preamble is written as zeros: nothing but a DICOM reader should use it.
 """
@@ -36,14 +44,37 @@ import io
 import struct
 import warnings
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pydicom
 from pydicom.dataset import Dataset, FileDataset
 from pydicom.filereader import data_element_generator
 from pydicom.filewriter import dcmwrite
-from pydicom.uid import UID, ExplicitVRLittleEndian
+from pydicom.uid import (
+    HEVCM10P51,
+    HEVCMP51,
+    HTJ2K,
+    JPEG2000,
+    JPEG2000MC,
+    MPEG2MPHL,
+    MPEG2MPML,
+    MPEG4HP41,
+    MPEG4HP41BD,
+    MPEG4HP42STEREO,
+    MPEG4HP422D,
+    MPEG4HP423D,
+    UID,
+    ExplicitVRLittleEndian,
+    JPEG2000Lossless,
+    JPEGBaseline8Bit,
+    JPEGExtended12Bit,
+    JPEGLSLossless,
+    JPEGLSNearLossless,
+    RLELossless,
+)
 
+from imaging import intake_guards
 from imaging.errors import ImagingError
 
 PREAMBLE_BYTES = 128
@@ -62,6 +93,28 @@ EXECUTABLE_MAGICS = (
     b"#!",  # script with an interpreter line
     b"PK\x03\x04",  # ZIP (jar, docx, ...)
 )
+# Other formats a reader finds at the start of a file (a PDF reader looks in the first 1 KiB,
+# a browser sniffs HTML): in the preamble they make the file one of those too.
+FOREIGN_PREAMBLE_MAGICS = (
+    b"%PDF-",
+    b"<!doctype html",
+    b"<html",
+    b"<script",
+    b"<svg",
+    b"<?xml",
+)
+# What may not begin the value of an element after the pixel data: another file stored in a
+# private element that closes the file is a second file glued on, not vendor data.
+# Only magics of four bytes or more: two (MZ, #!) turn up by chance in binary vendor data.
+FOREIGN_VALUE_MAGICS = (
+    *(magic for magic in EXECUTABLE_MAGICS if len(magic) >= 4),
+    b"MZ\x90\x00",  # the DOS header every PE linker writes
+    b"#!/",
+    b"PK\x05\x06",
+    *FOREIGN_PREAMBLE_MAGICS,
+)
+ZIP_END_RECORD = b"PK\x05\x06"
+ZIP_END_SEARCH = 22 + 0xFFFF  # The end record and the longest comment a ZIP can have.
 
 
 @dataclass(frozen=True)
@@ -82,24 +135,71 @@ def has_dicom_magic(data: bytes) -> bool:
     )
 
 
+def looks_like_bare_dataset(data: bytes) -> bool:
+    """A data set written without preamble, DICM and file meta (what some archives and old
+    tools keep): it starts with a group 0002 or 0008 tag in either byte order. Never read:
+    without its meta the transfer syntax would be a guess."""
+    return len(data) >= 8 and data[:2] in (b"\x02\x00", b"\x08\x00", b"\x00\x02", b"\x00\x08")
+
+
 def preamble_is_executable(data: bytes) -> bool:
     preamble = data[:PREAMBLE_BYTES]
     return any(preamble.startswith(magic) for magic in EXECUTABLE_MAGICS)
 
 
-def read_dataset(data: bytes, *, stop_before_pixels: bool = False) -> FileDataset:
+def preamble_is_foreign(data: bytes) -> bool:
+    """A program, an archive, a PDF or markup in the preamble (leading blanks ignored)."""
+    preamble = data[:PREAMBLE_BYTES]
+    start = preamble.lstrip(b" \t\r\n\x00").lower()
+    return preamble_is_executable(data) or any(
+        start.startswith(magic.lower()) for magic in FOREIGN_PREAMBLE_MAGICS
+    )
+
+
+def is_zip_too(data: bytes) -> bool:
+    """True when a ZIP reader would open the file: readers look for the end-of-central-
+    directory record from the end, so a ZIP glued after (or hidden in the last element of) a
+    DICOM file is found however well the DICOM part parses. Exact: the record's comment must
+    reach the last byte, which no chance byte pattern in pixel data does."""
+    start = max(0, len(data) - ZIP_END_SEARCH)
+    at = data.rfind(ZIP_END_RECORD, start)
+    while at >= 0:
+        if at + 22 <= len(data):
+            (comment,) = struct.unpack("<H", data[at + 20 : at + 22])
+            if at + 22 + comment == len(data):
+                return True
+        at = data.rfind(ZIP_END_RECORD, start, at)
+    return False
+
+
+def read_dataset(
+    data: bytes, *, stop_before_pixels: bool = False, max_inflated_bytes: int | None = None
+) -> FileDataset:
     """Parse a DICOM Part 10 file from bytes. Never guesses (no `force=True`).
 
-    unsupported_format: no "DICM" at offset 128, an executable/archive preamble, no transfer
-    syntax, or data after the pixel data other than trailing padding (a polyglot);
+    unsupported_format: no "DICM" at offset 128, no transfer syntax, or a polyglot: a
+    preamble that is a program, archive, PDF or markup, a ZIP that a ZIP reader would find
+    from the end, or bytes after the pixel data that are not well-formed data elements;
     corrupt_image: truncated anywhere, or anything pydicom cannot parse.
+
+    Elements after the pixel data are legal DICOM and are accepted (see element_structure).
+
+    Before pydicom parses anything deeply, `imaging.intake_guards` walks the elements:
+    dicom_too_deep, too_many_elements, and decoded_too_large for a deflated data set that
+    inflates past max_inflated_bytes (intake_guards.MAX_INFLATED_BYTES when None).
     """
     if not has_dicom_magic(data):
         raise ImagingError("unsupported_format", "This is not a DICOM Part 10 file.")
-    if preamble_is_executable(data):
+    if preamble_is_foreign(data):
         raise ImagingError(
-            "unsupported_format", "The DICOM preamble holds a program: refused as a polyglot."
+            "unsupported_format",
+            "The DICOM preamble holds a program or another file format: refused as a polyglot.",
         )
+    if is_zip_too(data):
+        raise ImagingError(
+            "unsupported_format", "The DICOM file is also a ZIP archive: refused as a polyglot."
+        )
+    intake_guards.dicom_structure_check(data, max_inflated_bytes=max_inflated_bytes)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -121,7 +221,9 @@ def read_dataset(data: bytes, *, stop_before_pixels: bool = False) -> FileDatase
     structure = element_structure(data, UID(str(syntax)))
     if structure == "trailing":
         raise ImagingError(
-            "unsupported_format", "The DICOM file has data after its pixels: refused as a polyglot."
+            "unsupported_format",
+            "The DICOM file has bytes after its pixels that are not DICOM data elements: "
+            "refused as a polyglot.",
         )
     if structure != "complete":
         raise ImagingError("corrupt_image", "The DICOM file is incomplete.")
@@ -173,12 +275,18 @@ _TRAILING_PADDING_TAG = 0xFFFCFFFC
 
 
 def element_structure(data: bytes, syntax: UID) -> str:
-    """ "complete", "truncated" or "trailing" (something after the pixel data).
+    """ "complete", "truncated" or "trailing" (bytes after the pixel data that are no DICOM).
 
     pydicom reads a truncated file without complaint (a short last value, a half tag), so a
-    file cut anywhere would otherwise pass as a smaller, valid-looking dataset. After the
-    pixel data only Data Set Trailing Padding (FFFC,FFFC) may follow; anything else there is
-    how a second file (an archive, a script) gets hidden behind an image.
+    file cut anywhere would otherwise pass as a smaller, valid-looking dataset.
+
+    A DICOM data set is a sequence of data elements, and any element may follow Pixel Data:
+    vendors' private groups (GE's 7FE1 movie group, Philips' E029, CB0D), Digital Signatures
+    and Data Set Trailing Padding (FFFC,FFFC) are all legal there, and so are zero bytes
+    padding the file to a block. What is refused after the pixel data is what a second file
+    glued on looks like to a DICOM parser: tags that stop ascending (PS3.5 7.1: a data set's
+    tags ascend, and FFFC,FFFC is the last), a VR that is no VR in an explicit-VR syntax, or
+    an element whose value starts like a program, an archive, a PDF or markup.
     """
     start = _file_meta_end(data)
     if start is None:
@@ -189,19 +297,25 @@ def element_structure(data: bytes, syntax: UID) -> str:
     fp.seek(start)
     end = start
     after_pixels = False
+    previous = -1
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             for element in data_element_generator(
                 fp, syntax.is_implicit_VR, syntax.is_little_endian, defer_size=None
             ):
+                tag = int(element.tag)
                 length = getattr(element, "length", _UNDEFINED)
                 value = getattr(element, "value", None)
                 if length != _UNDEFINED and isinstance(value, bytes) and len(value) != length:
                     return "truncated"
-                if after_pixels and int(element.tag) != _TRAILING_PADDING_TAG:
-                    return "trailing"
-                after_pixels = after_pixels or int(element.tag) == _PIXEL_DATA_TAG
+                if after_pixels:
+                    if tag == 0 and not data[end:].strip(b"\x00"):
+                        return "complete"  # Zero bytes to the end: padding to a block.
+                    if not _well_formed_after_pixels(element, previous, syntax):
+                        return "trailing"
+                previous = tag
+                after_pixels = after_pixels or tag == _PIXEL_DATA_TAG
                 end = fp.tell()
     except Exception:  # EOF inside a sequence or an item: truncated.
         return "truncated"
@@ -209,6 +323,18 @@ def element_structure(data: bytes, syntax: UID) -> str:
         # A partial element header at the end: cut short, or junk too short to parse.
         return "trailing" if after_pixels and len(data) - end >= 8 else "truncated"
     return "complete"
+
+
+def _well_formed_after_pixels(element: Any, previous: int, syntax: UID) -> bool:
+    if int(element.tag) <= previous:
+        return False
+    if not syntax.is_implicit_VR and getattr(element, "VR", None) is None:
+        return False  # pydicom found no VR where the syntax puts one: not an element.
+    value = getattr(element, "value", None)
+    if isinstance(value, bytes):
+        head = value[:32].lstrip(b" \t\r\n").lower()
+        return not any(head.startswith(magic.lower()) for magic in FOREIGN_VALUE_MAGICS)
+    return True
 
 
 def is_complete(data: bytes, syntax: UID) -> bool:
@@ -244,8 +370,12 @@ def decode_pixels(ds: Dataset) -> np.ndarray:
             warnings.simplefilter("ignore")
             array = ds.pixel_array
     except Exception as exc:  # Truncated or undecodable pixel data.
-        raise ImagingError("corrupt_image", "The DICOM pixel data could not be decoded.") from exc
-    if shape.frames == 1:
+        array = _gdcm_decode(ds, shape)
+        if array is None:
+            raise ImagingError(
+                "corrupt_image", "The DICOM pixel data could not be decoded."
+            ) from exc
+    if shape.frames == 1 and array.ndim == (3 if shape.samples > 1 else 2):
         array = array[np.newaxis, ...]
     expected: tuple[int, ...] = (shape.frames, shape.rows, shape.columns)
     if shape.samples > 1:
@@ -254,6 +384,68 @@ def decode_pixels(ds: Dataset) -> np.ndarray:
         raise ImagingError("corrupt_image", "The DICOM pixel data does not match its size.")
     # Big-endian sources decode to big-endian dtypes: give every caller the native order.
     return np.ascontiguousarray(array.astype(array.dtype.newbyteorder("="), copy=False))
+
+
+_GDCM_DTYPES = {"UINT8": "u1", "INT8": "i1", "UINT16": "u2", "INT16": "i2", "UINT32": "u4"}
+
+
+def decoded_by_fallback(ds: Dataset) -> bool:
+    """True when pydicom's own decoders refuse this file and GDCM decoded it."""
+    return bool(getattr(ds, "_medimg_gdcm", False))
+
+
+def _gdcm_decode(ds: Dataset, shape: Geometry) -> np.ndarray | None:
+    """GDCM's own reader, for what every pydicom plugin refuses (pydicom's GDCM plugin among
+    them: it turns down 12-bit JPEG Extended, which GDCM itself decodes, identically to
+    dcmtk's dcmdjpeg on every such corpus file). None when GDCM is missing or fails too.
+
+    Only syntaxes whose decoding needs no colour conversion are taken: monochrome, palette
+    and RGB results, in the layout pydicom gives (frames, rows, columns, samples)."""
+    try:
+        import gdcm
+    except ImportError:
+        return None
+    syntax = UID(str(ds.file_meta.TransferSyntaxUID))
+    if not syntax.is_compressed:
+        return None  # Native pixel data pydicom cannot read is damaged, not exotic.
+    import os
+    import tempfile
+
+    gdcm.Trace.WarningOff()
+    gdcm.Trace.ErrorOff()
+    handle, path = tempfile.mkstemp(suffix=".dcm")
+    try:
+        with os.fdopen(handle, "wb") as out, warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            dcmwrite(out, ds, enforce_file_format=False)
+        reader = gdcm.ImageReader()
+        reader.SetFileName(path)
+        if not reader.Read():
+            return None
+        image = reader.GetImage()
+        photometric = image.GetPhotometricInterpretation().GetString().strip()
+        if photometric not in ("MONOCHROME1", "MONOCHROME2", "PALETTE COLOR", "RGB"):
+            return None
+        dtype = _GDCM_DTYPES.get(image.GetPixelFormat().GetScalarTypeAsString())
+        if dtype is None:
+            return None
+        raw = image.GetBuffer().encode("utf-8", "surrogateescape")
+        array = np.frombuffer(raw, dtype=np.dtype(dtype))
+        samples = shape.samples
+        if array.size != shape.frames * shape.rows * shape.columns * samples:
+            return None
+        if samples > 1 and image.GetPlanarConfiguration() == 1:
+            array = array.reshape(shape.frames, samples, shape.rows, shape.columns)
+            array = np.moveaxis(array, 1, -1)
+        else:
+            tail = (samples,) if samples > 1 else ()
+            array = array.reshape(shape.frames, shape.rows, shape.columns, *tail)
+    except Exception:  # GDCM raises its own types, or a short buffer.
+        return None
+    finally:
+        os.unlink(path)
+    object.__setattr__(ds, "_medimg_gdcm", True)
+    return np.array(array, copy=True)
 
 
 def _is_uncompressed_little_endian(syntax: UID) -> bool:
@@ -265,9 +457,15 @@ def _is_uncompressed_little_endian(syntax: UID) -> bool:
     )
 
 
-def write_redacted_dataset(ds_bytes: bytes, redacted_pixels: np.ndarray) -> bytes:
+def write_redacted_dataset(
+    ds_bytes: bytes, redacted_pixels: np.ndarray, *, syntax: str = "uncompressed"
+) -> bytes:
     """`ds_bytes` with its pixel data replaced by `redacted_pixels` (same shape and dtype as
-    `decode_pixels` of it). Raises ImagingError for a bad source, ValueError for a mismatch."""
+    `decode_pixels` of it), written uncompressed or, with `syntax` "rle", "jpeg-ls" or
+    "jpeg2000", losslessly compressed: never lossy. Raises ImagingError for a bad source,
+    ValueError for a mismatch or an unknown `syntax`."""
+    if syntax not in OUTPUT_SYNTAXES:
+        raise ValueError(f"unknown output syntax {syntax!r}")
     ds = read_dataset(ds_bytes)
     shape = geometry(ds)
     expected: tuple[int, ...] = (shape.frames, shape.rows, shape.columns)
@@ -279,10 +477,11 @@ def write_redacted_dataset(ds_bytes: bytes, redacted_pixels: np.ndarray) -> byte
         raise ValueError(f"unsupported pixel dtype {redacted_pixels.dtype}")
 
     source_syntax = UID(str(ds.file_meta.TransferSyntaxUID))
-    syntax = (
+    written = (
         source_syntax if _is_uncompressed_little_endian(source_syntax) else ExplicitVRLittleEndian
     )
-    ds.file_meta.TransferSyntaxUID = syntax
+    ds.file_meta.TransferSyntaxUID = written
+    _keep_lossy_history(ds, source_syntax)
 
     little = redacted_pixels.astype(redacted_pixels.dtype.newbyteorder("<"), copy=False)
     data = np.ascontiguousarray(little).tobytes()
@@ -293,6 +492,13 @@ def write_redacted_dataset(ds_bytes: bytes, redacted_pixels: np.ndarray) -> byte
     for keyword in ("ExtendedOffsetTable", "ExtendedOffsetTableLengths"):
         if keyword in ds:
             del ds[keyword]
+    # Whatever follows the pixel data goes too: vendors' groups there hold the old pixels
+    # again (GE's 7FE1 movie group keeps the cine, burned-in text included), signatures sign
+    # the old pixels (FFFA,FFFA), and padding (FFFC,FFFC) pads the old file.
+    tags = list(ds.keys())
+    for tag in tags:
+        if int(tag) > _PIXEL_DATA_TAG:
+            del ds[tag]
     ds.PixelData = data
     ds["PixelData"].VR = "OB" if bits_allocated == 8 else "OW"
     ds["PixelData"].is_undefined_length = False
@@ -304,6 +510,8 @@ def write_redacted_dataset(ds_bytes: bytes, redacted_pixels: np.ndarray) -> byte
     ds.PixelRepresentation = 1 if redacted_pixels.dtype.kind == "i" else 0
     if shape.samples > 1:
         ds.PlanarConfiguration = 0
+    if OUTPUT_SYNTAXES[syntax] is not None:
+        written = _compress_lossless(ds, OUTPUT_SYNTAXES[syntax], written)
 
     ds.preamble = b"\x00" * PREAMBLE_BYTES
     out = io.BytesIO()
@@ -314,7 +522,69 @@ def write_redacted_dataset(ds_bytes: bytes, redacted_pixels: np.ndarray) -> byte
             out,
             ds,
             little_endian=True,
-            implicit_vr=syntax.is_implicit_VR,
+            implicit_vr=written.is_implicit_VR,
             force_encoding=True,
         )
     return out.getvalue()
+
+
+# Output syntaxes of redacted files: all lossless (None: uncompressed).
+OUTPUT_SYNTAXES: dict[str, UID | None] = {
+    "uncompressed": None,
+    "rle": RLELossless,
+    "jpeg-ls": JPEGLSLossless,
+    "jpeg2000": JPEG2000Lossless,
+}
+# Transfer syntaxes whose pixels may have lost information, with the Lossy Image Compression
+# Method (PS3.3 C.7.6.1.1.5.1) each implies. JPEG 2000 (.91, .93) and HTJ2K (.203) can be
+# reversible too: their files are taken at their word when they say "00".
+LOSSY_SYNTAXES: dict[str, str] = {
+    JPEGBaseline8Bit: "ISO_10918_1",
+    JPEGExtended12Bit: "ISO_10918_1",
+    JPEGLSNearLossless: "ISO_14495_1",
+    JPEG2000: "ISO_15444_1",
+    JPEG2000MC: "ISO_15444_2",
+    HTJ2K: "ISO_15444_15",
+    MPEG2MPML: "ISO_13818_2",
+    MPEG2MPHL: "ISO_13818_2",
+    **dict.fromkeys(
+        (MPEG4HP41, MPEG4HP41BD, MPEG4HP422D, MPEG4HP423D, MPEG4HP42STEREO), "ISO_14496_10"
+    ),
+    HEVCMP51: "ISO_23008_2",
+    HEVCM10P51: "ISO_23008_2",
+}
+MAYBE_REVERSIBLE = frozenset({JPEG2000, JPEG2000MC, HTJ2K})
+
+
+def _keep_lossy_history(ds: Dataset, source_syntax: UID) -> None:
+    """A lossy source stays marked lossy once its pixels are written without loss: Lossy
+    Image Compression "01" and the method, which PS3.3 says never go back to "00"."""
+    method = LOSSY_SYNTAXES.get(str(source_syntax))
+    if method is None:
+        return
+    said = str(ds.get("LossyImageCompression", "") or "").strip()
+    if said == "01" or (said == "00" and source_syntax in MAYBE_REVERSIBLE):
+        return
+    ds.LossyImageCompression = "01"
+    methods = [str(m) for m in (ds.get("LossyImageCompressionMethod") or [])]
+    if isinstance(ds.get("LossyImageCompressionMethod"), str):
+        methods = [str(ds.LossyImageCompressionMethod)]
+    if method not in methods:
+        ds.LossyImageCompressionMethod = [*methods, method] if methods else method
+
+
+def _compress_lossless(ds: Dataset, target: UID, uncompressed: UID) -> UID:
+    """The uncompressed pixel data of `ds` encoded with `target` (lossless), in place; the
+    SOP Instance UID stays (the pixels are the same ones). An encoder that refuses the pixels
+    (JPEG-LS above 16 bits, say) leaves them uncompressed: lossless either way."""
+    kwargs: dict[str, Any] = {"generate_instance_uid": False}
+    if target == JPEG2000Lossless:
+        kwargs["use_mct"] = False  # keep RGB as RGB
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            ds.compress(target, **kwargs)
+    except Exception:  # each encoder raises its own types for pixels it does not take
+        ds.file_meta.TransferSyntaxUID = uncompressed
+        return uncompressed
+    return target

@@ -8,6 +8,7 @@ Interface (stable):
     modality_values(ds, frame, *, index=0) -> float64 (H, W)   # e.g. Hounsfield units for CT
     window_choice(ds, *, window=None, centre=None, width=None) -> Window | None
     window_options(ds) -> dict        # what a viewer may ask for this dataset
+    display_notes(ds) -> list[str]    # broken optional elements that rendering ignores
     stretch_to_uint8(values) -> uint8   # the "auto" window: 0.5-99.5 percentiles
     is_greyscale(ds) -> bool
     PRESETS = {"brain": (40, 80), ...}   # name -> (centre, width), Hounsfield units
@@ -25,6 +26,9 @@ Greyscale (MONOCHROME1/2), in the order of PS3.4 N.2:
    `apply_windowing` with an 8-bit output range, LUTs through `apply_voi`;
 3. MONOCHROME1 is inverted (its lowest value is white);
 4. overlay planes (60xx,3000) are burned in white, frame by frame for multi-frame overlays.
+An optional element that is present but empty or malformed (an empty Modality or VOI LUT
+Sequence item, an empty or non-numeric RescaleSlope/RescaleIntercept) is treated as absent;
+`display_notes` says which, for the scan's processing notes.
 PALETTE COLOR goes through its palette (16-bit entries keep their top byte); RGB (and YBR,
 converted on decoding) is scaled from BitsStored to 8 bits. Windows apply to greyscale only.
 
@@ -44,6 +48,7 @@ import numpy as np
 import pydicom
 from pydicom.dataset import Dataset
 from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_voi, apply_windowing
+from pydicom.tag import Tag
 
 from imaging.dicom import pixels_photometric
 from medimg.errors import ApplicationError
@@ -145,12 +150,64 @@ def frame_header(ds: Dataset, index: int = 0) -> Dataset:
     return header
 
 
+# --- Optional elements that are there but broken -------------------------------------------
+
+
+def _broken_lut(items: Any) -> bool:
+    """An empty LUT sequence, or a first item without a three-value descriptor and data."""
+    try:
+        item = items[0]
+        descriptor = item.get("LUTDescriptor")
+        return not (descriptor is not None and len(descriptor) == 3 and item.get("LUTData"))
+    except Exception:  # An item pydicom cannot even read.
+        return True
+
+
+def _broken_elements(ds: Dataset) -> dict[str, str]:
+    """Keyword -> why, for the optional display elements present in `ds` but empty or
+    malformed: such a file renders as if they were absent (PS3.5 treats an empty Type 3
+    value as absent, and no reader can use half a LUT)."""
+    broken: dict[str, str] = {}
+    for keyword in ("ModalityLUTSequence", "VOILUTSequence"):
+        if keyword in ds and _broken_lut(ds.get(keyword)):
+            broken[keyword] = "empty or incomplete"
+    rescale = [k for k in ("RescaleSlope", "RescaleIntercept") if k in ds]
+    bad = [k for k in rescale if _first(ds.get(k)) is None]
+    if bad:
+        # Slope and intercept only mean something together: one unusable drops both.
+        for keyword in rescale:
+            broken[keyword] = "empty or not a number" if keyword in bad else "without its pair"
+    return broken
+
+
+def display_notes(ds: Dataset) -> list[str]:
+    """What rendering ignored in this file, for the scan's processing notes."""
+    broken = _broken_elements(frame_header(ds, 0))
+    return [f"{keyword} is {why}: ignored, as if absent" for keyword, why in broken.items()]
+
+
+def usable_header(ds: Dataset) -> Dataset:
+    """`ds`, or a copy of it without its broken optional display elements."""
+    broken = _broken_elements(ds)
+    if not broken:
+        return ds
+    drop = {int(Tag(keyword)) for keyword in broken}
+    # A new mapping of the same (still raw) elements: deleting from a copy.copy of a pydicom
+    # dataset would delete from the original too.
+    tags = list(ds.keys())
+    header = Dataset({tag: ds.get_item(tag) for tag in tags if int(tag) not in drop})
+    if hasattr(ds, "file_meta"):
+        header.file_meta = ds.file_meta
+    header.set_original_encoding(*ds.original_encoding)
+    return header
+
+
 # --- Modality and VOI -----------------------------------------------------------------------
 
 
 def modality_values(ds: Dataset, frame: np.ndarray, *, index: int = 0) -> np.ndarray:
     """One monochrome frame in modality units (e.g. Hounsfield), as float64."""
-    header = frame_header(ds, index)
+    header = usable_header(frame_header(ds, index))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         values = apply_modality_lut(frame, header)
@@ -384,7 +441,7 @@ def render_frame_uint8(
     if frame.ndim == 3:
         bits = int(ds.get("BitsStored") or frame.dtype.itemsize * 8)
         return np.ascontiguousarray(_to_uint8_by_bits(frame, bits)[..., :3])
-    header = frame_header(ds, index)
+    header = usable_header(frame_header(ds, index))
     grey = _apply_voi(modality_values(ds, frame, index=index), header, window)
     if photometric == "MONOCHROME1":
         grey = 255 - grey  # MONOCHROME1: the lowest value is white.

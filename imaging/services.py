@@ -74,28 +74,40 @@ class _Accepted:
     image: Any  # imaging.validation.DecodedImage
 
 
+def upload_limits() -> dict[str, int]:
+    """The limits by kind (settings) as validate_upload takes them."""
+    return {
+        "max_bytes": settings.UPLOAD_MAX_BYTES,
+        "max_dicom_bytes": settings.UPLOAD_DICOM_MAX_BYTES,
+        "max_pixels": settings.UPLOAD_MAX_PIXELS,
+        "max_decoded_bytes": settings.UPLOAD_MAX_DECODED_BYTES,
+    }
+
+
 def _read_upload(
     upload: UploadedFile, *, seal: SealContext | None = None, patient_id: str = ""
 ) -> _Accepted:
-    from imaging.validation import validate_upload
+    from imaging.validation import limit_for, sniff_kind, too_large, validate_upload
 
     name = (upload.name or "upload")[-255:]
     size = int(upload.size or 0)
-    # A sealed body is a little longer than the image in it.
-    limit = settings.UPLOAD_MAX_BYTES + (SEAL_OVERHEAD if seal is not None else 0)
+    # The limit is the kind's (JPEG/PNG or DICOM), known from the first bytes; a sealed body
+    # is opaque until opened, so it gets the larger one, plus its seal.
+    upload.seek(0)
+    kind = None if seal is not None else sniff_kind(upload.read(132))
+    limits = upload_limits()
+    limit = limit_for(
+        kind, max_bytes=limits["max_bytes"], max_dicom_bytes=limits["max_dicom_bytes"]
+    )
+    limit += SEAL_OVERHEAD if seal is not None else 0
     # Refuse by the declared size before reading anything into memory.
     if size > limit:
-        raise ImagingError("file_too_large")
+        raise too_large(size, limit, kind)
     upload.seek(0)
     data = upload.read(limit + 1)
     if seal is not None:
         data = unseal_from(seal, data, purpose="upload", patient=patient_id, name=name)
-    image = validate_upload(
-        name=name,
-        data=data,
-        max_bytes=settings.UPLOAD_MAX_BYTES,
-        max_pixels=settings.UPLOAD_MAX_PIXELS,
-    )
+    image = validate_upload(name=name, data=data, **limits)
     return _Accepted(name=name, size=len(data), image=image)
 
 
@@ -126,17 +138,13 @@ def _read_uploads(
         data,
         max_members=settings.UPLOAD_ARCHIVE_MAX_MEMBERS,
         max_total_bytes=settings.UPLOAD_ARCHIVE_MAX_UNCOMPRESSED,
-        max_member_bytes=settings.UPLOAD_MAX_BYTES,
+        # Each member then meets its own kind's limit in validate_upload.
+        max_member_bytes=max(settings.UPLOAD_MAX_BYTES, settings.UPLOAD_DICOM_MAX_BYTES),
     )
     accepted = []
     for member in members:
         try:
-            image = validate_upload(
-                name=member.name,
-                data=member.data,
-                max_bytes=settings.UPLOAD_MAX_BYTES,
-                max_pixels=settings.UPLOAD_MAX_PIXELS,
-            )
+            image = validate_upload(name=member.name, data=member.data, **upload_limits())
         except ImagingError as refusal:
             raise ImagingError(refusal.code, f"{member.name}: {refusal.message}") from None
         accepted.append(_Accepted(name=member.name[-255:], size=len(member.data), image=image))
@@ -246,8 +254,6 @@ def _scans_store(
     uploaded_by: Any,
     request: HttpRequest | None,
 ) -> tuple[Patient, list[Scan]]:
-    from imaging.tasks import process_scan
-
     written: list[str] = []
     try:
         with transaction.atomic():
@@ -269,9 +275,7 @@ def _scans_store(
                         "frames": scan.frames,
                     },
                 )
-                # robust: a broker outage must not turn a committed upload into a 500; the
-                # scan stays "uploaded" and `scans_requeue` (or a retry) picks it up.
-                transaction.on_commit(partial(process_scan.delay, scan_id=scan.id), robust=True)
+                _process_after_commit(scan.id)
     except BaseException:
         storage_delete(*written)
         raise
@@ -281,11 +285,31 @@ def _scans_store(
 # --- Processing -----------------------------------------------------------------------------
 
 
+def _process_after_commit(scan_id: int) -> None:
+    """Queue processing once the transaction commits (in-process mode: run it then).
+
+    robust: a broker outage must not turn a committed upload into a 500 (the scan stays
+    "uploaded" and `scans_requeue` picks it up), nor, in-process, a processing error (the
+    task has already failed the scan with its reason). A lambda and not functools.partial:
+    Django names a failing robust hook by its __qualname__, which a partial lacks, and that
+    AttributeError was the 500.
+    """
+    from imaging.tasks import process_scan
+
+    transaction.on_commit(lambda: process_scan.delay(scan_id=scan_id), robust=True)
+
+
 def _scan_claim(scan_id: int) -> Scan | None:
-    """Mark the scan processing; None when it is gone or already completed (idempotent)."""
+    """Mark the scan processing; None when it is gone, already completed (idempotent), or
+    out of attempts (then it is failed: too_many_attempts)."""
     with transaction.atomic():
         scan = Scan.objects.select_for_update().filter(pk=scan_id).first()
         if scan is None or scan.status == ScanStatus.COMPLETED:
+            return None
+        if scan.attempts >= settings.IMAGING_MAX_ATTEMPTS:
+            # Every run so far ended without a verdict (a worker killed for memory, say);
+            # a message redelivered after that kill must not start another.
+            scan_mark_failed(scan_id=scan_id, reason=FailureReason.TOO_MANY_ATTEMPTS)
             return None
         scan.status = ScanStatus.PROCESSING
         scan.failure_reason = ""
@@ -436,6 +460,9 @@ def scan_process(*, scan_id: int, detector: pipeline.Detector | None = None) -> 
             verify_scope=settings.IMAGING_VERIFY_SCOPE,
             timings=timings,
         )
+        if image.notes:
+            # What decoding or rendering worked around: the scan's processing notes.
+            result.metrics["notes"] = list(image.notes)
         with pipeline.timed(timings, "store_ms"):
             paths = _write_outputs(
                 scan=scan, image=image, result=result, data_key=data_key, written=written
@@ -620,14 +647,19 @@ def scan_mark_failed(*, scan_id: int, reason: FailureReason | str) -> Scan | Non
 
 
 def scans_requeue(*, older_than_seconds: int = 600) -> list[int]:
-    """Enqueue scans stuck in uploaded/processing (a lost message or a dead worker)."""
+    """Enqueue scans stuck in uploaded/processing (a lost message or a dead worker); those
+    already tried IMAGING_MAX_ATTEMPTS times are failed (too_many_attempts) instead."""
     from imaging.tasks import process_scan
 
     cutoff = timezone.now() - timezone.timedelta(seconds=older_than_seconds)
+    stuck = Scan.objects.filter(
+        status__in=[ScanStatus.UPLOADED, ScanStatus.PROCESSING], updated_at__lt=cutoff
+    )
+    spent = stuck.filter(attempts__gte=settings.IMAGING_MAX_ATTEMPTS)
+    for scan_id in list(spent.values_list("id", flat=True)):
+        scan_mark_failed(scan_id=scan_id, reason=FailureReason.TOO_MANY_ATTEMPTS)
     ids = list(
-        Scan.objects.filter(
-            status__in=[ScanStatus.UPLOADED, ScanStatus.PROCESSING], updated_at__lt=cutoff
-        ).values_list("id", flat=True)
+        stuck.filter(attempts__lt=settings.IMAGING_MAX_ATTEMPTS).values_list("id", flat=True)
     )
     for scan_id in ids:
         process_scan.delay(scan_id=scan_id)
@@ -635,9 +667,8 @@ def scans_requeue(*, older_than_seconds: int = 600) -> list[int]:
 
 
 def scans_reprocess(*, scan_ids: Sequence[int], actor: Any = None) -> list[int]:
-    """Put failed or stuck scans back to "uploaded" and queue them after commit."""
-    from imaging.tasks import process_scan
-
+    """Put failed or stuck scans back to "uploaded" and queue them after commit. A person
+    decided to try again: the attempt count starts afresh."""
     with transaction.atomic():
         scans = list(
             Scan.objects.select_for_update()
@@ -647,14 +678,15 @@ def scans_reprocess(*, scan_ids: Sequence[int], actor: Any = None) -> list[int]:
         for scan in scans:
             scan.status = ScanStatus.UPLOADED
             scan.failure_reason = ""
-            scan.save(update_fields=["status", "failure_reason", "updated_at"])
+            scan.attempts = 0
+            scan.save(update_fields=["status", "failure_reason", "attempts", "updated_at"])
             audit_record(
                 action=Action.ADMIN_CHANGE,
                 actor=actor,
                 target=scan,
                 details={"change": "requeued"},
             )
-            transaction.on_commit(partial(process_scan.delay, scan_id=scan.id), robust=True)
+            _process_after_commit(scan.id)
     return [scan.id for scan in scans]
 
 

@@ -2,7 +2,8 @@
 
 Interface (stable):
 
-    validate_upload(*, name, data, max_bytes, max_pixels) -> DecodedImage   # or ImagingError
+    validate_upload(*, name, data, max_bytes, max_pixels, max_dicom_bytes=None,
+                    max_decoded_bytes=None) -> DecodedImage                # or ImagingError
     sniff_kind(data) -> "jpeg" | "png" | "dicom" | None
 
 `name` is never used to decide the type (a valid PNG called scan.dcm is a PNG); it is accepted
@@ -10,22 +11,36 @@ so callers can pass what they have, and is not echoed in messages.
 
 Checks, in order, each with its ImagingError code:
     empty_file          zero bytes
-    file_too_large      more than max_bytes (HTTP 413)
+    file_too_large      JPEG/PNG over max_bytes, DICOM over max_dicom_bytes (max_bytes when
+                        None), anything else over the larger of the two (HTTP 413); the
+                        message names the limit and the kind it is for
     unsupported_format  magic bytes are not JPEG (FF D8 FF), PNG (89 PNG ...) or DICOM Part 10
                         ("DICM" at offset 128); also every polyglot, i.e. a valid image with
                         something else hidden in it: data after the PNG IEND chunk, data after
                         the JPEG EOI marker beyond 1 KiB of zero/0xFF/whitespace padding, a DICOM
-                        preamble that starts like a program or archive (MZ, ELF, Mach-O, #!, ZIP),
-                        DICOM elements after the pixel data other than trailing padding (bytes
-                        appended to a DICOM that do not even parse as elements are reported as
-                        corrupt_image instead); also animated PNG and DICOM without pixel data
-                        (a non-image object; an image object cut exactly before its pixel data
-                        is corrupt_image).
-    too_many_pixels     width x height (x frames) from the header is over max_pixels, checked
-                        BEFORE the full decode; Pillow's decompression-bomb warning and error
-                        count as this too.
+                        preamble that starts like a program, archive, PDF or markup, a ZIP
+                        readable from the end, bytes after the pixel data that are not
+                        well-formed data elements (`imaging.dicom.element_structure`: any
+                        element is legal there, vendors' private groups and padding included);
+                        also animated PNG.
+    no_pixel_data       a DICOM without Pixel Data: structured reports, key objects,
+                        presentation states, RT objects, waveforms, encapsulated documents,
+                        and image objects stored without their pixels. Refused: only images
+                        are de-identified here.
+    too_many_pixels     width x height of one frame (from the header, BEFORE the full decode)
+                        over max_pixels: the limit is per frame, so a long cine of ordinary
+                        frames passes; Pillow's decompression-bomb warning and error count as
+                        this too.
+    decoded_too_large   a DICOM whose frames x rows x columns x samples x bytes per sample,
+                        from the header, is over max_decoded_bytes (HTTP 413): what protects
+                        memory from a long cine once the pixel limit is per frame.
     corrupt_image       anything that does not fully decode: truncated PNG/JPEG/DICOM, bad
                         chunk CRCs, bad compressed data.
+    dicom_too_deep, too_many_elements, decoded_too_large (a deflated data set inflating past
+                        max_decoded_bytes), inconsistent_image (a compressed frame whose own
+                        JPEG/JPEG-LS/JPEG 2000 header disagrees with Rows and Columns): the
+                        checks of `imaging.intake_guards`, before pydicom parses deeply and
+                        before any frame is decoded.
 
 DecodedImage, what the pipeline works on:
     kind         "jpeg" | "png" | "dicom"
@@ -45,6 +60,8 @@ DecodedImage, what the pipeline works on:
                  imaging.rendering.render_frames_uint8; 16-bit grey PNG stretched by percentiles,
                  16-bit colour scaled to 8 bits; alpha dropped, so text hidden under
                  transparency is still seen by the detector).
+    notes        what the decoding or rendering had to work around (an empty Modality LUT
+                 item or rescale ignored, a fallback decoder used): the scan's processing notes.
     clean_bytes  what is stored (encrypted) as the original. JPEG/PNG: a lossless PNG of
                  `pixels[0]` with no metadata at all (no EXIF, text chunks, ICC, time); decoding
                  it gives `pixels[0]` exactly. DICOM: the bytes as uploaded (its header is
@@ -67,7 +84,7 @@ import cv2
 import numpy as np
 from PIL import Image, ImageOps
 
-from imaging import dicom, rendering
+from imaging import dicom, intake_guards, rendering
 from imaging.errors import ImagingError
 from imaging.restoration import encode_image
 
@@ -85,6 +102,7 @@ class DecodedImage:
     photometric: str
     display: np.ndarray
     clean_bytes: bytes
+    notes: tuple[str, ...] = ()
 
     @property
     def frames(self) -> int:
@@ -113,21 +131,74 @@ def sniff_kind(data: bytes) -> str | None:
     return None
 
 
-def validate_upload(*, name: str, data: bytes, max_bytes: int, max_pixels: int) -> DecodedImage:
-    """Decode and check an upload; ImagingError with a code when it is refused."""
+def size_text(size: int) -> str:
+    """A byte count as people read limits: 20 MB, 1 GB (binary multiples, as the settings)."""
+    for unit, factor in (("GB", 1 << 30), ("MB", 1 << 20), ("KB", 1 << 10)):
+        if size >= factor:
+            return f"{size / factor:.3g} {unit}"
+    return f"{size} bytes"
+
+
+def limit_for(kind: str | None, *, max_bytes: int, max_dicom_bytes: int | None) -> int:
+    """The size limit for a kind of file: DICOM has its own, JPEG/PNG the general one."""
+    dicom_limit = max_bytes if max_dicom_bytes is None else max_dicom_bytes
+    if kind == "dicom":
+        return dicom_limit
+    if kind in ("jpeg", "png"):
+        return max_bytes
+    return max(max_bytes, dicom_limit)
+
+
+def too_large(size: int, limit: int, kind: str | None) -> ImagingError:
+    label = {"dicom": "DICOM", "jpeg": "JPEG/PNG", "png": "JPEG/PNG"}.get(kind or "", "uploads")
+    return ImagingError(
+        "file_too_large",
+        f"The file is {size_text(size)}, over the {size_text(limit)} limit for {label}.",
+    )
+
+
+def validate_upload(
+    *,
+    name: str,
+    data: bytes,
+    max_bytes: int,
+    max_pixels: int,
+    max_dicom_bytes: int | None = None,
+    max_decoded_bytes: int | None = None,
+) -> DecodedImage:
+    """Decode and check an upload; ImagingError with a code when it is refused.
+
+    max_bytes is the JPEG/PNG limit and max_dicom_bytes DICOM's (max_bytes when None);
+    max_pixels applies to each frame; max_decoded_bytes (None: no limit) to a DICOM's
+    decoded pixels in all."""
     del name  # The type comes from the content only.
     if len(data) == 0:
         raise ImagingError("empty_file")
-    if len(data) > max_bytes:
-        raise ImagingError("file_too_large")
     kind = sniff_kind(data)
+    limit = limit_for(kind, max_bytes=max_bytes, max_dicom_bytes=max_dicom_bytes)
+    if len(data) > limit:
+        raise too_large(len(data), limit, kind)
     if kind == "png":
         return _validate_png(data, max_pixels)
     if kind == "jpeg":
         return _validate_jpeg(data, max_pixels)
     if kind == "dicom":
-        return _validate_dicom(data, max_pixels)
+        return _validate_dicom(data, max_pixels, max_decoded_bytes)
+    if dicom.looks_like_bare_dataset(data):
+        raise ImagingError(
+            "unsupported_format",
+            "This is a DICOM data set without the Part 10 header (preamble, DICM and file "
+            "meta information): export it from the archive as a DICOM file.",
+        )
     raise ImagingError("unsupported_format")
+
+
+def _too_many_pixels(width: int, height: int, max_pixels: int) -> ImagingError:
+    return ImagingError(
+        "too_many_pixels",
+        f"The image is {width} x {height} ({width * height:,} pixels a frame), over the "
+        f"limit of {max_pixels:,} pixels a frame.",
+    )
 
 
 # --- PNG ------------------------------------------------------------------------------------
@@ -169,7 +240,7 @@ def _validate_png(data: bytes, max_pixels: int) -> DecodedImage:
     if width == 0 or height == 0:
         raise ImagingError("corrupt_image", "The PNG file has no pixels.")
     if width * height > max_pixels:
-        raise ImagingError("too_many_pixels")
+        raise _too_many_pixels(width, height, max_pixels)
     if animated:
         raise ImagingError("unsupported_format", "Animated PNG is not accepted.")
     image = _pillow_decode(data, "PNG", max_pixels)
@@ -283,7 +354,7 @@ def _pillow_decode(data: bytes, fmt: str, max_pixels: int) -> Image.Image:
             width, height = image.size
             # Dimensions from the header, before any pixel is decoded.
             if width * height > max_pixels:
-                raise ImagingError("too_many_pixels")
+                raise _too_many_pixels(width, height, max_pixels)
             if getattr(image, "n_frames", 1) != 1:
                 raise ImagingError("unsupported_format", "Multi-image files are not accepted.")
             image.load()
@@ -346,18 +417,35 @@ def _from_pillow(kind: str, image: Image.Image) -> DecodedImage:
 # --- DICOM ----------------------------------------------------------------------------------
 
 
-def _validate_dicom(data: bytes, max_pixels: int) -> DecodedImage:
-    ds = dicom.read_dataset(data)
+def _validate_dicom(
+    data: bytes, max_pixels: int, max_decoded_bytes: int | None = None
+) -> DecodedImage:
+    ds = dicom.read_dataset(data, max_inflated_bytes=max_decoded_bytes)
     if "PixelData" not in ds:
         sop_class = ds.file_meta.get("MediaStorageSOPClassUID")
-        if sop_class is not None and "Image Storage" in getattr(sop_class, "name", ""):
-            # An image object without its pixels: cut short exactly between two elements.
-            raise ImagingError("corrupt_image", "The DICOM image has no pixel data.")
-        raise ImagingError("unsupported_format", "The DICOM file holds no image.")
+        name = str(getattr(sop_class, "name", "") or sop_class or "a non-image object")
+        raise ImagingError(
+            "no_pixel_data",
+            f"The DICOM file holds no pixel data ({name}): only images are accepted.",
+        )
     shape = dicom.geometry(ds)
-    if shape.pixel_count > max_pixels:
-        raise ImagingError("too_many_pixels")
+    if shape.rows * shape.columns > max_pixels:
+        raise _too_many_pixels(shape.columns, shape.rows, max_pixels)
+    bits = int(ds.get("BitsAllocated") or 8)
+    decoded = shape.pixel_count * shape.samples * max(1, (bits + 7) // 8)
+    if max_decoded_bytes is not None and decoded > max_decoded_bytes:
+        raise ImagingError(
+            "decoded_too_large",
+            f"The DICOM image decodes to {size_text(decoded)} ({shape.frames} frames of "
+            f"{shape.columns} x {shape.rows}), over the {size_text(max_decoded_bytes)} limit "
+            "for decoded pixels.",
+        )
+    if ds.file_meta.TransferSyntaxUID.is_encapsulated:  # Decoders trust the codestream's size.
+        intake_guards.check_frame_sizes(ds.PixelData, rows=shape.rows, columns=shape.columns)
     pixels = dicom.decode_pixels(ds)
+    notes = list(rendering.display_notes(ds))
+    if dicom.decoded_by_fallback(ds):
+        notes.append("pixel data decoded by GDCM: pydicom's decoders refused it")
     try:
         display = rendering.render_frames_uint8(ds, pixels)
     except ImagingError:
@@ -370,4 +458,5 @@ def _validate_dicom(data: bytes, max_pixels: int) -> DecodedImage:
         photometric=dicom.pixels_photometric(ds),
         display=display,
         clean_bytes=bytes(data),
+        notes=tuple(notes),
     )

@@ -197,7 +197,15 @@ else:
         "default": {
             "ENGINE": "django.db.backends.sqlite3",
             "NAME": SQLITE_PATH,
-            "OPTIONS": {"timeout": 20},
+            # Several people at once on the embedded install: WAL lets readers go on while one
+            # writer commits, and IMMEDIATE transactions take the write lock at BEGIN, so a
+            # transaction that reads and then writes (every audited read) waits for the lock
+            # under the busy timeout instead of failing at once with "database is locked".
+            "OPTIONS": {
+                "timeout": 20,
+                "transaction_mode": "IMMEDIATE",
+                "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+            },
         }
     }
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
@@ -310,6 +318,10 @@ SIMPLE_JWT = {
 }
 # Session keys from /api/auth/key-exchange/ (cache only, sealing transfers, never storage).
 SESSION_KEY_SECONDS = env_int("SESSION_KEY_SECONDS", 3600, minimum=60)
+# Restores and region decryptions go to API (token) clients only sealed under a session key
+# (X-Medimg-Seal + X-Medimg-Seal-Nonce); browser pages seal with WebCrypto on their own.
+# On by default in production, where a plaintext original must not cross any proxy.
+MEDIMG_REQUIRE_SEALED_TRANSFERS = env_bool("MEDIMG_REQUIRE_SEALED_TRANSFERS", PRODUCTION)
 
 # --- REST framework and OpenAPI -------------------------------------------------------------
 
@@ -389,8 +401,16 @@ MEDIA_URL = "/media-not-served/"  # Stored files are served only through permiss
 STATIC_URL = "/static/"
 STATIC_ROOT = Path(env_str("STATIC_ROOT") or BASE_DIR / "staticfiles")
 STATICFILES_DIRS = [BASE_DIR / "static"]
+# Limits by kind (imaging.validation): JPEG/PNG 20 MB (the reference design's limit); DICOM
+# its own, since real cines and multi-frame studies are often 50-500 MB; the pixel limit is
+# per frame; the decoded-size limit is what a DICOM's frames add up to once decoded, and is
+# what protects a worker's memory from a long cine.
 UPLOAD_MAX_BYTES = env_int("UPLOAD_MAX_BYTES", 20 * 1024 * 1024, minimum=1024)
+UPLOAD_DICOM_MAX_BYTES = env_int("UPLOAD_DICOM_MAX_BYTES", 1024 * 1024 * 1024, minimum=1024)
 UPLOAD_MAX_PIXELS = env_int("UPLOAD_MAX_PIXELS", 60_000_000, minimum=1)
+UPLOAD_MAX_DECODED_BYTES = env_int(
+    "UPLOAD_MAX_DECODED_BYTES", 2 * 1024 * 1024 * 1024, minimum=1024 * 1024
+)
 # A zip of a series (imaging.archive): its own size, its file count, and what its files add
 # up to once inflated (the zip-bomb limit). Each member also meets the two limits above.
 UPLOAD_ARCHIVE_MAX_BYTES = env_int("UPLOAD_ARCHIVE_MAX_BYTES", 200 * 1024 * 1024, minimum=1024)
@@ -445,6 +465,12 @@ IMAGING_DUPLICATE_MAX_DISTANCE = env_int("IMAGING_DUPLICATE_MAX_DISTANCE", 6, mi
 IMAGING_DETECTOR = env_str("IMAGING_DETECTOR") or "imaging.detection.detect"
 # Transient failures (storage, database) are retried with exponential backoff this often.
 IMAGING_TASK_MAX_RETRIES = env_int("IMAGING_TASK_MAX_RETRIES", 5, minimum=0)
+# Runs of one scan's processing in all (retries and requeues counted): past it the scan is
+# failed (too_many_attempts) instead of being handed to a worker again. A file that kills
+# every worker that touches it must not come back forever.
+IMAGING_MAX_ATTEMPTS = env_int(
+    "IMAGING_MAX_ATTEMPTS", 2 * (IMAGING_TASK_MAX_RETRIES + 1), minimum=1
+)
 # Redacted thumbnails stay cached this long (keys change whenever the redacted image does).
 IMAGING_THUMBNAIL_CACHE_SECONDS = env_int("IMAGING_THUMBNAIL_CACHE_SECONDS", 86_400, minimum=1)
 
@@ -468,7 +494,20 @@ if PRODUCTION and not MEDIMG_DEID_SECRET:
     raise ImproperlyConfigured(
         "MEDIMG_ENV=production needs MEDIMG_DEID_SECRET (or MEDIMG_DEID_SECRET_FILE)"
     )
-# Annex E options beyond the defaults (Modified Dates, Clean Pixel Data, Clean Descriptors).
+# Free-text descriptors (Study and Series Description, Image Comments, Protocol Name,
+# Requested Procedure Description...): "remove" (the default) gives them the Basic Profile's
+# action (removed, emptied or a dummy value) and does not claim Clean Descriptors; "clean"
+# applies Clean Descriptors: the patient's names, IDs, dates and phone numbers are cut out,
+# and a descriptor that still holds a date, phone number or ID-like number becomes "REMOVED".
+DEID_DESCRIPTORS = env_choice("DEID_DESCRIPTORS", "remove", {"remove", "clean"})
+# How a redacted or de-identified DICOM is written: never lossy. "uncompressed" (Explicit VR
+# Little Endian for compressed sources), or losslessly compressed: "rle" (RLE Lossless),
+# "jpeg-ls" (JPEG-LS Lossless), "jpeg2000" (JPEG 2000 Lossless).
+DICOM_OUTPUT_SYNTAX = env_choice(
+    "DICOM_OUTPUT_SYNTAX", "uncompressed", {"uncompressed", "rle", "jpeg-ls", "jpeg2000"}
+)
+# Annex E options beyond the defaults (Modified Dates, Clean Pixel Data; Clean Descriptors
+# with DEID_DESCRIPTORS=clean).
 DEID_RETAIN_PATIENT_CHARACTERISTICS = env_bool("DEID_RETAIN_PATIENT_CHARACTERISTICS", False)
 DEID_RETAIN_DEVICE_IDENTITY = env_bool("DEID_RETAIN_DEVICE_IDENTITY", False)
 # Private elements kept (Retain Safe Private): "GGGGEEEE" tags or "CREATOR:GGGG:EE" (private

