@@ -50,3 +50,18 @@ class User(AbstractUser):
     @property
     def is_clinical(self) -> bool:
         return self.is_active and self.role in CLINICAL_ROLES
+
+
+class RevokedLogin(models.Model):
+    """A logged-out API login (the `sid` its tokens carry), refused until its last access
+    token would have expired anyway (accounts.tokens).
+
+    In the database rather than the cache: every process sees it, and nothing evicts it early
+    (a per-process cache holds 300 keys, then forgets the oldest logouts). Expired rows are
+    purged on the next logout."""
+
+    sid = models.CharField(max_length=64, unique=True)
+    expires_at = models.DateTimeField(db_index=True)
+
+    def __str__(self) -> str:
+        return f"login {self.sid} revoked until {self.expires_at:%Y-%m-%d %H:%M}"

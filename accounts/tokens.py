@@ -7,9 +7,10 @@ service). This replaces simplejwt's CHECK_REVOKE_TOKEN, which puts an MD5 of the
 hash in every token and cannot revoke on deactivation.
 
 Logout: every token carries a login-session id (`sid`), kept through refresh rotation and
-copied into each access token. JWT logout blacklists the refresh token and marks the `sid`
-revoked in the cache for as long as an access token lives, so the access tokens of that
-login stop working at once, and other logins of the same user are untouched.
+copied into each access token. JWT logout blacklists the refresh token and records the `sid`
+as revoked (`RevokedLogin`, in the database) for as long as an access token lives, so the
+access tokens of that login stop working at once in every process, and other logins of the
+same user are untouched.
 
 Issuer and audience are simplejwt settings (ISSUER, AUDIENCE from JWT_ISSUER, JWT_AUDIENCE):
 PyJWT then refuses a token whose `iss` or `aud` is missing or different.
@@ -17,15 +18,17 @@ PyJWT then refuses a token whose `iss` or `aud` is missing or different.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
-from django.core.cache import cache
+from django.utils import timezone
 from drf_spectacular.contrib.rest_framework_simplejwt import SimpleJWTScheme
 from rest_framework.exceptions import AuthenticationFailed
 from rest_framework_simplejwt.authentication import JWTAuthentication
 from rest_framework_simplejwt.settings import api_settings as jwt_settings
 from rest_framework_simplejwt.tokens import AccessToken, RefreshToken, Token
+
+from accounts.models import RevokedLogin
 
 
 class _PreciseIssuedAt(Token):
@@ -47,10 +50,6 @@ class MedimgRefreshToken(_PreciseIssuedAt, RefreshToken):
 SESSION_CLAIM = "sid"
 
 
-def _revoked_name(sid: str) -> str:
-    return f"jwt:revoked-session:{sid}"
-
-
 def token_pair_for(user: Any, *, session_id: str | None = None) -> MedimgRefreshToken:
     """A refresh token (and, through it, access tokens) for `user` in login session
     `session_id`; a new login starts a session named after its first refresh token."""
@@ -64,14 +63,24 @@ def token_session_revoke(token: Token) -> None:
     sid = token.get(SESSION_CLAIM)
     if isinstance(sid, str) and sid:
         # Only access tokens need the mark: the session's last refresh token is blacklisted
-        # by the caller and the earlier ones were blacklisted when they were rotated.
-        lifetime = int(jwt_settings.ACCESS_TOKEN_LIFETIME.total_seconds())
-        cache.set(_revoked_name(sid), 1, lifetime + 60)
+        # by the caller and the earlier ones were blacklisted when they were rotated. An
+        # access token issued now dies within its lifetime; a minute more covers clock skew.
+        now = timezone.now()
+        RevokedLogin.objects.filter(expires_at__lte=now).delete()
+        RevokedLogin.objects.update_or_create(
+            sid=sid[:64],
+            defaults={
+                "expires_at": now + jwt_settings.ACCESS_TOKEN_LIFETIME + timedelta(minutes=1)
+            },
+        )
 
 
 def token_check_session(token: Token) -> None:
     sid = token.get(SESSION_CLAIM)
-    if isinstance(sid, str) and cache.get(_revoked_name(sid)) is not None:
+    if (
+        isinstance(sid, str)
+        and RevokedLogin.objects.filter(sid=sid[:64], expires_at__gt=timezone.now()).exists()
+    ):
         raise AuthenticationFailed("This login has been logged out.", code="token_revoked")
 
 

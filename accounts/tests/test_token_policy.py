@@ -227,6 +227,57 @@ def test_it_leaves_the_users_other_logins_alone_at_logout(
     assert _refresh(api, tablet["refresh"]).status_code == 200
 
 
+def test_it_keeps_every_logout_revoked_however_many_there_are(api: Any, doctor: Any) -> None:
+    from rest_framework.exceptions import AuthenticationFailed
+
+    from accounts.services import auth_logout
+    from accounts.tokens import token_check_session, token_pair_for, token_session_revoke
+
+    # More logouts than a local-memory cache holds (300 keys, then it forgets a third).
+    logins = [token_pair_for(doctor) for _ in range(350)]
+    auth_logout(refresh=str(logins[0]), request=None)
+    for refresh in logins[1:]:
+        token_session_revoke(refresh)
+
+    still_working = []
+    for n, refresh in enumerate(logins):
+        try:
+            token_check_session(refresh.access_token)
+        except AuthenticationFailed:
+            continue
+        still_working.append(n)
+    assert still_working == []
+    # The first logout, the one a cache would have forgotten first, end to end.
+    response = _me(api, str(logins[0].access_token))
+    assert response.status_code == 401
+    assert response.json()["error"]["code"] == "token_revoked"
+
+
+def test_it_keeps_logouts_in_the_database_and_purges_them_once_expired(
+    api: Any, doctor: Any, password: str
+) -> None:
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from accounts.models import RevokedLogin
+
+    first = _login(api, doctor, password)
+    api.post(LOGOUT, {"refresh": first["refresh"]}, format="json")
+    sid = jwt.decode(first["access"], options={"verify_signature": False})["sid"]
+    revoked = RevokedLogin.objects.get(sid=sid)
+    lifetime = django_settings.SIMPLE_JWT["ACCESS_TOKEN_LIFETIME"]
+    assert revoked.expires_at > timezone.now() + lifetime
+
+    # Once every access token of that login has expired anyway, the next logout purges it.
+    RevokedLogin.objects.filter(sid=sid).update(expires_at=timezone.now() - timedelta(seconds=1))
+    second = _login(api, doctor, password)
+    api.post(LOGOUT, {"refresh": second["refresh"]}, format="json")
+    assert list(RevokedLogin.objects.values_list("sid", flat=True)) == [
+        jwt.decode(second["access"], options={"verify_signature": False})["sid"]
+    ]
+
+
 # --- Issuer and audience --------------------------------------------------------------------
 
 
