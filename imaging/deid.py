@@ -18,8 +18,8 @@ Action codes:
     U  UID replaced by "2.25." + the integer of the first 16 bytes of HMAC-SHA256(uid_secret,
        uid): deterministic, so one study stays one study and references stay consistent
     C  clean: DA and DT shifted by `date_shift_days` (TM unchanged: a whole-day shift keeps the
-       time of day); text with every identifying word of the dataset and every date-like
-       number removed; sequences cleaned item by item; anything else gets the basic action.
+       time of day); text as `imaging.deid_text.scrub_descriptor` leaves it (see "Free
+       text" below); sequences cleaned item by item; anything else gets the basic action.
 Composite codes need the IOD's attribute type to choose; this module does not look types up
 and takes the choice that keeps the file valid for every type without leaking the value:
 X/Z -> Z, X/D -> D, Z/D -> D, X/Z/D -> Z (a zero-length value is valid for Type 2 and 3; the
@@ -46,8 +46,18 @@ Added after the table: PatientIdentityRemoved YES, DeidentificationMethod (one v
 option applied) and DeidentificationMethodCodeSequence (CID 7050 codes, scheme DCM),
 LongitudinalTemporalInformationModified (MODIFIED, UNMODIFIED or REMOVED) and, with the
 `clean_pixel_data` option only, BurnedInAnnotation NO. `clean_pixel_data` is a promise by the
-caller that `ds_bytes` already has its pixel data redacted (the detector pass,
-`imaging.dicom.write_redacted_dataset`): this module never touches pixel data.
+caller that `ds_bytes` already has its pixel data redacted and confirmed clean on every frame
+(the detector pass and its verification, `imaging.dicom.write_redacted_dataset`): this module
+never touches pixel data. `pixels_flagged=True` (the verification pass still found text)
+sets BurnedInAnnotation YES, whatever the file said; otherwise it is left as it was.
+
+Free text: every text element the profile keeps (not in the table, or K), at any depth, has the
+patient's names, identifiers and dates cut out (`imaging.deid_text`: every part of every name,
+IDs and phone numbers without regard to case or separators, dates in their written forms);
+C on text (Clean Descriptors and the other cleaning options) also cuts the words of every
+removed value and replaces a descriptor that still holds a date, a phone number or an ID-like
+number with "REMOVED"; so does free text inside a sequence under C (CodeMeaning in a
+Procedure Code Sequence).
 
 `removed_values` maps an element path ("00100010", "00081140[0].00081155", "meta.00020003")
 to {"keyword", "vr", "display", "element"}: `element` is the original element encoded alone
@@ -86,6 +96,8 @@ from pydicom.filewriter import dcmwrite, write_dataset
 from pydicom.sequence import Sequence
 from pydicom.tag import BaseTag, Tag
 from pydicom.uid import UID_dictionary
+
+from imaging import deid_text
 
 TABLE_PATH = Path(__file__).resolve().parent / "deid_table" / "table_e1_1.json"
 
@@ -139,9 +151,11 @@ OVERLAY_DATA = 0x3000  # (60xx,3000): without it the rest of its Overlay Plane i
 TYPE2_SEQUENCES = frozenset({0x00400555})  # Acquisition Context Sequence
 PATIENT_NAME = 0x00100010
 PATIENT_ID = 0x00100020
-# Dates written in free text: 20240131, 2024-01-31, 31.01.2024, 01/31/2024.
-DATE_LIKE = re.compile(r"\b(\d{8}|\d{4}[-./]\d{1,2}[-./]\d{1,2}|\d{1,2}[-./]\d{1,2}[-./]\d{2,4})\b")
-WORD = re.compile(r"[^\W_]{3,}", re.UNICODE)
+# Text elements searched for the patient's identity wherever they are (`deid_text`).
+SCRUB_VRS = frozenset({"SH", "LO", "ST", "LT", "UT", "UC", "PN", "CS"})
+# Inside a sequence being cleaned as a descriptor, the free-text VRs cleaned as descriptors
+# (a code value, SH or UC, is a code: only the patient's own values are cut from it).
+DESCRIPTOR_VRS = frozenset({"LO", "ST", "LT", "UT"})
 
 
 class DeidError(ValueError):
@@ -348,8 +362,10 @@ class _Context:
     days: int
     safe_private: tuple[Any, ...]
     pseudonym: str
-    identifying_words: set[str]
+    identity: deid_text.Identity
     identifying_values: set[str] = field(default_factory=set)
+    descriptor_depth: int = 0  # > 0 while walking a sequence cleaned as a descriptor
+    pixels_flagged: bool = False
     removed: dict[str, dict[str, Any]] = field(default_factory=dict)
     applied: dict[str, str] = field(default_factory=dict)
 
@@ -438,6 +454,8 @@ def _walk(ds: Dataset, ctx: _Context, prefix: str) -> None:
         if rule is None:
             if vr == "SQ":
                 _walk_items(ds[tag], ctx, path)
+            elif vr in SCRUB_VRS:
+                _scrub_kept(ds, item, ctx, path)
             continue
         _apply(ds, item, resolve(rule, ctx.options), rule, ctx, path)
     _drop_orphan_overlays(ds, ctx, prefix)
@@ -469,9 +487,16 @@ def _apply(ds: Dataset, item: Item, action: str, rule: Rule, ctx: _Context, path
         action = "Z" if int(tag) in TYPE2_SEQUENCES else "X"
     if action == "X" and int(tag) in EMPTIED_NOT_REMOVED:
         action = "Z"
-    if action in ("K", "U*") or (action == "C" and vr == "SQ"):
+    if action == "C" and vr == "SQ":
+        ctx.descriptor_depth += 1
+        _walk_items(ds[tag], ctx, path)
+        ctx.descriptor_depth -= 1
+        return
+    if action in ("K", "U*"):
         if vr == "SQ":
             _walk_items(ds[tag], ctx, path)
+        elif vr in SCRUB_VRS:
+            _scrub_kept(ds, item, ctx, path)
         return
     if action == "C":
         element = ds[tag]
@@ -495,7 +520,9 @@ def _apply(ds: Dataset, item: Item, action: str, rule: Rule, ctx: _Context, path
         else:
             ds[tag].value = Sequence() if vr == "SQ" else (b"" if vr in BINARY_VRS else None)
     elif action == "D":
-        ds[tag].value = _dummy(vr)
+        # Patient ID is Z/D in later editions: its dummy value is the pseudonym too.
+        is_patient = int(tag) in (PATIENT_NAME, PATIENT_ID)
+        ds[tag].value = ctx.pseudonym if is_patient else _dummy(vr)
     elif action == "U":
         if vr != "UI":
             del ds[tag]  # A U row holding something other than a UID: remove it.
@@ -537,26 +564,43 @@ def _clean(element: DataElement, ctx: _Context) -> Any:
     if vr == "TM":
         return element.value if dates else None
     if vr in TEXT_VRS:
-        return _map_values(element.value, lambda v: scrub_text(v, ctx.identifying_words))
+        return _map_values(element.value, lambda v: deid_text.scrub_descriptor(v, ctx.identity))
     return None
 
 
-def scrub_text(text: str, words: set[str]) -> str:
-    """`text` without date-like numbers and without any word that identifies the patient."""
-    text = DATE_LIKE.sub("", text)
-    text = WORD.sub(lambda m: "" if m.group(0).casefold() in words else m.group(0), text)
-    return re.sub(r"\s{2,}", " ", text).strip()
+def _scrub_kept(ds: Dataset, item: Item, ctx: _Context, path: str) -> None:
+    """A text element the profile keeps (not in the table, or K): the patient's names,
+    identifiers and dates cut out of it wherever they stand, CodeMeaning in a code sequence
+    as much as Study Description; inside a sequence cleaned as a descriptor, free text is
+    cleaned as a descriptor (`deid_text.scrub_descriptor`). Left untouched (as read) when
+    nothing is found."""
+    if not ctx.identity or item.value is None:
+        return
+    vr = _vr(item)
+    descriptor = ctx.descriptor_depth > 0 and vr in DESCRIPTOR_VRS
+    if not descriptor:
+        raw = _raw_text(item)
+        if not deid_text.identity_spans(raw, ctx.identity):
+            return  # the common case: decided on the raw text, the element stays raw
+    element = ds[item.tag]
+    if descriptor:
+        clean = functools.partial(deid_text.scrub_descriptor, identity=ctx.identity)
+    else:
+        clean = functools.partial(deid_text.scrub_identity, identity=ctx.identity)
+    cleaned = _map_values(element.value, lambda v: clean(v) or (v and DUMMY_TEXT))
+    if _same(cleaned, element.value):
+        ds[item.tag] = item  # untouched: back to the bytes as read
+        return
+    _record(ctx, path, ds, item, "C")
+    ds[item.tag].value = cleaned
 
 
-def _identifying_words(ds: Dataset, options: tuple[str, ...]) -> set[str]:
-    """Words from every string value the profile removes or replaces, at any depth."""
-    return _identifying(ds, options)[0]
-
-
-def _identifying(ds: Dataset, options: tuple[str, ...]) -> tuple[set[str], set[str]]:
-    """(words, whole values, case-folded) of every string value the profile removes or
-    replaces, at any depth."""
-    words: set[str] = set()
+def _identifying(ds: Dataset, options: tuple[str, ...]) -> tuple[deid_text.Identity, set[str]]:
+    """(the patient's identity as `deid_text` searches for it, whole values case-folded) from
+    every value the profile removes or replaces, and every date, at any depth."""
+    names: list[str] = []
+    texts: list[str] = []
+    dates: list[str] = []
     whole: set[str] = set()
 
     def visit(dataset: Dataset) -> None:
@@ -565,19 +609,26 @@ def _identifying(ds: Dataset, options: tuple[str, ...]) -> tuple[set[str], set[s
                 for item in element.value or []:
                     visit(item)
                 continue
+            values = _map_values(element.value, str) if element.value is not None else []
+            values = values if isinstance(values, list) else [values]
+            if element.VR in ("DA", "DT"):
+                dates.extend(values)
+                continue
             rule = rule_for(int(element.tag))
             if rule is None or element.VR not in TEXT_VRS:
                 continue
             if resolve(rule, options) in ("K", "C"):
                 continue
-            values = _map_values(element.value, str)
-            for value in values if isinstance(values, list) else [values or ""]:
-                words.update(w.casefold() for w in WORD.findall(value) if not w.isdigit())
+            for value in values:
+                texts.append(value)
+                if element.VR == "PN":
+                    names.append(value)
                 if len(value.strip()) >= MIN_COPIED_VALUE:
                     whole.add(value.strip().casefold())
 
     visit(ds)
-    return words, whole
+    identity = deid_text.build_identity(person_names=names, removed_texts=texts, dates=dates)
+    return identity, whole
 
 
 # --------------------------------------------------------------------------- public API
@@ -609,6 +660,7 @@ def deidentify(
     date_shift_days: int,
     safe_private: Iterable[Any] = (),
     pseudonym: str | None = None,
+    pixels_flagged: bool = False,
 ) -> DeidResult:
     """De-identify a DICOM Part 10 file; see the module docstring."""
     applied = tuple(dict.fromkeys(options))
@@ -622,7 +674,7 @@ def deidentify(
         applied += ("retain_safe_private",)
     ds = _read(ds_bytes)
     patient_id = str(ds.get("PatientID", "") or "")
-    words, whole = _identifying(_read(ds_bytes), applied)
+    identity, whole = _identifying(_read(ds_bytes), applied)
     ctx = _Context(
         options=applied,
         secret=uid_secret,
@@ -630,8 +682,9 @@ def deidentify(
         safe_private=safe,
         pseudonym=pseudonym or patient_pseudonym(patient_id, uid_secret),
         # From a parse of its own: reading every value decodes it, and `ds` must stay raw.
-        identifying_words=words,
+        identity=identity,
         identifying_values=whole,
+        pixels_flagged=pixels_flagged,
     )
     try:
         _walk(ds.file_meta, ctx, "meta.")
@@ -676,6 +729,8 @@ def _mark(ds: Dataset, ctx: _Context) -> None:
     ]
     if "clean_pixel_data" in ctx.options:
         additions.append(("BurnedInAnnotation", "CS", "NO"))
+    elif ctx.pixels_flagged:
+        additions.append(("BurnedInAnnotation", "CS", "YES"))
     for keyword, vr, value in additions:
         tag = Tag(keyword)
         path = _path("", tag)

@@ -8,10 +8,13 @@ processing and `manage.py deidentify`. Plain module, no ORM: bytes and arrays in
     identity_view(identity) -> dict                             # what a doctor is shown
 
 The header is de-identified by `imaging.deid` (PS3.15 Annex E, Table E.1-1) with the Basic
-Profile and the options Retain Longitudinal Temporal Information with Modified Dates, Clean
-Descriptors and, once the detector's pass over the pixels left nothing for review, Clean
-Pixel Data (which is what sets BurnedInAnnotation to NO); Retain Patient Characteristics and
-Retain Device Identity come from settings, Retain Safe Private from DEID_SAFE_PRIVATE.
+Profile and the options Retain Longitudinal Temporal Information with Modified Dates and,
+once the detector's pass over the pixels left nothing for review on any frame, Clean Pixel
+Data (which is what sets BurnedInAnnotation to NO; while the pass still flags the scan it is
+YES); Clean Descriptors with DEID_DESCRIPTORS=clean (by default descriptors are removed as the
+Basic Profile says); Retain Patient Characteristics and Retain Device Identity come from
+settings, Retain Safe Private from DEID_SAFE_PRIVATE. The pixels are written as
+DICOM_OUTPUT_SYNTAX says: uncompressed or losslessly compressed, never lossy.
 
 Everything deterministic derives from one installation secret, MEDIMG_DEID_SECRET (a
 development secret is generated under KEY_DIR when unset), through HKDF-SHA256 with a purpose
@@ -124,8 +127,15 @@ def safe_private() -> tuple[Any, ...]:
 
 def deid_options(*, pixels_clean: bool) -> tuple[str, ...]:
     """The Annex E options applied. Clean Pixel Data only when the pixel pass left nothing
-    for a person to check: it is what lets the file say BurnedInAnnotation NO."""
-    options = [o for o in deid.DEFAULT_OPTIONS if pixels_clean or o != "clean_pixel_data"]
+    for a person to check: it is what lets the file say BurnedInAnnotation NO. Clean
+    Descriptors only with DEID_DESCRIPTORS=clean: by default descriptors get the Basic
+    Profile's action, since free text cannot be cleaned with certainty."""
+    dropped = set()
+    if not pixels_clean:
+        dropped.add("clean_pixel_data")
+    if settings.DEID_DESCRIPTORS != "clean":
+        dropped.add("clean_descriptors")
+    options = [o for o in deid.DEFAULT_OPTIONS if o not in dropped]
     if settings.DEID_RETAIN_PATIENT_CHARACTERISTICS:
         options.append("retain_patient_characteristics")
     if settings.DEID_RETAIN_DEVICE_IDENTITY:
@@ -158,7 +168,9 @@ def dicom_deidentify(
     days = deid.patient_date_shift(_patient_key(header), date_secret())
     pseudonym = deid.patient_pseudonym(str(header.get("PatientID", "") or ""), uid_secret())
     options = deid_options(pixels_clean=pixels_clean)
-    redacted = dicom.write_redacted_dataset(source, redacted_pixels)
+    redacted = dicom.write_redacted_dataset(
+        source, redacted_pixels, syntax=settings.DICOM_OUTPUT_SYNTAX
+    )
     try:
         result = deid.deidentify(
             redacted,
@@ -167,6 +179,7 @@ def dicom_deidentify(
             date_shift_days=days,
             safe_private=safe_private(),
             pseudonym=pseudonym,
+            pixels_flagged=not pixels_clean,
         )
     except deid.DeidError as exc:
         raise ImagingError("corrupt_image", "The DICOM header could not be de-identified.") from exc
@@ -226,8 +239,8 @@ def deid_report(result: deid.DeidResult, *, regions: int, pixels_clean: bool) ->
         "pixels": {
             "regions": regions,
             "clean": pixels_clean,
-            # NO only once the detector's pass left nothing for review.
-            "burned_in_annotation": "NO" if pixels_clean else "unchanged",
+            # NO only once the detector's pass left nothing for review, YES while it did.
+            "burned_in_annotation": "NO" if pixels_clean else "YES",
         },
     }
 

@@ -38,6 +38,7 @@ def test_it_reads_the_options_and_the_safe_private_list_from_settings(settings: 
     settings.DEID_RETAIN_PATIENT_CHARACTERISTICS = True
     settings.DEID_RETAIN_DEVICE_IDENTITY = False
     settings.DEID_SAFE_PRIVATE = ["00091001", "GEMS_IDEN_01:0009:01"]
+    settings.DEID_DESCRIPTORS = "clean"
     assert identity.deid_options(pixels_clean=True) == (
         "retain_long_modified_dates",
         "clean_pixel_data",
