@@ -131,12 +131,18 @@ def with_every_table_attribute(data: bytes) -> tuple[bytes, dict[int, str]]:
 
 def test_the_table_is_the_whole_of_table_e1_1_with_its_edition() -> None:
     data = table()
-    assert data["edition"].startswith("DICOM PS3.15 2020a or 2020b")
-    assert data["edition_label"] == "DICOM PS3.15 2020a/b"
-    assert data["source"]["package"] == "dicom-standard" and data["source"]["version"] == "0.1.0"
+    assert data["edition"].startswith("DICOM PS3.15 2026c")
+    assert data["edition_label"] == "DICOM PS3.15 2026c"
+    basic, options = data["source"]["basic"], data["source"]["options"]
+    assert (basic["package"], basic["version"]) == ("dicom-anonymizer", "2.1.0")
+    assert (options["package"], options["version"]) == ("dicom-standard", "0.1.0")
     rows = {r["tag"]: r for r in data["attributes"]}
-    assert len(rows) == 432
-    assert rows["00100010"]["basic"] == "Z" and rows["00100020"]["basic"] == "Z"
+    assert len(rows) == 656 and data["rows_added_since_2020"] == 224
+    assert rows["00100010"]["basic"] == "Z" and rows["00100020"]["basic"] == "Z/D"
+    # Rows the 2020 table did not have: Name to Use, and a date with the dates options.
+    assert rows["00100012"]["basic"] == "X" and rows["00100012"]["options_from"] == "none"
+    assert rows["0040B034"]["retain_long_modified_dates"] == "C"
+    assert rows["0040B034"]["options_from"] == "inferred"
     assert rows["00080018"]["basic"] == "U" and rows["00080018"]["retain_uids"] == "K"
     assert rows["00100040"]["retain_patient_characteristics"] == "K"
     assert rows["00080020"]["retain_long_modified_dates"] == "C"
@@ -260,7 +266,7 @@ def test_without_the_dates_option_dates_are_not_kept() -> None:
     data = dicom_bytes("CT_small.dcm")
     original, out = read(data), read(run(data, options=()).data)
     assert out.StudyDate == "" and out.AcquisitionDate == ""  # Z, and X/Z resolved to Z
-    assert out.InstanceCreationDate != original.InstanceCreationDate  # not in the 2020 table
+    assert out.InstanceCreationDate != original.InstanceCreationDate  # not in the table
     assert out.LongitudinalTemporalInformationModified == "REMOVED"
 
 
@@ -280,7 +286,7 @@ def test_patient_characteristics_and_device_identity_are_settings() -> None:
     assert plain.StationName == "" and kept.StationName == original.StationName
     codes = [item.CodeValue for item in kept.DeidentificationMethodCodeSequence]
     assert codes == ["113100", "113107", "113101", "113105", "113108", "113109"]
-    assert kept.DeidentificationMethod[0] == "DICOM PS3.15 2020a/b Basic Profile"
+    assert kept.DeidentificationMethod[0] == "DICOM PS3.15 2026c Basic Profile"
     assert len(kept.DeidentificationMethod) == 6
     assert all(
         item.CodingSchemeDesignator == "DCM" for item in kept.DeidentificationMethodCodeSequence

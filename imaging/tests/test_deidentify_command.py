@@ -72,7 +72,7 @@ def test_it_deidentifies_files_folders_and_zips_with_a_report_each(tmp_path: Pat
         assert private_tags(result) == []
         assert Path(line["output"]).name == f"{read(result).SOPInstanceUID}.dcm"
         report = json.loads(Path(line["report"]).read_text())
-        assert report["edition"] == "DICOM PS3.15 2020a/b"
+        assert report["edition"] == "DICOM PS3.15 2026c"
         assert report["counts"]["removed"] > 0 and report["counts"]["uid_remapped"] > 0
         assert report["pixels"]["regions"] == len(report["regions"])
         # Neither the report nor the file names carry the input's name or values.
@@ -182,4 +182,6 @@ def test_it_documents_the_counts_the_table_gives() -> None:
     block = docs.split("<!-- counts:start -->\n", 1)[1].split("\n<!-- counts:end -->", 1)[0]
     assert block == markdown()
     default = counts(identity.deid.DEFAULT_OPTIONS)
-    assert sum(default.values()) == 432 and default["K"] == 0
+    assert sum(default.values()) == 656 and default["K"] == 0
+    # The comparison with the 2020 table that medimg used before.
+    assert "DICOM PS3.15 2020a/b (432 rows) against DICOM PS3.15 2026c (656 rows)" in block
