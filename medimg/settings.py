@@ -89,18 +89,34 @@ DEBUG = env_bool("DEBUG", not PRODUCTION)
 if PRODUCTION and DEBUG:
     raise ImproperlyConfigured("DEBUG must be off when MEDIMG_ENV=production")
 
-_DEV_SECRET = "django-insecure-medimg-development-only-never-in-production"
-SECRET_KEY = env_str("SECRET_KEY") or _DEV_SECRET
-if PRODUCTION and (SECRET_KEY == _DEV_SECRET or len(SECRET_KEY) < 50):
+# Where generated development keys, the SQLite file and uploads live by default.
+VAR_DIR = Path(env_str("MEDIMG_VAR_DIR") or BASE_DIR / "var")
+# Key-encryption keys, the audit anchor key and (development only) SECRET_KEY live outside the
+# database: from the environment, a file, or (development only) a generated file here.
+KEY_DIR = Path(env_str("MEDIMG_KEY_DIR") or VAR_DIR / "keys")
+
+# SECRET_KEY signs sessions, CSRF tokens and (unless JWT_SIGNING_KEY is set) API tokens. The
+# constant that earlier versions used for development is public: anyone could sign tokens with
+# it, so it is refused everywhere. Without SECRET_KEY, development and tests generate a random
+# key once under KEY_DIR (with a loud warning); production refuses to start.
+_PUBLISHED_DEV_SECRET = "django-insecure-medimg-development-only-never-in-production"
+SECRET_KEY = env_str("SECRET_KEY") or ""
+if SECRET_KEY.strip() == _PUBLISHED_DEV_SECRET:
+    raise ImproperlyConfigured(
+        "SECRET_KEY is the published development constant; set a random one (or unset it in "
+        "development to generate one under MEDIMG_KEY_DIR)"
+    )
+if PRODUCTION and len(SECRET_KEY) < 50:
     raise ImproperlyConfigured(
         "MEDIMG_ENV=production needs SECRET_KEY (or SECRET_KEY_FILE): 50 or more random characters"
     )
+if not SECRET_KEY:
+    from medimg.keys import dev_key_file
+
+    SECRET_KEY = dev_key_file("SECRET_KEY", KEY_DIR)
 
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", [] if PRODUCTION else ["127.0.0.1", "localhost"])
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
-
-# Where generated development keys, the SQLite file and uploads live by default.
-VAR_DIR = Path(env_str("MEDIMG_VAR_DIR") or BASE_DIR / "var")
 
 # --- Applications ---------------------------------------------------------------------------
 
@@ -213,6 +229,10 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 # --- Cache and jobs -------------------------------------------------------------------------
 
 REDIS_URL = env_str("REDIS_URL")
+if PRODUCTION and not REDIS_URL:
+    # Session keys, rate-limit counters and the job broker must be shared by every process;
+    # a local-memory cache is one process's alone.
+    raise ImproperlyConfigured("MEDIMG_ENV=production needs REDIS_URL (a shared cache)")
 if REDIS_URL:
     CACHES = {
         "default": {
@@ -360,9 +380,7 @@ SPECTACULAR_SETTINGS = {
 
 # --- Keys -----------------------------------------------------------------------------------
 
-# Key-encryption keys and the audit anchor key live outside the database: from the
-# environment, a file, or (development only) a generated file under VAR_DIR/keys.
-KEY_DIR = Path(env_str("MEDIMG_KEY_DIR") or VAR_DIR / "keys")
+# Key-encryption keys and the audit anchor key: see KEY_DIR above.
 AUDIT_HMAC_KEY = env_str("AUDIT_HMAC_KEY")
 if PRODUCTION and not AUDIT_HMAC_KEY:
     raise ImproperlyConfigured(

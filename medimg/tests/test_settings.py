@@ -105,3 +105,93 @@ def test_production_refuses_debug() -> None:
 def test_production_passes_the_deploy_checklist() -> None:
     result = _manage(_production_env(), "check", "--deploy", "--fail-level", "WARNING")
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+# --- SECRET_KEY and the shared cache (issue 21 items 11 and 14) ------------------------------
+
+
+def _import_settings(env: dict[str, str], code: str = "") -> subprocess.CompletedProcess[str]:
+    """Import medimg.settings alone (no app loading) in a fresh interpreter."""
+    return subprocess.run(
+        [sys.executable, "-c", f"import medimg.settings as s\n{code}"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def _development_env(tmp_path: Path, **overrides: str) -> dict[str, str]:
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in {"DATABASE_URL", "REDIS_URL", "SECRET_KEY", "SECRET_KEY_FILE", "MEDIMG_ENV"}
+    }
+    env.update(MEDIMG_VAR_DIR=str(tmp_path / "var"), MEDIMG_KEY_DIR=str(tmp_path / "keys"))
+    env.update(overrides)
+    return env
+
+
+_PRINT_KEY_DIGEST = "import hashlib; print(hashlib.sha256(s.SECRET_KEY.encode()).hexdigest())"
+
+
+def test_development_generates_its_secret_key_once_under_the_key_dir(tmp_path: Path) -> None:
+    first = _import_settings(_development_env(tmp_path), _PRINT_KEY_DIGEST)
+    again = _import_settings(_development_env(tmp_path), _PRINT_KEY_DIGEST)
+    elsewhere = _import_settings(_development_env(tmp_path / "other"), _PRINT_KEY_DIGEST)
+
+    assert first.returncode == 0, first.stderr
+    key_file = tmp_path / "keys" / "secret_key.key"
+    assert oct(key_file.stat().st_mode & 0o777) == "0o600"
+    assert len(key_file.read_text().strip()) == 64
+    assert "DEVELOPMENT KEY GENERATED: SECRET_KEY" in first.stderr
+    assert "DEVELOPMENT KEY GENERATED" not in again.stderr
+    assert first.stdout == again.stdout  # The same key on every start, sessions survive.
+    assert elsewhere.stdout != first.stdout  # Not a constant: each installation its own.
+
+
+@pytest.mark.parametrize("mode", ["development", "test", "production"])
+def test_it_refuses_the_published_development_secret_key_in_every_mode(
+    tmp_path: Path, mode: str
+) -> None:
+    published = "django-insecure-medimg-development-only-never-in-production"
+    env = (
+        _production_env(SECRET_KEY=published)
+        if mode == "production"
+        else _development_env(tmp_path, MEDIMG_ENV=mode, SECRET_KEY=published)
+    )
+
+    result = _import_settings(env)
+
+    assert result.returncode != 0
+    assert "ImproperlyConfigured" in result.stderr and "SECRET_KEY" in result.stderr
+    assert not (tmp_path / "keys" / "secret_key.key").exists()
+
+
+def test_production_refuses_to_generate_a_secret_key(tmp_path: Path) -> None:
+    env = _production_env(MEDIMG_KEY_DIR=str(tmp_path / "keys"))
+    del env["SECRET_KEY"]
+
+    result = _import_settings(env)
+
+    assert result.returncode != 0 and "SECRET_KEY" in result.stderr
+    assert not (tmp_path / "keys").exists()
+
+
+def test_production_refuses_to_start_without_a_shared_cache() -> None:
+    result = _import_settings(_production_env(REDIS_URL=""))
+    assert result.returncode != 0
+    assert "REDIS_URL" in result.stderr
+
+
+def test_it_writes_one_development_key_when_several_start_at_once(tmp_path: Path) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from medimg.keys import dev_key_file
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        keys = set(pool.map(lambda _: dev_key_file("SECRET_KEY", tmp_path), range(16)))
+
+    assert len(keys) == 1
+    assert [p.name for p in tmp_path.iterdir()] == ["secret_key.key"]  # no .part left behind
