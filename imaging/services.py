@@ -15,9 +15,10 @@ import logging
 import secrets
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import partial
+from itertools import chain
 from typing import Any
 
 import numpy as np
@@ -113,10 +114,13 @@ def _read_upload(
 
 def _read_uploads(
     upload: UploadedFile, *, seal: SealContext | None = None, patient_id: str = ""
-) -> list[_Accepted]:
+) -> Iterator[_Accepted]:
     """One uploaded file: an image, or a zip of a series whose every member goes through
     the same validator (imaging.archive for the archive's own limits). A refused member
-    refuses the upload with its code, naming the member. Sealed uploads are single images."""
+    refuses the upload with its code, naming the member. Sealed uploads are single images.
+
+    Lazily, one decoded file at a time: nothing here keeps a decoded image once it is
+    yielded (see _originals_store)."""
     from imaging.archive import is_zip, zip_members
     from imaging.validation import validate_upload
 
@@ -124,7 +128,8 @@ def _read_uploads(
     head = upload.read(4)
     upload.seek(0)
     if seal is not None or not is_zip(head):
-        return [_read_upload(upload, seal=seal, patient_id=patient_id)]
+        yield _read_upload(upload, seal=seal, patient_id=patient_id)
+        return
     limit = settings.UPLOAD_ARCHIVE_MAX_BYTES
     too_large = ApplicationError(
         "archive_too_large", "The archive is larger than the upload limit.", status_code=413
@@ -141,14 +146,15 @@ def _read_uploads(
         # Each member then meets its own kind's limit in validate_upload.
         max_member_bytes=max(settings.UPLOAD_MAX_BYTES, settings.UPLOAD_DICOM_MAX_BYTES),
     )
-    accepted = []
-    for member in members:
+    members.reverse()
+    while members:
+        member = members.pop()  # Its bytes go with it once it is validated.
         try:
             image = validate_upload(name=member.name, data=member.data, **upload_limits())
         except ImagingError as refusal:
             raise ImagingError(refusal.code, f"{member.name}: {refusal.message}") from None
-        accepted.append(_Accepted(name=member.name[-255:], size=len(member.data), image=image))
-    return accepted
+        yield _Accepted(name=member.name[-255:], size=len(member.data), image=image)
+        del image, member  # Not held while the next member decodes.
 
 
 def _pixels_digest(pixels: np.ndarray) -> str:
@@ -159,9 +165,47 @@ def _pixels_digest(pixels: np.ndarray) -> str:
     return digest.hexdigest()
 
 
-def _scan_store(
-    *, patient: Patient, accepted: _Accepted, uploaded_by: Any, written: list[str]
-) -> Scan:
+@dataclass(frozen=True)
+class _Original:
+    """An upload stored encrypted, with what its row needs: not its pixels."""
+
+    uid: uuid.UUID
+    name: str
+    size: int
+    kind: str
+    shape: tuple[int, ...]
+    dtype: str
+    pixels_sha256: str
+    path: str
+    wrapped_key: bytes
+    key_id: str
+
+
+def _originals_store(accepted: Iterable[_Accepted], *, written: list[str]) -> list[_Original]:
+    """Validate, encrypt and write the files one at a time, within the request's budget.
+
+    Each decoded image is let go before the next file is decoded, so a request of many large
+    images (four 60-megapixel PNGs held 6.1 GB when all were decoded first) costs the memory
+    of one. What the files decode to in all is held to UPLOAD_MAX_DECODED_BYTES: over it,
+    decoded_too_large (413). The caller deletes `written` if anything fails later.
+    """
+    budget = settings.UPLOAD_MAX_DECODED_BYTES
+    decoded = 0
+    originals = []
+    for one in accepted:
+        decoded += int(one.image.pixels.nbytes)
+        if decoded > budget:
+            raise ImagingError(
+                "decoded_too_large",
+                f"The files of this upload decode to more than the {budget:,} bytes one "
+                "request may hold: send them in several uploads.",
+            )
+        originals.append(_original_store(one, written=written))
+        del one  # Before the next file is decoded.
+    return originals
+
+
+def _original_store(accepted: _Accepted, *, written: list[str]) -> _Original:
     image = accepted.image
     uid = uuid.uuid4()
     data_key = crypto.new_data_key()
@@ -181,22 +225,38 @@ def _scan_store(
         ) from None
     written.append(path)
     pixels: np.ndarray = image.pixels
+    return _Original(
+        uid=uid,
+        name=accepted.name,
+        size=accepted.size,
+        kind=image.kind,
+        shape=tuple(int(n) for n in pixels.shape),
+        dtype=str(pixels.dtype),
+        pixels_sha256=_pixels_digest(pixels),
+        path=path,
+        wrapped_key=wrapped.blob,
+        key_id=wrapped.kek_id,
+    )
+
+
+def _scan_create(*, patient: Patient, original: _Original, uploaded_by: Any) -> Scan:
+    shape = original.shape
     return Scan.objects.create(
         patient=patient,
         uploaded_by=uploaded_by,
-        uid=uid,
-        original_filename=accepted.name,
-        format=ScanFormat(image.kind),
-        size_bytes=accepted.size,
-        frames=int(pixels.shape[0]),
-        height=int(pixels.shape[1]),
-        width=int(pixels.shape[2]),
-        channels=int(pixels.shape[3]) if pixels.ndim == 4 else 1,
-        pixel_dtype=str(pixels.dtype),
-        pixels_sha256=_pixels_digest(pixels),
-        original_path=path,
-        wrapped_key=wrapped.blob,
-        key_id=wrapped.kek_id,
+        uid=original.uid,
+        original_filename=original.name,
+        format=ScanFormat(original.kind),
+        size_bytes=original.size,
+        frames=shape[0],
+        height=shape[1],
+        width=shape[2],
+        channels=shape[3] if len(shape) == 4 else 1,
+        pixel_dtype=original.dtype,
+        pixels_sha256=original.pixels_sha256,
+        original_path=original.path,
+        wrapped_key=original.wrapped_key,
+        key_id=original.key_id,
     )
 
 
@@ -216,10 +276,9 @@ def scan_upload(
     """
     if not uploads:
         raise ApplicationError("no_files", "Attach at least one image file.")
-    # Every file is decoded and checked before anything is written.
-    accepted = [
-        one for u in uploads for one in _read_uploads(u, seal=seal, patient_id=str(patient.pk))
-    ]
+    # Lazily: each file is decoded, checked and written before the next is read.
+    read = partial(_read_uploads, seal=seal, patient_id=str(patient.pk))
+    accepted = chain.from_iterable(map(read, uploads))
     return _scans_store(
         patient_factory=lambda: patient, accepted=accepted, uploaded_by=uploaded_by, request=request
     )[1]
@@ -238,7 +297,7 @@ def patient_create_with_images(
     """
     from patients.services import patient_create
 
-    accepted = [one for upload in images for one in _read_uploads(upload)]
+    accepted = chain.from_iterable(map(_read_uploads, images))
     return _scans_store(
         patient_factory=lambda: patient_create(**fields, created_by=created_by, request=request),
         accepted=accepted,
@@ -250,17 +309,20 @@ def patient_create_with_images(
 def _scans_store(
     *,
     patient_factory: Callable[[], Patient],
-    accepted: Sequence[_Accepted],
+    accepted: Iterable[_Accepted],
     uploaded_by: Any,
     request: HttpRequest | None,
 ) -> tuple[Patient, list[Scan]]:
     written: list[str] = []
     try:
+        # The files first, every one, outside the transaction: a refused file refuses the
+        # request before any row exists, and no write lock is held while images decode.
+        originals = _originals_store(accepted, written=written)
         with transaction.atomic():
             patient = patient_factory()
             scans = [
-                _scan_store(patient=patient, accepted=a, uploaded_by=uploaded_by, written=written)
-                for a in accepted
+                _scan_create(patient=patient, original=o, uploaded_by=uploaded_by)
+                for o in originals
             ]
             for scan in scans:
                 audit_record(
