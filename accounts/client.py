@@ -9,7 +9,8 @@
 file readable by the user only (--session, default ~/.config/medimg-client/session.json).
 Every `upload` and `restore` first runs a fresh key exchange (X25519 by default, --group
 ffdhe3072 for classic Diffie-Hellman) whose session key lives only in this process: the file
-goes up sealed (AES-256-GCM, X-Medimg-Seal header) and the restored image comes down sealed
+goes up sealed (AES-256-GCM, X-Medimg-Seal header, and a fresh X-Medimg-Seal-Nonce bound into
+the associated data so the server refuses a replay) and the restored image comes down sealed
 and is opened here, so neither is readable by anything between the two ends, TLS aside.
 The protocol (derivation, framing, associated data) is accounts.keyexchange; this module only
 speaks HTTP with `requests`.
@@ -22,6 +23,7 @@ import base64
 import getpass
 import json
 import os
+import secrets
 import sys
 import time
 from dataclasses import dataclass
@@ -33,8 +35,15 @@ import requests
 from accounts import keyexchange
 
 SEAL_HEADER = "X-Medimg-Seal"
+# Fresh for every sealed request and bound into its associated data: the server refuses a
+# nonce it has seen with the key, so a captured request cannot be replayed.
+SEAL_NONCE_HEADER = "X-Medimg-Seal-Nonce"
 DEFAULT_SESSION = Path.home() / ".config" / "medimg-client" / "session.json"
 TIMEOUT = 60
+
+
+def new_nonce() -> str:
+    return secrets.token_hex(16)
 
 
 class ClientError(Exception):
@@ -173,13 +182,14 @@ class Client:
     def upload(self, *, patient: str, path: Path, group: str) -> list[dict[str, Any]]:
         session = self.key_exchange(group)
         name = path.name
-        aad = keyexchange.transfer_aad("upload", patient=patient, name=name)
+        nonce = new_nonce()
+        aad = keyexchange.transfer_aad("upload", patient=patient, name=name, nonce=nonce)
         sealed = keyexchange.seal(session.key, path.read_bytes(), key_id=session.key_id, aad=aad)
         response = self.request(
             "POST",
             f"/api/patients/{requests.utils.quote(patient, safe='')}/images/",
             files={"files": (name, sealed, "application/octet-stream")},
-            headers={SEAL_HEADER: session.key_id},
+            headers={SEAL_HEADER: session.key_id, SEAL_NONCE_HEADER: nonce},
         )
         if response.status_code != 201:
             raise ClientError(f"Upload refused: {_error_text(response)}")
@@ -200,16 +210,20 @@ class Client:
 
     def restore(self, *, scan_id: int, out: Path, fmt: str, group: str) -> int:
         session = self.key_exchange(group)
+        nonce = new_nonce()
         # A POST with a JSON body (the server refuses a GET with 405).
         response = self.request(
             "POST",
             f"/api/images/{scan_id}/restore/",
             json={"format": fmt},
-            headers={SEAL_HEADER: session.key_id},
+            headers={SEAL_HEADER: session.key_id, SEAL_NONCE_HEADER: nonce},
         )
         if response.status_code != 200:
             raise ClientError(f"Restore refused: {_error_text(response)}")
-        aad = keyexchange.transfer_aad("restore", scan=scan_id, format=fmt, frame=0, enhance=False)
+        # The nonce is in the associated data: a sealed answer to another request won't open.
+        aad = keyexchange.transfer_aad(
+            "restore", scan=scan_id, format=fmt, frame=0, enhance=False, nonce=nonce
+        )
         try:
             data = keyexchange.unseal(session.key, response.content, key_id=session.key_id, aad=aad)
         except keyexchange.SealError:

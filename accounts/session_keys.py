@@ -1,7 +1,8 @@
 """Key exchanges and the session keys they produce: kept in the cache, never in the database.
 
 Writes (`key_exchange_begin`, `key_exchange_complete`, `session_keys_revoke`), the read the
-imaging APIs need (`session_key_for_request`, from the `X-Medimg-Seal: <key id>` header) and
+imaging APIs need (`session_key_for_request`, from the `X-Medimg-Seal: <key id>` and
+`X-Medimg-Seal-Nonce: <fresh nonce>` headers, refusing a replayed nonce) and
 the two calls that seal a download or open a sealed upload with it (`seal_for`,
 `unseal_from`). The crypto itself is accounts.keyexchange.
 
@@ -31,6 +32,7 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from django.conf import settings
 from django.core.cache import cache
 from django.http import HttpRequest
+from rest_framework.authentication import SessionAuthentication
 
 from accounts import keyexchange
 from audit.models import Action, Outcome
@@ -40,6 +42,9 @@ from medimg.errors import ApplicationError
 KEY_EXCHANGE_SECONDS = 120
 SEAL_HEADER = "X-Medimg-Seal"
 _SEAL_META = "HTTP_X_MEDIMG_SEAL"
+SEAL_NONCE_HEADER = "X-Medimg-Seal-Nonce"
+_SEAL_NONCE_META = "HTTP_X_MEDIMG_SEAL_NONCE"
+_NONCE_RE = re.compile(r"^[0-9a-f]{32}$")
 _EXCHANGE_ID_RE = re.compile(r"^[A-Za-z0-9_-]{32}$")
 _PREFIX = "kx"
 # Keys of a user that outlive their epoch are dead; the index is only for tidying up.
@@ -238,16 +243,51 @@ def session_keys_revoke(*, user_id: int) -> None:
 class SealContext:
     key_id: str
     key: bytes
+    # The request's X-Medimg-Seal-Nonce: bound into every seal made or opened for it.
+    nonce: str
 
 
-def session_key_for_request(request: Any) -> SealContext | None:
+def _nonce_name(user_id: int, key_id: str, nonce: str) -> str:
+    return f"{_PREFIX}:nonce:{user_id}:{key_id}:{nonce}"
+
+
+def _is_browser_session(request: Any) -> bool:
+    return isinstance(getattr(request, "successful_authenticator", None), SessionAuthentication)
+
+
+def session_key_for_request(
+    request: Any, *, api_clients_must_seal: bool = False
+) -> SealContext | None:
     """The session key named by the `X-Medimg-Seal` header, or None when there is no header.
 
+    Every sealed request also carries `X-Medimg-Seal-Nonce`: 32 lower-case hex characters,
+    fresh per request. It is bound into the associated data of what is sealed for it (a
+    download) or in it (an upload), and a nonce already seen with that key is refused, so a
+    captured sealed request cannot be played again. Nonces are remembered in the cache (the
+    shared Redis in production) for as long as a session key can live.
+
+    With `api_clients_must_seal` (restores, region decryptions) and the setting
+    MEDIMG_REQUIRE_SEALED_TRANSFERS on (the default in production), a request without the
+    header from anything but a browser session (whose pages seal with WebCrypto themselves)
+    is refused: 400 `seal_required`.
+
     400 `invalid_seal_header` for a malformed key id; 401 `not_authenticated` without a user;
-    401 `session_key_expired` for a key that is unknown, expired, revoked or another user's.
+    401 `session_key_expired` for a key that is unknown, expired, revoked or another user's;
+    400 `invalid_seal_nonce` for a missing or malformed nonce; 409 `seal_replayed` for a
+    nonce already used with this key.
     """
     raw = request.META.get(_SEAL_META)
     if raw is None:
+        if (
+            api_clients_must_seal
+            and settings.MEDIMG_REQUIRE_SEALED_TRANSFERS
+            and not _is_browser_session(request)
+        ):
+            raise ApplicationError(
+                code="seal_required",
+                message=f"This server sends originals to API clients only sealed: run a key "
+                f"exchange and send {SEAL_HEADER} and {SEAL_NONCE_HEADER}.",
+            )
         return None
     key_id = raw.strip()
     if not keyexchange.KEY_ID_RE.match(key_id):
@@ -269,22 +309,41 @@ def session_key_for_request(request: Any) -> SealContext | None:
             message="That session key is unknown or has expired. Run a new key exchange.",
             status_code=401,
         )
-    return SealContext(key_id=key_id, key=key)
+    nonce = (request.META.get(_SEAL_NONCE_META) or "").strip()
+    if not _NONCE_RE.match(nonce):
+        raise ApplicationError(
+            code="invalid_seal_nonce",
+            message=f"A sealed request needs {SEAL_NONCE_HEADER}: 32 lower-case hex characters "
+            "(16 random bytes), new for every request.",
+        )
+    # Atomic in Redis and in locmem: of two requests with one nonce, exactly one gets past.
+    if not cache.add(_nonce_name(user.pk, key_id, nonce), 1, session_key_seconds()):
+        raise ApplicationError(
+            code="seal_replayed",
+            message=f"That {SEAL_NONCE_HEADER} was already used with this session key: a "
+            "replayed request is refused. Send a new nonce.",
+            status_code=409,
+        )
+    return SealContext(key_id=key_id, key=key, nonce=nonce)
 
 
 SEALED_CONTENT_TYPE = "application/vnd.medimg.sealed"
 
 
 def seal_for(context: SealContext, data: bytes, *, purpose: str, **fields: object) -> bytes:
-    """Seal a download for the client holding `context`'s key, bound to `purpose` and `fields`
-    (for a restore: `seal_for(ctx, png, purpose="restore", scan=scan.pk, format="png")`)."""
-    aad = keyexchange.transfer_aad(purpose, **fields)
+    """Seal a download for the client holding `context`'s key, bound to `purpose`, `fields`
+    and the request's nonce (for a restore: `seal_for(ctx, png, purpose="restore",
+    scan=scan.pk, format="png")`, associated data `transfer_aad("restore", ..., nonce=)`)."""
+    aad = keyexchange.transfer_aad(purpose, **fields, nonce=context.nonce)
     return keyexchange.seal(context.key, data, key_id=context.key_id, aad=aad)
 
 
 def unseal_from(context: SealContext, data: bytes, *, purpose: str, **fields: object) -> bytes:
-    """Open a sealed upload, or 400 `invalid_sealed_body` (tampered, other key or context)."""
-    aad = keyexchange.transfer_aad(purpose, **fields)
+    """Open a sealed upload, or 400 `invalid_sealed_body` (tampered, other key or context).
+
+    The request's nonce is part of the associated data: a body sealed for another request
+    (a replay under a fresh nonce) does not open."""
+    aad = keyexchange.transfer_aad(purpose, **fields, nonce=context.nonce)
     try:
         return keyexchange.unseal(context.key, data, key_id=context.key_id, aad=aad)
     except keyexchange.SealError:

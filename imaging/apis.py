@@ -311,8 +311,10 @@ class PatientScanListCreateApi(_PermissionsByMethod):
             "encryption, redaction) runs after the upload commits; poll the status endpoint. "
             "With header `X-Medimg-Seal: <session key id>` (from /api/auth/key-exchange/) each "
             "file must be sealed under that key with associated data "
-            '`transfer_aad("upload", patient=<patient id>, name=<file name>)`; a body that '
-            "does not open is a 400 `invalid_sealed_body`. Audited as scan_uploaded."
+            '`transfer_aad("upload", patient=<patient id>, name=<file name>, nonce=<nonce>)`, '
+            "the nonce being the request's `X-Medimg-Seal-Nonce` (32 hex, new per request: a "
+            "replayed request is a 409 `seal_replayed`); a body that does not open is a 400 "
+            "`invalid_sealed_body`. Audited as scan_uploaded."
         ),
         request={"multipart/form-data": InputSerializer},
         responses={
@@ -472,9 +474,13 @@ class RegionDecryptApi(_AuditedRefusal):
             "Roles: doctor only; technicians, admins and users without a role get 403 and "
             "the refusal is audited (region_decrypted, outcome refused). Every decryption is "
             "audited; an integrity failure is a 500 `restore_failed`, audited as a failure. "
-            "With header `X-Medimg-Seal: <session key id>` the PNG comes sealed under that "
-            'session key (application/octet-stream, associated data `transfer_aad("region", '
-            "region=<id>)`, the real type in X-Medimg-Content-Type)."
+            "With headers `X-Medimg-Seal: <session key id>` and `X-Medimg-Seal-Nonce: <32 "
+            "hex, new per request>` the PNG comes sealed under that session key "
+            '(application/octet-stream, associated data `transfer_aad("region", '
+            "nonce=<nonce>, region=<id>)`, the real type in X-Medimg-Content-Type); a nonce "
+            "used before is a 409 `seal_replayed`. When MEDIMG_REQUIRE_SEALED_TRANSFERS is on "
+            "(the production default) an API client without the headers gets 400 "
+            "`seal_required`."
         ),
         responses={
             (200, "image/png"): _PNG,
@@ -486,8 +492,9 @@ class RegionDecryptApi(_AuditedRefusal):
         },
     )
     def get(self, request: Request, region_id: int) -> HttpResponse:
-        # A bad or expired seal header is refused before anything is decrypted.
-        seal = session_key_for_request(request)
+        # A bad, expired, replayed or (when required) missing seal is refused before anything
+        # is decrypted.
+        seal = session_key_for_request(request, api_clients_must_seal=True)
         region = selectors.region_get_for_user(user=request.user, region_id=region_id)
         rendered = services.region_decrypt(region=region, actor=request.user, request=request)
         return _deliver(rendered, seal, purpose="region", region=region.pk)
@@ -548,7 +555,11 @@ class ScanRestoreApi(_AuditedRefusal):
             "sealed under that session key: application/octet-stream, the image's type in "
             "X-Medimg-Content-Type, associated data "
             '`transfer_aad("restore", scan=<id>, format=<format>, frame=<frame>, '
-            "enhance=<true|false>)`. Unknown or expired keys are a 401 `session_key_expired`."
+            "enhance=<true|false>, nonce=<nonce>)`, where the nonce is the request's "
+            "`X-Medimg-Seal-Nonce` (32 hex, new per request; one used before is a 409 "
+            "`seal_replayed`). Unknown or expired keys are a 401 `session_key_expired`. When "
+            "MEDIMG_REQUIRE_SEALED_TRANSFERS is on (the production default) an API client "
+            "without the headers gets 400 `seal_required`; browser pages seal on their own."
         ),
         request=InputSerializer,
         responses={
@@ -581,8 +592,9 @@ class ScanRestoreApi(_AuditedRefusal):
         params = self.InputSerializer(data=rest)
         params.is_valid(raise_exception=True)
         query = {**params.validated_data, "frame": frame}
-        # A bad or expired seal header is refused before anything is decrypted.
-        seal = session_key_for_request(request)
+        # A bad, expired, replayed or (when required) missing seal is refused before anything
+        # is decrypted.
+        seal = session_key_for_request(request, api_clients_must_seal=True)
         scan = selectors.scan_for_restore(user=request.user, scan_id=scan_id)
         rendered = services.scan_restore(
             scan=scan,

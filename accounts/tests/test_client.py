@@ -26,8 +26,10 @@ PASSWORD = "correct-horse-battery-staple-42"  # conftest's personas
 
 @pytest.fixture
 def server(serial_live_server: Any, eager_tasks: None, settings: Any) -> Any:
-    """The live server with in-process tasks and the classical detector for synthetic text."""
+    """The live server with in-process tasks and the classical detector for synthetic text,
+    requiring sealed transfers as production does (the client always seals, with a nonce)."""
     settings.IMAGING_DETECTOR = "imaging.tests.factories.bright_text_detector"
+    settings.MEDIMG_REQUIRE_SEALED_TRANSFERS = True
     return serial_live_server
 
 

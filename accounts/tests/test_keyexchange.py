@@ -429,8 +429,12 @@ def test_it_ends_only_the_logged_out_users_keys(
 # --- The request helper for sealed transfers ------------------------------------------------
 
 
-def _request(user: Any, seal: str | None) -> Any:
-    headers = {"HTTP_X_MEDIMG_SEAL": seal} if seal is not None else {}
+def _request(user: Any, seal: str | None, nonce: str | None = None) -> Any:
+    headers = (
+        {"HTTP_X_MEDIMG_SEAL": seal, "HTTP_X_MEDIMG_SEAL_NONCE": nonce or secrets.token_hex(16)}
+        if seal is not None
+        else {}
+    )
     request = RequestFactory().get("/api/images/1/restore/", **headers)
     request.user = user
     return request
@@ -460,6 +464,39 @@ def test_it_refuses_another_users_or_an_unknown_session_key(
         with pytest.raises(ApplicationError) as caught:
             session_key_for_request(_request(user, seal))
         assert (caught.value.code, caught.value.status_code) == ("session_key_expired", 401)
+
+
+def test_it_refuses_a_sealed_request_without_a_fresh_nonce(api: Any, doctor: Any) -> None:
+    key_id, _ = _x25519_exchange(api, doctor)
+    nonce = secrets.token_hex(16)
+    for bad in ("", "0" * 31, "G" * 32, nonce.upper()):
+        request = RequestFactory().get(
+            "/", HTTP_X_MEDIMG_SEAL=key_id, **({"HTTP_X_MEDIMG_SEAL_NONCE": bad} if bad else {})
+        )
+        request.user = doctor
+        with pytest.raises(ApplicationError) as caught:
+            session_key_for_request(request)
+        assert (caught.value.code, caught.value.status_code) == ("invalid_seal_nonce", 400)
+
+    first = session_key_for_request(_request(doctor, key_id, nonce))
+    assert first is not None and first.nonce == nonce
+    with pytest.raises(ApplicationError) as caught:
+        session_key_for_request(_request(doctor, key_id, nonce))
+    assert (caught.value.code, caught.value.status_code) == ("seal_replayed", 409)
+    # A fresh nonce is accepted.
+    assert session_key_for_request(_request(doctor, key_id)) is not None
+
+
+def test_it_requires_a_seal_only_when_the_setting_says_so_and_only_where_asked(
+    doctor: Any, settings: Any
+) -> None:
+    settings.MEDIMG_REQUIRE_SEALED_TRANSFERS = False
+    assert session_key_for_request(_request(doctor, None), api_clients_must_seal=True) is None
+    settings.MEDIMG_REQUIRE_SEALED_TRANSFERS = True
+    assert session_key_for_request(_request(doctor, None)) is None
+    with pytest.raises(ApplicationError) as caught:
+        session_key_for_request(_request(doctor, None), api_clients_must_seal=True)
+    assert (caught.value.code, caught.value.status_code) == ("seal_required", 400)
 
 
 # --- Sealing --------------------------------------------------------------------------------
@@ -509,10 +546,21 @@ def test_it_seals_a_download_and_opens_an_upload_for_one_client(api: Any, doctor
 
     download = session_keys.seal_for(context, b"png bytes", purpose="restore", scan=7, format="png")
     upload = keyexchange.seal(
-        key, b"dicom bytes", key_id=key_id, aad=keyexchange.transfer_aad("upload", patient="P1")
+        key,
+        b"dicom bytes",
+        key_id=key_id,
+        aad=keyexchange.transfer_aad("upload", patient="P1", nonce=context.nonce),
     )
 
-    aad = keyexchange.transfer_aad("restore", format="png", scan=7)
+    # The request's nonce is bound into both directions.
+    aad = keyexchange.transfer_aad("restore", format="png", scan=7, nonce=context.nonce)
+    with pytest.raises(keyexchange.SealError):
+        keyexchange.unseal(
+            key,
+            download,
+            key_id=key_id,
+            aad=keyexchange.transfer_aad("restore", format="png", scan=7),
+        )
     assert keyexchange.unseal(key, download, key_id=key_id, aad=aad) == b"png bytes"
     assert session_keys.unseal_from(context, upload, purpose="upload", patient="P1") == (
         b"dicom bytes"

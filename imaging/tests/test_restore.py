@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import secrets
 from typing import Any
 
 import numpy as np
@@ -316,9 +317,14 @@ def test_it_seals_a_restore_for_the_clients_session_key(
     from accounts import keyexchange
 
     key_id, key = _session_key(api, doctor)
+    nonce = secrets.token_hex(16)
 
     response = api.post(
-        f"/api/images/{completed_scan.pk}/restore/", {}, format="json", HTTP_X_MEDIMG_SEAL=key_id
+        f"/api/images/{completed_scan.pk}/restore/",
+        {},
+        format="json",
+        HTTP_X_MEDIMG_SEAL=key_id,
+        HTTP_X_MEDIMG_SEAL_NONCE=nonce,
     )
 
     assert response.status_code == 200
@@ -326,7 +332,7 @@ def test_it_seals_a_restore_for_the_clients_session_key(
     assert response["X-Medimg-Content-Type"] == "image/png"
     assert b"IHDR" not in response.content
     aad = keyexchange.transfer_aad(
-        "restore", scan=completed_scan.pk, format="png", frame=0, enhance=False
+        "restore", scan=completed_scan.pk, format="png", frame=0, enhance=False, nonce=nonce
     )
     png = keyexchange.unseal(key, response.content, key_id=key_id, aad=aad)
     assert np.array_equal(_png_pixels(png), text_png[1])
@@ -337,7 +343,12 @@ def test_it_seals_a_restore_for_the_clients_session_key(
             response.content,
             key_id=key_id,
             aad=keyexchange.transfer_aad(
-                "restore", scan=completed_scan.pk + 1, format="png", frame=0, enhance=False
+                "restore",
+                scan=completed_scan.pk + 1,
+                format="png",
+                frame=0,
+                enhance=False,
+                nonce=nonce,
             ),
         )
 
@@ -349,10 +360,14 @@ def test_it_seals_a_decrypted_region(api: Any, doctor: Any, completed_scan: Scan
     assert region is not None
     key_id, key = _session_key(api, doctor)
 
-    response = api.get(f"/api/regions/{region.pk}/", HTTP_X_MEDIMG_SEAL=key_id)
+    nonce = secrets.token_hex(16)
+
+    response = api.get(
+        f"/api/regions/{region.pk}/", HTTP_X_MEDIMG_SEAL=key_id, HTTP_X_MEDIMG_SEAL_NONCE=nonce
+    )
 
     assert response.status_code == 200
-    aad = keyexchange.transfer_aad("region", region=region.pk)
+    aad = keyexchange.transfer_aad("region", region=region.pk, nonce=nonce)
     assert keyexchange.unseal(key, response.content, key_id=key_id, aad=aad)[:4] == b"\x89PNG"
 
 
@@ -388,7 +403,8 @@ def test_it_accepts_a_sealed_upload_and_refuses_a_tampered_one(
 
     pixels = factories.text_image(200, 150, seed=9)
     key_id, key = _session_key(api, technician)
-    aad = keyexchange.transfer_aad("upload", patient=patient.id, name="a.png")
+    nonce = secrets.token_hex(16)
+    aad = keyexchange.transfer_aad("upload", patient=patient.id, name="a.png", nonce=nonce)
     sealed = keyexchange.seal(key, factories.png_bytes(pixels), key_id=key_id, aad=aad)
     url = f"/api/patients/{patient.id}/images/"
 
@@ -398,6 +414,7 @@ def test_it_accepts_a_sealed_upload_and_refuses_a_tampered_one(
         {"files": [as_upload("a.png", tampered)]},
         format="multipart",
         HTTP_X_MEDIMG_SEAL=key_id,
+        HTTP_X_MEDIMG_SEAL_NONCE=secrets.token_hex(16),
     )
     assert refused.status_code == 400
     assert refused.json()["error"]["code"] == "invalid_sealed_body"
@@ -409,6 +426,7 @@ def test_it_accepts_a_sealed_upload_and_refuses_a_tampered_one(
             {"files": [as_upload("a.png", sealed)]},
             format="multipart",
             HTTP_X_MEDIMG_SEAL=key_id,
+            HTTP_X_MEDIMG_SEAL_NONCE=nonce,
         )
     assert accepted.status_code == 201, accepted.content
     scan = Scan.objects.get(pk=accepted.json()[0]["id"])

@@ -6,6 +6,7 @@ API that opens them); and 100,000 encryptions under one key never repeat a nonce
 from __future__ import annotations
 
 import os
+import secrets
 from typing import Any
 
 import pytest
@@ -114,23 +115,32 @@ def test_it_refuses_every_tampered_sealed_upload_with_one_api_error(
     )
     assert key_id == info.key_id
     image = factories.png_bytes(factories.text_image(64, 48))
-    aad = keyexchange.transfer_aad("upload", patient=patient.id, name="scan.png")
-    sealed = keyexchange.seal(key, image, key_id=key_id, aad=aad)
+
+    def sealed_for(nonce: str) -> bytes:
+        # Each request has its own nonce, bound into the associated data (a replay is refused).
+        aad = keyexchange.transfer_aad("upload", patient=patient.id, name="scan.png", nonce=nonce)
+        return keyexchange.seal(key, image, key_id=key_id, aad=aad)
+
     header_len = len(keyexchange.SEAL_MAGIC) + 2 + len(key_id)
-    bodies = {
-        part: _flip(sealed, position)
-        for part, position in _blob_parts(sealed, header_len, keyexchange.NONCE_BYTES).items()
-    }
+    parts = _blob_parts(sealed_for("0" * 32), header_len, keyexchange.NONCE_BYTES)
+    bodies = {}
+    for part, position in parts.items():
+        nonce = secrets.token_hex(16)
+        bodies[part] = (nonce, _flip(sealed_for(nonce), position))
     # Associated data: the same body sent under another file name is another context.
-    bodies["aad (file name)"] = sealed
+    nonce = secrets.token_hex(16)
+    bodies["aad (file name)"] = (nonce, sealed_for(nonce))
     api.force_authenticate(technician)
 
     answers = {}
-    for part, body in bodies.items():
+    for part, (nonce, body) in bodies.items():
         name = "other.png" if part.startswith("aad") else "scan.png"
         upload = SimpleUploadedFile(name, body, content_type="application/octet-stream")
         response = api.post(
-            f"/api/patients/{patient.id}/images/", {"files": [upload]}, HTTP_X_MEDIMG_SEAL=key_id
+            f"/api/patients/{patient.id}/images/",
+            {"files": [upload]},
+            HTTP_X_MEDIMG_SEAL=key_id,
+            HTTP_X_MEDIMG_SEAL_NONCE=nonce,
         )
         answers[part] = (response.status_code, response.json()["error"]["code"])
 

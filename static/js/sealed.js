@@ -9,13 +9,15 @@
                || lp(server public key) || lp(client public key)   (lp = 4-byte length || bytes)
         48 bytes out: the AES-256-GCM key (32), then the key id (16, hex). The server's key id
         must equal ours: that is the key confirmation.
-   2. The restore POST carries X-Medimg-Seal: <key id>; the response body is
+   2. The restore POST carries X-Medimg-Seal: <key id> and X-Medimg-Seal-Nonce: <16 random
+      bytes, hex, new per request>; the response body is
         "MSEAL" | 1 | len(key id) | key id | nonce (12) | ciphertext || tag (16)
       opened with AES-GCM, associated data = that header || transfer_aad("restore", ...):
-        "medimg/sealed-restore/v1\n" + {"enhance":..,"format":..,"frame":..,"scan":..}
-      (keys sorted, no spaces), built from the URL and JSON body this page sent, so a body
-      sealed for another scan, frame or format does not open. A region crop (GET /api/regions/{id}/) is
-      the same with "medimg/sealed-region/v1\n" + {"region":..}.
+        "medimg/sealed-restore/v1\n" + {"enhance":..,"format":..,"frame":..,"nonce":..,"scan":..}
+      (keys sorted, no spaces), built from the URL, JSON body and nonce this page sent, so a
+      body sealed for another scan, frame, format or request does not open (and the server
+      refuses a nonce it has seen). A region crop (GET /api/regions/{id}/) is the same with
+      "medimg/sealed-region/v1\n" + {"nonce":..,"region":..}.
    The session key lives in this page's memory only, until the server's expires_in; an expired
    or revoked key (401 session_key_expired) is replaced once by a new exchange. */
 (function () {
@@ -24,6 +26,7 @@
   var EXCHANGE_URL = "/api/auth/key-exchange/";
   var ME_URL = "/api/auth/me/";
   var SEAL_HEADER = "X-Medimg-Seal";
+  var NONCE_HEADER = "X-Medimg-Seal-Nonce";
   var GROUP = "x25519";
   var MAGIC = "MSEAL";
   var NONCE_BYTES = 12;
@@ -169,7 +172,7 @@
   // transfer_aad("restore", scan=, format=, frame=, enhance=) for the restore being POSTed
   // (`fields` is its JSON body), with the server's defaults and parsing (imaging/apis.py
   // ScanRestoreApi).
-  function restoreAad(url, fields) {
+  function restoreAad(url, fields, nonce) {
     var parsed = new URL(url, window.location.href);
     var match = parsed.pathname.match(/\/images\/(\d+)\/restore\/$/);
     if (!match) {
@@ -185,18 +188,28 @@
       '{"enhance":' + (enhance ? "true" : "false") +
       ',"format":' + JSON.stringify(body.format || "png") +
       ',"frame":' + frame +
+      ',"nonce":' + JSON.stringify(nonce) +
       ',"scan":' + parseInt(match[1], 10) + "}";
     return bytes("medimg/sealed-restore/v1\n" + aad);
   }
 
-  // transfer_aad("region", region=) for a decrypted-region URL (imaging/apis.py).
-  function regionAad(url) {
+  // transfer_aad("region", nonce=, region=) for a decrypted-region URL (imaging/apis.py).
+  function regionAad(url, nonce) {
     var parsed = new URL(url, window.location.href);
     var match = parsed.pathname.match(/\/regions\/(\d+)\/$/);
     if (!match) {
       throw new Error("Not a region URL.");
     }
-    return bytes('medimg/sealed-region/v1\n{"region":' + parseInt(match[1], 10) + "}");
+    return bytes(
+      'medimg/sealed-region/v1\n{"nonce":' + JSON.stringify(nonce) +
+        ',"region":' + parseInt(match[1], 10) + "}"
+    );
+  }
+
+  // 16 random bytes as hex: new for every request (X-Medimg-Seal-Nonce). The server refuses
+  // one it has seen with this key, and seals its answer to it, so no answer can be replayed.
+  function newNonce() {
+    return hex(window.crypto.getRandomValues(new Uint8Array(16)));
   }
 
   function open(key, sealed, aad) {
@@ -224,7 +237,9 @@
   function fetchOnce(url, options, session, aadFor) {
     var opts = Object.assign({ credentials: "same-origin" }, options || {});
     opts.headers = Object.assign({}, opts.headers || {});
+    var nonce = newNonce();
     opts.headers[SEAL_HEADER] = session.keyId;
+    opts.headers[NONCE_HEADER] = nonce;
     return fetch(url, opts).then(
       function (response) {
         document.dispatchEvent(new Event("medimg:server-activity"));
@@ -234,7 +249,7 @@
           }
           var type = response.headers.get("X-Medimg-Content-Type") || "application/octet-stream";
           return response.arrayBuffer().then(function (buffer) {
-            return open(session.key, new Uint8Array(buffer), aadFor(url)).then(function (plain) {
+            return open(session.key, new Uint8Array(buffer), aadFor(url, nonce)).then(function (plain) {
               return new Blob([plain], { type: type });
             });
           });
@@ -280,8 +295,8 @@
       headers: { "Content-Type": "application/json", "X-CSRFToken": Medimg.csrfToken() },
       body: JSON.stringify(fields || {}),
     };
-    return fetchSealed(url, options, function (target) {
-      return restoreAad(target, fields);
+    return fetchSealed(url, options, function (target, nonce) {
+      return restoreAad(target, fields, nonce);
     });
   }
 
