@@ -3,10 +3,11 @@ benchmark run exactly the same code.
 
     pipeline_run(image=decoded, data_key=key, scan_ref=uid) -> PipelineResult
 
-Stages, each timed: detect (every frame), pad and crop, encrypt each region (AES-256-GCM,
-associated data binding scan, index, frame and box), fill (solid, not reversible), grid,
-fingerprints, metrics, and a verification pass that runs the detector again over the
-redacted frames. Boxes are (x0, y0, x1, y1), half-open, in original pixel coordinates.
+Stages, each timed, frame by frame: detect (static overlays reused, see below), pad and
+crop, encrypt each region (AES-256-GCM, associated data binding scan, index, frame and box),
+fill (solid, not reversible), grid, fingerprints, metrics, and a verification pass that runs
+the detector again over the redacted frames. Boxes are (x0, y0, x1, y1), half-open, in
+original pixel coordinates.
 """
 
 from __future__ import annotations
@@ -248,11 +249,20 @@ def fill_frames(frames: np.ndarray, boxes: Sequence[Box]) -> np.ndarray:
 
 
 def seal_region(
-    *, pixels: np.ndarray, box: Box, index: int, data_key: bytes, scan_ref: str
+    *,
+    pixels: np.ndarray,
+    box: Box,
+    index: int,
+    data_key: bytes,
+    scan_ref: str,
+    one_frame: bool = False,
 ) -> SealedRegion:
+    """Seal the crop under `box` of `pixels` (all frames, or with `one_frame` the box's own
+    frame alone)."""
     from imaging.metrics import shannon_entropy
 
-    crop = np.ascontiguousarray(pixels[box.frame, box.y0 : box.y1, box.x0 : box.x1])
+    frame = pixels if one_frame else pixels[box.frame]
+    crop = np.ascontiguousarray(frame[box.y0 : box.y1, box.x0 : box.x1])
     aad = crypto.region_aad(scan_ref=scan_ref, index=index, frame=box.frame, box=box.coords)
     ciphertext = crypto.encrypt_blob(data_key, crypto.pack_array(crop), aad=aad)
     return SealedRegion(
@@ -323,6 +333,135 @@ def _mostly_covered(box: Box, boxes: Sequence[Box], share: float = 0.9) -> bool:
     return float(mask.mean()) >= share
 
 
+# --- Static overlays -------------------------------------------------------------------------
+#
+# Burned-in text in a cine almost never moves. The detector runs on the first frame and again
+# only on a frame whose overlay areas changed: the cells (a CELL x CELL downscaled grey) under
+# the last detection's boxes, widened, and the frame's margins, where scanners write text.
+# Everywhere else the previous frame's boxes are reused. Verification is gated the same way:
+# a redacted frame whose overlay areas match the last verified frame's inherits its result
+# (the detector would read the same text there); any change there is verified again. Moving
+# anatomy in the middle of the frame changes neither.
+
+CELL = 8
+MARGIN_SHARE = 0.15  # top, bottom, left and right: where scanners write their text
+CHANGE_THRESHOLD = 6.0  # grey levels, mean of a CELL x CELL cell
+
+
+def small_grey(frame: np.ndarray) -> np.ndarray:
+    """`frame` (H, W[, C] uint8) as a grey image downscaled by CELL (cell means, float32)."""
+    import cv2
+
+    grey = frame.astype(np.float32) if frame.ndim == 2 else frame[..., :3].mean(axis=2)
+    height, width = grey.shape
+    small = cv2.resize(
+        np.asarray(grey, dtype=np.float32),
+        (max(1, width // CELL), max(1, height // CELL)),
+        interpolation=cv2.INTER_AREA,
+    )
+    return np.asarray(small, dtype=np.float32)
+
+
+def overlay_mask(shape: tuple[int, int], boxes: Sequence[Box]) -> np.ndarray:
+    """The cells (of `small_grey`'s grid, `shape`) to compare: the frame's margins plus
+    every box widened by its height (at least 8 px)."""
+    rows, cols = shape
+    mask = np.zeros(shape, dtype=bool)
+    top = max(1, int(round(rows * MARGIN_SHARE)))
+    side = max(1, int(round(cols * MARGIN_SHARE)))
+    mask[:top], mask[-top:], mask[:, :side], mask[:, -side:] = True, True, True, True
+    for box in boxes:
+        grow = max(8, box.y1 - box.y0)
+        y0, y1 = max(0, box.y0 - grow) // CELL, -(-(box.y1 + grow) // CELL)
+        x0, x1 = max(0, box.x0 - grow) // CELL, -(-(box.x1 + grow) // CELL)
+        mask[y0:y1, x0:x1] = True
+    return mask
+
+
+def overlay_changed(
+    previous: np.ndarray, current: np.ndarray, mask: np.ndarray, threshold: float
+) -> bool:
+    """Whether any masked cell of two `small_grey` images differs by more than `threshold`."""
+    if previous.shape != current.shape:
+        return True
+    return bool((np.abs(previous - current)[mask] > threshold).any())
+
+
+class _CountingDetector:
+    """The detector, counting its calls (reported in the metrics)."""
+
+    def __init__(self, detector: Detector) -> None:
+        self.detector = detector
+        self.calls = 0
+
+    def __call__(self, frame: np.ndarray) -> Sequence[Any]:
+        self.calls += 1
+        return self.detector(frame)
+
+
+@dataclass(frozen=True)
+class FrameOutput:
+    """One processed frame, handed to a sink as soon as it is done."""
+
+    index: int
+    redacted_pixels: np.ndarray
+    redacted_display: np.ndarray
+    grid: np.ndarray
+
+
+FrameSink = Callable[[FrameOutput], None]
+
+
+def frame_pixels(image: Any, index: int) -> np.ndarray:
+    """Frame `index` of a DecodedImage's pixels, read lazily where the image can."""
+    reader = getattr(image, "frame_pixels", None)
+    return reader(index) if reader is not None else image.pixels[index]
+
+
+def frame_display(image: Any, index: int) -> np.ndarray:
+    reader = getattr(image, "frame_display", None)
+    return reader(index) if reader is not None else image.display[index]
+
+
+def region_group_key(label: str, coords: Sequence[int]) -> tuple[str, int, int, int, int]:
+    """Regions with this key are one row for people: the same box on several frames."""
+    x0, y0, x1, y1 = (int(v) for v in coords)
+    return (label, x0, y0, x1, y1)
+
+
+class _Quality:
+    """SSIM averaged over frames and PSNR over all frames, one frame at a time (the same
+    values as `quality_metrics` on the stacked frames)."""
+
+    def __init__(self) -> None:
+        self.ssim: list[float] = []
+        self.squared_error = 0.0
+        self.size = 0
+
+    def add(self, original: np.ndarray, redacted: np.ndarray, boxes: Sequence[Box]) -> None:
+        """One frame; `boxes` bound everything that differs (the rest adds zero error)."""
+        from imaging.metrics import ssim
+
+        self.ssim.append(float(ssim(original, redacted)))
+        self.size += int(original.size)
+        if boxes:
+            top, left = min(b.y0 for b in boxes), min(b.x0 for b in boxes)
+            bottom, right = max(b.y1 for b in boxes), max(b.x1 for b in boxes)
+            diff = original[top:bottom, left:right].astype(np.float64) - redacted[
+                top:bottom, left:right
+            ].astype(np.float64)
+            self.squared_error += float(np.square(diff).sum())
+
+    def values(self) -> dict[str, float | None]:
+        import math
+
+        psnr: float | None = None
+        if self.squared_error > 0:
+            value = 10.0 * math.log10(255.0**2 / (self.squared_error / self.size))
+            psnr = float(value) if math.isfinite(value) else None
+        return {"ssim": float(np.mean(self.ssim)) if self.ssim else 1.0, "psnr": psnr}
+
+
 def pipeline_run(
     *,
     image: Any,
@@ -334,104 +473,214 @@ def pipeline_run(
     verify_rounds: int = 2,
     verify_scope: str = "bands",
     timings: dict[str, float] | None = None,
+    sink: FrameSink | None = None,
+    reuse_static: bool = True,
+    change_threshold: float = CHANGE_THRESHOLD,
 ) -> PipelineResult:
     """Detect, seal and redact `image` (a DecodedImage). Pure: nothing is stored.
 
-    Verification: the detector runs again over the redacted frames (around what was filled,
-    or whole frames with `verify_scope="full"`; see `verify_frames`). Text it still finds is
-    sealed and filled too (a first pass can miss a line next to a stronger one), up to
+    Frame by frame: a frame is read, detected (or its boxes reused, see "Static overlays"
+    above), sealed, filled, verified and drawn, then handed to `sink` and dropped, so memory
+    grows with the frame size, not the frame count. Without a sink the frames are collected
+    into the result's arrays (tests, commands, the benchmark).
+
+    Verification: the detector runs again over the redacted frame (around what was filled,
+    or the whole frame with `verify_scope="full"`; see `verify_frames`). Text it still finds
+    is sealed and filled too (a first pass can miss a line next to a stronger one), up to
     `verify_rounds` times, and the scan is flagged for review whenever a round found any:
     a detector that needed a second look is one a person should check.
     """
     from imaging.grid import GridBox, draw_grid
 
-    detector = detector or default_detector()
+    if verify_scope not in VERIFY_SCOPES:
+        raise ValueError(f"unknown verification scope {verify_scope!r}")
+    counted = _CountingDetector(detector or default_detector())
     timings = {} if timings is None else timings
-    pixels: np.ndarray = image.pixels
-    display: np.ndarray = image.display
-    height, width = int(display.shape[1]), int(display.shape[2])
+    frames, height, width = int(image.frames), int(image.height), int(image.width)
 
-    with timed(timings, "detect_ms"):
-        found = detect_frames(display, detector, classes=classes)
-    boxes = padded_boxes(found, padding, height, width, display=display)
     regions: list[SealedRegion] = []
-    redacted_pixels, redacted_display = pixels, display
+    groups: dict[tuple[str, int, int, int, int], int] = {}
     residual: list[Box] = []
-    residual_first: int | None = None
-    rounds = 0
-    while True:
-        with timed(timings, "encrypt_ms"):
-            # Crops always come from the ORIGINAL pixels, so regions may overlap and any
-            # paste order restores the same image.
-            start = len(regions)
-            regions += [
-                seal_region(
-                    pixels=pixels,
-                    box=box,
-                    index=start + i,
-                    data_key=data_key,
-                    scan_ref=scan_ref,
+    residual_first = 0
+    rounds_most = 0
+    frames_detected = frames_verified = 0
+    quality = _Quality()
+    prints: FingerprintValues | None = None
+    kept: list[FrameOutput] = []
+    # The last frame the detector read: its small grey, its final boxes (every round) and
+    # the mask to compare; the last verified redacted frame, likewise, and what was left.
+    seen_small: np.ndarray | None = None
+    seen_boxes: list[Box] = []
+    seen_mask: np.ndarray | None = None
+    checked_small: np.ndarray | None = None
+    checked_mask: np.ndarray | None = None
+    checked_residual: list[Box] = []
+
+    for f in range(frames):
+        pixels = frame_pixels(image, f)
+        display = frame_display(image, f)
+        with timed(timings, "detect_ms"):
+            small = small_grey(display) if reuse_static else None
+            fresh = (
+                seen_small is None
+                or small is None
+                or seen_mask is None
+                or overlay_changed(seen_small, small, seen_mask, change_threshold)
+            )
+            if fresh:
+                found = [
+                    Box(f, b.label, b.confidence, b.x0, b.y0, b.x1, b.y1)
+                    for b in detect_frames(display[np.newaxis], counted, classes=classes)
+                ]
+                frames_detected += 1
+                boxes = [
+                    Box(f, b.label, b.confidence, b.x0, b.y0, b.x1, b.y1)
+                    for b in padded_boxes(
+                        [Box(0, *_rest(b)) for b in found],
+                        padding,
+                        height,
+                        width,
+                        display=display[np.newaxis],
+                    )
+                ]
+            else:
+                boxes = [Box(f, *_rest(b)) for b in seen_boxes]
+        frame_regions: list[SealedRegion] = []
+        red_pixels, red_display = pixels, display
+        rounds = 0
+        first_round = True
+        while True:
+            with timed(timings, "encrypt_ms"):
+                # Crops always come from the ORIGINAL pixels, so regions may overlap and any
+                # paste order restores the same image.
+                for box in boxes:
+                    frame_regions.append(
+                        seal_region(
+                            pixels=pixels,
+                            box=box,
+                            index=len(regions) + len(frame_regions),
+                            data_key=data_key,
+                            scan_ref=scan_ref,
+                            one_frame=True,
+                        )
+                    )
+            with timed(timings, "redact_ms"):
+                from imaging.redaction import fill_regions
+
+                coords = [b.coords for b in boxes]
+                red_pixels = fill_regions(red_pixels, coords) if coords else red_pixels
+                red_display = fill_regions(red_display, coords) if coords else red_display
+            with timed(timings, "verify_ms"):
+                sealed = [r.box for r in frame_regions]
+                red_small = small_grey(red_display) if reuse_static else None
+                same = (
+                    not fresh
+                    and first_round
+                    and red_small is not None
+                    and checked_small is not None
+                    and checked_mask is not None
+                    and not overlay_changed(
+                        checked_small, red_small, checked_mask, change_threshold
+                    )
                 )
-                for i, box in enumerate(boxes)
+                if same:
+                    found_now = [Box(f, *_rest(b)) for b in checked_residual]
+                else:
+                    frames_verified += 1
+                    found_now = [
+                        Box(f, *_rest(b))
+                        for b in verify_frames(
+                            red_display[np.newaxis],
+                            counted,
+                            [Box(0, *_rest(b)) for b in sealed],
+                            classes=classes,
+                            scope=verify_scope,
+                        )
+                    ]
+                    if first_round:
+                        residual_first += len(found_now)
+            if same or not found_now or rounds >= verify_rounds:
+                break
+            first_round = False
+            rounds += 1
+            boxes = [
+                Box(f, *_rest(b))
+                for b in padded_boxes(
+                    [Box(0, *_rest(b)) for b in found_now],
+                    padding,
+                    height,
+                    width,
+                    display=red_display[np.newaxis],
+                )
             ]
-        with timed(timings, "redact_ms"):
-            redacted_pixels = fill_frames(redacted_pixels, boxes)
-            redacted_display = fill_frames(redacted_display, boxes)
-        with timed(timings, "verify_ms"):
-            residual = verify_frames(
-                redacted_display,
-                detector,
-                [r.box for r in regions],
-                classes=classes,
-                scope=verify_scope,
-            )
-        if residual_first is None:
-            residual_first = len(residual)
-        if not residual or rounds >= verify_rounds:
-            break
-        rounds += 1
-        boxes = padded_boxes(residual, padding, height, width, display=redacted_display)
+        rounds_most = max(rounds_most, rounds)
+        residual += found_now
+        regions += frame_regions
+        if fresh:
+            seen_small, seen_boxes = small, [r.box for r in frame_regions]
+            if small is not None:
+                seen_mask = overlay_mask(small.shape, seen_boxes)
+        if not same and red_small is not None:
+            checked_small, checked_residual = red_small, found_now
+            checked_mask = overlay_mask(red_small.shape, [r.box for r in frame_regions])
 
-    with timed(timings, "grid_ms"):
-        # Numbers start at 1 for people; region index = number - 1.
-        grid = [
-            draw_grid(
-                redacted_display[f],
-                [
-                    GridBox(r.index + 1, r.box.coords, r.box.label, r.box.confidence)
-                    for r in regions
-                    if r.box.frame == f
-                ],
-            )
-            for f in range(redacted_display.shape[0])
-        ]
-
-    with timed(timings, "fingerprint_ms"):
-        prints = fingerprint(redacted_display[0])
+        with timed(timings, "grid_ms"):
+            grid_boxes = []
+            for r in frame_regions:
+                key = region_group_key(r.box.label, r.box.coords)
+                # Numbers start at 1 for people; one number per group of identical boxes.
+                number = groups.setdefault(key, len(groups) + 1)
+                grid_boxes.append(GridBox(number, r.box.coords, r.box.label, r.box.confidence))
+            grid = draw_grid(red_display, grid_boxes)
+        if f == 0:
+            with timed(timings, "fingerprint_ms"):
+                prints = fingerprint(red_display)
+        with timed(timings, "metrics_ms"):
+            quality.add(display, red_display, [r.box for r in frame_regions])
+        output = FrameOutput(f, red_pixels, red_display, grid)
+        if sink is not None:
+            sink(output)
+        else:
+            kept.append(output)
 
     with timed(timings, "metrics_ms"):
-        metrics: dict[str, Any] = dict(quality_metrics(display, redacted_display))
+        metrics: dict[str, Any] = dict(quality.values())
         metrics["regions"] = len(regions)
+        metrics["region_groups"] = len(groups)
         metrics["classes"] = _count([r.box.label for r in regions])
         metrics["region_entropy"] = [
             {"index": r.index, "pixels": r.pixel_entropy, "ciphertext": r.ciphertext_entropy}
             for r in regions
         ]
-    metrics["residual_detections"] = residual_first or 0
-    metrics["verification_rounds"] = rounds
+    metrics["residual_detections"] = residual_first
+    metrics["verification_rounds"] = rounds_most
     metrics["residual_after_verification"] = len(residual)
+    metrics["detector_calls"] = counted.calls
+    metrics["frames_detected"] = frames_detected
+    metrics["frames_verified"] = frames_verified
 
+    assert prints is not None  # every image has a frame 0
     return PipelineResult(
         regions=regions,
-        redacted_pixels=redacted_pixels,
-        redacted_display=redacted_display,
-        grid_display=grid,
+        redacted_pixels=_stack([o.redacted_pixels for o in kept]),
+        redacted_display=_stack([o.redacted_display for o in kept]),
+        grid_display=[o.grid for o in kept],
         fingerprint=prints,
         metrics=metrics,
         timings=timings,
         needs_review=bool(residual_first),
         residual=residual,
     )
+
+
+def _rest(box: Box) -> tuple[str, float, int, int, int, int]:
+    """A box's fields after the frame, to rebuild it on another frame."""
+    return (box.label, box.confidence, box.x0, box.y0, box.x1, box.y1)
+
+
+def _stack(frames: list[np.ndarray]) -> np.ndarray:
+    # With a sink nothing is kept: an empty array stands for "handed out frame by frame".
+    return np.stack(frames) if frames else np.empty((0,), dtype=np.uint8)
 
 
 def _count(labels: Sequence[str]) -> dict[str, int]:

@@ -38,10 +38,19 @@ REGION_KINDS = {"phi_text": "Patient text", "tech_text": "Technical text", "barc
 
 
 def _regions(scan: Scan) -> list[Any]:
-    regions = list(scan.regions.all())
-    for region in regions:
+    """One row per group of identical boxes (a cine's overlay: "frames 1-100"), shown as
+    its first region with the group's number and frames."""
+    from imaging.region_groups import region_groups
+
+    rows = []
+    for group in region_groups(list(scan.regions.all())):
+        region = group.first
         region.kind = REGION_KINDS.get(region.label, region.label.replace("_", " "))
-    return regions
+        region.number = group.number
+        region.frames_label = group.frames_label
+        region.region_count = len(group.regions)
+        rows.append(region)
+    return rows
 
 
 def _window_choices(scan: Scan) -> list[tuple[str, str]]:

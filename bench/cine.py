@@ -1,0 +1,111 @@
+"""A generated ultrasound-like cine: the same burned-in text on every frame, moving speckle
+and anatomy in the middle. For the cine benchmark (`manage.py bench_pipeline --cine`) and the
+tests of static-overlay reuse and bounded memory.
+
+    cine_frame(index, height, width) -> (H, W, 3) uint8
+    cine_dicom(frames, height, width, jpeg=True) -> bytes   # a multi-frame DICOM file
+
+Frames are made and encoded one at a time, so generating a 300-frame cine never holds more
+than one decoded frame.
+"""
+
+from __future__ import annotations
+
+import io
+
+import cv2
+import numpy as np
+
+TEXT_LINES = ("DOE^JANE  MRN 0012345", "DOB 1970-01-01  ST MARY HOSP")
+FOOTER = "US  C5-1  12.0cm  GAIN 54"
+
+
+def cine_frame(index: int, height: int = 768, width: int = 1024) -> np.ndarray:
+    """Frame `index`: a dark background, a speckled sector in the middle whose pattern and
+    bright blob move from frame to frame, and the same white text at the top and bottom."""
+    rng = np.random.default_rng(1000 + index)
+    frame = np.full((height, width, 3), 12, dtype=np.uint8)
+    top, bottom = int(height * 0.2), int(height * 0.82)
+    left, right = int(width * 0.2), int(width * 0.8)
+    speckle = rng.gamma(2.0, 28.0, (bottom - top, right - left)).clip(0, 200)
+    yy, xx = np.mgrid[top:bottom, left:right]
+    cx = left + (right - left) * (0.3 + 0.4 * (index % 20) / 20)
+    blob = 90 * np.exp(-(((xx - cx) / 60.0) ** 2 + ((yy - (top + bottom) / 2) / 40.0) ** 2))
+    grey = np.clip(speckle + blob, 0, 230).astype(np.uint8)
+    frame[top:bottom, left:right] = grey[..., None]
+    scale = max(height / 768, 0.35)
+    for i, text in enumerate(TEXT_LINES):
+        cv2.putText(
+            frame,
+            text,
+            (int(16 * scale), int((34 + 30 * i) * scale)),
+            cv2.FONT_HERSHEY_SIMPLEX,
+            0.9 * scale,
+            (255, 255, 255),
+            max(1, int(2 * scale)),
+            cv2.LINE_8,
+        )
+    cv2.putText(
+        frame,
+        FOOTER,
+        (int(16 * scale), height - int(20 * scale)),
+        cv2.FONT_HERSHEY_SIMPLEX,
+        0.8 * scale,
+        (255, 255, 255),
+        max(1, int(2 * scale)),
+        cv2.LINE_8,
+    )
+    return frame
+
+
+def cine_dicom(frames: int, height: int = 768, width: int = 1024, *, jpeg: bool = True) -> bytes:
+    """A multi-frame ultrasound DICOM of `cine_frame`s: JPEG baseline (YBR_FULL_422, as
+    ultrasound cines are usually stored) or uncompressed RGB."""
+    from PIL import Image
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.encaps import encapsulate
+    from pydicom.uid import (
+        ExplicitVRLittleEndian,
+        JPEGBaseline8Bit,
+        UltrasoundMultiFrameImageStorage,
+        generate_uid,
+    )
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = UltrasoundMultiFrameImageStorage
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = JPEGBaseline8Bit if jpeg else ExplicitVRLittleEndian
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID = meta.MediaStorageSOPClassUID
+    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
+    ds.StudyInstanceUID = generate_uid()
+    ds.SeriesInstanceUID = generate_uid()
+    ds.PatientName = "DOE^JANE"
+    ds.PatientID = "0012345"
+    ds.Modality = "US"
+    ds.Rows, ds.Columns = height, width
+    ds.NumberOfFrames = frames
+    ds.SamplesPerPixel = 3
+    ds.PlanarConfiguration = 0
+    ds.BitsAllocated = ds.BitsStored = 8
+    ds.HighBit = 7
+    ds.PixelRepresentation = 0
+    if jpeg:
+        ds.PhotometricInterpretation = "YBR_FULL_422"
+        encoded = []
+        for index in range(frames):
+            buffer = io.BytesIO()
+            Image.fromarray(cine_frame(index, height, width)).save(
+                buffer, format="JPEG", quality=90
+            )
+            encoded.append(buffer.getvalue())
+        ds.PixelData = encapsulate(encoded)
+        ds["PixelData"].VR = "OB"
+        ds.LossyImageCompression = "01"
+    else:
+        ds.PhotometricInterpretation = "RGB"
+        ds.PixelData = b"".join(cine_frame(i, height, width).tobytes() for i in range(frames))
+    buffer = io.BytesIO()
+    ds.save_as(buffer, enforce_file_format=True)
+    return buffer.getvalue()

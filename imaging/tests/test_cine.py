@@ -1,0 +1,196 @@
+"""Cines: a static overlay is detected once, listed once, and still restores exactly.
+
+The detector here is the real one (imaging.detection.detect), wrapped only to count its calls.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import cv2
+import numpy as np
+import pytest
+from django.conf import settings as django_settings
+from django.urls import reverse
+
+from bench.cine import cine_dicom, cine_frame
+from imaging import crypto, pipeline
+from imaging.detection import detect
+from imaging.models import Scan, ScanStatus
+from imaging.region_groups import frames_label, region_groups
+from imaging.services import scan_restore_pixels
+from imaging.tests import factories
+from imaging.validation import validate_upload
+
+CALLS: list[tuple[int, ...]] = []
+COUNTING_DETECTOR = "imaging.tests.test_cine.counting_detector"
+FRAMES, HEIGHT, WIDTH = 8, 480, 640
+
+
+WHOLE_FRAMES: list[np.ndarray] = []
+
+
+def counting_detector(frame: np.ndarray) -> list[Any]:
+    CALLS.append(tuple(frame.shape))
+    if frame.shape[:2] == (HEIGHT, WIDTH):
+        WHOLE_FRAMES.append(frame.copy())
+    return detect(frame)
+
+
+@pytest.fixture
+def counted(settings: Any) -> list[tuple[int, ...]]:
+    settings.IMAGING_DETECTOR = COUNTING_DETECTOR
+    CALLS.clear()
+    WHOLE_FRAMES.clear()
+    return CALLS
+
+
+def _decode(data: bytes) -> Any:
+    return validate_upload(name="cine.dcm", data=data, max_bytes=len(data), max_pixels=10**9)
+
+
+@pytest.fixture
+def cine_scan(counted: list[tuple[int, ...]], upload: Any) -> tuple[Scan, bytes]:
+    data = cine_dicom(FRAMES, HEIGHT, WIDTH)
+    response = upload(("cine.dcm", data))
+    assert response.status_code == 201, response.content
+    scan = Scan.objects.get(pk=response.json()[0]["id"])
+    assert scan.status == ScanStatus.COMPLETED, scan.failure_reason
+    return scan, data
+
+
+def test_it_detects_a_static_overlay_once_and_restores_exactly(
+    cine_scan: tuple[Scan, bytes], counted: list[tuple[int, ...]]
+) -> None:
+    scan, data = cine_scan
+    full_frames = [shape for shape in counted if shape[:2] == (HEIGHT, WIDTH)]
+    # One whole-frame detection for eight frames; the rest are verification bands.
+    assert len(full_frames) == 1
+    assert scan.metrics["frames_detected"] == 1
+    assert scan.metrics["detector_calls"] == len(counted) <= 3
+    # Every frame still has its overlay sealed and filled: three lines on eight frames.
+    assert scan.metrics["region_groups"] == 3
+    assert scan.regions.count() == 3 * FRAMES
+    assert sorted(set(scan.regions.values_list("frame", flat=True))) == list(range(FRAMES))
+    np.testing.assert_array_equal(scan_restore_pixels(scan=scan), _decode(data).pixels)
+
+
+def test_it_lists_one_row_per_box_across_frames(
+    cine_scan: tuple[Scan, bytes], api: Any, client: Any, technician: Any
+) -> None:
+    scan, _ = cine_scan
+    api.force_authenticate(technician)
+    response = api.get(reverse("image-region-groups", args=[scan.pk]))
+    assert response.status_code == 200
+    rows = response.json()
+    assert [row["number"] for row in rows] == [1, 2, 3]
+    assert {row["frames_label"] for row in rows} == {"1-8"}
+    assert all(len(row["regions"]) == FRAMES for row in rows)
+    # The flat list still has every sealed region.
+    assert len(api.get(reverse("image-regions", args=[scan.pk])).json()) == 3 * FRAMES
+
+    client.force_login(technician)
+    page = client.get(reverse("scan-page", args=[scan.pk])).content.decode()
+    assert page.count("data-region-id=") == 3
+    assert page.count("frames 1-8") == 3
+
+
+def test_it_detects_again_only_where_the_overlay_changes(counted: list[tuple[int, ...]]) -> None:
+    frames = []
+    for index in range(FRAMES):
+        frame = cine_frame(index, HEIGHT, WIDTH)
+        if index >= 5:
+            # A new line of text appears in the top margin from frame 6 on.
+            cv2.putText(
+                frame, "ACC 998877 SMITH", (330, 30), cv2.FONT_HERSHEY_SIMPLEX, 0.6,
+                (255, 255, 255), 1, cv2.LINE_8,
+            )  # fmt: skip
+        frames.append(frame)
+    image = _decode(factories.dicom_bytes(np.stack(frames), photometric="RGB"))
+    result = pipeline.pipeline_run(
+        image=image,
+        data_key=crypto.new_data_key(),
+        scan_ref="cine",
+        detector=counting_detector,
+        classes=django_settings.IMAGING_REDACT_CLASSES,
+    )
+    detected = [
+        index
+        for index in range(FRAMES)
+        if any(np.array_equal(frame, image.display[index]) for frame in WHOLE_FRAMES)
+    ]
+    # Frame 1, then frame 6 where the text changed. (The detector may look again at frame 7:
+    # its verification on frame 6 can box speckle next to the new line, and a box over
+    # moving anatomy is an overlay area that changes.)
+    assert detected[:2] == [0, 5]
+    assert result.metrics["frames_detected"] == len(detected) <= 3
+    before = {r.box.coords for r in result.regions if r.box.frame == 4}
+    after = {r.box.coords for r in result.regions if r.box.frame == 5}
+    new = after - before
+    line = [(x0, y0, x1, y1) for x0, y0, x1, y1 in new if x1 > 330 and y0 < 40]
+    assert len(line) == 1
+    # The new text is filled on every frame it is on, and nowhere before.
+    x0, y0, x1, y1 = line[0]
+    assert not result.redacted_display[5:, y0:y1, x0:x1].any()
+    assert result.redacted_display[:5, y0:y1, x0:x1].any()
+
+
+def test_without_reuse_every_frame_is_detected(counted: list[tuple[int, ...]]) -> None:
+    image = _decode(cine_dicom(3, HEIGHT, WIDTH))
+    reused = pipeline.pipeline_run(
+        image=image, data_key=crypto.new_data_key(), scan_ref="a", detector=counting_detector
+    )
+    every = pipeline.pipeline_run(
+        image=image,
+        data_key=crypto.new_data_key(),
+        scan_ref="b",
+        detector=counting_detector,
+        reuse_static=False,
+    )
+    assert reused.metrics["frames_detected"] == 1
+    assert every.metrics["frames_detected"] == 3
+    # Reuse changes the cost, not what is covered: every pixel of overlay ink is filled on
+    # every frame either way (boxes may differ by a pixel: the JPEG noise differs per frame).
+    ink = (image.display > 200).all(axis=3)
+    ink[:, int(HEIGHT * 0.2) : int(HEIGHT * 0.82)] = False  # the speckle, not text
+    assert ink.sum() > 1000
+    for result in (reused, every):
+        assert not result.redacted_display[ink].any()
+
+
+def test_frames_are_counted_from_one_in_runs() -> None:
+    assert frames_label(range(100)) == "1-100"
+    assert frames_label([0, 1, 2, 5]) == "1-3, 6"
+    assert frames_label([3]) == "4"
+
+
+def test_groups_are_numbered_by_their_first_region() -> None:
+    box = pipeline.Box
+    regions = [
+        pipeline.SealedRegion(i, b, b"", "uint8", 3, 0.0, 0.0)
+        for i, b in enumerate(
+            [
+                box(0, "phi_text", 0.9, 0, 0, 10, 10),
+                box(0, "phi_text", 0.8, 20, 0, 30, 10),
+                box(1, "phi_text", 0.7, 0, 0, 10, 10),
+                box(1, "barcode", 0.7, 0, 0, 10, 10),
+            ]
+        )
+    ]
+
+    class Row:
+        def __init__(self, sealed: pipeline.SealedRegion) -> None:
+            self.index, self.frame = sealed.index, sealed.box.frame
+            self.label, self.confidence, self.box = (
+                sealed.box.label,
+                sealed.box.confidence,
+                (sealed.box.coords),
+            )
+
+    groups = region_groups([Row(r) for r in reversed(regions)])
+    assert [(g.number, g.label, g.frames_label) for g in groups] == [
+        (1, "phi_text", "1-2"),
+        (2, "phi_text", "1"),
+        (3, "barcode", "2"),
+    ]
+    assert groups[0].confidence == 0.9
