@@ -79,6 +79,15 @@ def _isolated_media(settings: Any, tmp_path: Any) -> None:
 
 
 @pytest.fixture(autouse=True)
+def _fresh_rate_limits() -> None:
+    """Each test starts with every rate-limit counter at zero (medimg.ratelimit): the whole
+    run comes from one address, within the same minutes."""
+    from medimg.ratelimit import rate_limits_reset
+
+    rate_limits_reset()
+
+
+@pytest.fixture(autouse=True)
 def _force_login_gives_both_factors(monkeypatch: Any) -> None:
     """`client.force_login` skips the whole login, so it skips the second factor too: an admin
     (who must have one) gets a confirmed TOTP device and an OTP-verified session. The real

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from django.conf import settings
 from django.contrib.auth.validators import UnicodeUsernameValidator
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import serializers, status
 from rest_framework.permissions import AllowAny, IsAuthenticated
 from rest_framework.request import Request
 from rest_framework.response import Response
+from rest_framework.throttling import BaseThrottle
 from rest_framework.views import APIView
 
 from accounts import keyexchange
@@ -15,6 +17,8 @@ from accounts.models import Role
 from accounts.permissions import IsClinical
 from accounts.services import auth_logout, auth_token_obtain, auth_token_refresh, user_register
 from accounts.session_keys import key_exchange_begin, key_exchange_complete
+from audit.services import client_ip
+from medimg.ratelimit import rate_limit_hit, rate_limit_retry_after
 
 _ERROR = OpenApiResponse(description='`{"error": {"code": ..., "message": ...}}`')
 
@@ -44,7 +48,25 @@ class TokenPairOutputSerializer(serializers.Serializer):
         ref_name = "TokenPair"
 
 
+class RegistrationThrottle(BaseThrottle):
+    """At most MEDIMG_REGISTRATIONS_PER_HOUR registration requests per client address per
+    hour, counted in the shared cache (medimg.ratelimit); the address is REMOTE_ADDR, as in
+    the audit log, never a client-sent X-Forwarded-For."""
+
+    WINDOW = 3600
+
+    def allow_request(self, request: Request, view: APIView) -> bool:
+        ident = client_ip(request) or "unknown"
+        count = rate_limit_hit("register", ident, window_seconds=self.WINDOW)
+        return count <= settings.MEDIMG_REGISTRATIONS_PER_HOUR
+
+    def wait(self) -> float:
+        return float(rate_limit_retry_after(self.WINDOW))
+
+
 class RegisterApi(_PublicAuthApi):
+    throttle_classes = [RegistrationThrottle]
+
     class InputSerializer(serializers.Serializer):
         username = serializers.CharField(max_length=150, validators=[UnicodeUsernameValidator()])
         password = _password_field()
@@ -60,9 +82,15 @@ class RegisterApi(_PublicAuthApi):
         username = serializers.CharField()
         role = serializers.CharField()
         is_active = serializers.BooleanField()
+        detail = serializers.CharField()
 
         class Meta:
             ref_name = "RegisteredUser"
+
+    ACCEPTED = (
+        "If that username was free, an account request was created; an administrator "
+        "activates it before it can log in."
+    )
 
     @extend_schema(
         operation_id="auth_register",
@@ -70,18 +98,28 @@ class RegisterApi(_PublicAuthApi):
         description=(
             "Anyone (no authentication). Creates an INACTIVE account with the requested role, "
             "technician or doctor; an administrator activates it in Django admin. Requesting "
-            "`admin` is refused with `role_not_allowed`. Weak passwords: `invalid_password`; a "
-            "name in use: `username_taken`."
+            "`admin` is refused with `role_not_allowed`; weak passwords with "
+            "`invalid_password`. The answer (202) is the same whether the name was free or "
+            "taken, so registration does not reveal which usernames exist. At most "
+            "MEDIMG_REGISTRATIONS_PER_HOUR requests per address per hour (then 429 "
+            "`throttled`, with Retry-After)."
         ),
         request=InputSerializer,
-        responses={201: OutputSerializer, 400: _ERROR},
+        responses={202: OutputSerializer, 400: _ERROR, 429: _ERROR},
         auth=[],
     )
     def post(self, request: Request) -> Response:
         serializer = self.InputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        user = user_register(**serializer.validated_data, request=request)
-        return Response(self.OutputSerializer(user).data, status=status.HTTP_201_CREATED)
+        user_register(**serializer.validated_data, request=request)
+        data = serializer.validated_data
+        body = {
+            "username": data["username"],
+            "role": data["role"],
+            "is_active": False,
+            "detail": self.ACCEPTED,
+        }
+        return Response(self.OutputSerializer(body).data, status=status.HTTP_202_ACCEPTED)
 
 
 class TokenObtainApi(_PublicAuthApi):

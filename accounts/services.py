@@ -12,6 +12,7 @@ from typing import Any
 
 from django.conf import settings
 from django.contrib.auth import authenticate
+from django.contrib.auth.hashers import make_password
 from django.contrib.auth.models import update_last_login
 from django.contrib.auth.password_validation import validate_password
 from django.contrib.auth.signals import user_login_failed
@@ -31,7 +32,7 @@ from accounts.models import Role, User
 from accounts.otp import otp_device_for, otp_required_for, otp_verify
 from accounts.session_keys import session_keys_revoke
 from accounts.tokens import token_check_valid_after, token_pair_for, token_session_revoke
-from audit.models import Action
+from audit.models import Action, Outcome
 from audit.services import audit_record
 from medimg.errors import ApplicationError
 
@@ -102,8 +103,12 @@ def user_register(
     first_name: str = "",
     last_name: str = "",
     request: HttpRequest | None = None,
-) -> User:
-    """Self-service sign-up: an inactive account until an admin activates it."""
+) -> User | None:
+    """Self-service sign-up: an inactive account until an admin activates it.
+
+    None when the name is taken: the caller answers exactly as for a new account, so that
+    registration cannot tell anyone which usernames exist. The password is hashed all the
+    same (the time a new account costs), and the attempt is audited as refused."""
     if role == Role.ADMIN:
         raise ApplicationError(
             code="role_not_allowed",
@@ -123,6 +128,18 @@ def user_register(
         )
     except DjangoValidationError as exc:
         raise _full_clean_errors(exc) from None
+    except ApplicationError as exc:
+        if exc.code != "username_taken":
+            raise
+        make_password(password)
+        audit_record(
+            action=Action.USER_REGISTERED,
+            outcome=Outcome.REFUSED,
+            username=username,
+            request=request,
+            details={"requested_role": role, "reason": "username_taken"},
+        )
+        return None
     audit_record(
         action=Action.USER_REGISTERED,
         target=user,

@@ -28,6 +28,11 @@ from audit.selectors import chain_events, chain_snapshot, sequence_range
 _sqlite_lock = threading.Lock()
 
 
+# Enough to tell browsers and clients apart; anything longer is the sender's padding, kept in
+# a log that is never pruned (the column holds 512 for older rows).
+USER_AGENT_MAX = 200
+
+
 def client_ip(request: HttpRequest | None) -> str | None:
     if request is None:
         return None
@@ -102,7 +107,7 @@ def audit_record(
         "target_id": _text(str(target_id), 128),
         "outcome": str(outcome),
         "ip": client_ip(request),
-        "user_agent": _text(user_agent, 512),
+        "user_agent": _text(user_agent, USER_AGENT_MAX),
         "details": _jsonable(details),
     }
     if connection.vendor == "sqlite":

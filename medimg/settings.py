@@ -309,6 +309,14 @@ AXES_CLIENT_IP_CALLABLE = "accounts.lockout.lockout_client_ip"
 AXES_LOCKOUT_CALLABLE = "accounts.lockout.lockout_response"
 AXES_SENSITIVE_PARAMETERS = ["username", "ip_address", "password", "code", "otp", "otp_token"]
 AXES_VERBOSE = False
+# Self-service registrations (POST /api/auth/register/) per client address per hour; more is a
+# 429. Counted in the shared cache (medimg.ratelimit).
+MEDIMG_REGISTRATIONS_PER_HOUR = env_int("MEDIMG_REGISTRATIONS_PER_HOUR", 10, minimum=1)
+# Refused anonymous requests audited per client address per minute; beyond that they are
+# counted, and the count goes into the next audited refusal from that address.
+MEDIMG_AUDIT_ANONYMOUS_REFUSALS_PER_MINUTE = env_int(
+    "MEDIMG_AUDIT_ANONYMOUS_REFUSALS_PER_MINUTE", 30, minimum=1
+)
 # Second factor (accounts.otp): the name authenticator apps show next to the codes.
 OTP_TOTP_ISSUER = env_str("OTP_TOTP_ISSUER") or "medimg"
 LOGIN_URL = "login"

@@ -189,7 +189,7 @@ def test_it_never_lets_registration_choose_staff_flags_activation_or_admin(
 
     assert admin_asked.status_code == 400
     assert admin_asked.json()["error"]["code"] == "role_not_allowed"
-    assert registered.status_code == 201
+    assert registered.status_code == 202
     user = User.objects.get(username="mallory")
     assert (user.role, user.is_active, user.is_staff, user.is_superuser) == (
         "doctor",
