@@ -619,11 +619,14 @@ def _identifying(ds: Dataset, options: tuple[str, ...]) -> tuple[deid_text.Ident
                 continue
             if resolve(rule, options) in ("K", "C"):
                 continue
+            # A descriptor (a row Clean Descriptors would clean) describes the study: a copy
+            # of it (CodeMeaning "CT BRAIN WO IVCON") is no identifier to remove whole.
+            descriptor = rule.actions.get("clean_descriptors") == "C"
             for value in values:
                 texts.append(value)
                 if element.VR == "PN":
                     names.append(value)
-                if len(value.strip()) >= MIN_COPIED_VALUE:
+                if len(value.strip()) >= MIN_COPIED_VALUE and not descriptor:
                     whole.add(value.strip().casefold())
 
     visit(ds)

@@ -14,7 +14,7 @@ from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 
 from imaging import deid, deid_text, dicom, identity
-from imaging.tests.fixtures.samples import dicom_bytes
+from imaging.tests.fixtures.samples import deid_bytes, dicom_bytes
 
 SECRET = b"installation-secret-for-tests-32b"
 SHIFT = -137
@@ -268,3 +268,13 @@ def test_it_refuses_an_unknown_output_syntax() -> None:
         dicom.write_redacted_dataset(
             dicom_bytes("CT_small.dcm"), _px("CT_small.dcm"), syntax="jpeg"
         )
+
+
+def test_a_code_meaning_that_repeats_the_removed_study_description_stays() -> None:
+    # deid-data's CT brain: Procedure Code Sequence's CodeMeaning (Type 1) is the Study
+    # Description. Removing the description must not take the code's meaning with it.
+    data = deid_bytes("humans/ctbrain1.dcm")
+    out = read(run(data, ("retain_long_modified_dates", "clean_pixel_data")).data)
+    assert "StudyDescription" not in out
+    assert out.ProcedureCodeSequence[0].CodeMeaning == "CT BRAIN WO IVCON"
+    assert out.RequestedProcedureCodeSequence[0].CodeMeaning == "CT BRAIN WO IVCON"
