@@ -23,6 +23,7 @@ import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
 from PIL import Image
+from pydicom.uid import JPEGLSLossless
 
 from imaging import detection, dicom
 from imaging.tests.conftest import BRIGHT_DETECTOR
@@ -121,6 +122,19 @@ def test_it_redacts_a_dicom_keeping_the_dataset(bright: None, tmp_path: Path) ->
     assert_changed_only_in_boxes(
         decoded(source.read_bytes()), decoded(output.read_bytes()), line["regions"]
     )
+
+
+def test_it_writes_dicom_losslessly_compressed_when_the_setting_says(
+    bright: None, settings: Any, tmp_path: Path
+) -> None:
+    settings.DICOM_OUTPUT_SYNTAX = "jpeg-ls"
+    source = write(tmp_path / "in" / BURNED_IN, dicom_bytes(BURNED_IN))
+    lines, error = redact(str(source), "--out", str(tmp_path / "out"))
+    assert error is None
+    [line] = lines
+    written = Path(line["output"]).read_bytes()
+    assert pydicom.dcmread(io.BytesIO(written)).file_meta.TransferSyntaxUID == JPEGLSLossless
+    assert_changed_only_in_boxes(decoded(source.read_bytes()), decoded(written), line["regions"])
 
 
 def test_it_redacts_each_frame_of_a_multi_frame_dicom(bright: None, tmp_path: Path) -> None:

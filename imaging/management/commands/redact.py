@@ -8,8 +8,10 @@ image it writes `<stem>.redacted.<ext>` under DIR in the image's own format:
 - JPEG/PNG: the decoded pixels (EXIF orientation applied, no metadata) with the regions
   filled, as PNG (lossless) or JPEG (quality 95);
 - DICOM: the same dataset with only its pixel data redacted (every frame of a multi-frame
-  file detected and filled on its own), through `imaging.dicom.write_redacted_dataset`.
-  The header is NOT de-identified here.
+  file detected and filled on its own), through `imaging.dicom.write_redacted_dataset`,
+  uncompressed or losslessly compressed as DICOM_OUTPUT_SYNTAX says (never lossy). The
+  header is NOT de-identified here, and Burned In Annotation is left as the file had it (no
+  verification pass runs here to confirm the frames clean).
 With `--preview-png`, also `<stem>.redacted.preview.png` (8-bit rendering; one file per frame,
 `.preview-<n>.png`, for multi-frame DICOM).
 
@@ -120,7 +122,7 @@ def write_atomic(path: Path, data: bytes) -> None:
 def encode_redacted(image: DecodedImage, source: bytes, redacted: Any) -> bytes:
     """The redacted pixels in the input's own format."""
     if image.kind == "dicom":
-        return dicom.write_redacted_dataset(source, redacted)
+        return dicom.write_redacted_dataset(source, redacted, syntax=settings.DICOM_OUTPUT_SYNTAX)
     if image.kind == "png":
         return encode_image(redacted[0], "png")
     return encode_image(redacted[0], "jpeg", quality=JPEG_QUALITY)
