@@ -7,13 +7,12 @@ import ipaddress
 import json
 import math
 import tempfile
-import threading
 from dataclasses import dataclass
 from datetime import date
 from typing import IO, Any
 
 from django.core.exceptions import ValidationError
-from django.db import connection, models, transaction
+from django.db import models, transaction
 from django.http import HttpRequest
 from django.utils import timezone
 from django.utils.ipv6 import clean_ipv6_address
@@ -22,11 +21,6 @@ from audit.chain import GENESIS_HASH, anchor_mac, entry_hash, signing_key
 from audit.export import write_export
 from audit.models import Action, AuditAnchor, AuditEvent, Outcome
 from audit.selectors import chain_events, chain_snapshot, sequence_range
-
-# SQLite ignores SELECT ... FOR UPDATE; in the single-process development server this
-# lock is what keeps two threads from reading the same chain head.
-_sqlite_lock = threading.Lock()
-
 
 # Enough to tell browsers and clients apart; anything longer is the sender's padding, kept in
 # a log that is never pruned (the column holds 512 for older rows).
@@ -110,9 +104,6 @@ def audit_record(
         "user_agent": _text(user_agent, USER_AGENT_MAX),
         "details": _jsonable(details),
     }
-    if connection.vendor == "sqlite":
-        with _sqlite_lock:
-            return _append(fields)
     return _append(fields)
 
 
@@ -129,7 +120,11 @@ def _locked_anchor() -> AuditAnchor:
 
 def _append(fields: dict[str, Any]) -> AuditEvent:
     with transaction.atomic():
-        # Serialise appends: two writers must not fork the chain. The anchor row is the lock.
+        # Serialise appends: two writers must not fork the chain. The anchor row is the lock
+        # on PostgreSQL; SQLite ignores FOR UPDATE, but its transactions are IMMEDIATE
+        # (settings), so BEGIN already holds the database's one write lock, across threads
+        # and processes alike. A process-local lock here would deadlock against a request
+        # that holds that write lock and then records an event.
         anchor = _locked_anchor()
         # Time is taken under the lock, so it never goes back as the sequence goes up and a
         # date range is a contiguous piece of the chain.
