@@ -146,6 +146,8 @@ def test_region_metadata_never_carries_pixels_or_ciphertext(
         "dtype",
         "pixel_entropy",
         "ciphertext_entropy",
+        "removal_pending",
+        "removal_requested_at",
     }
 
 
