@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.conf import settings
 from django.contrib.auth.mixins import LoginRequiredMixin
 from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
@@ -41,6 +42,16 @@ def page_context() -> dict[str, Any]:
     }
 
 
+def upload_limits() -> dict[str, int]:
+    """The server's size limits by kind, for the upload page to check before it sends."""
+    return {
+        "image": settings.UPLOAD_MAX_BYTES,
+        # The DICOM limit arrives with the limits-by-kind work; until then, the one limit.
+        "dicom": getattr(settings, "UPLOAD_DICOM_MAX_BYTES", settings.UPLOAD_MAX_BYTES),
+        "archive": settings.UPLOAD_ARCHIVE_MAX_BYTES,
+    }
+
+
 class PatientPageView(ClinicalPageMixin, View):
     """Technicians: the scans and the upload area. Doctors: thumbnails and notes."""
 
@@ -49,7 +60,12 @@ class PatientPageView(ClinicalPageMixin, View):
         patient = patient_get(user=user, patient_id=patient_id, request=request)
         scans = scan_list_for_patient(user=user, patient=patient)
         page = Paginator(scans, SCANS_PER_PAGE).get_page(request.GET.get("page"))
-        context = {"patient": patient, "page": page, **page_context()}
+        context = {
+            "patient": patient,
+            "page": page,
+            "upload_limits": upload_limits(),
+            **page_context(),
+        }
         template = (
             "patients/patient_technician.html"
             if user.is_technician  # type: ignore[union-attr]

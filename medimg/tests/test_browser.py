@@ -569,3 +569,102 @@ def test_it_segments_a_scan_and_shows_the_overlay_legend_and_sizes(
     assert AuditEvent.objects.filter(action=Action.SEGMENTATION_REQUESTED, actor=doctor).exists()
     assert doc.console_errors() == []
     doc.close()
+
+
+# A folder dropped from a file manager, as Chromium hands it over: DataTransferItems whose
+# webkitGetAsEntry() gives directory entries, read in batches. A script cannot build real
+# entries, so these are look-alikes with the same methods, on a real drop event.
+DROP_FOLDER = """
+(files) => {
+  const fileEntry = ([name, b64]) => ({
+    isFile: true, isDirectory: false, name,
+    file: (ok) => ok(new File([Uint8Array.from(atob(b64), (c) => c.charCodeAt(0))], name)),
+  });
+  const folder = (name, children) => ({
+    isFile: false, isDirectory: true, name,
+    createReader: () => {
+      // Two entries a batch, then an empty batch: readEntries must be called until empty.
+      const batches = [];
+      for (let i = 0; i < children.length; i += 2) batches.push(children.slice(i, i + 2));
+      batches.push([]);
+      return { readEntries: (ok) => setTimeout(() => ok(batches.shift()), 0) };
+    },
+  });
+  const series = folder("series", [
+    ...files.map(fileEntry),
+    fileEntry(["DICOMDIR", btoa("not an image")]),
+    fileEntry([".DS_Store", btoa("junk")]),
+  ]);
+  const transfer = {
+    items: [{ kind: "file", webkitGetAsEntry: () => series }],
+    files: [],
+  };
+  const zone = document.querySelector("[data-dropzone]");
+  const drop = new DragEvent("drop", { bubbles: true, cancelable: true });
+  Object.defineProperty(drop, "dataTransfer", { value: transfer });
+  zone.dispatchEvent(drop);
+}
+"""
+
+# A 25 MB "PNG" (the signature, then zeros): the page must refuse it without sending it.
+DROP_LARGE_PNG = """
+(size) => {
+  const head = new Uint8Array([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]);
+  const file = new File([head, new Uint8Array(size - head.length)], "huge.png");
+  const transfer = new DataTransfer();
+  transfer.items.add(file);
+  const zone = document.querySelector("[data-dropzone]");
+  zone.dispatchEvent(
+    new DragEvent("drop", { dataTransfer: transfer, bubbles: true, cancelable: true })
+  );
+}
+"""
+
+
+@pytest.mark.django_db(transaction=True)
+def test_it_refuses_a_too_large_file_before_sending_and_uploads_a_dropped_folder(
+    server: Any,
+    chromium: Any,
+    in_process: None,
+    settings: Any,
+    technician: Any,
+    password: str,
+) -> None:
+    import base64
+
+    from imaging.tests import factories
+
+    settings.IMAGING_DETECTOR = "imaging.tests.factories.bright_text_detector"
+    patient = Patient.objects.create(id="MRN-13", name="Mary Somerville", age=48)
+    tech = Session(chromium, server.url)
+    page = tech.page
+    posts: list[str] = []
+    page.on("request", lambda r: posts.append(r.url) if r.method == "POST" else None)
+    tech.log_in(technician.username, password)
+    page.goto(f"/patients/{patient.id}/")
+    picker = page.locator("input[type=file]")
+    assert ".zip" in picker.get_attribute("accept").split(",")
+    page.get_by_text("Up to 20.0 MB per JPEG or PNG image, 1.0 GB per DICOM file").wait_for()
+
+    page.evaluate(DROP_LARGE_PNG, 25 * 1024 * 1024)
+    refused = page.locator("[data-upload].upload--failed")
+    refused.get_by_text("JPEG and PNG images may be at most 20.0 MB").wait_for()
+    assert "25.0 MB" in refused.inner_text()
+    assert not [url for url in posts if "/images/" in url]
+
+    series = []
+    for number in (1, 2, 3):
+        data, _ = factories.dicom16_text(frames=1)
+        series.append([f"IM000{number}", base64.b64encode(data).decode()])
+    page.evaluate(DROP_FOLDER, series)
+    until(
+        page,
+        "() => document.querySelectorAll('[data-upload][data-scan-id] .badge--completed')"
+        ".length == 3",
+    )
+    tech.shot("24-technician-upload-limit-and-folder")
+    names = sorted(Scan.objects.filter(patient=patient).values_list("original_filename", flat=True))
+    assert names == ["IM0001", "IM0002", "IM0003"]
+    assert len([url for url in posts if "/images/" in url]) == 3
+    assert tech.console_errors() == []
+    tech.close()

@@ -70,6 +70,23 @@ def test_it_404s_for_an_unknown_patient(
     assert page(client, request.getfixturevalue(role), "MRN-NOPE").status_code == 404
 
 
+def test_it_gives_the_upload_area_the_servers_limits_by_kind(
+    client: Client, technician: Any, patient: Patient, settings: Any
+) -> None:
+    settings.UPLOAD_MAX_BYTES = 20 * 1024 * 1024
+    settings.UPLOAD_DICOM_MAX_BYTES = 1024 * 1024 * 1024
+    settings.UPLOAD_ARCHIVE_MAX_BYTES = 200 * 1024 * 1024
+
+    html = page(client, technician, patient.id).content.decode()
+
+    assert 'data-max-image-bytes="20971520"' in html
+    assert 'data-max-dicom-bytes="1073741824"' in html
+    assert 'data-max-archive-bytes="209715200"' in html
+    accept = re.search(r'accept="([^"]*)"', html)
+    assert accept is not None and ".zip" in accept.group(1).split(",")
+    assert "Up to 20.0\xa0MB per JPEG or PNG image, 1.0\xa0GB per DICOM file" in html
+
+
 def test_it_shows_the_technician_the_upload_area_and_the_scans(
     client: Client, technician: Any, patient: Patient
 ) -> None:

@@ -1,7 +1,12 @@
-/* Technician uploads: drop files on the area (or choose them with the file input, which
-   is the keyboard path). Each file is its own POST /api/patients/{id}/images/ so each gets
-   its own progress bar; two run at a time. After a file is stored its processing status
-   is polled until completed or failed. */
+/* Technician uploads: drop files or a folder of a series on the area (or choose them with
+   the file input, which is the keyboard path). Each file is its own POST
+   /api/patients/{id}/images/ so each gets its own progress bar; two run at a time. After a
+   file is stored its processing status is polled until completed or failed.
+
+   Before anything is sent, each file's type is read from its first bytes (as the server
+   does) and its size checked against the server's limit for that kind (data-max-*-bytes on
+   the drop area), so a file the server would refuse is refused here at once, with the limit
+   named, instead of after a long upload. The server still checks everything. */
 (function () {
   "use strict";
 
@@ -17,6 +22,19 @@
   var scanTemplate = zone.getAttribute("data-scan-url-template");
   var queue = [];
   var running = 0;
+  var limits = {
+    image: Number(zone.getAttribute("data-max-image-bytes")) || 0,
+    dicom: Number(zone.getAttribute("data-max-dicom-bytes")) || 0,
+    archive: Number(zone.getAttribute("data-max-archive-bytes")) || 0,
+  };
+  var KINDS = {
+    jpeg: { limit: "image", words: "JPEG and PNG images" },
+    png: { limit: "image", words: "JPEG and PNG images" },
+    dicom: { limit: "dicom", words: "DICOM files" },
+    zip: { limit: "archive", words: "zip archives" },
+  };
+  // Files a folder of a series holds beside its images: nothing to upload.
+  var SKIPPED = /^(\.|dicomdir$|thumbs\.db$|desktop\.ini$)/i;
 
   function formatSize(bytes) {
     if (bytes < 1024) {
@@ -25,7 +43,59 @@
     if (bytes < 1024 * 1024) {
       return (bytes / 1024).toFixed(0) + " KB";
     }
-    return (bytes / (1024 * 1024)).toFixed(1) + " MB";
+    if (bytes < 1024 * 1024 * 1024) {
+      return (bytes / (1024 * 1024)).toFixed(1) + " MB";
+    }
+    return (bytes / (1024 * 1024 * 1024)).toFixed(1) + " GB";
+  }
+
+  // The kind from the content, as the server decides it: never from the name.
+  function sniff(bytes) {
+    function starts(magic, offset) {
+      for (var i = 0; i < magic.length; i += 1) {
+        if (bytes[(offset || 0) + i] !== magic[i]) {
+          return false;
+        }
+      }
+      return true;
+    }
+    if (starts([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a])) {
+      return "png";
+    }
+    if (starts([0xff, 0xd8, 0xff])) {
+      return "jpeg";
+    }
+    if (bytes.length >= 132 && starts([0x44, 0x49, 0x43, 0x4d], 128)) {
+      return "dicom";
+    }
+    if (starts([0x50, 0x4b, 0x03, 0x04])) {
+      return "zip";
+    }
+    return null;
+  }
+
+  // Resolves to null when the file may be sent, else the message saying why not.
+  function refusal(file) {
+    if (!file.size) {
+      return Promise.resolve("The file is empty.");
+    }
+    return file
+      .slice(0, 132)
+      .arrayBuffer()
+      .then(function (buffer) {
+        var kind = sniff(new Uint8Array(buffer));
+        if (!kind) {
+          return "Not a JPEG, PNG or DICOM image, nor a zip of them: nothing was sent.";
+        }
+        var limit = limits[KINDS[kind].limit];
+        if (limit && file.size > limit) {
+          return (
+            "The file is " + formatSize(file.size) + "; " + KINDS[kind].words +
+            " may be at most " + formatSize(limit) + ". Nothing was sent."
+          );
+        }
+        return null;
+      });
   }
 
   function addRow(file) {
@@ -121,9 +191,89 @@
 
   function enqueue(files) {
     Array.prototype.forEach.call(files, function (file) {
-      queue.push(addRow(file));
+      var item = addRow(file);
+      item.state.textContent = "Checking…";
+      refusal(file).then(
+        function (message) {
+          if (message) {
+            fail(item, message);
+            return;
+          }
+          item.state.textContent = "Waiting…";
+          queue.push(item);
+          next();
+        },
+        function () {
+          fail(item, "The file could not be read.");
+        }
+      );
     });
-    next();
+  }
+
+  // Every file under a dropped folder (a series), depth first, in name order.
+  function filesUnder(entry) {
+    if (entry.isFile) {
+      return new Promise(function (resolve) {
+        entry.file(
+          function (file) {
+            resolve(SKIPPED.test(file.name) ? [] : [file]);
+          },
+          function () {
+            resolve([]);
+          }
+        );
+      });
+    }
+    if (!entry.isDirectory) {
+      return Promise.resolve([]);
+    }
+    var reader = entry.createReader();
+    var entries = [];
+    // readEntries answers in batches (100 in Chromium) until it answers with none.
+    function readAll() {
+      return new Promise(function (resolve) {
+        reader.readEntries(
+          function (batch) {
+            if (!batch.length) {
+              resolve();
+              return;
+            }
+            entries = entries.concat(Array.prototype.slice.call(batch));
+            resolve(readAll());
+          },
+          function () {
+            resolve();
+          }
+        );
+      });
+    }
+    return readAll().then(function () {
+      entries.sort(function (a, b) {
+        return a.name < b.name ? -1 : a.name > b.name ? 1 : 0;
+      });
+      return Promise.all(entries.map(filesUnder)).then(function (lists) {
+        return [].concat.apply([], lists);
+      });
+    });
+  }
+
+  function dropped(transfer) {
+    var items = transfer.items ? Array.prototype.slice.call(transfer.items) : [];
+    var entries = items
+      .filter(function (item) {
+        return item.kind === "file" && typeof item.webkitGetAsEntry === "function";
+      })
+      .map(function (item) {
+        return item.webkitGetAsEntry();
+      })
+      .filter(Boolean);
+    if (!entries.length) {
+      // No entry API: plain files only.
+      return Promise.resolve(Array.prototype.slice.call(transfer.files || []));
+    }
+    return Promise.all(entries.map(filesUnder)).then(function (lists) {
+      return [].concat.apply([], lists);
+    });
   }
 
   input.addEventListener("change", function () {
@@ -147,9 +297,15 @@
     });
   });
   zone.addEventListener("drop", function (event) {
-    if (event.dataTransfer && event.dataTransfer.files.length) {
-      enqueue(event.dataTransfer.files);
+    if (!event.dataTransfer) {
+      return;
     }
+    // The entries must be taken now: the DataTransfer is emptied once the event returns.
+    dropped(event.dataTransfer).then(function (files) {
+      if (files.length) {
+        enqueue(files);
+      }
+    });
   });
   // A file dropped beside the area must not make the browser navigate away to it.
   ["dragover", "drop"].forEach(function (type) {
