@@ -57,7 +57,7 @@ def frame_read(scan: Any, kind: str, frame: int, *, data_key: bytes | None = Non
 
     The caller has checked that `frame` is in range. CryptoError when the file is not the
     one written for this scan, kind and frame (or the scan's key does not open)."""
-    path = (scan.frame_paths or {}).get(kind)[frame]
+    path = ((scan.frame_paths or {}).get(kind) or [])[frame]
     data = storage_read(path)
     digests = scan.frame_digests or {}
     if not digests:
