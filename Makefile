@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed-$(shell cat requirements.txt | cksum | cut -d' ' -f1
 export YOLO_OFFLINE := 1
 export YOLO_CONFIG_DIR := $(CURDIR)/var/ultralytics
 
-.PHONY: install run test fuzz lint format check-deploy clean bench
+.PHONY: install run test fuzz corpus lint format check-deploy clean bench
 
 $(STAMP): requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -36,6 +36,13 @@ fuzz: install
 	MEDIMG_FUZZ=1 FUZZ_EXAMPLES=$${FUZZ_EXAMPLES:-5000} SCHEMA_EXAMPLES=$${SCHEMA_EXAMPLES:-40} \
 		$(PY) -m pytest -q -p no:cacheprovider medimg/tests/test_attacks_fuzz.py \
 		medimg/tests/test_attacks_schema.py
+
+# The whole real-file corpus (issue 13): every DICOM in ../shared/corpus/ and pydicom's and
+# deid-data's test files through intake, processing, de-identification, restore and `redact`,
+# then the table in docs/intake.md. `make test` runs a 15-file sample. About 20-30 minutes.
+corpus: install
+	MEDIMG_CORPUS=1 env -u DATABASE_URL -u REDIS_URL $(PY) -m pytest -q -s -p no:cacheprovider \
+		imaging/tests/test_corpus.py -k whole_corpus
 
 lint: install
 	$(VENV)/bin/ruff check .

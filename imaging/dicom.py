@@ -494,10 +494,11 @@ def write_redacted_dataset(
             del ds[keyword]
     # Whatever follows the pixel data goes too: vendors' groups there hold the old pixels
     # again (GE's 7FE1 movie group keeps the cine, burned-in text included), signatures sign
-    # the old pixels (FFFA,FFFA), and padding (FFFC,FFFC) pads the old file.
+    # the old pixels (FFFA,FFFA), and padding (FFFC,FFFC) pads the old file. So do the
+    # group 0000 "elements" that zero bytes padding a file parse as (no file may hold one).
     tags = list(ds.keys())
     for tag in tags:
-        if int(tag) > _PIXEL_DATA_TAG:
+        if int(tag) > _PIXEL_DATA_TAG or tag.group == 0x0000:
             del ds[tag]
     ds.PixelData = data
     ds["PixelData"].VR = "OB" if bits_allocated == 8 else "OW"
@@ -578,13 +579,17 @@ def _compress_lossless(ds: Dataset, target: UID, uncompressed: UID) -> UID:
     SOP Instance UID stays (the pixels are the same ones). An encoder that refuses the pixels
     (JPEG-LS above 16 bits, say) leaves them uncompressed: lossless either way."""
     kwargs: dict[str, Any] = {"generate_instance_uid": False}
-    if target == JPEG2000Lossless:
-        kwargs["use_mct"] = False  # keep RGB as RGB
+    photometric = str(ds.get("PhotometricInterpretation", ""))
+    if target == JPEG2000Lossless and photometric == "RGB":
+        # The reversible colour transform, as PS3.3 wants for colour JPEG 2000 (the US
+        # modules enumerate YBR_RCT only): readers get RGB back, exactly.
+        ds.PhotometricInterpretation = "YBR_RCT"
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             ds.compress(target, **kwargs)
     except Exception:  # each encoder raises its own types for pixels it does not take
         ds.file_meta.TransferSyntaxUID = uncompressed
+        ds.PhotometricInterpretation = photometric
         return uncompressed
     return target
