@@ -14,6 +14,7 @@ from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 
 from imaging import deid, deid_text, dicom, identity
+from imaging.tests.deid_checks import dciodvfy_available, dciodvfy_errors
 from imaging.tests.fixtures.samples import deid_bytes, dicom_bytes
 
 SECRET = b"installation-secret-for-tests-32b"
@@ -278,3 +279,15 @@ def test_a_code_meaning_that_repeats_the_removed_study_description_stays() -> No
     assert "StudyDescription" not in out
     assert out.ProcedureCodeSequence[0].CodeMeaning == "CT BRAIN WO IVCON"
     assert out.RequestedProcedureCodeSequence[0].CodeMeaning == "CT BRAIN WO IVCON"
+
+
+@pytest.mark.skipif(not dciodvfy_available(), reason="dciodvfy (Debian dicom3tools) missing")
+@pytest.mark.parametrize("setting", ["uncompressed", "rle", "jpeg-ls", "jpeg2000"])
+@pytest.mark.parametrize("name", ["US1_UNCR.dcm", "SC_rgb_jpeg_dcmtk.dcm", "CT_small.dcm"])
+def test_every_output_syntax_adds_no_dciodvfy_error(settings: Any, setting: str, name: str) -> None:
+    # Colour JPEG 2000 is written YBR_RCT: the US modules allow nothing else with it.
+    settings.DICOM_OUTPUT_SYNTAX = setting
+    data = dicom_bytes(name)
+    outcome = identity.dicom_deidentify(data, _px(name), pixels_clean=True, regions=0)
+    assert dciodvfy_errors(outcome.data) - dciodvfy_errors(data) == set()
+    assert np.array_equal(dicom.decode_pixels(dicom.read_dataset(outcome.data)), _px(name))
