@@ -609,6 +609,8 @@ def _identifying(ds: Dataset, options: tuple[str, ...]) -> tuple[deid_text.Ident
                 for item in element.value or []:
                     visit(item)
                 continue
+            if element.VR not in TEXT_VRS and element.VR not in ("DA", "DT"):
+                continue  # not text (and never the pixel data as a string)
             values = _map_values(element.value, str) if element.value is not None else []
             values = values if isinstance(values, list) else [values]
             if element.VR in ("DA", "DT"):
