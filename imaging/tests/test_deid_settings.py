@@ -25,6 +25,15 @@ def test_it_refuses_a_safe_private_entry_that_is_not_private(entry: str) -> None
     assert "DEID_SAFE_PRIVATE" in result.stderr and entry in result.stderr
 
 
+@pytest.mark.parametrize(
+    ("name", "value"), [("DEID_DESCRIPTORS", "keep"), ("DICOM_OUTPUT_SYNTAX", "jpeg-lossy")]
+)
+def test_it_refuses_an_unknown_descriptors_mode_or_output_syntax(name: str, value: str) -> None:
+    result = _manage(_production_env(**{name: value}), "check")
+    assert result.returncode != 0
+    assert name in result.stderr and value in result.stderr
+
+
 def test_it_derives_stable_separate_secrets_from_the_installation_secret(settings: Any) -> None:
     settings.MEDIMG_DEID_SECRET = "d4" * 32
     uids, dates = identity.uid_secret(), identity.date_secret()
