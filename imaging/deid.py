@@ -580,8 +580,10 @@ def _scrub_kept(ds: Dataset, item: Item, ctx: _Context, path: str) -> None:
     descriptor = ctx.descriptor_depth > 0 and vr in DESCRIPTOR_VRS
     if not descriptor:
         raw = _raw_text(item)
-        if not deid_text.identity_spans(raw, ctx.identity):
-            return  # the common case: decided on the raw text, the element stays raw
+        # Decided on the raw text, the common case, where it is ASCII; other bytes are only
+        # text once decoded with the file's character set (UTF-8 "Müller" is not latin-1).
+        if raw.isascii() and not deid_text.identity_spans(raw, ctx.identity):
+            return
     element = ds[item.tag]
     if descriptor:
         clean = functools.partial(deid_text.scrub_descriptor, identity=ctx.identity)

@@ -291,3 +291,14 @@ def test_every_output_syntax_adds_no_dciodvfy_error(settings: Any, setting: str,
     outcome = identity.dicom_deidentify(data, _px(name), pixels_clean=True, regions=0)
     assert dciodvfy_errors(outcome.data) - dciodvfy_errors(data) == set()
     assert np.array_equal(dicom.decode_pixels(dicom.read_dataset(outcome.data)), _px(name))
+
+
+def test_it_finds_a_name_written_in_the_files_own_character_set() -> None:
+    ds = read(source())
+    ds.SpecificCharacterSet = "ISO_IR 192"
+    ds.PatientName = "Müller^Jürgen"
+    ds.ProcedureCodeSequence[0].CodeMeaning = "Kopf MÜLLER Jürgen"
+    buffer = io.BytesIO()
+    ds.save_as(buffer)
+    out = read(run(buffer.getvalue(), ()).data)
+    assert out.ProcedureCodeSequence[0].CodeMeaning == "Kopf"
