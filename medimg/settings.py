@@ -578,6 +578,10 @@ USE_TZ = True
 
 # --- Logging --------------------------------------------------------------------------------
 
+# Django's dictConfig plus a record factory that redacts patient ids in URL paths and every
+# query-string value from each log record (medimg.log_redaction): Django logs the path of each
+# 4xx, and request lines carry searches.
+LOGGING_CONFIG = "medimg.log_redaction.configure_logging"
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,

@@ -3,8 +3,10 @@
 Every log record any logger emits in the test process, from the first test to the last, is
 kept (message, and the formatted exception when there is one). When the run ends, no line may
 contain a JWT, a password the tests use, key material (SECRET_KEY, the KEKs and audit keys of
-the settings, and every development key file the tests generated), or a patient name used in
-the fixtures; if one does, the run fails and the offending lines are printed.
+the settings, and every development key file the tests generated), or a patient identifier:
+a patient name or id used in the fixtures, anything shaped like a record number (`MRN-...`),
+or a value a test planted (`plant`: search terms, restore reasons) after sending it through
+the app. If one does, the run fails and the offending lines are printed.
 
 Records are taken at `Logger.handle`, not from a handler: Django's LOGGING (dictConfig) and
 pytest's own capture replace handlers, this sees every record that passed its level check.
@@ -33,6 +35,13 @@ TEST_PASSWORDS = (
     "quartz-orchard-violet-31",
 )
 _PATIENT_NAME_RE = re.compile(r"""Patient\.objects\.create\([^)]*?name=["']([^"']{4,})["']""")
+_PATIENT_ID_RE = re.compile(
+    r"""(?:Patient\.objects\.create\([^)]*?\bid=|make_patient\(\s*)["']([^"'{}]{5,})["']"""
+)
+# The fixtures' record numbers all look like this; so does no other log text.
+MRN_RE = re.compile(r"\bMRN-[A-Za-z0-9][A-Za-z0-9-]*")
+# Values tests sent through the app that no log line may repeat (`plant`).
+PLANTED: set[str] = set()
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -45,7 +54,9 @@ class Capture:
             text = record.getMessage()
         except Exception:  # A malformed record must not break the test that logged it.
             text = str(record.msg)
-        if record.exc_info:
+        if record.exc_text:  # Set (already redacted) by medimg.log_redaction.
+            text += "\n" + record.exc_text
+        elif record.exc_info:
             text += "\n" + logging.Formatter().formatException(record.exc_info)
         self.lines.append((record.name, text))
 
@@ -59,6 +70,23 @@ def fixture_patient_names(root: Path = ROOT) -> set[str]:
     for path in root.glob("*/tests/*.py"):
         names.update(_PATIENT_NAME_RE.findall(path.read_text(errors="replace")))
     return names
+
+
+def fixture_patient_ids(root: Path = ROOT) -> set[str]:
+    """Patient ids the tests create (Patient.objects.create(id="..."), make_patient("..."))."""
+    ids: set[str] = set()
+    for path in root.glob("*/tests/*.py"):
+        ids.update(_PATIENT_ID_RE.findall(path.read_text(errors="replace")))
+    return ids
+
+
+def plant(*values: str) -> None:
+    """Mark values a test sends through the app (a search term, a restore reason) that must
+    appear in no log line of the run. Short values would match by chance: give 6+ characters."""
+    for value in values:
+        if len(value) < 6:
+            raise ValueError(f"planted values need 6 or more characters: {value!r}")
+        PLANTED.add(value)
 
 
 def key_material(settings: Any, basetemp: Path | None) -> set[str]:
@@ -76,13 +104,20 @@ def key_material(settings: Any, basetemp: Path | None) -> set[str]:
 
 
 def find_leaks(
-    lines: Iterable[tuple[str, str]], *, secrets: Iterable[str], names: Iterable[str]
+    lines: Iterable[tuple[str, str]],
+    *,
+    secrets: Iterable[str],
+    names: Iterable[str],
+    ids: Iterable[str] = (),
+    planted: Iterable[str] = (),
 ) -> list[str]:
-    """One line per log line that holds a JWT, a secret or a patient name."""
+    """One line per log line that holds a JWT, a secret or a patient identifier."""
     literal = [(s, "password or key") for s in secrets] + [(n, "patient name") for n in names]
+    literal += [(i, "patient id") for i in ids] + [(p, "planted identifier") for p in planted]
     leaks = []
     for logger, text in lines:
         what = ["JWT"] if JWT_RE.search(text) else []
+        what += ["patient id"] if MRN_RE.search(text) else []
         what += [kind for value, kind in literal if value and value in text]
         if what:
             leaks.append(f"{logger}: {', '.join(sorted(set(what)))}: {text[:200]!r}")
@@ -115,6 +150,8 @@ class LogHygienePlugin:
             CAPTURE.lines,
             secrets={*TEST_PASSWORDS, *key_material(settings, basetemp)},
             names=fixture_patient_names(),
+            ids=fixture_patient_ids(),
+            planted=PLANTED,
         )
         if self.leaks and session.exitstatus == 0:
             session.exitstatus = pytest.ExitCode.TESTS_FAILED
