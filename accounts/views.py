@@ -21,7 +21,7 @@ from accounts.models import Role
 from accounts.otp import otp_device_for
 from accounts.otp_views import otp_pending_start
 from accounts.selectors import user_pending_activation_count
-from imaging.selectors_worklist import scan_review_worklist
+from imaging.selectors_worklist import region_removal_worklist, scan_review_worklist
 from medimg.errors import ApplicationError
 from patients.selectors import patient_list
 from patients.services import patient_create
@@ -129,7 +129,13 @@ class HomeView(LoginRequiredMixin, View):
             }
             return render(request, "home/technician.html", context, status=status)
         if role == Role.DOCTOR:
-            return render(request, "home/doctor.html", _patient_page(request), status=status)
+            removals, removals_total = region_removal_worklist(user=user, request=request)
+            context = {
+                "removals": removals,
+                "removals_total": removals_total,
+                **_patient_page(request),
+            }
+            return render(request, "home/doctor.html", context, status=status)
         if role == Role.ADMIN:
             return render(request, "home/admin.html", _admin_links(), status=status)
         return render(request, "home.html", status=status)

@@ -1,4 +1,8 @@
-"""The technician's worklist: processed images nobody has confirmed yet, flagged ones first."""
+"""Worklists on the home pages.
+
+Technicians: processed images nobody has confirmed yet, flagged ones first. Doctors: regions a
+technician asked to remove, oldest request first (imaging.review: a removal shows pixels, so
+it waits for a doctor)."""
 
 from __future__ import annotations
 
@@ -9,7 +13,7 @@ from django.http import HttpRequest
 
 from audit.models import Action
 from audit.services import audit_record
-from imaging.models import Scan, ScanStatus
+from imaging.models import Region, Scan, ScanStatus
 
 WORKLIST_SIZE = 10
 
@@ -37,3 +41,28 @@ def scan_review_worklist(
             details={"view": "review worklist", "scans": [scan.pk for scan in scans]},
         )
     return scans, total
+
+
+def region_removal_worklist(
+    *, user: Any, request: HttpRequest | None = None, limit: int = WORKLIST_SIZE
+) -> tuple[list[Region], int]:
+    """Up to `limit` regions with a removal waiting for a decision (oldest request first) on
+    scans `user` may see, and how many there are in all. Audited: it names patients."""
+    pending = Region.objects.visible_to(user).filter(removal_requested_at__isnull=False)
+    total = pending.count()
+    regions = list(
+        pending.select_related("scan__patient", "removal_requested_by")
+        .defer("ciphertext", "scan__wrapped_key", "scan__identity_ciphertext", "scan__metrics")
+        .order_by("removal_requested_at", "id")[:limit]
+    )
+    if regions:
+        audit_record(
+            action=Action.PATIENT_LISTED,
+            actor=user,
+            request=request,
+            details={
+                "view": "region removal worklist",
+                "scans": sorted({region.scan_id for region in regions}),
+            },
+        )
+    return regions, total

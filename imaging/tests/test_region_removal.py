@@ -137,3 +137,26 @@ def test_the_region_list_and_pages_show_a_pending_removal(
     assert "Removal waiting for a doctor" in page
     # No second request offered for the pending one.
     assert f'aria-label="Remove region {target.index + 1}"' not in page
+
+
+def test_the_doctors_home_lists_removals_waiting_for_a_decision(
+    api: Any, client: Any, technician: Any, doctor: Any, completed_scan: Scan
+) -> None:
+    target = completed_scan.regions.order_by("index").first()
+    client.force_login(doctor)
+    assert "data-removal-item" not in client.get("/").content.decode()
+
+    api.force_authenticate(technician)
+    assert api.delete(f"/api/regions/{target.pk}/").status_code == 202
+    page = client.get("/").content.decode()
+    assert page.count("data-removal-item") == 1
+    assert f'href="/scans/{completed_scan.pk}/"' in page and technician.username in page
+    listed = AuditEvent.objects.filter(
+        action=Action.PATIENT_LISTED, details__view="region removal worklist"
+    ).get()
+    assert listed.details["scans"] == [completed_scan.pk]
+
+    api.force_authenticate(doctor)
+    response = api.post(f"/api/regions/{target.pk}/removal/", {"approve": False}, format="json")
+    assert response.status_code == 200
+    assert "data-removal-item" not in client.get("/").content.decode()
