@@ -12,7 +12,9 @@ changed:
 - person names: every part (family, given, middle, prefix, suffix, each word of each) of every
   PN value the profile removes or replaces, and the parts joined ("LiNa", "NaLi"). Parts of
   3+ letters are cut wherever they stand as a word; 2-letter parts ("Li", "Na") only next to
-  another name part, since alone they are too common ("Na" the element);
+  another name part, since alone they are too common ("Na" the element). Parts in Chinese,
+  Japanese or Korean script (the ideographic and phonetic groups of a PN value), which are
+  written without spaces, are cut wherever they stand, from two characters on;
 - identifiers: every value the profile removes or replaces that holds a digit and 4+ letters
   or digits (Patient ID, Other Patient IDs, Accession Number, telephone numbers, admission and
   order numbers...), compared without case and without separators: "4711-233", "4711 233" and
@@ -77,9 +79,12 @@ class Identity:
     identifiers: tuple[str, ...] = ()  # case-folded, letters and digits only
     dates: tuple[dt.date, ...] = ()
     words: frozenset[str] = frozenset()  # for descriptors only
+    unspaced: frozenset[str] = frozenset()  # names in scripts written without spaces
 
     def __bool__(self) -> bool:
-        return bool(self.names or self.short_names or self.identifiers or self.dates)
+        return bool(
+            self.names or self.short_names or self.identifiers or self.dates or self.unspaced
+        )
 
 
 # --------------------------------------------------------------------------- building it
@@ -96,6 +101,34 @@ def name_parts(value: str) -> tuple[set[str], set[str]]:
     if len(named) >= 2:
         long.update({named[0] + named[1], named[1] + named[0], "".join(named)})
     return long, short
+
+
+def unspaced_parts(value: str) -> set[str]:
+    """Name parts in scripts written without spaces between words (Chinese, Japanese,
+    Korean), matched inside longer runs of letters: each part of two characters or more, and
+    family and given name joined both ways ("李^娜" gives "李娜" and "娜李")."""
+    parts: set[str] = set()
+    for group in value.split("="):
+        pieces = [
+            p
+            for component in group.split("^")
+            for p in LETTERS.findall(component)
+            if all(_unspaced_script(c) for c in p)
+        ]
+        parts.update(p for p in pieces if len(p) >= 2)
+        if len(pieces) >= 2:
+            parts.update({pieces[0] + pieces[1], pieces[1] + pieces[0]})
+    return parts
+
+
+def _unspaced_script(char: str) -> bool:
+    code = ord(char)
+    return (
+        0x2E80 <= code <= 0x9FFF  # CJK radicals, kana, CJK ideographs
+        or 0xAC00 <= code <= 0xD7AF  # Hangul syllables
+        or 0xF900 <= code <= 0xFAFF  # CJK compatibility ideographs
+        or 0x20000 <= code <= 0x3134F  # CJK extensions
+    )
 
 
 def normalise(text: str) -> str:
@@ -120,10 +153,12 @@ def build_identity(
     value it removes, and every DA/DT value."""
     names: set[str] = set()
     short: set[str] = set()
+    unspaced: set[str] = set()
     for value in person_names:
         long_parts, short_parts = name_parts(value)
         names |= long_parts
         short |= short_parts
+        unspaced |= unspaced_parts(value)
     identifiers: set[str] = set()
     words: set[str] = set()
     for value in removed_texts:
@@ -139,6 +174,7 @@ def build_identity(
         identifiers=tuple(sorted(identifiers, key=lambda s: (-len(s), s))),
         dates=tuple(sorted(parsed)),
         words=frozenset(words | names),
+        unspaced=frozenset(unspaced),
     )
 
 
@@ -223,6 +259,11 @@ def _month_name_pattern(day: dt.date) -> re.Pattern[str]:
 
 def identity_spans(text: str, identity: Identity) -> list[tuple[int, int]]:
     spans = _name_spans(text, identity)
+    for part in identity.unspaced:
+        at = text.find(part)
+        while at != -1:
+            spans.append((at, at + len(part)))
+            at = text.find(part, at + 1)
     spans += _normalised_spans(text, identity.identifiers)
     for day in identity.dates:
         spans += _normalised_spans(text, _numeric_forms(day))

@@ -297,8 +297,27 @@ def test_it_finds_a_name_written_in_the_files_own_character_set() -> None:
     ds = read(source())
     ds.SpecificCharacterSet = "ISO_IR 192"
     ds.PatientName = "Müller^Jürgen"
-    ds.ProcedureCodeSequence[0].CodeMeaning = "Kopf MÜLLER Jürgen"
+    code = Dataset()
+    code.CodeValue = "CTHEAD"
+    code.CodingSchemeDesignator = "99LOCAL"
+    code.CodeMeaning = "Kopf MÜLLER Jürgen"
+    ds.ProcedureCodeSequence = Sequence([code])  # encoded with the new character set
     buffer = io.BytesIO()
     ds.save_as(buffer)
     out = read(run(buffer.getvalue(), ()).data)
     assert out.ProcedureCodeSequence[0].CodeMeaning == "Kopf"
+
+
+def test_it_finds_a_name_in_a_script_written_without_spaces() -> None:
+    ds = read(source())
+    ds.SpecificCharacterSet = "ISO_IR 192"
+    ds.PatientName = "Li^Na=李^娜=リ^ナ"
+    code = Dataset()
+    code.CodeValue = "CTHEAD"
+    code.CodingSchemeDesignator = "99LOCAL"
+    code.CodeMeaning = "头部CT李娜复查"
+    ds.ProcedureCodeSequence = Sequence([code])  # encoded with the new character set
+    buffer = io.BytesIO()
+    ds.save_as(buffer)
+    out = read(run(buffer.getvalue(), ()).data)
+    assert out.ProcedureCodeSequence[0].CodeMeaning == "头部CT复查"
