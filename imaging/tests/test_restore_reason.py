@@ -8,6 +8,7 @@ import pytest
 
 from audit.models import Action, AuditEvent, Outcome
 from imaging.models import Scan
+from medimg.tests.log_hygiene import plant
 
 pytestmark = pytest.mark.django_db
 
@@ -19,6 +20,8 @@ def _restore(api: Any, scan: Scan, **body: Any) -> Any:
 def test_it_records_the_reason_in_the_audit_log(
     api: Any, doctor: Any, completed_scan: Scan
 ) -> None:
+    # The reason is in the audit log and in no log line of the run (medimg/tests/log_hygiene.py).
+    plant("Tumour board")
     api.force_authenticate(doctor)
     response = _restore(api, completed_scan, reason="Tumour board")
     assert response.status_code == 200
