@@ -11,10 +11,13 @@ scan, kind, frame and the file's bytes) when it is written, kept on the scan row
     frame_digests(data_key, *, scan_ref, frames) -> {"redacted": [...], "grid": [...]}
     frame_read(scan, kind, frame, *, data_key=None) -> bytes    # CryptoError on a mismatch
     frame_read_audited(scan, kind, frame, *, actor, request, details) -> bytes   # 500 + audit
+    scan_frame_digests_backfill(*, scan_id) -> bool     # legacy scans: bind the files as they are
 
 A mismatch is a `CryptoError`, which callers answer like any other tampered file (500
 `restore_failed`, audited as a failure). Scans processed before digests existed have no
-`frame_digests` at all: their frames are read unchecked until they are reprocessed or edited.
+`frame_digests` at all: their frames are read unchecked until they are reprocessed or edited,
+or until `manage.py frame_digests` binds the files as they are then (run it once, right after
+the upgrade: it trusts what it finds).
 """
 
 from __future__ import annotations
@@ -102,3 +105,24 @@ def frame_read_audited(
             "The stored image failed its integrity check. The event has been logged.",
             status_code=500,
         ) from None
+
+
+def scan_frame_digests_backfill(*, scan_id: int) -> bool:
+    """Bind a legacy scan's stored frames (no digests yet) as they are now; False when there
+    is nothing to do (already bound, not completed, no frames). OSError or CryptoError when a
+    file is missing or the scan's key does not open."""
+    from django.db import transaction
+
+    from imaging.models import Scan, ScanStatus
+
+    with transaction.atomic():
+        scan = Scan.objects.select_for_update().get(pk=scan_id)
+        paths = scan.frame_paths or {}
+        if scan.frame_digests or scan.status != ScanStatus.COMPLETED or not paths:
+            return False
+        scan_ref = str(scan.uid)
+        data_key = crypto.unwrap_data_key(bytes(scan.wrapped_key), scan_ref=scan_ref)
+        files = {kind: [storage_read(path) for path in names] for kind, names in paths.items()}
+        scan.frame_digests = frame_digests(data_key, scan_ref=scan_ref, frames=files)
+        scan.save(update_fields=["frame_digests", "updated_at"])
+    return True

@@ -121,3 +121,26 @@ def test_it_binds_the_digest_to_scan_kind_frame_and_bytes() -> None:
     ):
         with pytest.raises(crypto.CryptoError):
             crypto.derivative_check(key_, data_, digest, scan_ref=ref, kind=kind, frame=frame)
+
+
+def test_the_frame_digests_command_binds_a_legacy_scan_and_then_refuses_a_swap(
+    api: Any, technician: Any, settings: Any, completed_scan: Scan, other_scan: Scan
+) -> None:
+    from io import StringIO
+
+    from django.core.management import call_command
+
+    expected = Scan.objects.get(pk=completed_scan.pk).frame_digests
+    Scan.objects.filter(pk=completed_scan.pk).update(frame_digests={})
+    out = StringIO()
+
+    call_command("frame_digests", stdout=out)
+
+    assert f"{completed_scan.pk} bound" in out.getvalue()
+    assert f"{other_scan.pk} bound" not in out.getvalue()  # already had its digests
+    assert Scan.objects.get(pk=completed_scan.pk).frame_digests == expected
+    shutil.copyfile(
+        _file(settings, other_scan, "redacted"), _file(settings, completed_scan, "redacted")
+    )
+    api.force_authenticate(technician)
+    assert api.get(f"/api/images/{completed_scan.pk}/redacted/").status_code == 500
