@@ -176,8 +176,11 @@ def _tag_text(values: tuple[int, ...]) -> str:
 
 
 def read_basic_source(wheel: Path) -> dict[str, tuple[str, str]]:
+    return parse_basic_lists(_read_member(wheel, BASIC_MEMBER, BASIC_SHA256).decode("utf-8"))
+
+
+def parse_basic_lists(text: str) -> dict[str, tuple[str, str]]:
     """tag -> (Basic Profile action, name) from the 2026c lists, parsed (never run)."""
-    text = _read_member(wheel, BASIC_MEMBER, BASIC_SHA256).decode("utf-8")
     comments = {
         token.start[0]: token.string.lstrip("# ").strip()
         for token in tokenize.generate_tokens(io.StringIO(text).readline)
