@@ -321,3 +321,21 @@ def test_it_finds_a_name_in_a_script_written_without_spaces() -> None:
     ds.save_as(buffer)
     out = read(run(buffer.getvalue(), ()).data)
     assert out.ProcedureCodeSequence[0].CodeMeaning == "头部CT复查"
+
+
+def test_an_uploaded_file_leaves_none_of_the_patients_values_in_its_export(
+    api: Any, doctor: Any, upload: Any, bright_detector: None, settings: Any
+) -> None:
+    # Through the app with its defaults (DEID_DESCRIPTORS=remove), then with clean.
+    for mode in ("remove", "clean"):
+        settings.DEID_DESCRIPTORS = mode
+        response = upload(("ct.dcm", source()))
+        assert response.status_code == 201, response.content
+        scan_id = response.json()[0]["id"]
+        api.force_authenticate(doctor)
+        exported = api.get(f"/api/images/{scan_id}/export/?format=dicom")
+        assert exported.status_code == 200, exported.content
+        out = read(bytes(exported.content))
+        assert surviving(out) == [], mode
+        codes = [item.CodeValue for item in out.DeidentificationMethodCodeSequence]
+        assert ("113105" in codes) == (mode == "clean")
