@@ -283,6 +283,7 @@ def _settings_process(**env: str) -> subprocess.CompletedProcess[str]:
         "DEBUG": "false",
         "SECRET_KEY": "s" * 60,
         "DATABASE_URL": "postgres://postgres@127.0.0.1:5432/unused",
+        "REDIS_URL": "redis://127.0.0.1:6379/9",  # production needs a shared cache
         "AUDIT_HMAC_KEY": "33" * 32,
         "MEDIMG_DEID_SECRET": "44" * 32,
         "ALLOWED_HOSTS": "example.org",

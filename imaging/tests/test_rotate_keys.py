@@ -154,6 +154,7 @@ def _production(**env: str) -> subprocess.CompletedProcess[str]:
         "DEBUG": "false",
         "SECRET_KEY": secrets.token_urlsafe(64),
         "DATABASE_URL": "postgres://postgres@127.0.0.1:5432/unused",
+        "REDIS_URL": "redis://127.0.0.1:6379/9",  # production needs a shared cache
         "AUDIT_HMAC_KEY": secrets.token_hex(32),
         "MEDIMG_DEID_SECRET": secrets.token_hex(32),
         "ALLOWED_HOSTS": "example.org",
