@@ -386,6 +386,27 @@ def decode_pixels(ds: Dataset) -> np.ndarray:
     return np.ascontiguousarray(array.astype(array.dtype.newbyteorder("="), copy=False))
 
 
+def decode_frame(ds: Dataset, index: int) -> np.ndarray:
+    """Frame `index` alone, as `decode_pixels(ds)[index]` gives it, decoding only that frame
+    (pydicom's per-frame decoding): a cine is read without holding all its frames.
+    corrupt_image when it does not decode to the frame's size."""
+    from pydicom.pixels import pixel_array
+
+    shape = geometry(ds)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            array = pixel_array(ds, index=index)
+    except Exception as exc:  # Truncated or undecodable frame.
+        raise ImagingError("corrupt_image", "The DICOM pixel data could not be decoded.") from exc
+    expected: tuple[int, ...] = (shape.rows, shape.columns)
+    if shape.samples > 1:
+        expected += (shape.samples,)
+    if array.shape != expected:
+        raise ImagingError("corrupt_image", "The DICOM pixel data does not match its size.")
+    return np.ascontiguousarray(array.astype(array.dtype.newbyteorder("="), copy=False))
+
+
 _GDCM_DTYPES = {"UINT8": "u1", "INT8": "i1", "UINT16": "u2", "INT16": "i2", "UINT32": "u4"}
 
 

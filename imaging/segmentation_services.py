@@ -396,7 +396,7 @@ def _deidentified_source(scan: Scan, original: bytes, data_key: bytes) -> bytes:
     de-identified, else the same de-identification the upload pipeline applies."""
     from imaging import identity
     from imaging.dicom import read_dataset
-    from imaging.services import _redacted_dataset_aad, _redacted_pixels_aad
+    from imaging.services import _redacted_dataset_aad, redacted_pixels_unseal
 
     scan_ref = str(scan.uid)
     stored = crypto.decrypt_blob(
@@ -405,10 +405,8 @@ def _deidentified_source(scan: Scan, original: bytes, data_key: bytes) -> bytes:
     header = read_dataset(stored, stop_before_pixels=True)
     if str(header.get("PatientIdentityRemoved", "")).upper() == "YES":
         return stored
-    redacted = crypto.unpack_array(
-        crypto.decrypt_blob(
-            data_key, storage_read(scan.redacted_pixels_path), aad=_redacted_pixels_aad(scan_ref)
-        )
+    redacted = redacted_pixels_unseal(
+        storage_read(scan.redacted_pixels_path), data_key=data_key, scan_ref=scan_ref
     )
     outcome = identity.dicom_deidentify(
         original,

@@ -32,7 +32,6 @@ from accounts.session_keys import SealContext, unseal_from
 from audit.models import Action, Outcome
 from audit.services import audit_record
 from imaging import crypto, pipeline
-from imaging.derivatives import frame_digests
 from imaging.errors import CryptoError, ImagingError
 from imaging.models import FailureReason, Fingerprint, Region, Scan, ScanFormat, ScanStatus
 from imaging.storage import storage_delete, storage_read, storage_write
@@ -160,8 +159,11 @@ def _read_uploads(
 def _pixels_digest(pixels: np.ndarray) -> str:
     """What the restored image must hash to: dtype, shape and every pixel."""
     digest = hashlib.sha256()
-    digest.update(f"{pixels.dtype.str}|{pixels.shape}|".encode())
-    digest.update(np.ascontiguousarray(pixels).tobytes())
+    digest.update(f"{pixels.dtype.str}|{tuple(pixels.shape)}|".encode())
+    # Frame by frame: the same bytes as the whole array's, without building it (a cine's
+    # frames are decoded one at a time, see validation.FrameStack).
+    for frame in pixels:
+        digest.update(np.ascontiguousarray(frame).tobytes())
     return digest.hexdigest()
 
 
@@ -390,65 +392,137 @@ def _redacted_dataset_aad(scan_ref: str) -> bytes:
     return f"medimg/redacted-dataset/v1\n{scan_ref}".encode()
 
 
+def redacted_pixels_unseal(blob: bytes, *, data_key: bytes, scan_ref: str) -> np.ndarray:
+    """The stored redacted array: sealed frame by frame (imaging.sealed_frames), or as one
+    blob (scans processed before that). CryptoError on any integrity failure."""
+    from imaging.sealed_frames import is_sealed_frames, unseal_frames
+
+    aad = _redacted_pixels_aad(scan_ref)
+    if is_sealed_frames(blob):
+        return unseal_frames(blob, data_key, aad=aad)
+    try:
+        return crypto.unpack_array(crypto.decrypt_blob(data_key, blob, aad=aad))
+    except ValueError:
+        raise CryptoError() from None
+
+
+class _OutputWriter:
+    """The processed files of one run, written as frames come out of the pipeline: each
+    frame's redacted and grid PNGs go to storage at once, its redacted pixels are sealed into
+    a temporary file (and kept raw in another, for the DICOM output and the QC statistics),
+    so a cine's frames are never all in memory here."""
+
+    def __init__(self, *, scan: Scan, image: Any, data_key: bytes, written: list[str]) -> None:
+        import tempfile
+
+        from imaging.sealed_frames import SealedFramesWriter
+
+        self.scan, self.image, self.data_key, self.written = scan, image, data_key, written
+        self.scan_ref = str(scan.uid)
+        # A fresh token per run: a re-run never overwrites files a committed row points at.
+        self.base = f"scans/{scan.uid}/run-{secrets.token_hex(4)}"
+        self.paths: dict[str, list[str]] = {"redacted": [], "grid": []}
+        self.digests: dict[str, list[str]] = {"redacted": [], "grid": []}
+        shape = tuple(int(v) for v in image.pixels.shape)
+        self.shape, self.dtype = shape, np.dtype(image.pixels.dtype)
+        # Both are closed (and so removed) by close(), whatever happens to the run.
+        self.sealed_file = tempfile.TemporaryFile()  # noqa: SIM115
+        self.raw_file = tempfile.TemporaryFile()  # noqa: SIM115
+        self.sealed = SealedFramesWriter(
+            self.sealed_file,
+            data_key,
+            aad=_redacted_pixels_aad(self.scan_ref),
+            shape=shape,
+            dtype=self.dtype,
+        )
+
+    def put(self, name: str, data: bytes) -> str:
+        path = storage_write(f"{self.base}/{name}", data)
+        self.written.append(path)
+        return path
+
+    def frame(self, output: pipeline.FrameOutput) -> None:
+        from imaging.restoration import encode_image
+
+        index = output.index
+        for kind, frame in (("redacted", output.redacted_display), ("grid", output.grid)):
+            data = encode_image(frame, "png")
+            # The plain PNGs are bound to this scan, kind and frame by a digest on the row.
+            self.digests[kind].append(
+                crypto.derivative_digest(
+                    self.data_key, data, scan_ref=self.scan_ref, kind=kind, frame=index
+                )
+            )
+            self.paths[kind].append(self.put(f"{kind}-{index:04d}.png", data))
+        pixels = np.ascontiguousarray(output.redacted_pixels, dtype=self.dtype)
+        self.sealed.add(pixels)
+        self.raw_file.write(pixels.tobytes())
+
+    def redacted_pixels(self) -> np.ndarray:
+        """Every redacted frame, mapped from the temporary file (read as it is used)."""
+        self.raw_file.flush()
+        return np.memmap(self.raw_file, dtype=self.dtype, mode="r", shape=self.shape)
+
+    def finish(self, *, needs_review: bool, regions: int) -> dict[str, Any]:
+        from imaging.storage import storage_write_file
+
+        self.sealed.close()
+        path = storage_write_file(f"{self.base}/redacted-pixels.enc", self.sealed_file)
+        self.written.append(path)
+        deidentified, identity = None, b""
+        if self.scan.format == ScanFormat.DICOM:
+            from imaging.identity import dicom_deidentify, identity_seal
+
+            # The redacted pixels under a de-identified header (PS3.15 Annex E). Sealed all
+            # the same: it is what exports hand out, and restore renders with its header.
+            try:
+                deidentified = dicom_deidentify(
+                    self.image.clean_bytes,
+                    self.redacted_pixels(),
+                    pixels_clean=not needs_review,
+                    regions=regions,
+                )
+            except ImagingError:
+                raise ProcessingFailure(FailureReason.DECODE_FAILED) from None
+            identity = identity_seal(deidentified, data_key=self.data_key, scan_ref=self.scan_ref)
+            redacted_path = self.put(
+                "redacted.dcm.enc",
+                crypto.encrypt_blob(
+                    self.data_key, deidentified.data, aad=_redacted_dataset_aad(self.scan_ref)
+                ),
+            )
+        else:
+            redacted_path = self.paths["redacted"][0]
+        return {
+            "redacted_path": redacted_path,
+            "redacted_pixels_path": path,
+            "grid_path": self.paths["grid"][0],
+            "frame_paths": {"redacted": self.paths["redacted"], "grid": self.paths["grid"]},
+            "frame_digests": self.digests,
+            "deidentified": deidentified,
+            "identity_ciphertext": identity,
+        }
+
+    def close(self) -> None:
+        self.sealed_file.close()
+        self.raw_file.close()
+
+
 def _write_outputs(
     *, scan: Scan, image: Any, result: pipeline.PipelineResult, data_key: bytes, written: list[str]
 ) -> dict[str, Any]:
-    from imaging.restoration import encode_image
-
-    # A fresh token per run: a re-run never overwrites files a committed row points at.
-    base = f"scans/{scan.uid}/run-{secrets.token_hex(4)}"
-
-    def put(name: str, data: bytes) -> str:
-        path = storage_write(f"{base}/{name}", data)
-        written.append(path)
-        return path
-
-    scan_ref = str(scan.uid)
-    sealed = crypto.encrypt_blob(
-        data_key, crypto.pack_array(result.redacted_pixels), aad=_redacted_pixels_aad(scan_ref)
-    )
-    redacted_pixels_path = put("redacted-pixels.enc", sealed)
-    pngs = {
-        "redacted": [encode_image(frame, "png") for frame in result.redacted_display],
-        "grid": [encode_image(frame, "png") for frame in result.grid_display],
-    }
-    # The plain PNGs are bound to this scan, kind and frame by a digest kept on the row.
-    digests = frame_digests(data_key, scan_ref=scan_ref, frames=pngs)
-    redacted_frames = [
-        put(f"redacted-{i:04d}.png", data) for i, data in enumerate(pngs["redacted"])
-    ]
-    grid_frames = [put(f"grid-{i:04d}.png", data) for i, data in enumerate(pngs["grid"])]
-    deidentified, identity = None, b""
-    if scan.format == ScanFormat.DICOM:
-        from imaging.identity import dicom_deidentify, identity_seal
-
-        # The redacted pixels under a de-identified header (PS3.15 Annex E). Sealed all the
-        # same: it is what exports hand out, and restore renders with its header.
-        try:
-            deidentified = dicom_deidentify(
-                image.clean_bytes,
-                result.redacted_pixels,
-                pixels_clean=not result.needs_review,
-                regions=len(result.regions),
+    """Every file of `result` (whole arrays: review edits rebuild them so)."""
+    writer = _OutputWriter(scan=scan, image=image, data_key=data_key, written=written)
+    try:
+        for index, grid in enumerate(result.grid_display):
+            writer.frame(
+                pipeline.FrameOutput(
+                    index, result.redacted_pixels[index], result.redacted_display[index], grid
+                )
             )
-        except ImagingError:
-            raise ProcessingFailure(FailureReason.DECODE_FAILED) from None
-        identity = identity_seal(deidentified, data_key=data_key, scan_ref=scan_ref)
-        redacted_path = put(
-            "redacted.dcm.enc",
-            crypto.encrypt_blob(data_key, deidentified.data, aad=_redacted_dataset_aad(scan_ref)),
-        )
-    else:
-        redacted_path = redacted_frames[0]
-    return {
-        "redacted_path": redacted_path,
-        "redacted_pixels_path": redacted_pixels_path,
-        "grid_path": grid_frames[0],
-        "frame_paths": {"redacted": redacted_frames, "grid": grid_frames},
-        "frame_digests": digests,
-        "deidentified": deidentified,
-        "identity_ciphertext": identity,
-    }
+        return writer.finish(needs_review=result.needs_review, regions=len(result.regions))
+    finally:
+        writer.close()
 
 
 def _scan_files(scan: Scan) -> list[str]:
@@ -511,26 +585,38 @@ def scan_process(*, scan_id: int, detector: pipeline.Detector | None = None) -> 
             # give the upload back: better to fail now, loudly, than later at a bedside.
             if _pixels_digest(image.pixels) != scan.pixels_sha256:
                 raise ProcessingFailure(FailureReason.DECODE_FAILED)
-        result = pipeline.pipeline_run(
-            image=image,
-            data_key=data_key,
-            scan_ref=scan_ref,
-            detector=detector,
-            classes=settings.IMAGING_REDACT_CLASSES,
-            padding=settings.IMAGING_BOX_PADDING,
-            verify_rounds=settings.IMAGING_VERIFY_ROUNDS,
-            verify_scope=settings.IMAGING_VERIFY_SCOPE,
-            timings=timings,
-        )
-        if image.notes:
-            # What decoding or rendering worked around: the scan's processing notes.
-            result.metrics["notes"] = list(image.notes)
-        with pipeline.timed(timings, "store_ms"):
-            paths = _write_outputs(
-                scan=scan, image=image, result=result, data_key=data_key, written=written
+        # Frame by frame: each processed frame is written out as soon as it is done.
+        writer = _OutputWriter(scan=scan, image=image, data_key=data_key, written=written)
+
+        def sink(output: pipeline.FrameOutput) -> None:
+            with pipeline.timed(timings, "store_ms"):
+                writer.frame(output)
+
+        try:
+            result = pipeline.pipeline_run(
+                image=image,
+                data_key=data_key,
+                scan_ref=scan_ref,
+                detector=detector,
+                classes=settings.IMAGING_REDACT_CLASSES,
+                padding=settings.IMAGING_BOX_PADDING,
+                verify_rounds=settings.IMAGING_VERIFY_ROUNDS,
+                verify_scope=settings.IMAGING_VERIFY_SCOPE,
+                timings=timings,
+                sink=sink,
+                reuse_static=settings.IMAGING_CINE_REUSE,
+                change_threshold=settings.IMAGING_CINE_CHANGE_THRESHOLD,
+                data_regions=_data_regions(scan, image),
             )
-        with pipeline.timed(timings, "qc_ms"):
-            qc = _qc_statistics(scan, image, result)
+            if image.notes:
+                # What decoding or rendering worked around: the scan's processing notes.
+                result.metrics["notes"] = list(image.notes)
+            with pipeline.timed(timings, "store_ms"):
+                paths = writer.finish(needs_review=result.needs_review, regions=len(result.regions))
+            with pipeline.timed(timings, "qc_ms"):
+                qc = _qc_statistics(scan, image, writer.redacted_pixels())
+        finally:
+            writer.close()
         timings["total_ms"] = (time.perf_counter() - started) * 1000.0
         return _scan_complete(scan_id=scan_id, result=result, paths=paths, written=written, qc=qc)
     except pipeline.DetectionError:
@@ -547,7 +633,18 @@ def scan_process(*, scan_id: int, detector: pipeline.Detector | None = None) -> 
         raise
 
 
-def _qc_statistics(scan: Scan, image: Any, result: pipeline.PipelineResult) -> dict[str, Any]:
+def _data_regions(scan: Scan, image: Any) -> list[tuple[int, int, int, int]]:
+    """An ultrasound's data regions (imaging.ultrasound): ink outside them is annotation."""
+    if scan.format != ScanFormat.DICOM:
+        return []
+    from imaging.dicom import read_dataset
+    from imaging.ultrasound import ultrasound_regions
+
+    header = read_dataset(image.clean_bytes, stop_before_pixels=True)
+    return [region.box for region in ultrasound_regions(header)]
+
+
+def _qc_statistics(scan: Scan, image: Any, redacted_pixels: np.ndarray) -> dict[str, Any]:
     """QC statistics of the redacted pixels (imaging.qc); never fails the scan."""
     from imaging.dicom import read_dataset
     from imaging.qc import image_statistics
@@ -556,7 +653,7 @@ def _qc_statistics(scan: Scan, image: Any, result: pipeline.PipelineResult) -> d
         header = None
         if scan.format == ScanFormat.DICOM:
             header = read_dataset(image.clean_bytes, stop_before_pixels=True)
-        return image_statistics(result.redacted_pixels, ds=header)
+        return image_statistics(redacted_pixels, ds=header)
     except Exception:  # Statistics are a report, not a reason to lose the scan.
         logger.exception("QC statistics failed for scan %s", scan.pk)
         return {"error": "qc_failed"}
@@ -768,13 +865,9 @@ def scan_restore_pixels(*, scan: Scan) -> np.ndarray:
 
     scan_ref = str(scan.uid)
     data_key = crypto.unwrap_data_key(bytes(scan.wrapped_key), scan_ref=scan_ref)
-    sealed = storage_read(scan.redacted_pixels_path)
-    try:
-        redacted = crypto.unpack_array(
-            crypto.decrypt_blob(data_key, sealed, aad=_redacted_pixels_aad(scan_ref))
-        )
-    except ValueError:
-        raise CryptoError() from None
+    redacted = redacted_pixels_unseal(
+        storage_read(scan.redacted_pixels_path), data_key=data_key, scan_ref=scan_ref
+    )
     pieces = [
         (
             region.frame,

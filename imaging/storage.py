@@ -77,6 +77,14 @@ def storage_write(name: str, data: bytes) -> str:
     return default_storage.save(name, ContentFile(data))
 
 
+def storage_write_file(name: str, handle: IO[bytes]) -> str:
+    """Write an open file's contents under `name`, in chunks (never all in memory)."""
+    from django.core.files import File
+
+    handle.seek(0)
+    return default_storage.save(name, File(handle))
+
+
 def storage_read(name: str) -> bytes:
     handle: IO[bytes]
     with default_storage.open(name, "rb") as handle:

@@ -68,6 +68,11 @@ DecodedImage, what the pipeline works on:
                  de-identified by a later step).
     frames, height, width, channels (properties)
 
+A multi-frame DICOM's `pixels` and `display` are `FrameStack`s: frames decoded (and rendered)
+one at a time when asked for (`pixels[i]`, iteration), so the pipeline's memory grows with
+the frame size, not the frame count; `np.asarray` still gives the whole array to callers that
+need it. Validation decodes and renders every frame once, keeping none.
+
 Restoring a JPEG/PNG upload "pixel for pixel" means giving back `pixels` (which is what the
 stored clean PNG decodes to); `imaging.restoration.encode_image(pixels[0], "png")` encodes it
 losslessly. For DICOM the stored original is the uploaded file itself.
@@ -78,7 +83,9 @@ from __future__ import annotations
 import io
 import struct
 import warnings
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import cv2
 import numpy as np
@@ -93,6 +100,75 @@ JPEG_MAGIC = b"\xff\xd8\xff"
 # Some encoders pad a JPEG after EOI; a ZIP or script hidden there is never just this.
 JPEG_PADDING_LIMIT = 1024
 _PADDING_BYTES = frozenset(b"\x00\xff\r\n\t ")
+
+
+class FrameStack:
+    """A read-only (F, H, W[, C]) stack whose frames are made on demand by `read(index)`.
+
+    Indexing with an int, `len` and iteration read one frame at a time; the last frame read
+    is kept, so asking for the pixels and then the rendering of a frame decodes it once.
+    Anything else (slices, `np.asarray`, `copy`) builds the whole array."""
+
+    def __init__(
+        self,
+        read: Callable[[int], np.ndarray],
+        count: int,
+        frame_shape: tuple[int, ...],
+        dtype: Any,
+    ) -> None:
+        self._read = read
+        self._count = int(count)
+        self._frame_shape = tuple(int(v) for v in frame_shape)
+        self.dtype = np.dtype(dtype)
+        self._last: tuple[int, np.ndarray] | None = None
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return (self._count, *self._frame_shape)
+
+    @property
+    def ndim(self) -> int:
+        return 1 + len(self._frame_shape)
+
+    @property
+    def size(self) -> int:
+        return int(np.prod(self.shape, dtype=np.int64))
+
+    @property
+    def nbytes(self) -> int:
+        """What the whole stack decodes to (none of it is held)."""
+        return self.size * self.dtype.itemsize
+
+    def __len__(self) -> int:
+        return self._count
+
+    def frame(self, index: int) -> np.ndarray:
+        if not -self._count <= index < self._count:
+            raise IndexError(index)
+        index %= self._count
+        if self._last is None or self._last[0] != index:
+            self._last = (index, self._read(index))
+        return self._last[1]
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        if isinstance(key, (int, np.integer)):
+            return self.frame(int(key))
+        if isinstance(key, tuple) and key and isinstance(key[0], (int, np.integer)):
+            return self.frame(int(key[0]))[key[1:]]
+        return np.asarray(self)[key]
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        for index in range(self._count):
+            yield self.frame(index)
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        out = np.empty(self.shape, dtype=self.dtype)
+        for index in range(self._count):
+            out[index] = self.frame(index)
+        return out if dtype is None else out.astype(dtype, copy=False)
+
+    def copy(self) -> np.ndarray:
+        return np.asarray(self)
 
 
 @dataclass(frozen=True)
@@ -442,6 +518,10 @@ def _validate_dicom(
         )
     if ds.file_meta.TransferSyntaxUID.is_encapsulated:  # Decoders trust the codestream's size.
         intake_guards.check_frame_sizes(ds.PixelData, rows=shape.rows, columns=shape.columns)
+    if shape.frames > 1:
+        lazy = _lazy_dicom(ds, data)
+        if lazy is not None:
+            return lazy
     pixels = dicom.decode_pixels(ds)
     notes = list(rendering.display_notes(ds))
     if dicom.decoded_by_fallback(ds):
@@ -457,6 +537,46 @@ def _validate_dicom(
         pixels=pixels,
         photometric=dicom.pixels_photometric(ds),
         display=display,
+        clean_bytes=bytes(data),
+        notes=tuple(notes),
+    )
+
+
+def _lazy_dicom(ds: Any, data: bytes) -> DecodedImage | None:
+    """A multi-frame DICOM whose frames are decoded one at a time (`FrameStack`), after
+    checking that every frame decodes and renders. None when pydicom cannot decode frames
+    on their own: the whole-array path then decides (with its fallback decoder)."""
+    shape = dicom.geometry(ds)
+    try:
+        first = dicom.decode_frame(ds, 0)
+    except ImagingError:
+        return None
+    frame_shape = tuple(first.shape)
+    pixels = FrameStack(lambda i: dicom.decode_frame(ds, i), shape.frames, frame_shape, first.dtype)
+
+    def render(index: int) -> np.ndarray:
+        return rendering.render_frame_uint8(ds, pixels[index], index=index)
+
+    display = FrameStack(render, shape.frames, (shape.rows, shape.columns, 3), np.uint8)
+    for index in range(shape.frames):
+        try:
+            frame = pixels[index]
+        except ImagingError:
+            return None  # Let the whole-array decoders try.
+        if frame.shape != frame_shape or frame.dtype != first.dtype:
+            return None
+        try:
+            display.frame(index)
+        except ImagingError:
+            raise
+        except Exception as exc:  # A broken palette or LUT.
+            raise ImagingError("corrupt_image", "The DICOM image could not be rendered.") from exc
+    notes = list(rendering.display_notes(ds))
+    return DecodedImage(
+        kind="dicom",
+        pixels=pixels,  # type: ignore[arg-type]  # an array-like read frame by frame
+        photometric=dicom.pixels_photometric(ds),
+        display=display,  # type: ignore[arg-type]
         clean_bytes=bytes(data),
         notes=tuple(notes),
     )

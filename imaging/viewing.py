@@ -29,6 +29,7 @@ from imaging import crypto, rendering
 from imaging.models import Region, Scan, ScanFormat
 from imaging.redaction import fill_regions
 from imaging.storage import storage_read
+from imaging.ultrasound import ultrasound_regions
 from medimg.errors import ApplicationError
 
 
@@ -99,17 +100,12 @@ def scan_header(scan: Scan) -> Dataset:
 
 
 def scan_redacted_pixels(scan: Scan) -> np.ndarray:
-    from imaging.services import _redacted_pixels_aad
+    from imaging.services import redacted_pixels_unseal
 
     scan_ref = str(scan.uid)
     data_key = crypto.unwrap_data_key(bytes(scan.wrapped_key), scan_ref=scan_ref)
     sealed = storage_read(scan.redacted_pixels_path)
-    try:
-        return crypto.unpack_array(
-            crypto.decrypt_blob(data_key, sealed, aad=_redacted_pixels_aad(scan_ref))
-        )
-    except ValueError:
-        raise crypto.CryptoError() from None
+    return redacted_pixels_unseal(sealed, data_key=data_key, scan_ref=scan_ref)
 
 
 def scan_window(
@@ -157,6 +153,7 @@ def scan_display_info(scan: Scan, header: Dataset | None) -> dict[str, Any]:
         "file_windows": [],
         "default_window": None,
         "overlays": 0,
+        "ultrasound_regions": [],
     }
     if header is None:
         return info
@@ -168,5 +165,7 @@ def scan_display_info(scan: Scan, header: Dataset | None) -> dict[str, Any]:
         file_windows=options["file"],
         default_window=options["default"],
         overlays=len(rendering.overlay_groups(header)),
+        # Calipers on an ultrasound measure in its regions' physical units.
+        ultrasound_regions=[r.as_dict() for r in ultrasound_regions(header)],
     )
     return info

@@ -485,6 +485,11 @@ IMAGING_VERIFY_ROUNDS = env_int("IMAGING_VERIFY_ROUNDS", 2, minimum=0)
 # Where the verification pass looks again: "bands" around what was filled (a fraction of a
 # detector pass), or "full" frames (twice the detection time). See imaging.pipeline.
 IMAGING_VERIFY_SCOPE = env_choice("IMAGING_VERIFY_SCOPE", "bands", {"bands", "full"})
+# Cines: detect (and verify) a frame again only where its overlay areas changed from the last
+# frame the detector read, by more than this many grey levels in an 8x8 cell; otherwise reuse
+# its boxes. Off: every frame is detected. See imaging.pipeline, "Static overlays".
+IMAGING_CINE_REUSE = env_bool("IMAGING_CINE_REUSE", True)
+IMAGING_CINE_CHANGE_THRESHOLD = env_float("IMAGING_CINE_CHANGE_THRESHOLD", 6.0)
 # An upload whose perceptual hash is this close (Hamming bits) to another's is flagged.
 IMAGING_DUPLICATE_MAX_DISTANCE = env_int("IMAGING_DUPLICATE_MAX_DISTANCE", 6, minimum=0)
 # The detector the pipeline calls (dotted path to a function: uint8 frame -> detections).

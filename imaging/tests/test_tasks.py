@@ -225,10 +225,11 @@ def weightless_detector(frame: np.ndarray) -> list[Any]:
 def test_an_unexpected_error_fails_the_scan_and_is_raised(
     uploaded_scan: Scan, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    def bug(**kwargs: Any) -> Any:
+    def bug(*args: Any, **kwargs: Any) -> Any:
         raise KeyError("a bug")
 
-    monkeypatch.setattr(services, "_write_outputs", bug)
+    # The last step that writes the run's files (frames are written as they are processed).
+    monkeypatch.setattr(services._OutputWriter, "finish", bug)
 
     with pytest.raises(KeyError):
         process_scan.delay(scan_id=uploaded_scan.pk)

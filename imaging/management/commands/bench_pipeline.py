@@ -13,6 +13,7 @@ machine without loading a second model.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import tempfile
@@ -191,8 +192,27 @@ class Command(BaseCommand):
             "--detector", default=None, help="Dotted path of the detector (default: setting)."
         )
         parser.add_argument("--json", dest="json_path", default=None, help="Also write JSON.")
+        parser.add_argument(
+            "--cine",
+            default=None,
+            help="Instead: generated cines of these frame counts (e.g. 30,100,300), each in its "
+            "own process, for time and peak RSS (bench/cine.py).",
+        )
+        parser.add_argument("--cine-size", default="1024x768", help="Cine frame WxH.")
+        parser.add_argument(
+            "--cine-dicom",
+            action="store_true",
+            help="Also write the de-identified DICOM copy (still built from the whole array).",
+        )
+        parser.add_argument("--cine-child", default=None, help=argparse.SUPPRESS)
 
     def handle(self, *args: Any, **options: Any) -> None:
+        if options["cine_child"]:
+            self._cine_child(options)
+            return
+        if options["cine"]:
+            self._cine(options)
+            return
         try:
             sizes = [int(s) for s in options["sizes"].split(",") if s.strip()]
             workers = [int(w) for w in options["workers"].split(",") if w.strip()]
@@ -247,3 +267,68 @@ class Command(BaseCommand):
             self.stdout.write(f"{row['image'][:33]:<34}{row['regions']:>4} {cells}")
         for count, rate in report["images_per_second"].items():
             self.stdout.write(f"throughput with {count} worker(s): {rate} images/s")
+
+    # --- Cines: one process per cine, so each peak RSS is that cine's alone. ---------------
+
+    def _cine(self, options: dict[str, Any]) -> None:
+        import subprocess
+        import sys
+
+        from bench.cine import cine_dicom
+
+        try:
+            counts = [int(c) for c in options["cine"].split(",") if c.strip()]
+            width, height = (int(v) for v in options["cine_size"].lower().split("x"))
+        except ValueError:
+            raise CommandError("--cine is a comma list of counts, --cine-size WxH") from None
+        rows = []
+        with tempfile.TemporaryDirectory() as folder:
+            single = Path(folder) / "cine-1.dcm"
+            single.write_bytes(cine_dicom(1, height, width))
+            for count in counts:
+                path = Path(folder) / f"cine-{count}.dcm"
+                path.write_bytes(cine_dicom(count, height, width))
+                command = [
+                    sys.executable,
+                    str(Path(settings.BASE_DIR) / "manage.py"),
+                    "bench_pipeline",
+                    "--cine-child",
+                    f"{single},{path}",
+                    *(["--cine-dicom"] if options["cine_dicom"] else []),
+                    *(["--detector", options["detector"]] if options["detector"] else []),
+                ]
+                done = subprocess.run(command, capture_output=True, text=True, check=True)
+                row = json.loads(done.stdout.strip().splitlines()[-1])
+                row["bytes"] = path.stat().st_size
+                rows.append(row)
+                path.unlink()
+        self.stdout.write(
+            f"{'frames':>6} {'file MB':>8} {'1 frame s':>10} {'cine s':>8} {'ratio':>6} "
+            f"{'detector calls':>15} {'groups':>7} {'peak RSS MiB':>13} {'1-frame RSS':>12}"
+        )
+        for row in rows:
+            cine = row["cine"]
+            one = row["one_frame"]
+            ratio = cine["timings"]["total_ms"] / one["timings"]["total_ms"]
+            self.stdout.write(
+                f"{cine['frames']:>6} {row['bytes'] / 2**20:>8.1f} "
+                f"{one['timings']['total_ms'] / 1000:>10.2f} "
+                f"{cine['timings']['total_ms'] / 1000:>8.2f} "
+                f"{ratio:>6.1f} {cine['detector_calls']:>15} {cine['region_groups']:>7} "
+                f"{cine['peak_rss_mib']:>13.0f} {one['peak_rss_mib']:>12.0f}"
+            )
+        text = json.dumps(rows, indent=2)
+        self.stdout.write(text)
+        if options["json_path"]:
+            Path(options["json_path"]).write_text(text + "\n")
+
+    def _cine_child(self, options: dict[str, Any]) -> None:
+        from bench.cine import process_cine
+
+        detector = import_string(options["detector"] or settings.IMAGING_DETECTOR)
+        single, path = options["cine_child"].split(",")
+        one = Path(single).read_bytes()
+        process_cine(one, detector)  # Warm up: the model loads once per process.
+        one_frame = process_cine(one, detector)
+        cine = process_cine(Path(path).read_bytes(), detector, with_dicom=options["cine_dicom"])
+        self.stdout.write(json.dumps({"one_frame": one_frame, "cine": cine}))
