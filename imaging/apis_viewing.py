@@ -41,6 +41,21 @@ class FileWindowSerializer(serializers.Serializer):
         ref_name = "FileWindow"
 
 
+class UltrasoundRegionSerializer(serializers.Serializer):
+    box = serializers.ListField(
+        child=serializers.IntegerField(), help_text="[x1, y1, x2, y2], x2/y2 exclusive."
+    )
+    spatial_format = serializers.IntegerField(allow_null=True)
+    data_type = serializers.IntegerField(allow_null=True)
+    units_x = serializers.CharField(allow_null=True, help_text='e.g. "cm".')
+    units_y = serializers.CharField(allow_null=True)
+    delta_x = serializers.FloatField(allow_null=True, help_text="Physical units per pixel.")
+    delta_y = serializers.FloatField(allow_null=True)
+
+    class Meta:
+        ref_name = "UltrasoundRegion"
+
+
 class ScanFramesApi(APIView):
     permission_classes = [IsClinical]
 
@@ -60,6 +75,11 @@ class ScanFramesApi(APIView):
         file_windows = FileWindowSerializer(many=True)
         default_window = serializers.CharField(allow_null=True)
         overlays = serializers.IntegerField(help_text="Overlay planes burned into the display.")
+        ultrasound_regions = UltrasoundRegionSerializer(
+            many=True,
+            help_text="An ultrasound's data regions and the physical size of a pixel in each: "
+            "what calipers measure in (empty for other images).",
+        )
 
         class Meta:
             ref_name = "ScanFrames"

@@ -476,6 +476,7 @@ def pipeline_run(
     sink: FrameSink | None = None,
     reuse_static: bool = True,
     change_threshold: float = CHANGE_THRESHOLD,
+    data_regions: Sequence[Sequence[int]] = (),
 ) -> PipelineResult:
     """Detect, seal and redact `image` (a DecodedImage). Pure: nothing is stored.
 
@@ -489,8 +490,14 @@ def pipeline_run(
     is sealed and filled too (a first pass can miss a line next to a stronger one), up to
     `verify_rounds` times, and the scan is flagged for review whenever a round found any:
     a detector that needed a second look is one a person should check.
+
+    `data_regions` (an ultrasound's Sequence of Ultrasound Regions, `imaging.ultrasound`):
+    ink outside all of them that no box covers is the scanner's annotation; it is sealed and
+    filled as an "annotation" region and the scan is flagged for review.
     """
     from imaging.grid import GridBox, draw_grid
+    from imaging.redaction import fill_regions
+    from imaging.ultrasound import ANNOTATION_LABEL, annotation_boxes
 
     if verify_scope not in VERIFY_SCOPES:
         raise ValueError(f"unknown verification scope {verify_scope!r}")
@@ -503,7 +510,7 @@ def pipeline_run(
     residual: list[Box] = []
     residual_first = 0
     rounds_most = 0
-    frames_detected = frames_verified = 0
+    frames_detected = frames_verified = annotations = 0
     quality = _Quality()
     prints: FingerprintValues | None = None
     kept: list[FrameOutput] = []
@@ -565,8 +572,6 @@ def pipeline_run(
                         )
                     )
             with timed(timings, "redact_ms"):
-                from imaging.redaction import fill_regions
-
                 coords = [b.coords for b in boxes]
                 red_pixels = fill_regions(red_pixels, coords) if coords else red_pixels
                 red_display = fill_regions(red_display, coords) if coords else red_display
@@ -613,6 +618,29 @@ def pipeline_run(
                     display=red_display[np.newaxis],
                 )
             ]
+        if data_regions and not same:
+            with timed(timings, "verify_ms"):
+                marks = annotation_boxes(
+                    red_display, data_regions, [r.box.coords for r in frame_regions]
+                )
+            if marks:
+                annotations += len(marks)
+                with timed(timings, "encrypt_ms"):
+                    for coords in marks:
+                        frame_regions.append(
+                            seal_region(
+                                pixels=pixels,
+                                box=Box(f, ANNOTATION_LABEL, 1.0, *coords),
+                                index=len(regions) + len(frame_regions),
+                                data_key=data_key,
+                                scan_ref=scan_ref,
+                                one_frame=True,
+                            )
+                        )
+                with timed(timings, "redact_ms"):
+                    red_pixels = fill_regions(red_pixels, marks)
+                    red_display = fill_regions(red_display, marks)
+                    red_small = small_grey(red_display) if reuse_static else None
         rounds_most = max(rounds_most, rounds)
         residual += found_now
         regions += frame_regions
@@ -658,6 +686,7 @@ def pipeline_run(
     metrics["detector_calls"] = counted.calls
     metrics["frames_detected"] = frames_detected
     metrics["frames_verified"] = frames_verified
+    metrics["annotation_boxes"] = annotations
 
     assert prints is not None  # every image has a frame 0
     return PipelineResult(
@@ -668,7 +697,8 @@ def pipeline_run(
         fingerprint=prints,
         metrics=metrics,
         timings=timings,
-        needs_review=bool(residual_first),
+        # Ink the detector did not box outside the data regions: a person should look.
+        needs_review=bool(residual_first or annotations),
         residual=residual,
     )
 
