@@ -153,6 +153,9 @@ PATIENT_NAME = 0x00100010
 PATIENT_ID = 0x00100020
 # Text elements searched for the patient's identity wherever they are (`deid_text`).
 SCRUB_VRS = frozenset({"SH", "LO", "ST", "LT", "UT", "UC", "PN", "CS"})
+# Codes: the value, scheme and version of a Code Sequence item (CodeMeaning is its text),
+# and the mapping resource. Never cut: a code is no one's name.
+CODE_TAGS = frozenset({0x00080100, 0x00080102, 0x00080103, 0x00080105, 0x00080119, 0x00080120})
 # Inside a sequence being cleaned as a descriptor, the free-text VRs cleaned as descriptors
 # (a code value, SH or UC, is a code: only the patient's own values are cut from it).
 DESCRIPTOR_VRS = frozenset({"LO", "ST", "LT", "UT"})
@@ -574,21 +577,22 @@ def _scrub_kept(ds: Dataset, item: Item, ctx: _Context, path: str) -> None:
     as much as Study Description; inside a sequence cleaned as a descriptor, free text is
     cleaned as a descriptor (`deid_text.scrub_descriptor`). Left untouched (as read) when
     nothing is found."""
-    if not ctx.identity or item.value is None:
+    if not ctx.identity or item.value is None or int(item.tag) in CODE_TAGS:
         return
     vr = _vr(item)
     descriptor = ctx.descriptor_depth > 0 and vr in DESCRIPTOR_VRS
+    names = vr != "CS"  # defined terms: "HEAD", "TEST" are codes, whoever bears the name
     if not descriptor:
         raw = _raw_text(item)
         # Decided on the raw text, the common case, where it is ASCII; other bytes are only
         # text once decoded with the file's character set (UTF-8 "Müller" is not latin-1).
-        if raw.isascii() and not deid_text.identity_spans(raw, ctx.identity):
+        if raw.isascii() and not deid_text.identity_spans(raw, ctx.identity, names=names):
             return
     element = ds[item.tag]
     if descriptor:
         clean = functools.partial(deid_text.scrub_descriptor, identity=ctx.identity)
     else:
-        clean = functools.partial(deid_text.scrub_identity, identity=ctx.identity)
+        clean = functools.partial(deid_text.scrub_identity, identity=ctx.identity, names=names)
     cleaned = _map_values(element.value, lambda v: clean(v) or (v and DUMMY_TEXT))
     if _same(cleaned, element.value):
         ds[item.tag] = item  # untouched: back to the bytes as read

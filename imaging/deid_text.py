@@ -69,6 +69,8 @@ ANY_DATE = re.compile(
 )
 PHONE = re.compile(r"(?<![\w.])(?:\+|00)?\(?\d{1,4}\)?(?:[\s.\-/]?\(?\d{2,4}\)?){2,5}(?![\w])")
 DIGIT_RUN = re.compile(r"(?<!\d)\d{5,}(?!\d)")
+# A decimal number ("0.084906", "1.25") is a measurement, not a telephone number or an ID.
+DECIMAL = re.compile(r"(?<![\d.,])\d+[.,]\d+(?![.,]?\d)")
 EMAIL = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
 
 
@@ -257,13 +259,16 @@ def _month_name_pattern(day: dt.date) -> re.Pattern[str]:
     )
 
 
-def identity_spans(text: str, identity: Identity) -> list[tuple[int, int]]:
-    spans = _name_spans(text, identity)
-    for part in identity.unspaced:
-        at = text.find(part)
-        while at != -1:
-            spans.append((at, at + len(part)))
-            at = text.find(part, at + 1)
+def identity_spans(text: str, identity: Identity, *, names: bool = True) -> list[tuple[int, int]]:
+    """Where the patient's names (unless `names` is False), identifiers and dates stand."""
+    spans: list[tuple[int, int]] = []
+    if names:
+        spans += _name_spans(text, identity)
+        for part in identity.unspaced:
+            at = text.find(part)
+            while at != -1:
+                spans.append((at, at + len(part)))
+                at = text.find(part, at + 1)
     spans += _normalised_spans(text, identity.identifiers)
     for day in identity.dates:
         spans += _normalised_spans(text, _numeric_forms(day))
@@ -304,11 +309,13 @@ def _cut(text: str, spans: list[tuple[int, int]]) -> str:
     return re.sub(r"\s{2,}", " ", out).strip()
 
 
-def scrub_identity(text: str, identity: Identity) -> str:
-    """`text` without the patient's names, identifiers and dates (any text element)."""
+def scrub_identity(text: str, identity: Identity, *, names: bool = True) -> str:
+    """`text` without the patient's names, identifiers and dates (any text element); without
+    `names`, identifiers and dates only (a code string: "TEST" is a coding scheme there even
+    when it is a patient's name elsewhere)."""
     if not identity or not text:
         return text
-    return _cut(text, identity_spans(text, identity))
+    return _cut(text, identity_spans(text, identity, names=names))
 
 
 def scrub_words(text: str, words: frozenset[str]) -> str:
@@ -318,9 +325,12 @@ def scrub_words(text: str, words: frozenset[str]) -> str:
 
 def looks_identifying(text: str) -> bool:
     """A date, a telephone number, an ID-like digit run or an e-mail address is left."""
-    if ANY_DATE.search(text) or DIGIT_RUN.search(text) or EMAIL.search(text):
+    if ANY_DATE.search(text) or EMAIL.search(text):
         return True
-    return any(sum(c.isdigit() for c in m.group(0)) >= 7 for m in PHONE.finditer(text))
+    numbers = DECIMAL.sub(" ", text)
+    if DIGIT_RUN.search(numbers):
+        return True
+    return any(sum(c.isdigit() for c in m.group(0)) >= 7 for m in PHONE.finditer(numbers))
 
 
 def scrub_descriptor(text: str, identity: Identity) -> str:

@@ -339,3 +339,19 @@ def test_an_uploaded_file_leaves_none_of_the_patients_values_in_its_export(
         assert surviving(out) == [], mode
         codes = [item.CodeValue for item in out.DeidentificationMethodCodeSequence]
         assert ("113105" in codes) == (mode == "clean")
+
+
+def test_codes_and_measurements_are_not_taken_for_the_patient() -> None:
+    # pydicom's test-SR: the patient is "Test^..." and a coding scheme is "TEST"; a
+    # Derivation Description gives a compression ratio of 0.084906.
+    data = source(PatientName="Test^Na", DerivationDescription="JPEG, ratio 0.084906")
+    ds = read(data)
+    ds.ProcedureCodeSequence[0].CodingSchemeDesignator = "TEST"
+    ds.ImageType = ["ORIGINAL", "PRIMARY", "TEST"]
+    buffer = io.BytesIO()
+    ds.save_as(buffer)
+    out = read(run(buffer.getvalue(), deid.DEFAULT_OPTIONS).data)
+    assert out.ProcedureCodeSequence[0].CodingSchemeDesignator == "TEST"
+    assert list(out.ImageType) == ["ORIGINAL", "PRIMARY", "TEST"]
+    assert out.DerivationDescription == "JPEG, ratio 0.084906"
+    assert deid_text.looks_identifying("tel 555.867.5309")
