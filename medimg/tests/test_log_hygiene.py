@@ -197,3 +197,21 @@ def test_it_redacts_ids_in_paths_and_query_values_and_nothing_else(logged: str, 
     from medimg.log_redaction import redact
 
     assert redact(logged) == kept
+
+
+def test_the_filter_redacts_for_logging_set_up_outside_django() -> None:
+    # e.g. a gunicorn log config (logconfig_dict) that formats records itself.
+    from medimg.log_redaction import RedactIdentifiers
+
+    record = logging.LogRecord(
+        "gunicorn.access",
+        logging.INFO,
+        __file__,
+        1,
+        '"%s" %s',
+        ("GET /patients/MRN-5/?q=Ada", 200),
+        None,
+    )
+
+    assert RedactIdentifiers().filter(record) is True
+    assert record.getMessage() == '"GET /patients/[redacted]/?q=[redacted]" 200'
