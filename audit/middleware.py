@@ -60,7 +60,12 @@ class RefusedRequestAuditMiddleware:
             user = getattr(request, "user", None)
             extra: dict[str, Any] = {}
             if not getattr(user, "is_authenticated", False):
-                audited, extra = _anonymous_allowance(request)
+                try:
+                    audited, extra = _anonymous_allowance(request)
+                except Exception:
+                    # The cache is down: audit it anyway rather than lose the row.
+                    logger.exception("refusal rate limit unavailable")
+                    audited = True
                 if not audited:
                     return response
             audit_record(

@@ -76,3 +76,17 @@ def test_it_keeps_200_characters_of_a_user_agent(api: Any) -> None:
 
     [row] = _refused_rows("203.0.113.10")
     assert row.user_agent == ("Mozilla/5.0 " + "A" * 600)[:200]
+
+
+def test_it_still_audits_when_the_cache_is_down(
+    api: Any, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    def down(*args: Any, **kwargs: Any) -> int:
+        raise ConnectionError("cache unreachable")
+
+    monkeypatch.setattr("audit.middleware.rate_limit_hit", down)
+
+    with caplog.at_level(logging.ERROR, logger="audit.middleware"):
+        assert api.get(ME, **A).status_code == 401
+
+    assert len(_refused_rows("203.0.113.10")) == 1
