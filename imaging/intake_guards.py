@@ -17,7 +17,7 @@ Pure functions on bytes (no settings, no database): the callers pass the limits.
         A file cut short ends the walk (the reader reports it); a delimiter or element out
         of place is corrupt_image, since the walk cannot vouch for what follows it.
 
-    inflate_bounded(data, *, max_bytes) -> bytearray      # raw deflate, decoded_too_large
+    inflate_bounded(data, *, max_bytes, keep=True) -> bytearray   # decoded_too_large
 
     encapsulated_frame_sizes(pixel_data) -> list[(width, height)]
         The size each compressed frame declares in its own codestream: the JPEG 2000 SIZ
@@ -76,29 +76,31 @@ def _too_large() -> ImagingError:
     return ImagingError("decoded_too_large", "The DICOM data set inflates beyond the limit.")
 
 
-def inflate_bounded(data: bytes | memoryview, *, max_bytes: int) -> bytearray:
+def inflate_bounded(data: bytes | memoryview, *, max_bytes: int, keep: bool = True) -> bytearray:
     """Raw deflate (no zlib header, as DICOM writes it), never producing more than
     max_bytes (plus one step of 1 MiB): decoded_too_large past it, corrupt_image for a
-    broken stream."""
+    broken stream. With keep=False nothing is kept (an empty result): only the size is
+    checked, in the memory of one step."""
     inflater = zlib.decompressobj(-zlib.MAX_WBITS)
     out = bytearray()
+    size = 0
     pending: bytes | memoryview = data
     try:
-        while True:
+        while pending or not inflater.eof:
             # max_length caps each step's output; what is left waits in unconsumed_tail.
-            out += inflater.decompress(pending, _INFLATE_CHUNK)
-            if len(out) > max_bytes:
-                raise _too_large()
+            chunk = (
+                inflater.decompress(pending, _INFLATE_CHUNK)
+                if pending
+                else inflater.flush(_INFLATE_CHUNK)
+            )
             pending = inflater.unconsumed_tail
-            if not pending:
-                break
-        while not inflater.eof:
-            chunk = inflater.flush(_INFLATE_CHUNK)
-            if not chunk:
-                break
-            out += chunk
-            if len(out) > max_bytes:
+            size += len(chunk)
+            if size > max_bytes:
                 raise _too_large()
+            if keep:
+                out += chunk
+            if not chunk and not pending:
+                break  # A stream cut short: the reader reports it.
     except zlib.error as exc:
         raise ImagingError("corrupt_image", "The deflated DICOM data could not be read.") from exc
     return out  # Not copied to bytes: that would hold the data set twice.
@@ -153,6 +155,9 @@ def dicom_structure_check(
     start, syntax = meta
     if syntax == _DEFLATED:
         limit = MAX_INFLATED_BYTES if max_inflated_bytes is None else max_inflated_bytes
+        # Sized first, keeping nothing: a bomb is refused in the memory of one step, not
+        # of the whole budget. Only then is it inflated for the walk (pydicom will too).
+        inflate_bounded(memoryview(data)[start:], max_bytes=limit, keep=False)
         body = inflate_bounded(memoryview(data)[start:], max_bytes=limit)
         _walk(body, 0, implicit=False, little=True, max_depth=max_depth, max_elements=max_elements)
     else:
@@ -225,7 +230,7 @@ def _walk(
             (length,) = struct.unpack_from(u32, data, pos + 4)
             pos += 8
         else:
-            vr = data[pos + 4 : pos + 6]
+            vr = bytes(data[pos + 4 : pos + 6])  # Hashable when data is a bytearray.
             if vr in _LONG_VRS:
                 if pos + 12 > n:
                     return
