@@ -12,8 +12,8 @@ Two sources, both on PyPI, only their data used (none of their code runs):
    Z_D_TAGS, X_Z_TAGS, X_D_TAGS, X_Z_D_TAGS, X_Z_U_STAR_TAGS), the attribute's name in a
    comment. The package names the edition in the file name; the same package's 2024b file
    cites the 2024b table's address, and 25 of the 2026c rows are attributes that pydicom
-   3.0.2's data dictionary (generated from a 2024 edition) does not know yet (Name to Use,
-   Gender Identity Sequence, Annotation DateTime...), which fits a 2025-2026 edition.
+   3.0.2's data dictionary (which holds every attribute of the 2024b list) does not know yet
+   (Name to Use, Gender Identity Sequence, Annotation DateTime...): newer than 2024b.
 2. The option columns: that list has the Basic Profile column only. Rows that were already in
    the 2020 table keep their option columns from `dicom-standard` 0.1.0 (Innolitics, MIT;
    Table E.1-1 of DICOM PS3.15 2020a or 2020b, parsed from the edition current on
