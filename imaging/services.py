@@ -156,6 +156,11 @@ def _read_uploads(
         del image, member  # Not held while the next member decodes.
 
 
+def _decoded_bytes(scan: Scan) -> int:
+    itemsize = np.dtype(scan.pixel_dtype or "uint8").itemsize
+    return scan.frames * scan.height * scan.width * scan.channels * itemsize
+
+
 def _pixels_digest(pixels: np.ndarray) -> str:
     """What the restored image must hash to: dtype, shape and every pixel."""
     digest = hashlib.sha256()
@@ -578,6 +583,9 @@ def scan_process(*, scan_id: int, detector: pipeline.Detector | None = None) -> 
                     max_pixels=max(
                         scan.width * scan.height * scan.frames, settings.UPLOAD_MAX_PIXELS
                     ),
+                    # The worker's memory is what the budget protects (a deflated data set
+                    # is inflated against it); a scan accepted under a larger one still fits.
+                    max_decoded_bytes=max(_decoded_bytes(scan), settings.UPLOAD_MAX_DECODED_BYTES),
                 )
             except ImagingError:
                 raise ProcessingFailure(FailureReason.DECODE_FAILED) from None
