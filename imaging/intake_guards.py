@@ -185,6 +185,8 @@ def _walk(
     tag_format, u32 = f"{order}HH", f"{order}I"
     item_tag = struct.pack(tag_format, 0xFFFE, 0xE000)
     n = len(data)
+    # Like pydicom, believe the first element over the transfer syntax.
+    implicit = _looks_implicit(data, pos, default=implicit)
     stack: list[_Open] = []
     elements = 0
     while True:
@@ -210,7 +212,10 @@ def _walk(
             pos += 8
             if element == 0xE000 and top is not None and top.kind == _SEQUENCE:
                 end = None if length == _UNDEFINED else pos + length
-                stack.append(_Open(_ITEM, end, top.implicit, top.depth))
+                # pydicom reads an item of an explicit-VR sequence as implicit VR when its
+                # first element looks so (PS3.5 6.2.2); never the other way round.
+                item_implicit = top.implicit or _looks_implicit(data, pos, default=False)
+                stack.append(_Open(_ITEM, end, item_implicit, top.depth))
             elif top is not None and (element, top.kind) in _CLOSES:
                 stack.pop()
             else:
@@ -255,6 +260,14 @@ def _walk(
             stack.append(_open_sequence(end, contents_implicit, depth + 1, max_depth))
             continue
         pos = end
+
+
+def _looks_implicit(data: bytes | bytearray, pos: int, *, default: bool) -> bool:
+    """pydicom's test (filereader._is_implicit_vr): the two bytes where an explicit VR
+    would be are not both capital letters."""
+    if pos + 6 > len(data):
+        return default
+    return not (0x40 < data[pos + 4] < 0x5B and 0x40 < data[pos + 5] < 0x5B)
 
 
 def _open_sequence(end: int | None, implicit: bool, depth: int, max_depth: int) -> _Open:

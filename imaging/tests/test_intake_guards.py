@@ -66,8 +66,12 @@ def _refusal(data: bytes, **limits: Any) -> ImagingError:
 # --- Crafted files --------------------------------------------------------------------------
 
 
-def _dicom(syntax: UID = ExplicitVRLittleEndian) -> bytes:
-    """A valid 8x8 8-bit secondary capture in `syntax` (pydicom deflates it when asked)."""
+def _dicom(syntax: UID = ExplicitVRLittleEndian, *, declared: UID | None = None) -> bytes:
+    """A valid 8x8 8-bit secondary capture in `syntax` (pydicom deflates it when asked),
+    its file meta naming `declared` instead when given."""
+    if declared is not None:
+        head, body = _dicom(declared), _dicom(syntax)
+        return head[: _dataset_start(head)] + body[_dataset_start(body) :]
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
     meta.MediaStorageSOPInstanceUID = generate_uid()
@@ -89,6 +93,12 @@ def _dicom(syntax: UID = ExplicitVRLittleEndian) -> bytes:
     return buffer.getvalue()
 
 
+def _dataset_start(data: bytes) -> int:
+    meta = intake_guards._file_meta(data)
+    assert meta is not None
+    return meta[0]
+
+
 def _element(tag: tuple[int, int], vr: bytes, value: bytes, *, implicit: bool) -> bytes:
     head = struct.pack("<HH", *tag)
     if implicit:
@@ -104,12 +114,14 @@ def _nested(depth: int, *, mode: str) -> bytes:
     sequence_end = struct.pack("<HHI", 0xFFFE, 0xE0DD, 0)
     open_item = struct.pack("<HHI", 0xFFFE, 0xE000, 0xFFFFFFFF)
     tag = struct.pack("<HH", *NESTED_TAG)
-    if mode in ("explicit-undefined", "implicit-undefined", "un-undefined"):
+    if mode in ("explicit-undefined", "implicit-undefined", "un-undefined", "implicit-items"):
         if mode == "explicit-undefined":
             opening = tag + b"SQ\0\0" + b"\xff" * 4
-        elif mode == "un-undefined":
-            # UN of undefined length: pydicom reads it as a sequence in implicit VR.
-            outer = tag + b"UN\0\0" + b"\xff" * 4 + open_item
+        elif mode in ("un-undefined", "implicit-items"):
+            # UN of undefined length: pydicom reads it as a sequence in implicit VR; and an
+            # item of an explicit sequence whose first element looks implicit is read so.
+            vr = b"UN" if mode == "un-undefined" else b"SQ"
+            outer = tag + vr + b"\0\0" + b"\xff" * 4 + open_item
             inner = tag + b"\xff" * 4 + open_item
             return outer + inner * (depth - 1) + (item_end + sequence_end) * depth
         else:
@@ -123,9 +135,11 @@ def _nested(depth: int, *, mode: str) -> bytes:
     return inner
 
 
-def deep_dicom(depth: int, *, mode: str = "explicit-defined") -> bytes:
-    syntax = ImplicitVRLittleEndian if mode.startswith("implicit") else ExplicitVRLittleEndian
-    base = _dicom(syntax)
+def deep_dicom(depth: int, *, mode: str = "explicit-defined", declared: UID | None = None) -> bytes:
+    syntax = ImplicitVRLittleEndian if mode.startswith("implicit-") else ExplicitVRLittleEndian
+    if mode == "implicit-items":
+        syntax = ExplicitVRLittleEndian
+    base = _dicom(syntax, declared=declared)
     at = base.index(PIXEL_DATA, 132)
     return base[:at] + _nested(depth, mode=mode) + base[at:]
 
@@ -137,7 +151,7 @@ def deflate_bomb(inflated_bytes: int) -> bytes:
     Built without deflating all those zeros: a full flush ends a deflate block on a byte
     boundary with no history, so one deflated megabyte of zeros can be repeated."""
     small = _dicom(DeflatedExplicitVRLittleEndian)
-    start, _syntax = intake_guards._file_meta(small) or (0, "")
+    start = _dataset_start(small)
     body = zlib.decompress(small[start:], -zlib.MAX_WBITS)
     header = body[: body.index(PIXEL_DATA)]
     megabyte = 1 << 20
@@ -238,6 +252,7 @@ def test_it_refuses_sequences_nested_600_deep_fast_in_bounded_memory(tmp_path: P
         "implicit-defined",
         "implicit-undefined",
         "un-undefined",
+        "implicit-items",
     ],
 )
 def test_it_refuses_deep_nesting_in_every_encoding(mode: str) -> None:
@@ -245,6 +260,16 @@ def test_it_refuses_deep_nesting_in_every_encoding(mode: str) -> None:
 
     assert refusal.code == "dicom_too_deep"
     assert refusal.status_code == 400
+
+
+@pytest.mark.parametrize("mode", ["implicit-defined", "implicit-undefined"])
+def test_it_walks_a_data_set_in_the_encoding_pydicom_will_read(mode: str) -> None:
+    # The file meta says explicit VR; the elements are implicit, and pydicom reads them so.
+    data = deep_dicom(600, mode=mode, declared=ExplicitVRLittleEndian)
+
+    assert _refusal(data).code == "dicom_too_deep"
+    shallow = deep_dicom(3, mode=mode, declared=ExplicitVRLittleEndian)
+    assert _validate(shallow).frames == 1
 
 
 @pytest.mark.parametrize("mode", ["explicit-defined", "implicit-undefined", "un-undefined"])
