@@ -366,14 +366,26 @@ def small_grey(frame: np.ndarray) -> np.ndarray:
     return np.asarray(small, dtype=np.float32)
 
 
-def overlay_mask(shape: tuple[int, int], boxes: Sequence[Box]) -> np.ndarray:
-    """The cells (of `small_grey`'s grid, `shape`) to compare: the frame's margins plus
-    every box widened by its height (at least 8 px)."""
+def overlay_mask(
+    shape: tuple[int, int], boxes: Sequence[Box], data_regions: Sequence[Sequence[int]] = ()
+) -> np.ndarray:
+    """The cells (of `small_grey`'s grid, `shape`) to compare: where scanners write, plus
+    every box widened by its height (at least 8 px). Where they write is outside the data
+    regions when an ultrasound lists them (a sector reaches into any fixed margin), else
+    the frame's margins."""
     rows, cols = shape
     mask = np.zeros(shape, dtype=bool)
-    top = max(1, int(round(rows * MARGIN_SHARE)))
-    side = max(1, int(round(cols * MARGIN_SHARE)))
-    mask[:top], mask[-top:], mask[:, :side], mask[:, -side:] = True, True, True, True
+    if data_regions:
+        mask[:] = True
+        for x0, y0, x1, y1 in data_regions:
+            # Cells wholly inside a region hold image data, not the scanner's writing.
+            mask[-(-int(y0) // CELL) : int(y1) // CELL, -(-int(x0) // CELL) : int(x1) // CELL] = (
+                False
+            )
+    else:
+        top = max(1, int(round(rows * MARGIN_SHARE)))
+        side = max(1, int(round(cols * MARGIN_SHARE)))
+        mask[:top], mask[-top:], mask[:, :side], mask[:, -side:] = True, True, True, True
     for box in boxes:
         grow = max(8, box.y1 - box.y0)
         y0, y1 = max(0, box.y0 - grow) // CELL, -(-(box.y1 + grow) // CELL)
@@ -651,10 +663,12 @@ def pipeline_run(
         if fresh:
             seen_small, seen_boxes = small, [r.box for r in frame_regions]
             if small is not None:
-                seen_mask = overlay_mask(small.shape, seen_boxes)
+                seen_mask = overlay_mask(small.shape, seen_boxes, data_regions)
         if not same and red_small is not None:
             checked_small, checked_residual = red_small, found_now
-            checked_mask = overlay_mask(red_small.shape, [r.box for r in frame_regions])
+            checked_mask = overlay_mask(
+                red_small.shape, [r.box for r in frame_regions], data_regions
+            )
 
         with timed(timings, "grid_ms"):
             grid_boxes = []
