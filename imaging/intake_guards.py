@@ -38,6 +38,8 @@ import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+from pydicom.datadict import dictionary_VR
+
 from imaging.errors import ImagingError
 
 # Real objects nest a few levels (structured reports and RT plans perhaps a dozen); pydicom
@@ -245,21 +247,42 @@ def _walk(
                 (length,) = struct.unpack_from(f"{order}H", data, pos + 6)
                 pos += 8
         depth = top.depth if top is not None else 0
-        # Inside UN, and in implicit VR, the values are implicit VR little endian.
-        contents_implicit = inner_implicit or vr == b"UN"
+        # A sequence's items start in its data set's encoding; each item's first element may
+        # switch an explicit one to implicit (UN sequences are implicit VR that way).
+        contents_implicit = inner_implicit
         if length == _UNDEFINED:
-            if vr in (b"", b"SQ", b"UN"):
+            if vr in (b"SQ", b"UN") or (
+                vr == b"" and _implicit_sequence(group, element, data[pos : pos + 4] == item_tag)
+            ):
                 stack.append(_open_sequence(None, contents_implicit, depth + 1, max_depth))
             else:
                 stack.append(_Open(_FRAGMENTS, None, inner_implicit, depth))
             continue
         end = pos + length
+        if end > n and top is not None:
+            # Past the end of the file from inside a sequence: cut short, or read otherwise
+            # than pydicom would; either way the walk cannot vouch for what pydicom sees.
+            raise ImagingError("corrupt_image", "The DICOM file is incomplete.")
         # pydicom reads a sequence wherever the dictionary says SQ, even in implicit VR or
         # under UN; a value that starts with an item tag is treated as one here.
-        if vr == b"SQ" or (vr in (b"", b"UN") and data[pos : pos + 4] == item_tag):
+        starts_item = data[pos : pos + 4] == item_tag
+        if (
+            vr == b"SQ"
+            or (vr == b"UN" and starts_item)
+            or (vr == b"" and _implicit_sequence(group, element, starts_item))
+        ):
             stack.append(_open_sequence(end, contents_implicit, depth + 1, max_depth))
             continue
         pos = end
+
+
+def _implicit_sequence(group: int, element: int, starts_item: bool) -> bool:
+    """Whether pydicom reads an implicit-VR element as a sequence: when the dictionary says
+    SQ; for a tag it does not know, when the value starts with an item."""
+    try:
+        return bool(dictionary_VR((group << 16) | element) == "SQ")
+    except KeyError:
+        return starts_item
 
 
 def _looks_implicit(data: bytes | bytearray, pos: int, *, default: bool) -> bool:
