@@ -3,6 +3,7 @@ big, too many, or not zips (plain: bytes in, (name, bytes) out; nothing touches 
 
     is_zip(data) -> bool
     zip_members(data, *, max_members, max_total_bytes, max_member_bytes) -> list[Member]
+    zip_members_iter(data, *, ...same) -> Iterator[Member]   # one member inflated at a time
 
 Refusals (ApplicationError, nothing is stored):
     invalid_archive         not a readable zip, or an encrypted member
@@ -26,6 +27,7 @@ import io
 import stat
 import zipfile
 import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 
@@ -73,6 +75,22 @@ def _too_large() -> ApplicationError:
 def zip_members(
     data: bytes, *, max_members: int, max_total_bytes: int, max_member_bytes: int
 ) -> list[Member]:
+    return list(
+        zip_members_iter(
+            data,
+            max_members=max_members,
+            max_total_bytes=max_total_bytes,
+            max_member_bytes=max_member_bytes,
+        )
+    )
+
+
+def zip_members_iter(
+    data: bytes, *, max_members: int, max_total_bytes: int, max_member_bytes: int
+) -> Iterator[Member]:
+    """The members one at a time, each inflated only when asked for: a caller that lets a
+    member go before asking for the next holds one member, not the archive inflated. The
+    checks on the archive as a whole (count, declared sizes, encryption) come first."""
     try:
         archive = zipfile.ZipFile(io.BytesIO(data))
         infos = [info for info in archive.infolist() if not _skipped(info)]
@@ -88,7 +106,6 @@ def zip_members(
         raise ApplicationError("invalid_archive", "Encrypted archives are not accepted.")
     if sum(info.file_size for info in infos) > max_total_bytes:
         raise _too_large()
-    members: list[Member] = []
     total = 0
     for info in infos:
         if info.file_size > max_member_bytes:
@@ -120,5 +137,7 @@ def zip_members(
             raise ApplicationError(
                 "invalid_archive", f"{info.filename}: could not be read from the archive."
             ) from exc
-        members.append(Member(name=info.filename, data=bytes(buffer)))
-    return members
+        member = Member(name=info.filename, data=bytes(buffer))
+        del buffer
+        yield member
+        del member  # Not held while the next one inflates.

@@ -120,7 +120,7 @@ def _read_uploads(
 
     Lazily, one decoded file at a time: nothing here keeps a decoded image once it is
     yielded (see _originals_store)."""
-    from imaging.archive import is_zip, zip_members
+    from imaging.archive import is_zip, zip_members_iter
     from imaging.validation import validate_upload
 
     upload.seek(0)
@@ -138,16 +138,14 @@ def _read_uploads(
     data = upload.read(limit + 1)
     if len(data) > limit:
         raise too_large
-    members = zip_members(
+    members = zip_members_iter(
         data,
         max_members=settings.UPLOAD_ARCHIVE_MAX_MEMBERS,
         max_total_bytes=settings.UPLOAD_ARCHIVE_MAX_UNCOMPRESSED,
         # Each member then meets its own kind's limit in validate_upload.
         max_member_bytes=max(settings.UPLOAD_MAX_BYTES, settings.UPLOAD_DICOM_MAX_BYTES),
     )
-    members.reverse()
-    while members:
-        member = members.pop()  # Its bytes go with it once it is validated.
+    for member in members:  # Inflated one at a time, each let go once validated.
         try:
             image = validate_upload(name=member.name, data=member.data, **upload_limits())
         except ImagingError as refusal:

@@ -11,6 +11,7 @@ import struct
 import subprocess
 import sys
 import tracemalloc
+import zipfile
 import zlib
 from datetime import timedelta
 from pathlib import Path
@@ -556,6 +557,33 @@ def test_it_holds_one_decoded_image_at_a_time(
 
     assert len(scans) == 4
     # All four decoded at once held about 4 x 2 x one_image (four 60-megapixel PNGs: 6.1 GB).
+    assert peak < 3 * one_image, f"peak {peak / 1e6:.1f} MB for {one_image / 1e6:.1f} MB images"
+
+
+@pytest.mark.django_db
+def test_it_holds_one_member_of_a_zip_at_a_time(
+    technician: Any, patient: Any, django_capture_on_commit_callbacks: Any
+) -> None:
+    side = 1200
+    archive = io.BytesIO()
+    with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as zipped:
+        for i, png in enumerate(_large_pngs(4, side)):
+            zipped.writestr(f"series/{i}.png", png)
+    one_image = side * side * 3
+
+    tracemalloc.start()
+    try:
+        with django_capture_on_commit_callbacks(execute=False):
+            scans = services.scan_upload(
+                patient=patient,
+                uploads=[as_upload("series.zip", archive.getvalue())],
+                uploaded_by=technician,
+            )
+        _current, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+
+    assert [scan.original_filename for scan in scans] == [f"series/{i}.png" for i in range(4)]
     assert peak < 3 * one_image, f"peak {peak / 1e6:.1f} MB for {one_image / 1e6:.1f} MB images"
 
 
