@@ -49,9 +49,9 @@ MAX_SEQUENCE_DEPTH = 64
 # A 3000-frame enhanced multi-frame object with its per-frame groups has some 200 000
 # elements; each costs pydicom about a kilobyte of Python objects.
 MAX_ELEMENTS = 1_000_000
-# What a deflated data set may inflate to when the caller names no budget: the 1 GiB a DICOM
-# upload may be, uncompressed.
-MAX_INFLATED_BYTES = 1 << 30
+# What a deflated data set may inflate to when the caller names no budget (readers of stored
+# files): the default of UPLOAD_MAX_DECODED_BYTES, so what intake accepted reads again.
+MAX_INFLATED_BYTES = 2 << 30
 
 _PREAMBLE = 128
 _UNDEFINED = 0xFFFFFFFF
