@@ -503,6 +503,8 @@ def write_redacted_dataset(
     )
     ds.file_meta.TransferSyntaxUID = written
     _keep_lossy_history(ds, source_syntax)
+    if not source_syntax.is_little_endian:
+        _swap_binary_values(ds)
 
     little = redacted_pixels.astype(redacted_pixels.dtype.newbyteorder("<"), copy=False)
     data = np.ascontiguousarray(little).tobytes()
@@ -548,6 +550,30 @@ def write_redacted_dataset(
             force_encoding=True,
         )
     return out.getvalue()
+
+
+# Binary VRs whose values pydicom keeps as the file's bytes: re-encoding a big-endian file as
+# little endian must swap them itself, by the width of their words.
+_WORD_BYTES = {"OW": 2, "OL": 4, "OF": 4, "OD": 8, "OV": 8}
+
+
+def _swap_binary_values(ds: Dataset) -> None:
+    """Big-endian OW/OL/OF/OD/OV values (LUT data, segmented palettes, curves) turned little
+    endian, at every depth; pydicom re-encodes numbers but writes these bytes as they are,
+    which garbled the segmented palette of GDCM's US-ALOKA-16_big.dcm. Pixel Data is
+    replaced by the caller."""
+
+    def swap(dataset: Dataset, element: Any) -> None:
+        width = _WORD_BYTES.get(str(element.VR))
+        value = element.value
+        if width is None or int(element.tag) == _PIXEL_DATA_TAG or not isinstance(value, bytes):
+            return
+        if len(value) % width:
+            return  # Not whole words: nothing sensible to swap.
+        words = np.frombuffer(value, dtype=f">u{width}")
+        element.value = words.astype(f"<u{width}").tobytes()
+
+    ds.walk(swap)
 
 
 # Output syntaxes of redacted files: all lossless (None: uncompressed).

@@ -13,7 +13,10 @@ means. This module reads it and checks one file at a time through the product's 
 
 pydicom's own test files (with `pydicom-data`) and `deid-data` are walked as well: a file
 there counts as valid when pydicom decodes its pixels (every installed decoder, GDCM
-included), as no_pixels when it has no Pixel Data, and as "undecodable" otherwise.
+included), as no_pixels when it has no Pixel Data, as zip_series for deid-data's zipped
+cines (uploaded whole, as the upload API takes a zip), and as "undecodable" otherwise. An
+undecodable file may be accepted (GDCM's own reader decodes what pydicom's plugins refuse,
+pydicom's JPEG-lossy.dcm among them: identical to dcmtk's dcmdjpeg); it must not crash.
 
 `test_corpus.py` runs a fast sample on every `make test`, and the whole walk with
 MEDIMG_CORPUS=1 (`make corpus`), which prints the table that docs/intake.md carries.
@@ -39,6 +42,7 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 
 from imaging import crypto, dicom
+from imaging.archive import is_zip
 from imaging.errors import ImagingError
 from imaging.models import Scan, ScanStatus
 from imaging.storage import storage_read
@@ -145,6 +149,8 @@ def library_entries() -> list[Entry]:
 
 def _library_class(path: Path) -> str:
     data = path.read_bytes()
+    if is_zip(data):
+        return "zip_series"
     if not dicom.has_dicom_magic(data):
         return "not_part10"
     try:
@@ -203,8 +209,12 @@ def walk_one(
     """One file through intake, processing, de-identification, restore and `redact`."""
     from imaging.services import scan_restore, scan_restore_pixels, scan_upload
 
+    hooks = {"capture_on_commit": capture_on_commit}
+
     data = entry.path.read_bytes()
     before = Scan.objects.count()
+    if is_zip(data):
+        return _walk_series(entry, data, patient=patient, technician=technician, **hooks)
     try:
         image = validate(data)
     except ImagingError as refusal:
@@ -251,6 +261,32 @@ def walk_one(
         outcome.problems.append("restored pixels differ from the upload's")
     if redact:
         outcome.problems.extend(_redact_problems(entry, image))
+    return outcome
+
+
+def _walk_series(
+    entry: Entry, data: bytes, *, patient: Any, technician: Any, capture_on_commit: Any
+) -> Outcome:
+    """A zip of a series (deid-data's cines): uploaded whole, every scan processed, and
+    restore checks each scan's pixels against the digest taken at upload."""
+    from imaging.services import scan_restore_pixels, scan_upload
+
+    outcome = Outcome(entry, "accepted")
+    try:
+        with capture_on_commit(execute=True):
+            scans = scan_upload(
+                patient=patient,
+                uploads=[SimpleUploadedFile(entry.name, data)],
+                uploaded_by=technician,
+            )
+    except ImagingError as refusal:
+        return Outcome(entry, refusal.code)
+    for scan in scans:
+        scan.refresh_from_db()
+        if scan.status != ScanStatus.COMPLETED:
+            outcome.problems.append(f"{scan.original_filename}: {scan.failure_reason}")
+            continue
+        scan_restore_pixels(scan=scan)  # CryptoError unless identical to the upload
     return outcome
 
 

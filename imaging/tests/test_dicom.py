@@ -274,3 +274,19 @@ def test_redacted_output_drops_every_element_after_the_pixel_data():
     assert max(int(tag) for tag in list(written.keys())) == 0x7FE00010
     assert b"GEMS_Ultrasound_MovieGroup" not in out and b"palette-echo" not in out
     assert np.array_equal(dicom.decode_pixels(written), _redact(pixels))
+
+
+def test_it_writes_a_big_endian_segmented_palette_as_little_endian_words():
+    # GDCM's US-ALOKA-16_big.dcm (pydicom-data): Explicit VR Big Endian with a segmented
+    # palette in OW. Written little endian with its bytes unswapped, the palette no longer
+    # expanded ("unknown segment type 8224") and the redacted file could not be rendered.
+    from imaging.validation import validate_upload
+
+    data = samples.dicom_bytes("gdcm-US-ALOKA-16_big.dcm")
+    image = validate_upload(name="x", data=data, max_bytes=10**8, max_pixels=10**8)
+
+    out = dicom.write_redacted_dataset(data, image.pixels)
+
+    written = validate_upload(name="x", data=out, max_bytes=10**8, max_pixels=10**8)
+    assert np.array_equal(written.pixels, image.pixels)
+    assert np.array_equal(written.display, image.display)
