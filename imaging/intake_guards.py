@@ -4,18 +4,21 @@ Pure functions on bytes (no settings, no database): the callers pass the limits.
 
     dicom_structure_check(data, *, max_depth=64, max_elements=1_000_000,
                           max_inflated_bytes=None)
-        Walks a DICOM Part 10 file's data elements WITHOUT recursion and without pydicom,
-        in every encoding (explicit and implicit VR, little and big endian, deflated),
-        following sequences and items of defined and undefined length:
+        Walks a DICOM Part 10 file's data elements WITHOUT recursion and without pydicom's
+        parser (its data dictionary only), in every encoding (explicit and implicit VR,
+        little and big endian, deflated), following sequences and items of defined and
+        undefined length the way pydicom will read them (the first element of each data
+        set or item decides explicit or implicit VR, as in pydicom):
             dicom_too_deep      sequences nested deeper than max_depth
             too_many_elements   more than max_elements data elements in all
             decoded_too_large   a deflated data set inflating to more than
-                                max_inflated_bytes (inflated in bounded chunks, so a
-                                deflate bomb costs at most that much memory)
+                                max_inflated_bytes (sized first in 1 MiB steps keeping
+                                nothing, so a deflate bomb costs one step of memory)
         A 51 KB file nesting 600 sequences passed pydicom's reader and then took a worker
         to 24 GB re-writing it; a 1 MB deflated file inflated to 8.6 GB in one call.
-        A file cut short ends the walk (the reader reports it); a delimiter or element out
-        of place is corrupt_image, since the walk cannot vouch for what follows it.
+        A file cut short at the top level ends the walk (the reader reports it); a value
+        running past the end from inside a sequence, or a delimiter or element out of
+        place, is corrupt_image, since the walk cannot vouch for what follows it.
 
     inflate_bounded(data, *, max_bytes, keep=True) -> bytearray   # decoded_too_large
 
@@ -42,12 +45,11 @@ from pydicom.datadict import dictionary_VR
 
 from imaging.errors import ImagingError
 
-# Real objects nest a few levels (structured reports and RT plans perhaps a dozen); pydicom
-# reads each level with several Python frames and hits the interpreter's recursion limit
-# at about 300.
+# The 645 DICOM files of pydicom's, pydicom-data's and the shared corpus's test suites nest
+# at most 6 deep; pydicom's reader gave up (recursion) on undefined-length nesting between
+# 100 and 200 deep, and its writer went to 24 GB on defined-length nesting 600 deep.
 MAX_SEQUENCE_DEPTH = 64
-# A 3000-frame enhanced multi-frame object with its per-frame groups has some 200 000
-# elements; each costs pydicom about a kilobyte of Python objects.
+# The most in those files: 311,386 (a multi-frame brain volume with per-frame groups).
 MAX_ELEMENTS = 1_000_000
 # What a deflated data set may inflate to when the caller names no budget (readers of stored
 # files): the default of UPLOAD_MAX_DECODED_BYTES, so what intake accepted reads again.
