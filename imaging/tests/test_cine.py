@@ -95,6 +95,16 @@ def test_it_lists_one_row_per_box_across_frames(
     assert page.count("frames 1-8") == 3
 
 
+@pytest.mark.parametrize("role", ["admin", "outsider"])
+def test_it_refuses_the_region_groups_to_a_role_without_patient_access(
+    completed_scan: Scan, api: Any, request: pytest.FixtureRequest, role: str
+) -> None:
+    api.force_authenticate(request.getfixturevalue(role))
+    response = api.get(reverse("image-region-groups", args=[completed_scan.pk]))
+    assert response.status_code == 403
+    assert "box" not in response.content.decode()
+
+
 def test_it_detects_again_only_where_the_overlay_changes(counted: list[tuple[int, ...]]) -> None:
     frames = []
     for index in range(FRAMES):
