@@ -403,6 +403,8 @@ def encapsulated_frame_sizes(pixel_data: bytes) -> list[tuple[int, int] | None]:
 def check_frame_sizes(pixel_data: bytes, *, rows: int, columns: int) -> None:
     """inconsistent_image when a compressed frame declares a size other than the header's:
     the decoder would allocate for the codestream's size, whatever Rows and Columns say."""
+    if not pixel_data:
+        return
     for size in encapsulated_frame_sizes(pixel_data):
         if size != (columns, rows):
             found = "no readable size" if size is None else f"{size[0]}x{size[1]}"
