@@ -5,6 +5,7 @@ The detector here is the real one (imaging.detection.detect), wrapped only to co
 
 from __future__ import annotations
 
+import io
 from typing import Any
 
 import cv2
@@ -250,3 +251,24 @@ def test_peak_memory_grows_with_the_frame_size_not_the_frame_count(tmp_path: Any
     # with the same cines). Frame by frame, what grows is the compressed file (about 1.5 MiB
     # for 30 JPEG frames, held a few times: upload bytes, dataset, original copy).
     assert peaks[40] - peaks[10] < 30 * frame_mib, peaks
+
+
+def test_the_cine_benchmark_reports_time_calls_and_peak_memory(tmp_path: Any) -> None:
+    import json
+
+    from django.core.management import call_command
+
+    out = tmp_path / "cine.json"
+    call_command(
+        "bench_pipeline",
+        cine="2,3",
+        cine_size="160x120",
+        detector="imaging.tests.factories.bright_text_detector",
+        json_path=str(out),
+        stdout=io.StringIO(),
+    )
+    rows = json.loads(out.read_text())
+    assert [row["cine"]["frames"] for row in rows] == [2, 3]
+    for row in rows:
+        assert row["one_frame"]["frames"] == 1
+        assert row["cine"]["peak_rss_mib"] > 0 and row["cine"]["timings"]["total_ms"] > 0
