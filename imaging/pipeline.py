@@ -509,7 +509,8 @@ def pipeline_run(
 
     `data_regions` (an ultrasound's Sequence of Ultrasound Regions, `imaging.ultrasound`):
     ink outside all of them that no box covers is the scanner's annotation; it is sealed and
-    filled as an "annotation" region and the scan is flagged for review.
+    filled as an "annotation" region (covered, so no review is asked for; the regions list
+    shows them, and metrics["annotation_boxes"] counts them).
     """
     from imaging.grid import GridBox, draw_grid
     from imaging.redaction import fill_regions
@@ -715,8 +716,7 @@ def pipeline_run(
         fingerprint=prints,
         metrics=metrics,
         timings=timings,
-        # Ink the detector did not box outside the data regions: a person should look.
-        needs_review=bool(residual_first or annotations),
+        needs_review=bool(residual_first),
         residual=residual,
     )
 

@@ -8,9 +8,10 @@ A scanner lists the rectangles that hold image data (a B-mode sector, a Doppler 
 their physical scale. Everything outside them is the scanner's own drawing: patient name,
 date, hospital, settings, logos. So, as the deid project's `keepcoordinates` rule does, ink
 (bright pixels) outside every data region that no detection already covers is annotation:
-the pipeline seals and fills it as a region labelled "annotation" and flags the scan for
-review, since the detector did not see it. Calipers measure in the region's physical units:
-PhysicalDeltaX/Y per pixel in PhysicalUnitsX/YDirection (3 = cm, see PS3.3 C.8.5.5.1.15).
+the pipeline seals and fills it as a region labelled "annotation" (restorable like any
+region, listed for the technician's review like any region). Calipers measure in the
+region's physical units: PhysicalDeltaX/Y per pixel in PhysicalUnitsX/YDirection (3 = cm,
+see PS3.3 C.8.5.5.1.15).
 """
 
 from __future__ import annotations
