@@ -34,7 +34,13 @@ TIMING_LABELS = (
 
 
 # Detector classes as people say them.
-REGION_KINDS = {"phi_text": "Patient text", "tech_text": "Technical text", "barcode": "Barcode"}
+REGION_KINDS = {
+    "phi_text": "Patient text",
+    "tech_text": "Technical text",
+    "barcode": "Barcode",
+    # imaging.ultrasound: ink outside an ultrasound's data regions that no detection covered.
+    "annotation": "Scanner annotation",
+}
 
 
 def _regions(scan: Scan) -> list[Any]:
