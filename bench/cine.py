@@ -117,7 +117,7 @@ def process_cine(data: bytes, detector: Any, *, with_dicom: bool = False) -> dic
     decode (frames read one at a time), detect with static overlays reused, seal each region,
     fill, verify, draw the grid, and per frame write the redacted and grid PNGs and seal the
     redacted pixels (`imaging.sealed_frames`). With `with_dicom`, also the de-identified
-    DICOM copy, which is still written from the whole redacted array.
+    DICOM copy, written frame by frame into a file and encrypted from it, as the worker does.
 
     Returns stage timings (ms), the detector's counts and the process's peak RSS (MiB)."""
     import resource
@@ -176,10 +176,23 @@ def process_cine(data: bytes, detector: Any, *, with_dicom: bool = False) -> dic
         raw.close()
         if with_dicom:
             from imaging.identity import dicom_deidentify
+            from imaging.sealed_frames import FileFrames
 
-            with pipeline.timed(timings, "dicom_ms"):
-                redacted = np.memmap(f"{folder}/redacted.raw", dtype=dtype, mode="r", shape=shape)
-                dicom_deidentify(data, redacted, pixels_clean=True, regions=len(result.regions))
+            # As the worker does: frame by frame into a file, encrypted from it in chunks.
+            with (
+                pipeline.timed(timings, "dicom_ms"),
+                open(f"{folder}/redacted.raw", "rb") as frames_file,
+                open(f"{folder}/redacted.dcm", "w+b") as plain,
+                open(f"{folder}/redacted.dcm.enc", "wb") as sealed_copy,
+            ):
+                dicom_deidentify(
+                    data,
+                    FileFrames(frames_file, shape=shape, dtype=dtype),
+                    pixels_clean=True,
+                    regions=len(result.regions),
+                    out=plain,
+                )
+                crypto.encrypt_blob_file(key, plain, sealed_copy, aad=b"bench")
     timings["total_ms"] = (time.perf_counter() - start) * 1000.0
     return {
         "frames": int(shape[0]),

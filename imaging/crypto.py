@@ -59,10 +59,12 @@ import re
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import IO
 
 import numpy as np
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from django.conf import settings
@@ -237,6 +239,26 @@ def _open(key: bytes, header: bytes, nonce: bytes, sealed: bytes, aad: bytes) ->
 def encrypt_blob(key: bytes, plaintext: bytes, *, aad: bytes) -> bytes:
     """Encrypt under a data key; the header carries `data_key_id(key)`."""
     return _seal(key, data_key_id(key), plaintext, aad)
+
+
+def encrypt_blob_file(
+    key: bytes, source: IO[bytes], out: IO[bytes], *, aad: bytes, chunk: int = 1 << 20
+) -> None:
+    """`encrypt_blob` of `source`'s contents (from its start) written into `out`, a chunk at
+    a time: the same format (AES-GCM is a stream cipher with the tag at the end), so
+    `decrypt_blob` opens it, without the plaintext or the blob ever being in memory whole."""
+    _check_key(key)
+    header = _header(data_key_id(key))
+    nonce = os.urandom(NONCE_BYTES)
+    encryptor = Cipher(algorithms.AES(key), modes.GCM(nonce)).encryptor()
+    encryptor.authenticate_additional_data(header + aad)
+    out.write(header + nonce)
+    source.seek(0)
+    while block := source.read(chunk):
+        out.write(encryptor.update(block))
+    out.write(encryptor.finalize())
+    out.write(encryptor.tag)
+    out.flush()
 
 
 def decrypt_blob(key: bytes, blob: bytes, *, aad: bytes) -> bytes:

@@ -7,6 +7,9 @@ Interface (stable):
     decode_pixels(ds) -> np.ndarray            # frames first: (F, H, W) or (F, H, W, C)
     pixels_photometric(ds) -> str              # photometric interpretation OF decode_pixels
     write_redacted_dataset(ds_bytes, redacted_pixels) -> bytes
+    write_redacted_dataset_to(out, ds_bytes, redacted_pixels)   # the same, into a file
+    redacted_header(ds_bytes, redacted_pixels) -> RedactedHeader | None  # up to Pixel Data
+    write_pixel_data(out, redacted_pixels, implicit_vr=...)     # then the pixels, by frame
 
 "The decoded pixels" of a DICOM (what `decode_pixels` returns, what the pipeline crops and
 redacts, and what restore gives back pixel for pixel) are pydicom's default decoding of the
@@ -44,7 +47,7 @@ import io
 import struct
 import warnings
 from dataclasses import dataclass
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 import pydicom
@@ -485,17 +488,104 @@ def write_redacted_dataset(
     `decode_pixels` of it), written uncompressed or, with `syntax` "rle", "jpeg-ls" or
     "jpeg2000", losslessly compressed: never lossy. Raises ImagingError for a bad source,
     ValueError for a mismatch or an unknown `syntax`."""
+    out = io.BytesIO()
+    write_redacted_dataset_to(out, ds_bytes, redacted_pixels, syntax=syntax)
+    return out.getvalue()
+
+
+def write_redacted_dataset_to(
+    out: IO[bytes], ds_bytes: bytes, redacted_pixels: Any, *, syntax: str = "uncompressed"
+) -> None:
+    """`write_redacted_dataset` into `out`. Uncompressed, the pixel data is written one frame
+    at a time (`redacted_pixels` needs only `shape`, `dtype` and frame indexing, so frames
+    read from a file are never all in memory); a compressed `syntax` encodes the whole
+    array."""
+    header = redacted_header(ds_bytes, redacted_pixels, syntax=syntax)
+    if header is None:
+        out.write(_write_compressed(ds_bytes, redacted_pixels, syntax=syntax))
+        return
+    out.write(header.data)
+    write_pixel_data(out, redacted_pixels, implicit_vr=header.implicit_vr)
+
+
+@dataclass(frozen=True)
+class RedactedHeader:
+    data: bytes  # the redacted file up to (not including) its Pixel Data element
+    implicit_vr: bool  # the encoding its Pixel Data element is written in
+
+
+def redacted_header(
+    ds_bytes: bytes, redacted_pixels: Any, *, syntax: str = "uncompressed"
+) -> RedactedHeader | None:
+    """The file `write_redacted_dataset` writes, up to its Pixel Data element (the last one:
+    every element after the pixel data is dropped), for uncompressed output; None for a
+    compressed `syntax`, whose encoders take the whole array. `write_pixel_data` appends the
+    rest, so a header edited in between (`imaging.identity` de-identifies it) gets the
+    pixels without the file ever being parsed or held whole."""
     if syntax not in OUTPUT_SYNTAXES:
         raise ValueError(f"unknown output syntax {syntax!r}")
-    ds = read_dataset(ds_bytes)
+    if OUTPUT_SYNTAXES[syntax] is not None:
+        _check_pixels(read_dataset(ds_bytes, stop_before_pixels=True), redacted_pixels)
+        return None
+    ds, written = _redacted_dataset(ds_bytes, redacted_pixels)
+    ds.preamble = b"\x00" * PREAMBLE_BYTES
+    out = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        # force_encoding: a big-endian source is re-encoded as little endian here.
+        dcmwrite(
+            out,
+            ds,
+            little_endian=True,
+            implicit_vr=written.is_implicit_VR,
+            force_encoding=True,
+        )
+    return RedactedHeader(out.getvalue(), bool(written.is_implicit_VR))
+
+
+def write_pixel_data(out: IO[bytes], redacted_pixels: Any, *, implicit_vr: bool) -> None:
+    """The uncompressed little-endian Pixel Data element of `redacted_pixels`, written into
+    `out` one frame at a time (OB for 8-bit values, OW otherwise; padded to even length)."""
+    dtype = np.dtype(redacted_pixels.dtype)
+    frames = int(redacted_pixels.shape[0])
+    frame_bytes = int(np.prod(redacted_pixels.shape[1:], dtype=np.int64)) * dtype.itemsize
+    length = frames * frame_bytes
+    padded = length + (length % 2)  # DICOM values have even length.
+    if padded > 0xFFFFFFFE:
+        raise ValueError("the pixel data is too long for one DICOM value")
+    tag = struct.pack("<HH", _PIXEL_DATA_TAG >> 16, _PIXEL_DATA_TAG & 0xFFFF)
+    if implicit_vr:
+        out.write(tag + struct.pack("<I", padded))
+    else:
+        vr = b"OB" if dtype.itemsize == 1 else b"OW"
+        out.write(tag + vr + b"\x00\x00" + struct.pack("<I", padded))
+    little = dtype.newbyteorder("<")
+    for index in range(frames):
+        frame = np.asarray(redacted_pixels[index])
+        out.write(np.ascontiguousarray(frame.astype(little, copy=False)).tobytes())
+    if padded != length:
+        out.write(b"\x00")
+
+
+def _check_pixels(ds: Dataset, redacted_pixels: Any) -> Geometry:
     shape = geometry(ds)
     expected: tuple[int, ...] = (shape.frames, shape.rows, shape.columns)
     if shape.samples > 1:
         expected += (shape.samples,)
     if tuple(redacted_pixels.shape) != expected:
         raise ValueError(f"redacted pixels are {redacted_pixels.shape}, the dataset is {expected}")
-    if redacted_pixels.dtype.kind not in "ui" or redacted_pixels.dtype.itemsize > 4:
+    dtype = np.dtype(redacted_pixels.dtype)
+    if dtype.kind not in "ui" or dtype.itemsize > 4:
         raise ValueError(f"unsupported pixel dtype {redacted_pixels.dtype}")
+    return shape
+
+
+def _redacted_dataset(ds_bytes: bytes, redacted_pixels: Any) -> tuple[FileDataset, UID]:
+    """The source's data set with every attribute of the redacted pixel data set (encoding,
+    photometric, bits) and without its Pixel Data or anything after it; the syntax written."""
+    ds = read_dataset(ds_bytes, stop_before_pixels=True)
+    shape = _check_pixels(ds, redacted_pixels)
+    dtype = np.dtype(redacted_pixels.dtype)
 
     source_syntax = UID(str(ds.file_meta.TransferSyntaxUID))
     written = (
@@ -506,11 +596,7 @@ def write_redacted_dataset(
     if not source_syntax.is_little_endian:
         _swap_binary_values(ds)
 
-    little = redacted_pixels.astype(redacted_pixels.dtype.newbyteorder("<"), copy=False)
-    data = np.ascontiguousarray(little).tobytes()
-    if len(data) % 2:
-        data += b"\x00"  # DICOM values have even length.
-    bits_allocated = redacted_pixels.dtype.itemsize * 8
+    bits_allocated = dtype.itemsize * 8
     # Encapsulation and compressed-frame tables describe the old encoding: drop them.
     for keyword in ("ExtendedOffsetTable", "ExtendedOffsetTableLengths"):
         if keyword in ds:
@@ -521,27 +607,35 @@ def write_redacted_dataset(
     # group 0000 "elements" that zero bytes padding a file parse as (no file may hold one).
     tags = list(ds.keys())
     for tag in tags:
-        if int(tag) > _PIXEL_DATA_TAG or tag.group == 0x0000:
+        if int(tag) >= _PIXEL_DATA_TAG or tag.group == 0x0000:
             del ds[tag]
-    ds.PixelData = data
-    ds["PixelData"].VR = "OB" if bits_allocated == 8 else "OW"
-    ds["PixelData"].is_undefined_length = False
     ds.PhotometricInterpretation = pixels_photometric(ds)
     ds.BitsAllocated = bits_allocated
     if int(ds.get("BitsStored") or 0) > bits_allocated or int(ds.get("BitsStored") or 0) < 1:
         ds.BitsStored = bits_allocated
     ds.HighBit = int(ds.BitsStored) - 1
-    ds.PixelRepresentation = 1 if redacted_pixels.dtype.kind == "i" else 0
+    ds.PixelRepresentation = 1 if dtype.kind == "i" else 0
     if shape.samples > 1:
         ds.PlanarConfiguration = 0
-    if OUTPUT_SYNTAXES[syntax] is not None:
-        written = _compress_lossless(ds, OUTPUT_SYNTAXES[syntax], written)
+    return ds, written
 
+
+def _write_compressed(ds_bytes: bytes, redacted_pixels: Any, *, syntax: str) -> bytes:
+    """The whole redacted file, its pixel data losslessly compressed with `syntax`."""
+    ds, written = _redacted_dataset(ds_bytes, redacted_pixels)
+    little = np.asarray(redacted_pixels)
+    little = little.astype(little.dtype.newbyteorder("<"), copy=False)
+    data = np.ascontiguousarray(little).tobytes()
+    if len(data) % 2:
+        data += b"\x00"  # DICOM values have even length.
+    ds.PixelData = data
+    ds["PixelData"].VR = "OB" if little.dtype.itemsize == 1 else "OW"
+    ds["PixelData"].is_undefined_length = False
+    written = _compress_lossless(ds, OUTPUT_SYNTAXES[syntax], written)
     ds.preamble = b"\x00" * PREAMBLE_BYTES
     out = io.BytesIO()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        # force_encoding: a big-endian source is re-encoded as little endian here.
         dcmwrite(
             out,
             ds,

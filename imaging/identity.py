@@ -28,12 +28,12 @@ UIDs, pseudonym and dates.
 from __future__ import annotations
 
 import functools
+import io
 import json
 from collections import Counter
 from dataclasses import dataclass
-from typing import Any
+from typing import IO, Any
 
-import numpy as np
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from django.conf import settings
@@ -70,7 +70,7 @@ PATIENT_KEYWORDS = (
 
 @dataclass(frozen=True)
 class DeidOutcome:
-    data: bytes  # the de-identified DICOM file, with the redacted pixels
+    data: bytes  # the de-identified DICOM file, with the redacted pixels (b"" if written to `out`)
     removed_values: dict[str, dict[str, Any]]  # imaging.deid's originals: identity, secret
     date_shift_days: int  # part of the identity: it turns shifted dates back into real ones
     pseudonym: str
@@ -156,21 +156,32 @@ def _patient_key(header: Any) -> str:
 
 def dicom_deidentify(
     source: bytes,
-    redacted_pixels: np.ndarray,
+    redacted_pixels: Any,
     *,
     pixels_clean: bool,
     regions: int,
+    out: IO[bytes] | None = None,
 ) -> DeidOutcome:
     """`source` (a validated DICOM file) with `redacted_pixels` in place of its pixel data and
     its header de-identified. ImagingError("corrupt_image") for a file the profile cannot
-    walk (an element that does not decode)."""
+    walk (an element that does not decode).
+
+    Uncompressed output (DICOM_OUTPUT_SYNTAX "uncompressed") is built frame by frame: the
+    profile runs on the redacted header alone and the pixel data is appended after it one
+    frame at a time (`redacted_pixels` needs only `shape`, `dtype` and frame indexing), so
+    with `out` (a file) a cine's frames are never all in memory; the outcome's `data` is then
+    empty and the file is in `out`. The bytes are the same as de-identifying the whole file."""
     header = dicom.read_dataset(source, stop_before_pixels=True)
     days = deid.patient_date_shift(_patient_key(header), date_secret())
     pseudonym = deid.patient_pseudonym(str(header.get("PatientID", "") or ""), uid_secret())
     options = deid_options(pixels_clean=pixels_clean)
-    redacted = dicom.write_redacted_dataset(
-        source, redacted_pixels, syntax=settings.DICOM_OUTPUT_SYNTAX
-    )
+    syntax = settings.DICOM_OUTPUT_SYNTAX
+    redacted_header = dicom.redacted_header(source, redacted_pixels, syntax=syntax)
+    if redacted_header is None:  # compressed output: its encoders take the whole array
+        redacted = dicom.write_redacted_dataset(source, redacted_pixels, syntax=syntax)
+    else:
+        # The Pixel Data element is the file's last: the profile never touches it.
+        redacted = redacted_header.data
     try:
         result = deid.deidentify(
             redacted,
@@ -183,27 +194,38 @@ def dicom_deidentify(
         )
     except deid.DeidError as exc:
         raise ImagingError("corrupt_image", "The DICOM header could not be de-identified.") from exc
-    out = dicom.read_dataset(result.data, stop_before_pixels=True)
-    instance = out.get("InstanceNumber")
+    data = result.data
+    if redacted_header is not None:
+        whole = io.BytesIO() if out is None else None
+        target = whole if whole is not None else out
+        assert target is not None
+        target.write(result.data)
+        dicom.write_pixel_data(target, redacted_pixels, implicit_vr=redacted_header.implicit_vr)
+        data = whole.getvalue() if whole is not None else b""
+    elif out is not None:
+        out.write(data)
+        data = b""
+    deidentified = dicom.read_dataset(result.data, stop_before_pixels=True)
+    instance = deidentified.get("InstanceNumber")
     try:
         instance_number = int(instance) if instance not in (None, "") else None
     except (TypeError, ValueError):
         instance_number = None
     scanner = " ".join(
-        str(out.get(k, "") or "").strip()
+        str(deidentified.get(k, "") or "").strip()
         for k in ("Manufacturer", "ManufacturerModelName", "DeviceSerialNumber")
     ).strip()
     return DeidOutcome(
-        data=result.data,
+        data=data,
         removed_values=result.removed_values,
         date_shift_days=days,
         pseudonym=pseudonym,
         report=deid_report(result, regions=regions, pixels_clean=pixels_clean),
-        study_uid=str(out.get("StudyInstanceUID", "") or "")[:64],
-        series_uid=str(out.get("SeriesInstanceUID", "") or "")[:64],
-        sop_instance_uid=str(out.get("SOPInstanceUID", "") or "")[:64],
+        study_uid=str(deidentified.get("StudyInstanceUID", "") or "")[:64],
+        series_uid=str(deidentified.get("SeriesInstanceUID", "") or "")[:64],
+        sop_instance_uid=str(deidentified.get("SOPInstanceUID", "") or "")[:64],
         instance_number=instance_number,
-        modality=str(out.get("Modality", "") or "")[:16],
+        modality=str(deidentified.get("Modality", "") or "")[:16],
         scanner=scanner[:128],
     )
 

@@ -5,6 +5,7 @@ without ever holding all of them.
     writer.add(frame)  # F times, in order
     writer.close()
     unseal_frames(blob, data_key, aad=...) -> np.ndarray     # the exact stack
+    FileFrames(handle, shape=..., dtype=...)[i] -> np.ndarray  # raw frames read one by one
 
 Layout: MAGIC, then sealed chunks, each an 8-byte big-endian length and an AES-GCM blob
 (`imaging.crypto.encrypt_blob`). Chunk 0 holds the dtype, shape and chunk count; chunk i+1
@@ -15,6 +16,7 @@ the count, so a chunk moved, dropped, repeated or taken from another scan fails 
 from __future__ import annotations
 
 import json
+import os
 import struct
 from typing import IO, Any
 
@@ -75,6 +77,31 @@ class SealedFramesWriter:
         if self.index != self.count:
             raise ValueError(f"{self.index - 1} frames written of {self.shape[0]}")
         self.handle.flush()
+
+
+class FileFrames:
+    """A stack of frames stored raw, one after another, in an open file: each frame is read
+    when it is indexed (`frames[i]`, a fresh array), so going through a cine holds one frame,
+    where a memory map would keep every page it touched resident. Enough of an array for
+    `imaging.dicom.write_pixel_data`: `shape`, `dtype`, `len` and frame indexing."""
+
+    def __init__(self, handle: IO[bytes], *, shape: tuple[int, ...], dtype: Any) -> None:
+        handle.flush()
+        self.handle = handle
+        self.shape = tuple(int(v) for v in shape)
+        self.dtype = np.dtype(dtype)
+        self.frame_bytes = int(np.prod(self.shape[1:], dtype=np.int64)) * self.dtype.itemsize
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, index: int) -> np.ndarray:
+        if not 0 <= index < self.shape[0]:
+            raise IndexError(index)
+        data = os.pread(self.handle.fileno(), self.frame_bytes, index * self.frame_bytes)
+        if len(data) != self.frame_bytes:
+            raise ValueError(f"frame {index} is incomplete in the file")
+        return np.frombuffer(data, dtype=self.dtype).reshape(self.shape[1:])
 
 
 def unseal_frames(blob: bytes, data_key: bytes, *, aad: bytes) -> np.ndarray:

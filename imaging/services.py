@@ -467,6 +467,9 @@ class _OutputWriter:
         return np.memmap(self.raw_file, dtype=self.dtype, mode="r", shape=self.shape)
 
     def finish(self, *, needs_review: bool, regions: int) -> dict[str, Any]:
+        import tempfile
+
+        from imaging.sealed_frames import FileFrames
         from imaging.storage import storage_write_file
 
         self.sealed.close()
@@ -478,22 +481,27 @@ class _OutputWriter:
 
             # The redacted pixels under a de-identified header (PS3.15 Annex E). Sealed all
             # the same: it is what exports hand out, and restore renders with its header.
-            try:
-                deidentified = dicom_deidentify(
-                    self.image.clean_bytes,
-                    self.redacted_pixels(),
-                    pixels_clean=not needs_review,
-                    regions=regions,
+            # Written frame by frame into a temporary file and encrypted from it in chunks
+            # (the same blob as crypto.encrypt_blob), so a cine's copy is never in memory.
+            with tempfile.TemporaryFile() as plain, tempfile.TemporaryFile() as sealed:
+                try:
+                    deidentified = dicom_deidentify(
+                        self.image.clean_bytes,
+                        FileFrames(self.raw_file, shape=self.shape, dtype=self.dtype),
+                        pixels_clean=not needs_review,
+                        regions=regions,
+                        out=plain,
+                    )
+                except ImagingError:
+                    raise ProcessingFailure(FailureReason.DECODE_FAILED) from None
+                identity = identity_seal(
+                    deidentified, data_key=self.data_key, scan_ref=self.scan_ref
                 )
-            except ImagingError:
-                raise ProcessingFailure(FailureReason.DECODE_FAILED) from None
-            identity = identity_seal(deidentified, data_key=self.data_key, scan_ref=self.scan_ref)
-            redacted_path = self.put(
-                "redacted.dcm.enc",
-                crypto.encrypt_blob(
-                    self.data_key, deidentified.data, aad=_redacted_dataset_aad(self.scan_ref)
-                ),
-            )
+                crypto.encrypt_blob_file(
+                    self.data_key, plain, sealed, aad=_redacted_dataset_aad(self.scan_ref)
+                )
+                redacted_path = storage_write_file(f"{self.base}/redacted.dcm.enc", sealed)
+                self.written.append(redacted_path)
         else:
             redacted_path = self.paths["redacted"][0]
         return {
