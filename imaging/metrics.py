@@ -137,6 +137,9 @@ def _changed(original: np.ndarray, redacted: np.ndarray) -> np.ndarray:
 
 
 def ssim(original: np.ndarray, redacted: np.ndarray, *, frames: bool = False) -> float:
+    # A lazily decoded cine (validation.FrameStack) is read whole here: callers that must stay
+    # within one frame's memory score frame by frame instead.
+    original, redacted = np.asarray(original), np.asarray(redacted)
     _check_pair(original, redacted)
     data_range = _data_range(original)
     if frames:
@@ -152,6 +155,7 @@ def psnr(original: np.ndarray, redacted: np.ndarray, *, frames: bool = False) ->
     SSIM), with the squared error summed only over the rectangle that holds every change:
     the rest contributes zero, and a redaction changes a few percent of an image.
     """
+    original, redacted = np.asarray(original), np.asarray(redacted)
     _check_pair(original, redacted)
     changed = _changed(original, redacted) if not frames else None
     if frames:

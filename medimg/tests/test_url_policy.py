@@ -161,6 +161,7 @@ POLICY: list[Rule] = [
     # Viewer and QC (imaging/apis_viewing.py): frames, clusters and studies for clinical
     # roles; the QC outlier report (statistics, no images) for doctors and admins.
     Rule("api/images/<int:scan_id>/frames/", "GET", _API_CLINICAL),
+    Rule("api/images/<int:scan_id>/region-groups/", "GET", _API_CLINICAL),
     Rule("api/images/<int:scan_id>/clusters/", "GET", _API_CLINICAL, query={"k": "3"}),
     Rule("api/images/<int:scan_id>/clusters/image/", "GET", _API_CLINICAL),
     Rule("api/patients/<str:patient_id>/studies/", "GET", _API_CLINICAL),
