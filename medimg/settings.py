@@ -446,6 +446,10 @@ UPLOAD_ARCHIVE_MAX_UNCOMPRESSED = env_int(
 )
 # Doctors must say why before an original is restored (the reason goes in the audit log).
 MEDIMG_RESTORE_REASON_REQUIRED = env_bool("MEDIMG_RESTORE_REASON_REQUIRED", False)
+# Django's caps on a request: the first counts the non-file part of a body only (every upload
+# endpoint takes multipart, whose files are not counted), so it does not cap a 1 GiB DICOM;
+# files past the second stream to a temporary file instead of memory. The size of a file is
+# refused by kind in imaging.services before it is read (and by nginx, docs/deployment.md).
 DATA_UPLOAD_MAX_MEMORY_SIZE = UPLOAD_MAX_BYTES + 1024 * 1024
 FILE_UPLOAD_MAX_MEMORY_SIZE = 2_621_440
 # Local disk writes are temp file + fsync + rename (imaging.storage); S3 can replace it here.
