@@ -528,6 +528,11 @@ def redacted_header(
         _check_pixels(read_dataset(ds_bytes, stop_before_pixels=True), redacted_pixels)
         return None
     ds, written = _redacted_dataset(ds_bytes, redacted_pixels)
+    return RedactedHeader(_little_endian_file(ds, written), bool(written.is_implicit_VR))
+
+
+def _little_endian_file(ds: Dataset, written: UID) -> bytes:
+    """The Part 10 file of `ds` in the little-endian encoding of the syntax `written`."""
     ds.preamble = b"\x00" * PREAMBLE_BYTES
     out = io.BytesIO()
     with warnings.catch_warnings():
@@ -540,7 +545,7 @@ def redacted_header(
             implicit_vr=written.is_implicit_VR,
             force_encoding=True,
         )
-    return RedactedHeader(out.getvalue(), bool(written.is_implicit_VR))
+    return out.getvalue()
 
 
 def write_pixel_data(out: IO[bytes], redacted_pixels: Any, *, implicit_vr: bool) -> None:
@@ -632,18 +637,7 @@ def _write_compressed(ds_bytes: bytes, redacted_pixels: Any, *, syntax: str) -> 
     ds["PixelData"].VR = "OB" if little.dtype.itemsize == 1 else "OW"
     ds["PixelData"].is_undefined_length = False
     written = _compress_lossless(ds, OUTPUT_SYNTAXES[syntax], written)
-    ds.preamble = b"\x00" * PREAMBLE_BYTES
-    out = io.BytesIO()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        dcmwrite(
-            out,
-            ds,
-            little_endian=True,
-            implicit_vr=written.is_implicit_VR,
-            force_encoding=True,
-        )
-    return out.getvalue()
+    return _little_endian_file(ds, written)
 
 
 # Binary VRs whose values pydicom keeps as the file's bytes: re-encoding a big-endian file as
