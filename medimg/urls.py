@@ -2,7 +2,12 @@ from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
+from medimg import health
+
 urlpatterns = [
+    # Liveness and readiness for load balancers and orchestrators (medimg/health.py).
+    path("healthz", health.liveness, name="healthz"),
+    path("healthz/ready", health.readiness, name="healthz-ready"),
     path("", include("accounts.urls_pages")),
     path("", include("medimg.urls_pages")),
     path("admin/", admin.site.urls),
