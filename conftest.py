@@ -1,4 +1,15 @@
-"""Shared fixtures: one persona per role, plus an outsider with no role at all."""
+"""Shared fixtures: one persona per role, plus an outsider with no role at all.
+
+Departments: the technician (tina) and the doctor (doris) both work in `department`
+(Radiology), so they see each other's patients as every test before departments assumed. The
+other-department personas (`other_technician` otto, `other_doctor` olga) work in
+`other_department` (Cardiology) and must see none of those patients.
+
+A patient a test creates straight through the ORM gets its departments the way
+`patients.services.patient_create` gives them: its creator's departments, or `department`
+when it has no creator (or the creator has none). A test that wants to set a patient's
+departments itself is marked `@pytest.mark.own_departments`.
+"""
 
 from __future__ import annotations
 
@@ -21,14 +32,71 @@ PASSWORD = "correct-horse-battery-staple-42"
 CHROMIUM = Path("/usr/bin/chromium")
 
 
-def _make_user(django_user_model: Any, username: str, role: str) -> Any:
-    return django_user_model.objects.create_user(
+DEPARTMENT = ("radiology", "Radiology")
+OTHER_DEPARTMENT = ("cardiology", "Cardiology")
+
+
+def pytest_configure(config: Any) -> None:
+    config.addinivalue_line(
+        "markers",
+        "own_departments: patients created through the ORM get no department automatically",
+    )
+
+
+def _department(slug: str, name: str) -> Any:
+    from accounts.models import Department
+
+    return Department.objects.get_or_create(slug=slug, defaults={"name": name})[0]
+
+
+def _make_user(
+    django_user_model: Any, username: str, role: str, departments: tuple[Any, ...] = ()
+) -> Any:
+    user = django_user_model.objects.create_user(
         username=username,
         password=PASSWORD,
         role=role,
         is_staff=role == Role.ADMIN,
         is_superuser=role == Role.ADMIN,
     )
+    if departments:
+        user.departments.set(departments)
+    return user
+
+
+@pytest.fixture
+def department(db: Any) -> Any:
+    """The department the technician and the doctor share."""
+    return _department(*DEPARTMENT)
+
+
+@pytest.fixture
+def other_department(db: Any) -> Any:
+    return _department(*OTHER_DEPARTMENT)
+
+
+@pytest.fixture(autouse=True)
+def _patients_join_departments(request: pytest.FixtureRequest) -> Iterator[None]:
+    """ORM-made patients belong where patient_create would put them (see the docstring)."""
+    if request.node.get_closest_marker("own_departments") is not None:
+        yield
+        return
+    from django.db.models.signals import post_save
+
+    from patients.models import Patient
+
+    def join(sender: Any, instance: Any, created: bool, raw: bool = False, **kwargs: Any) -> None:
+        if not created or raw:
+            return
+        creator = instance.created_by
+        departments = list(creator.departments.all()) if creator is not None else []
+        instance.departments.add(*(departments or [_department(*DEPARTMENT)]))
+
+    post_save.connect(join, sender=Patient, dispatch_uid="tests-patients-join-departments")
+    try:
+        yield
+    finally:
+        post_save.disconnect(sender=Patient, dispatch_uid="tests-patients-join-departments")
 
 
 @pytest.fixture
@@ -37,13 +105,25 @@ def password() -> str:
 
 
 @pytest.fixture
-def technician(django_user_model: Any) -> Any:
-    return _make_user(django_user_model, "tina", Role.TECHNICIAN)
+def technician(django_user_model: Any, department: Any) -> Any:
+    return _make_user(django_user_model, "tina", Role.TECHNICIAN, (department,))
 
 
 @pytest.fixture
-def doctor(django_user_model: Any) -> Any:
-    return _make_user(django_user_model, "doris", Role.DOCTOR)
+def doctor(django_user_model: Any, department: Any) -> Any:
+    return _make_user(django_user_model, "doris", Role.DOCTOR, (department,))
+
+
+@pytest.fixture
+def other_technician(django_user_model: Any, other_department: Any) -> Any:
+    """A technician of another department: sees none of the technician's patients."""
+    return _make_user(django_user_model, "otto", Role.TECHNICIAN, (other_department,))
+
+
+@pytest.fixture
+def other_doctor(django_user_model: Any, other_department: Any) -> Any:
+    """A doctor of another department: sees none of the doctor's patients."""
+    return _make_user(django_user_model, "olga", Role.DOCTOR, (other_department,))
 
 
 @pytest.fixture

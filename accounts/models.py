@@ -14,10 +14,27 @@ class Role(models.TextChoices):
 CLINICAL_ROLES = frozenset({Role.TECHNICIAN, Role.DOCTOR})
 
 
+class Department(models.Model):
+    """A unit of care (Radiology, Cardiology). Clinical users and patients belong to one or
+    more; a clinical user sees the patients of their departments (patients.models)."""
+
+    name = models.CharField(max_length=100, unique=True)
+    slug = models.SlugField(max_length=50, unique=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
 class User(AbstractUser):
     """A user with exactly one role. Only an admin (Django admin or `adduser`) sets it."""
 
     role = models.CharField(max_length=16, choices=Role.choices)
+    # Where the user works. Patients are visible through a shared department (or the care
+    # team, or an emergency grant): see PatientQuerySet.visible_to.
+    departments = models.ManyToManyField(Department, blank=True, related_name="members")
     # Access and refresh tokens issued before this moment are refused (accounts.tokens). Set
     # by accounts.services when the password changes or the account is deactivated.
     tokens_valid_after = models.DateTimeField(null=True, blank=True, editable=False)

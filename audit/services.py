@@ -20,6 +20,16 @@ from django.utils.ipv6 import clean_ipv6_address
 from audit.chain import GENESIS_HASH, anchor_mac, entry_hash, signing_key
 from audit.export import write_export
 from audit.models import Action, AuditAnchor, AuditEvent, Outcome
+from audit.pseudonyms import (
+    MARK_KEY,
+    MARK_VERSION,
+    PATIENT_ID_KEYS,
+    PATIENT_TARGET,
+    SEARCH_HASH_KEY,
+    SEARCH_KEY,
+    patient_reference,
+    search_term_hash,
+)
 from audit.selectors import chain_events, chain_snapshot, sequence_range
 
 # Enough to tell browsers and clients apart; anything longer is the sender's padding, kept in
@@ -67,6 +77,31 @@ def _jsonable(details: dict[str, Any] | None) -> dict[str, Any]:
     return _stable_numbers(json.loads(text))
 
 
+def _without_identifiers(
+    target_type: str, target_id: str, details: dict[str, Any] | None
+) -> tuple[str, dict[str, Any] | None]:
+    """Admins read the log: a patient is written as its keyed reference, never its hospital id,
+    and a search term as its keyed hash (audit.pseudonyms). Such events are marked, so that a
+    reader knows they need no mapping (events from before hold the ids; see pseudonyms)."""
+    marked = False
+    if target_type == PATIENT_TARGET and target_id:
+        target_id = patient_reference(target_id)
+        marked = True
+    if details:
+        details = dict(details)
+        for key in PATIENT_ID_KEYS:
+            if details.get(key) not in (None, ""):
+                details[key] = patient_reference(str(details[key]))
+                marked = True
+        if SEARCH_KEY in details:
+            term = details.pop(SEARCH_KEY)
+            details[SEARCH_HASH_KEY] = search_term_hash(str(term or ""))
+            marked = True
+    if marked:
+        details = {**(details or {}), MARK_KEY: MARK_VERSION}
+    return target_id, details
+
+
 def audit_record(
     *,
     action: Action | str,
@@ -90,6 +125,7 @@ def audit_record(
     if target is not None:
         target_type = target_type or target._meta.model_name or ""
         target_id = target_id or str(target.pk)
+    target_id, details = _without_identifiers(target_type, str(target_id), details)
     user_agent = request.META.get("HTTP_USER_AGENT", "") if request is not None else ""
 
     fields: dict[str, Any] = {

@@ -44,10 +44,11 @@ class FailureReason(models.TextChoices):
 
 class ScanQuerySet(models.QuerySet["Scan"]):
     def visible_to(self, user: Any) -> ScanQuerySet:
-        """Every query for scans starts here: clinical roles see scans, no one else."""
+        """Every query for scans starts here: the scans of the patients `user` may see
+        (Patient.objects.visible_to holds the rule: department, care team, emergency access)."""
         if user is None or not getattr(user, "is_clinical", False):
             return self.none()
-        return self.all()
+        return self.filter(patient__in=Patient.objects.visible_to(user).values("pk"))
 
 
 class Scan(models.Model):

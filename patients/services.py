@@ -13,6 +13,7 @@ from django.db import IntegrityError, transaction
 from django.http import HttpRequest
 from rest_framework import status
 
+from accounts.models import Department
 from audit.models import Action
 from audit.services import audit_record
 from medimg.errors import ApplicationError
@@ -97,9 +98,19 @@ def patient_create(
     created_by: Any,
     request: HttpRequest | None = None,
 ) -> Patient:
-    """Create a patient record. Technicians only; a duplicate hospital id is a 409."""
+    """Create a patient record. Technicians only; a duplicate hospital id is a 409.
+
+    The record belongs to the technician's departments, so the technician and their
+    colleagues see it; a technician in no department cannot create one (nobody would see it).
+    """
     if not getattr(created_by, "is_technician", False):
         raise _forbidden("Only lab technicians create patient records.")
+    departments = list(created_by.departments.order_by("slug"))
+    if not departments:
+        raise _forbidden(
+            "You belong to no department, so nobody could see the record; "
+            "ask an administrator to add you to one."
+        )
     patient = Patient(
         id=validate_patient_id(id),
         name=_clean_name(name),
@@ -118,7 +129,14 @@ def patient_create(
             f"A patient with id {patient.id!r} already exists.",
             status_code=status.HTTP_409_CONFLICT,
         ) from None
-    audit_record(action=Action.PATIENT_CREATED, actor=created_by, target=patient, request=request)
+    patient.departments.set(departments)
+    audit_record(
+        action=Action.PATIENT_CREATED,
+        actor=created_by,
+        target=patient,
+        request=request,
+        details={"departments": [department.slug for department in departments]},
+    )
     return patient
 
 
@@ -172,3 +190,78 @@ def patient_note_add(
         details={"note_id": note.id},
     )
     return note
+
+
+def _department_staff(actor: Any, patient: Patient) -> bool:
+    return patient.departments.filter(members=actor).exists()
+
+
+@transaction.atomic
+def patient_set_departments(
+    *,
+    patient: Patient,
+    departments: Any,
+    actor: Any,
+    request: HttpRequest | None = None,
+) -> Patient:
+    """Set the departments a patient record belongs to (at least one).
+
+    Clinical staff of one of the record's current departments only: a care-team member or a
+    user with emergency access may read the record but not move it. Audited with the
+    department slugs before and after.
+    """
+    if not getattr(actor, "is_clinical", False) or not _department_staff(actor, patient):
+        raise _forbidden("Only clinical staff of the patient's department change its departments.")
+    unique = {department.pk: department for department in departments}
+    wanted = sorted(unique.values(), key=lambda department: department.slug)
+    if not wanted:
+        raise ApplicationError(
+            "invalid_departments", "A patient record must belong to at least one department."
+        )
+    given = [department.pk for department in wanted]
+    known = set(Department.objects.filter(pk__in=given).values_list("pk", flat=True))
+    if len(known) != len(wanted):
+        raise ApplicationError("invalid_departments", "Unknown department.")
+    before = sorted(patient.departments.values_list("slug", flat=True))
+    after = sorted(department.slug for department in wanted)
+    if before != after:
+        patient.departments.set(wanted)
+    audit_record(
+        action=Action.PATIENT_DEPARTMENTS_CHANGED,
+        actor=actor,
+        target=patient,
+        request=request,
+        details={"from": before, "to": after},
+    )
+    return patient
+
+
+@transaction.atomic
+def patient_set_care_team(
+    *,
+    patient: Patient,
+    members: Any,
+    actor: Any,
+    request: HttpRequest | None = None,
+) -> Patient:
+    """Name the clinical users on a patient's care team (they see the record wherever they
+    work). Clinical staff of the patient's departments only; audited with user ids."""
+    if not getattr(actor, "is_clinical", False) or not _department_staff(actor, patient):
+        raise _forbidden("Only clinical staff of the patient's department change its care team.")
+    wanted = {member.pk: member for member in members}
+    if any(not getattr(member, "is_clinical", False) for member in wanted.values()):
+        raise ApplicationError(
+            "invalid_care_team", "Only active technicians and doctors can be on a care team."
+        )
+    before = sorted(patient.care_team.values_list("pk", flat=True))
+    after = sorted(wanted)
+    if before != after:
+        patient.care_team.set(list(wanted.values()))
+    audit_record(
+        action=Action.PATIENT_CARE_TEAM_CHANGED,
+        actor=actor,
+        target=patient,
+        request=request,
+        details={"from": before, "to": after},
+    )
+    return patient

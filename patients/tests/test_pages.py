@@ -138,7 +138,7 @@ def test_it_audits_the_view(client: Client, doctor: Any, patient: Patient) -> No
     page(client, doctor, patient.id)
     event = AuditEvent.objects.get(action=Action.PATIENT_VIEWED)
     assert event.actor_id == doctor.id
-    assert event.target_id == patient.id
+    assert event.target_id == patient.reference
 
 
 def test_it_paginates_the_scans(client: Client, technician: Any, patient: Patient) -> None:

@@ -9,6 +9,7 @@ from django.http import Http404
 from django.utils import timezone
 
 from audit.models import Action, AuditEvent, Outcome
+from audit.pseudonyms import search_term_hash
 from patients.models import Patient, PatientNote
 from patients.selectors import patient_get, patient_list, patient_lookup, patient_note_list
 
@@ -81,11 +82,14 @@ def test_it_audits_the_search_term_and_filters(doctor: Any, ward: list[Patient])
     event = AuditEvent.objects.get(action=Action.PATIENT_LISTED)
     assert event.actor == doctor
     assert event.outcome == Outcome.SUCCESS
+    # The term is stored as its keyed hash, never in clear (audit.pseudonyms).
     assert event.details == {
-        "search": "hopper",
+        "search_hmac": search_term_hash("hopper"),
         "filters": {"min_age": 18},
         "ordering": "-created_at",
+        "pseudonyms": 1,
     }
+    assert "hopper" not in str(event.details)
 
 
 @pytest.mark.parametrize("persona", ["admin", "outsider"])
@@ -107,7 +111,7 @@ def test_it_gets_one_patient_and_audits_the_view(technician: Any, patient: Patie
 
     assert (found.pk, found.note_count) == (patient.pk, 0)
     event = AuditEvent.objects.get(action=Action.PATIENT_VIEWED)
-    assert (event.actor, event.target_id) == (technician, patient.id)
+    assert (event.actor, event.target_id) == (technician, patient.reference)
 
 
 def test_it_looks_up_without_auditing(technician: Any, patient: Patient) -> None:
@@ -122,7 +126,10 @@ def test_it_lists_notes_oldest_first(doctor: Any, patient: Patient) -> None:
     second = PatientNote.objects.create(patient=patient, author=doctor, text="second")
 
     assert list(patient_note_list(user=doctor, patient_id=patient.id)) == [first, second]
-    assert AuditEvent.objects.get(action=Action.PATIENT_VIEWED).details == {"part": "notes"}
+    assert AuditEvent.objects.get(action=Action.PATIENT_VIEWED).details == {
+        "part": "notes",
+        "pseudonyms": 1,
+    }
 
 
 def test_it_shows_a_deactivated_technician_nothing(technician: Any, patient: Patient) -> None:

@@ -23,7 +23,13 @@ def test_it_creates_a_patient_and_audits_it(technician: Any) -> None:
         technician,
     )
     event = AuditEvent.objects.get(action=Action.PATIENT_CREATED)
-    assert (event.actor, event.target_type, event.target_id) == (technician, "patient", patient.id)
+    assert (event.actor, event.target_type, event.target_id) == (
+        technician,
+        "patient",
+        patient.reference,
+    )
+    assert event.details == {"departments": ["radiology"], "pseudonyms": 1}
+    assert list(stored.departments.values_list("slug", flat=True)) == ["radiology"]
 
 
 def test_it_refuses_a_duplicate_id_with_409(technician: Any, patient: Patient) -> None:
@@ -109,7 +115,7 @@ def test_it_updates_only_changed_fields_and_audits_names_not_values(
     assert (stored.name, stored.age, stored.note) == ("Grace B. Hopper", 54, "Allergic to latex.")
     assert stored.updated_at > before
     event = AuditEvent.objects.get(action=Action.PATIENT_UPDATED)
-    assert event.details == {"changed": ["name"]}
+    assert event.details == {"changed": ["name"], "pseudonyms": 1}
     assert "Grace" not in str(event.details)
 
 
@@ -138,8 +144,8 @@ def test_it_adds_a_doctors_note_and_audits_it(doctor: Any, patient: Patient) -> 
     event = AuditEvent.objects.get(action=Action.PATIENT_NOTE_ADDED)
     assert (event.actor, event.target_id, event.details) == (
         doctor,
-        patient.id,
-        {"note_id": note.id},
+        patient.reference,
+        {"note_id": note.id, "pseudonyms": 1},
     )
 
 
