@@ -138,9 +138,13 @@ INSTALLED_APPS = [
     "audit",
     "patients",
     "imaging",
+    # The project shell (no models): backup commands, metrics and mail receivers.
+    "medimg.apps.MedimgConfig",
 ]
 
 MIDDLEWARE = [
+    # First: request latency by URL pattern for Prometheus (medimg.metrics).
+    "medimg.metrics.RequestMetricsMiddleware",
     "django.middleware.security.SecurityMiddleware",
     # Content-Security-Policy (no inline script) and the other headers Django does not set.
     "medimg.security_headers.SecurityHeadersMiddleware",
@@ -577,6 +581,19 @@ if PRODUCTION:
     SECURE_HSTS_INCLUDE_SUBDOMAINS = True
     SECURE_HSTS_PRELOAD = True
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+
+# --- Health and metrics (medimg.health, medimg.metrics; docs/deployment.md) ---------------------
+
+# /metrics answers these client addresses or networks (REMOTE_ADDR, never X-Forwarded-For) and
+# any client sending "Authorization: Bearer METRICS_TOKEN" (or METRICS_TOKEN_FILE).
+METRICS_ALLOWED_IPS = env_list("METRICS_ALLOWED_IPS", ["127.0.0.1", "::1"])
+METRICS_TOKEN = env_str("METRICS_TOKEN") or None
+# A Celery worker on a host without a web process serves its own metrics on this port.
+MEDIMG_METRICS_PORT = env_int("MEDIMG_METRICS_PORT", 0, minimum=0) or None
+MEDIMG_METRICS_ADDR = env_str("MEDIMG_METRICS_ADDR") or "127.0.0.1"
+if PRODUCTION:
+    # Probes and scrapers talk plain HTTP inside the network: no redirect to HTTPS for them.
+    SECURE_REDIRECT_EXEMPT = [r"^healthz(/ready)?$", r"^metrics$"]
 
 # --- Internationalisation -------------------------------------------------------------------
 

@@ -2,12 +2,14 @@ from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
-from medimg import health
+from medimg import health, metrics
 
 urlpatterns = [
     # Liveness and readiness for load balancers and orchestrators (medimg/health.py).
     path("healthz", health.liveness, name="healthz"),
     path("healthz/ready", health.readiness, name="healthz-ready"),
+    # Prometheus metrics, for operators' addresses or METRICS_TOKEN only (medimg/metrics.py).
+    path("metrics", metrics.metrics_view, name="metrics"),
     path("", include("accounts.urls_pages")),
     path("", include("medimg.urls_pages")),
     path("admin/", admin.site.urls),
