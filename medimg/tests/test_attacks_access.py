@@ -7,7 +7,10 @@ role asks for an existing object and for one that does not exist:
 - a role that may not see patient data (anonymous, no role, admin) gets the same refusal for
   both, so it cannot even learn which ids exist, and never a byte of the patient's data;
 - a clinical role gets a 404 (or its role refusal, the same for both) for the missing one,
-  never a 2xx or a 5xx.
+  never a 2xx or a 5xx;
+- a clinical role of another department (conftest: otto and olga; the objects belong to a
+  Radiology patient) gets exactly what it gets for the missing object, 404 or its role
+  refusal, never a byte of the patient's data, and finds the patient in no list or search.
 
 Mass assignment. Fields a client must not set (uploaded_by, status, patient, role, staff
 flags, created_by, author) are ignored or refused wherever they are posted.
@@ -139,6 +142,31 @@ def test_it_gives_no_object_to_a_role_that_may_not_see_it_nor_leaks_which_exist(
             problems.append(where + " (missing object not a 404)")
         if existing.status_code == 403 and missing.status_code != 403:
             problems.append(where + " (role refusal depends on the object)")
+    assert not problems, "\n".join(problems)
+
+
+@pytest.mark.parametrize("role", ["other_technician", "other_doctor"])
+def test_another_department_gets_404_on_every_object_and_no_list_shows_it(
+    request: pytest.FixtureRequest, objects: dict[str, str], role: str
+) -> None:
+    client = _client(request, role)
+    problems = []
+    for route, method in object_endpoints():
+        existing = _send(client, method, _path(route, objects))
+        missing = _send(client, method, _path(route, MISSING))
+        where = f"{role} {method} /{route}: existing {existing.status_code}, missing "
+        where += str(missing.status_code)
+        # 400: the body was refused before any object was looked up (the same as missing).
+        if existing.status_code not in {400, 403, 404}:
+            problems.append(where + " (reached another department's patient)")
+        if existing.status_code != missing.status_code:
+            problems.append(where + " (existence oracle)")
+        if PATIENT_NAME in existing.content.decode("utf-8", "replace"):
+            problems.append(where + " (patient name in the answer)")
+    for path in ("/api/patients/", "/api/patients/?q=MRN-IDOR", "/api/patients/?q=Hopper"):
+        response = client.get(path)
+        assert response.status_code == 200, path
+        assert response.json()["count"] == 0, path
     assert not problems, "\n".join(problems)
 
 

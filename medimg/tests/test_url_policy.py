@@ -6,6 +6,12 @@ method a class-based view answers) that has no row, so a new URL cannot ship wit
 deciding who may call it. `test_it_enforces_the_policy` then makes every request in the table
 as every role and checks the outcome.
 
+`test_other_departments_get_404` makes every request on a URL that names patient data (a
+patient, scan, study, region or segmentation in its path) as the technician and the doctor
+of another department (conftest: otto and olga, Cardiology; the policy patient is in
+Radiology): where their role is let through, they must get 404, exactly as for an id that does
+not exist; where their role is refused, the refusal is the same as for their colleagues.
+
 TO ADD A URL: add a `Rule` per method to POLICY, in your app's section (the failure message
 of the walker prints stubs to start from). If the route has a path parameter that is not in
 `path_values` yet, add an object for it to that fixture. Give a `body` when the allowed
@@ -37,6 +43,12 @@ LOGIN = "redirect-login"  # A page: 302 to settings.LOGIN_URL.
 ADMIN_LOGIN = "redirect-admin-login"  # Django admin: 302 to the admin login page.
 
 ROLES = ("anonymous", "outsider", "technician", "doctor", "admin")
+# The same roles in another department than the policy patient's, and the role each stands in
+# for (see test_other_departments_get_404).
+OTHER_DEPARTMENT_ROLES = {"other_technician": "technician", "other_doctor": "doctor"}
+NOT_FOUND = "404"
+# Path parameters that name patient data: a URL with one is out of reach of other departments.
+PATIENT_DATA_PARAMS = ("patient_id", "scan_id", "study_uid", "region_id", "segmentation_id")
 
 # Everything under this prefix is Django admin: one row group, sampled by the rows below
 # whose route starts with it (admin_view guards every admin page the same way).
@@ -373,8 +385,52 @@ def assert_outcome(response: HttpResponse, expected: str, context: str) -> None:
         assert _is_redirect_to(response, resolve_url(settings.LOGIN_URL)), detail
     elif expected == ADMIN_LOGIN:
         assert _is_redirect_to(response, reverse("admin:login")), detail
+    elif expected == NOT_FOUND:
+        assert status == 404, detail
     else:
         raise AssertionError(f"unknown outcome {expected!r} in {context}")
+
+
+def _send(client: APIClient, rule: Rule, path: str) -> HttpResponse:
+    if rule.query:
+        path += "?" + "&".join(f"{k}={quote(v)}" for k, v in rule.query.items())
+    send = getattr(client, rule.method.lower())
+    if rule.body is None:
+        return send(path)
+    if rule.form:
+        return send(path, rule.body)
+    return send(path, rule.body, format="json")
+
+
+def _names_patient_data(rule: Rule) -> bool:
+    return any(f":{name}>" in rule.route for name in PATIENT_DATA_PARAMS)
+
+
+PATIENT_DATA_RULES = [rule for rule in POLICY if _names_patient_data(rule)]
+
+
+def test_other_department_rows_cover_patient_data() -> None:
+    # The walk below must not silently shrink to nothing.
+    routes = {rule.route for rule in PATIENT_DATA_RULES}
+    assert {"api/patients/<str:patient_id>/", "api/images/<int:scan_id>/restore/"} <= routes
+    assert {"patients/<str:patient_id>/", "api/segmentations/<int:segmentation_id>/"} <= routes
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("role", sorted(OTHER_DEPARTMENT_ROLES))
+@pytest.mark.parametrize("rule", PATIENT_DATA_RULES, ids=lambda rule: f"{rule.method} {rule.route}")
+def test_other_departments_get_404(
+    request: pytest.FixtureRequest, path_values: dict[str, str], rule: Rule, role: str
+) -> None:
+    same_role = rule.outcome(OTHER_DEPARTMENT_ROLES[role])
+    expected = NOT_FOUND if same_role == ALLOW else same_role
+    client = APIClient()
+    client.force_login(request.getfixturevalue(role))
+    path = concrete_path(rule, path_values)
+
+    response = _send(client, rule, path)
+
+    assert_outcome(response, expected, f"{role} {rule.method} {path}")
 
 
 @pytest.mark.django_db
