@@ -35,6 +35,7 @@ from accounts.tokens import token_check_valid_after, token_pair_for, token_sessi
 from audit.models import Action, Outcome
 from audit.services import audit_record
 from medimg.errors import ApplicationError
+from medimg.mail import notify_activated, notify_registration
 
 # Self-service registration may ask for these roles only; admins come from `adduser`.
 REGISTRABLE_ROLES = frozenset({Role.TECHNICIAN, Role.DOCTOR})
@@ -147,6 +148,8 @@ def user_register(
         request=request,
         details={"requested_role": role},
     )
+    # Admins are told an account waits (sent once this transaction commits).
+    notify_registration(user)
     return user
 
 
@@ -233,6 +236,8 @@ def user_set_active(
         request=request,
         details={"change": "activated" if active else "deactivated"},
     )
+    if active:
+        notify_activated(user)
     return True
 
 

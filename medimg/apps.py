@@ -17,11 +17,14 @@ class MedimgConfig(AppConfig):
         from django.db.models.signals import post_save
 
         from audit.models import AuditEvent
-        from medimg import metrics
+        from medimg import mail, metrics
 
         post_save.connect(
             metrics.on_audit_event, sender=AuditEvent, dispatch_uid="medimg_metrics_audit"
         )
+
+        post_save.connect(mail.on_audit_event, sender=AuditEvent, dispatch_uid="medimg_mail_audit")
+        mail.connect_receivers()
 
         def _worker_exporter(**kwargs: Any) -> None:
             metrics.start_worker_exporter()

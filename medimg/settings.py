@@ -276,6 +276,11 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": env_int("IMAGING_REQUEUE_EVERY_SECONDS", 300, minimum=10),
         "kwargs": {"older_than_seconds": 600},
     },
+    # The whole audit chain verified; a failure mails ALERT_EMAIL (medimg.tasks).
+    "verify-audit-chain": {
+        "task": "medimg.tasks.verify_audit_chain",
+        "schedule": env_int("MEDIMG_AUDIT_VERIFY_EVERY_SECONDS", 86_400, minimum=60),
+    },
 }
 
 # --- Authentication -------------------------------------------------------------------------
@@ -594,6 +599,38 @@ MEDIMG_METRICS_ADDR = env_str("MEDIMG_METRICS_ADDR") or "127.0.0.1"
 if PRODUCTION:
     # Probes and scrapers talk plain HTTP inside the network: no redirect to HTTPS for them.
     SECURE_REDIRECT_EXEMPT = [r"^healthz(/ready)?$", r"^metrics$"]
+
+# --- E-mail (medimg.mail) ------------------------------------------------------------------
+
+# SMTP when EMAIL_HOST is set; otherwise mails are printed to the console (`make run`).
+EMAIL_HOST = env_str("EMAIL_HOST") or "localhost"
+EMAIL_BACKEND = env_str("EMAIL_BACKEND") or (
+    "django.core.mail.backends.smtp.EmailBackend"
+    if env_str("EMAIL_HOST")
+    else "django.core.mail.backends.console.EmailBackend"
+)
+EMAIL_PORT = env_int("EMAIL_PORT", 587 if env_bool("EMAIL_USE_TLS", False) else 25, minimum=1)
+EMAIL_HOST_USER = env_str("EMAIL_HOST_USER") or ""
+EMAIL_HOST_PASSWORD = env_str("EMAIL_HOST_PASSWORD") or ""
+EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS", False)
+EMAIL_USE_SSL = env_bool("EMAIL_USE_SSL", False)
+if EMAIL_USE_TLS and EMAIL_USE_SSL:
+    raise ImproperlyConfigured("EMAIL_USE_TLS and EMAIL_USE_SSL exclude each other")
+EMAIL_TIMEOUT = env_int("EMAIL_TIMEOUT", 10, minimum=1)
+DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL") or "medimg <medimg@localhost>"
+SERVER_EMAIL = env_str("SERVER_EMAIL") or DEFAULT_FROM_EMAIL
+EMAIL_SUBJECT_PREFIX = "[medimg] "
+# Who gets alerts (lockouts, failed integrity checks, emergency access): comma-separated.
+ALERT_EMAIL = env_list("ALERT_EMAIL", [])
+# Who is told of every emergency (break-glass) access, besides ALERT_EMAIL.
+PRIVACY_OFFICER_EMAIL = env_list("PRIVACY_OFFICER_EMAIL", [])
+# The address users reach the site at, for links in mails sent outside a request
+# (e.g. "https://medimg.hospital.example"); password-reset links use the request's host.
+MEDIMG_BASE_URL = (env_str("MEDIMG_BASE_URL") or "").rstrip("/")
+# Password-reset links stay valid this long (Django's default is three days).
+PASSWORD_RESET_TIMEOUT = env_int("PASSWORD_RESET_TIMEOUT_MINUTES", 60, minimum=5) * 60
+# Password-reset requests per client address per hour.
+MEDIMG_PASSWORD_RESETS_PER_HOUR = env_int("MEDIMG_PASSWORD_RESETS_PER_HOUR", 10, minimum=1)
 
 # --- Internationalisation -------------------------------------------------------------------
 

@@ -10,6 +10,8 @@ urlpatterns = [
     path("healthz/ready", health.readiness, name="healthz-ready"),
     # Prometheus metrics, for operators' addresses or METRICS_TOKEN only (medimg/metrics.py).
     path("metrics", metrics.metrics_view, name="metrics"),
+    # Django's password-reset flow, linked from the login page (medimg/password_reset.py).
+    path("", include("medimg.password_reset")),
     path("", include("accounts.urls_pages")),
     path("", include("medimg.urls_pages")),
     path("admin/", admin.site.urls),
