@@ -4,7 +4,6 @@ from django.urls import path
 from accounts import otp_views, views
 
 urlpatterns = [
-    path("", views.HomeView.as_view(), name="home"),
     path("login/", views.SessionLoginView.as_view(), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("login/otp/", otp_views.OtpLoginView.as_view(), name="login-otp"),

@@ -116,7 +116,7 @@ def process_cine(data: bytes, detector: Any, *, with_dicom: bool = False) -> dic
     """What the worker does with an uploaded cine, storage replaced by temporary files:
     decode (frames read one at a time), detect with static overlays reused, seal each region,
     fill, verify, draw the grid, and per frame write the redacted and grid PNGs and seal the
-    redacted pixels (`imaging.sealed_frames`). With `with_dicom`, also the de-identified
+    redacted pixels (`engine.crypto.sealed_frames`). With `with_dicom`, also the de-identified
     DICOM copy, written frame by frame into a file and encrypted from it, as the worker does.
 
     Returns stage timings (ms), the detector's counts and the process's peak RSS (MiB)."""
@@ -126,10 +126,11 @@ def process_cine(data: bytes, detector: Any, *, with_dicom: bool = False) -> dic
 
     from django.conf import settings
 
-    from imaging import crypto, pipeline
-    from imaging.restoration import encode_image
-    from imaging.sealed_frames import SealedFramesWriter
-    from imaging.validation import validate_upload
+    from engine.crypto import envelope as crypto
+    from engine.crypto.sealed_frames import SealedFramesWriter
+    from engine.detection import pipeline
+    from engine.intake.validation import validate_upload
+    from engine.pixels.restoration import encode_image
 
     timings: dict[str, float] = {}
     start = time.perf_counter()
@@ -175,8 +176,8 @@ def process_cine(data: bytes, detector: Any, *, with_dicom: bool = False) -> dic
             sealed.close()
         raw.close()
         if with_dicom:
-            from imaging.identity import dicom_deidentify
-            from imaging.sealed_frames import FileFrames
+            from engine.crypto.sealed_frames import FileFrames
+            from imaging.vault.identity import dicom_deidentify
 
             # As the worker does: frame by frame into a file, encrypted from it in chunks.
             with (

@@ -62,10 +62,11 @@ def ours_once(
     `stages`, when given, gets the ms of each step added to it."""
     from django.conf import settings
 
-    from imaging import crypto, pipeline
-    from imaging.detection import Detection
+    from engine.crypto import envelope as crypto
+    from engine.detection import pipeline
+    from engine.detection.detector import Detection
+    from engine.intake.validation import validate_upload
     from imaging.management.commands.redact import encode_redacted
-    from imaging.validation import validate_upload
 
     stages = {} if stages is None else stages
     timed = pipeline.timed
@@ -102,7 +103,7 @@ def ours_once(
 
 
 def run_ours(cases: list[Any], paths: list[Path], repeat: int, out_dir: Path) -> list[dict]:
-    from imaging import pipeline
+    from engine.detection import pipeline
 
     detector = pipeline.default_detector()
     ours_once(paths[0].read_bytes(), detector, out_dir / "warm.dcm", "warm")
@@ -122,7 +123,7 @@ def run_ours(cases: list[Any], paths: list[Path], repeat: int, out_dir: Path) ->
 
 
 def run_presidio(manifest: Path, repeat: int) -> dict[str, Any]:
-    from imaging.detection import Detection
+    from engine.detection.detector import Detection
 
     command = [str(BENCH_PYTHON), str(ROOT / "bench" / "presidio_runner.py"), str(manifest)]
     done = subprocess.run(

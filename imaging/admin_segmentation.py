@@ -29,7 +29,7 @@ class SegmentationModelForm(forms.ModelForm):
         }
 
     def clean(self) -> dict[str, Any]:
-        from imaging.segmentation_services import segmentation_model_validate
+        from imaging.services.segmentation import segmentation_model_validate
 
         data = super().clean()
         upload = data.get("weights")

@@ -1,7 +1,7 @@
 """Scans, their encrypted regions and their fingerprints.
 
 A Scan row exists only once its encrypted original is safely on storage (see
-`imaging.services.scan_upload`). Regions and the fingerprint are written by the processing
+`imaging.services.scans.scan_upload`). Regions and the fingerprint are written by the processing
 task in one transaction, so a scan has either all of them or none.
 """
 
@@ -109,7 +109,7 @@ class Scan(models.Model):
     grid_path = models.CharField(max_length=500, blank=True)
     # One PNG per frame for display: {"redacted": [...], "grid": [...]}.
     frame_paths = models.JSONField(default=dict, blank=True)
-    # The same shape, a keyed digest per file (imaging.derivatives): a PNG copied in from
+    # The same shape, a keyed digest per file (imaging.vault.derivatives): a PNG copied in from
     # another scan or frame is refused on read. Empty on scans processed before digests.
     frame_digests = models.JSONField(default=dict, blank=True)
 
@@ -171,7 +171,7 @@ class Region(models.Model):
     channels = models.PositiveSmallIntegerField(default=1)
     pixel_entropy = models.FloatField(null=True, blank=True)
     ciphertext_entropy = models.FloatField(null=True, blank=True)
-    # A technician's removal waits for a doctor (imaging.review): until approved the region
+    # A technician's removal waits for a doctor (imaging.services.review): until approved the region
     # stays filled, so a role that may not decrypt never sees what it hides.
     removal_requested_at = models.DateTimeField(null=True, blank=True)
     removal_requested_by = models.ForeignKey(

@@ -1,4 +1,4 @@
-"""Celery tasks: thin, take ids, enqueued on commit. The work is in imaging.services."""
+"""Celery tasks: thin, take ids, enqueued on commit. The work is in imaging.services.scans."""
 
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ def failure_reason_for(exc: BaseException) -> FailureReason:
 
 
 def _give_up(scan_id: int, exc: BaseException) -> None:
-    from imaging.services import scan_mark_failed
+    from imaging.services.scans import scan_mark_failed
 
     logger.error("processing scan %s failed for good: %r", scan_id, exc)
     try:
@@ -47,7 +47,7 @@ def process_scan(self: Task, *, scan_id: int) -> str | None:
     broker to hold a delayed retry, the attempt is repeated at once). When retries run out,
     or on any other error, the scan is marked failed with a reason and the error re-raised.
     """
-    from imaging.services import scan_process
+    from imaging.services.scans import scan_process
 
     while True:
         try:
@@ -74,8 +74,8 @@ def process_scan(self: Task, *, scan_id: int) -> str | None:
 
 @shared_task(acks_late=True)
 def run_segmentation(*, job_id: int) -> str | None:
-    """Run one segmentation job (imaging.segmentation_services); a failure marks it failed."""
-    from imaging.segmentation_services import segmentation_run
+    """Run one segmentation job (imaging.services.segmentation); a failure marks it failed."""
+    from imaging.services.segmentation import segmentation_run
 
     job = segmentation_run(job_id=job_id)
     return job.status if job is not None else None
@@ -84,6 +84,6 @@ def run_segmentation(*, job_id: int) -> str | None:
 @shared_task
 def requeue_stuck_scans(*, older_than_seconds: int = 600) -> int:
     """For celery beat: re-enqueue scans whose message was lost or whose worker died."""
-    from imaging.services import scans_requeue
+    from imaging.services.scans import scans_requeue
 
     return len(scans_requeue(older_than_seconds=older_than_seconds))

@@ -2,14 +2,12 @@
 
 from django.urls import path
 
-from imaging import (
-    apis,
-    apis_review,
-    apis_segmentation,
-    apis_thumbnails,
-    apis_viewing,
-    deid_apis,
-)
+from imaging.apis import deid as deid_apis
+from imaging.apis import review as apis_review
+from imaging.apis import scans as apis
+from imaging.apis import segmentation as apis_segmentation
+from imaging.apis import thumbnails as apis_thumbnails
+from imaging.apis import viewing as apis_viewing
 
 urlpatterns = [
     path(

@@ -140,6 +140,7 @@ INSTALLED_APPS = [
     "imaging",
     # The project shell (no models): backup commands, metrics and mail receivers.
     "medimg.apps.MedimgConfig",
+    "pages",
 ]
 
 MIDDLEWARE = [
@@ -407,7 +408,8 @@ if PRODUCTION and not AUDIT_HMAC_KEY:
 # AUDIT_HMAC_KEY when unset. Its public key (`manage.py audit_public_key`) checks exports.
 AUDIT_SIGNING_KEY = env_str("AUDIT_SIGNING_KEY")
 # Key-encryption keys for the per-scan data keys: "id1:hex,id2:hex" (or MEDIMG_KEKS_FILE), and
-# the id new data keys are wrapped with. Parsed and length-checked by imaging.crypto.key_ring.
+# the id new data keys are wrapped with. Parsed and length-checked by
+# engine.crypto.envelope.key_ring.
 MEDIMG_KEKS = env_str("MEDIMG_KEKS")
 MEDIMG_KEK_CURRENT = env_str("MEDIMG_KEK_CURRENT")
 if PRODUCTION and not MEDIMG_KEKS:
@@ -436,7 +438,7 @@ MEDIA_URL = "/media-not-served/"  # Stored files are served only through permiss
 STATIC_URL = "/static/"
 STATIC_ROOT = Path(env_str("STATIC_ROOT") or BASE_DIR / "staticfiles")
 STATICFILES_DIRS = [BASE_DIR / "static"]
-# Limits by kind (imaging.validation): JPEG/PNG 20 MB (the reference design's limit); DICOM
+# Limits by kind (engine.intake.validation): JPEG/PNG 20 MB (the reference design's limit); DICOM
 # its own, since real cines and multi-frame studies are often 50-500 MB; the pixel limit is
 # per frame; the decoded-size limit is what a DICOM's frames add up to once decoded, and is
 # what protects a worker's memory from a long cine.
@@ -446,7 +448,7 @@ UPLOAD_MAX_PIXELS = env_int("UPLOAD_MAX_PIXELS", 60_000_000, minimum=1)
 UPLOAD_MAX_DECODED_BYTES = env_int(
     "UPLOAD_MAX_DECODED_BYTES", 2 * 1024 * 1024 * 1024, minimum=1024 * 1024
 )
-# A zip of a series (imaging.archive): its own size, its file count, and what its files add
+# A zip of a series (engine.intake.archive): its own size, its file count, and what its files add
 # up to once inflated (the zip-bomb limit). Each member also meets the two limits above.
 UPLOAD_ARCHIVE_MAX_BYTES = env_int("UPLOAD_ARCHIVE_MAX_BYTES", 200 * 1024 * 1024, minimum=1024)
 UPLOAD_ARCHIVE_MAX_MEMBERS = env_int("UPLOAD_ARCHIVE_MAX_MEMBERS", 300, minimum=1)
@@ -458,12 +460,12 @@ MEDIMG_RESTORE_REASON_REQUIRED = env_bool("MEDIMG_RESTORE_REASON_REQUIRED", Fals
 # Django's caps on a request: the first counts the non-file part of a body only (every upload
 # endpoint takes multipart, whose files are not counted), so it does not cap a 1 GiB DICOM;
 # files past the second stream to a temporary file instead of memory. The size of a file is
-# refused by kind in imaging.services before it is read (and by nginx, docs/deployment.md).
+# refused by kind in imaging.services.scans before it is read (and by nginx, docs/deployment.md).
 DATA_UPLOAD_MAX_MEMORY_SIZE = UPLOAD_MAX_BYTES + 1024 * 1024
 FILE_UPLOAD_MAX_MEMORY_SIZE = 2_621_440
-# Local disk writes are temp file + fsync + rename (imaging.storage); S3 can replace it here.
+# Local disk writes are temp file + fsync + rename (imaging.vault.storage); S3 can replace it here.
 STORAGES = {
-    "default": {"BACKEND": "imaging.storage.AtomicFileSystemStorage"},
+    "default": {"BACKEND": "imaging.vault.storage.AtomicFileSystemStorage"},
     "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
 }
 # S3-compatible object storage (AWS S3, MinIO, Ceph RGW) through django-storages, only when
@@ -496,17 +498,17 @@ IMAGING_BOX_PADDING = env_int("IMAGING_BOX_PADDING", 4, minimum=0)
 # Extra detect-and-fill rounds over the redacted image when verification still finds text.
 IMAGING_VERIFY_ROUNDS = env_int("IMAGING_VERIFY_ROUNDS", 2, minimum=0)
 # Where the verification pass looks again: "bands" around what was filled (a fraction of a
-# detector pass), or "full" frames (twice the detection time). See imaging.pipeline.
+# detector pass), or "full" frames (twice the detection time). See engine.detection.pipeline.
 IMAGING_VERIFY_SCOPE = env_choice("IMAGING_VERIFY_SCOPE", "bands", {"bands", "full"})
 # Cines: detect (and verify) a frame again only where its overlay areas changed from the last
 # frame the detector read, by more than this many grey levels in an 8x8 cell; otherwise reuse
-# its boxes. Off: every frame is detected. See imaging.pipeline, "Static overlays".
+# its boxes. Off: every frame is detected. See engine.detection.pipeline, "Static overlays".
 IMAGING_CINE_REUSE = env_bool("IMAGING_CINE_REUSE", True)
 IMAGING_CINE_CHANGE_THRESHOLD = env_float("IMAGING_CINE_CHANGE_THRESHOLD", 6.0)
 # An upload whose perceptual hash is this close (Hamming bits) to another's is flagged.
 IMAGING_DUPLICATE_MAX_DISTANCE = env_int("IMAGING_DUPLICATE_MAX_DISTANCE", 6, minimum=0)
 # The detector the pipeline calls (dotted path to a function: uint8 frame -> detections).
-IMAGING_DETECTOR = env_str("IMAGING_DETECTOR") or "imaging.detection.detect"
+IMAGING_DETECTOR = env_str("IMAGING_DETECTOR") or "engine.detection.detector.detect"
 # Transient failures (storage, database) are retried with exponential backoff this often.
 IMAGING_TASK_MAX_RETRIES = env_int("IMAGING_TASK_MAX_RETRIES", 5, minimum=0)
 # Runs of one scan's processing in all (retries and requeues counted): past it the scan is
@@ -518,7 +520,7 @@ IMAGING_MAX_ATTEMPTS = env_int(
 # Redacted thumbnails stay cached this long (keys change whenever the redacted image does).
 IMAGING_THUMBNAIL_CACHE_SECONDS = env_int("IMAGING_THUMBNAIL_CACHE_SECONDS", 86_400, minimum=1)
 
-# --- Segmentation (imaging.segmentation_services) --------------------------------------------
+# --- Segmentation (imaging.services.segmentation) --------------------------------------------
 
 # Model directories (config.json + model.onnx, weights.pt or TorchScript model.pt), registered
 # as SegmentationModel rows on first use.
@@ -528,7 +530,8 @@ SEGMENTATION_MODELS_DIR = Path(
 # Threads per segmentation run (onnxruntime intra-op / torch); 1 keeps a worker predictable.
 SEGMENTATION_THREADS = env_int("SEGMENTATION_THREADS", 1, minimum=1)
 
-# --- DICOM de-identification (PS3.15 Annex E; imaging.identity, docs/deidentification.md) ----
+# --- DICOM de-identification (PS3.15 Annex E; imaging.vault.identity, docs/deidentification.md)
+# ----
 
 # Installation secret (32 bytes, hex or base64; or MEDIMG_DEID_SECRET_FILE) from which the UID
 # remapping, patient pseudonyms and per-patient date shifts are derived. Keep it for the life

@@ -13,7 +13,7 @@ urlpatterns = [
     # Django's password-reset flow, linked from the login page (medimg/password_reset.py).
     path("", include("medimg.password_reset")),
     path("", include("accounts.urls_pages")),
-    path("", include("medimg.urls_pages")),
+    path("", include("pages.urls")),
     path("admin/", admin.site.urls),
     path("api/auth/", include("accounts.urls")),
     path("api/patients/", include("patients.urls")),

@@ -10,9 +10,9 @@ from django.conf import settings
 
 from bench.cases import generated_case, generated_frame, real_cases
 from bench.redaction import ours_once, score
-from imaging import pipeline
-from imaging.detection import Detection
-from imaging.validation import validate_upload
+from engine.detection import pipeline
+from engine.detection.detector import Detection
+from engine.intake.validation import validate_upload
 
 
 def test_it_draws_generated_text_inside_its_truth_boxes() -> None:

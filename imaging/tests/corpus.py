@@ -41,12 +41,13 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django.core.management import call_command
 from django.core.management.base import CommandError
 
-from imaging import crypto, dicom
-from imaging.archive import is_zip
-from imaging.errors import ImagingError
+from engine.crypto import envelope as crypto
+from engine.dicom import io as dicom
+from engine.errors import ImagingError
+from engine.intake.archive import is_zip
+from engine.intake.validation import validate_upload
 from imaging.models import Scan, ScanStatus
-from imaging.storage import storage_read
-from imaging.validation import validate_upload
+from imaging.vault.storage import storage_read
 
 CLASSES = ("valid", "no_pixels", "broken", "not_part10")
 
@@ -184,7 +185,7 @@ def validate(data: bytes) -> Any:
 
 
 def _deidentified(scan: Scan) -> bytes:
-    from imaging.services import _redacted_dataset_aad
+    from imaging.services.scans import _redacted_dataset_aad
 
     data_key = crypto.unwrap_data_key(bytes(scan.wrapped_key), scan_ref=str(scan.uid))
     return crypto.decrypt_blob(
@@ -207,7 +208,7 @@ def walk_one(
     redact: bool = True,
 ) -> Outcome:
     """One file through intake, processing, de-identification, restore and `redact`."""
-    from imaging.services import scan_restore, scan_restore_pixels, scan_upload
+    from imaging.services.scans import scan_restore, scan_restore_pixels, scan_upload
 
     hooks = {"capture_on_commit": capture_on_commit}
 
@@ -269,7 +270,7 @@ def _walk_series(
 ) -> Outcome:
     """A zip of a series (deid-data's cines): uploaded whole, every scan processed, and
     restore checks each scan's pixels against the digest taken at upload."""
-    from imaging.services import scan_restore_pixels, scan_upload
+    from imaging.services.scans import scan_restore_pixels, scan_upload
 
     outcome = Outcome(entry, "accepted")
     try:

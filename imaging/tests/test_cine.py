@@ -1,6 +1,7 @@
 """Cines: a static overlay is detected once, listed once, and still restores exactly.
 
-The detector here is the real one (imaging.detection.detect), wrapped only to count its calls.
+The detector here is the real one (engine.detection.detector.detect), wrapped only to count its
+calls.
 """
 
 from __future__ import annotations
@@ -15,13 +16,14 @@ from django.conf import settings as django_settings
 from django.urls import reverse
 
 from bench.cine import cine_dicom, cine_frame
-from imaging import crypto, pipeline
-from imaging.detection import detect
+from engine.crypto import envelope as crypto
+from engine.detection import pipeline
+from engine.detection.detector import detect
+from engine.detection.groups import frames_label, region_groups
+from engine.intake.validation import validate_upload
 from imaging.models import Scan, ScanStatus
-from imaging.region_groups import frames_label, region_groups
-from imaging.services import scan_restore_pixels
+from imaging.services.scans import scan_restore_pixels
 from imaging.tests import factories
-from imaging.validation import validate_upload
 
 CALLS: list[tuple[int, ...]] = []
 COUNTING_DETECTOR = "imaging.tests.test_cine.counting_detector"
@@ -279,8 +281,10 @@ def test_the_deidentified_copy_written_frame_by_frame_is_the_whole_file_deidenti
 
     from pydicom.data import get_testdata_file
 
-    from imaging import deid, dicom, identity
-    from imaging.sealed_frames import FileFrames
+    from engine.crypto.sealed_frames import FileFrames
+    from engine.dicom import deid
+    from engine.dicom import io as dicom
+    from imaging.vault import identity
 
     data = cine_dicom(5, 48, 64) if name == "cine" else Path(get_testdata_file(name)).read_bytes()
     pixels = dicom.decode_pixels(dicom.read_dataset(data)).copy()
@@ -313,7 +317,7 @@ def test_the_deidentified_copy_written_frame_by_frame_is_the_whole_file_deidenti
 
 
 def test_a_blob_encrypted_from_a_file_opens_as_an_encrypted_blob(tmp_path: Any) -> None:
-    from imaging.errors import CryptoError
+    from engine.errors import CryptoError
 
     key = crypto.new_data_key()
     plaintext = np.random.default_rng(3).bytes(3 * 2**20 + 5)

@@ -14,8 +14,8 @@ import pydicom
 import pytest
 from django.core.exceptions import ImproperlyConfigured
 
-from imaging import crypto
-from imaging.crypto import (
+from engine.crypto import envelope as crypto
+from engine.crypto.envelope import (
     CryptoError,
     WrappedKey,
     current_kek_id,

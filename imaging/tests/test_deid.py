@@ -14,7 +14,7 @@ from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 
-from imaging import deid
+from engine.dicom import deid
 from imaging.tests.fixtures.samples import deid_bytes, dicom_bytes
 
 SECRET = b"installation-secret-for-tests-32b"

@@ -13,9 +13,11 @@ import pytest
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 
-from imaging import deid, deid_text, dicom, identity
+from engine.dicom import deid, deid_text
+from engine.dicom import io as dicom
 from imaging.tests.deid_checks import dciodvfy_available, dciodvfy_errors
 from imaging.tests.fixtures.samples import deid_bytes, dicom_bytes
+from imaging.vault import identity
 
 SECRET = b"installation-secret-for-tests-32b"
 SHIFT = -137

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from imaging import identity
+from imaging.vault import identity
 from medimg.tests.test_settings import _manage, _production_env
 
 

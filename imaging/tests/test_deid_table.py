@@ -7,7 +7,7 @@ import ast
 import json
 from typing import Any
 
-from imaging import deid
+from engine.dicom import deid
 from imaging.deid_table import generate
 
 OLD_ROWS = [

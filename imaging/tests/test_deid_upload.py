@@ -23,10 +23,11 @@ from django.utils import timezone
 from pydicom.uid import UID_dictionary
 
 from audit.models import Action, AuditEvent, Outcome
-from imaging import crypto, deid, dicom, identity
+from engine.crypto import envelope as crypto
+from engine.dicom import deid
+from engine.dicom import io as dicom
 from imaging.models import Scan, ScanStatus
-from imaging.services import _redacted_dataset_aad
-from imaging.storage import storage_read
+from imaging.services.scans import _redacted_dataset_aad
 from imaging.tests.conftest import media_files
 from imaging.tests.deid_checks import (
     dciodvfy_available,
@@ -37,6 +38,8 @@ from imaging.tests.deid_checks import (
     walk,
 )
 from imaging.tests.fixtures.samples import deid_bytes, dicom_bytes
+from imaging.vault import identity
+from imaging.vault.storage import storage_read
 
 SECRET = "a1" * 32  # MEDIMG_DEID_SECRET for these tests: fixed, so every run is the same
 BURNED_IN = "US1_UNCR.dcm"  # RGB ultrasound, name and dates burned into the pixels

@@ -14,11 +14,12 @@ import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
 
-from imaging import detection, identity
+from engine.detection import detector as detection
 from imaging.management.commands.deidentify import mapping_open
 from imaging.models import Scan, ScanStatus
 from imaging.tests.deid_checks import private_tags, read, surviving_phi
 from imaging.tests.fixtures.samples import deid_bytes, dicom_bytes, png_bytes, real_rgb
+from imaging.vault import identity
 
 SECRET = "b2" * 32
 BURNED_IN = "US1_UNCR.dcm"
@@ -156,7 +157,7 @@ def test_it_reports_bad_files_writes_nothing_for_them_and_exits_non_zero(tmp_pat
 
 @pytest.fixture
 def yolo(settings: Any) -> None:
-    settings.IMAGING_DETECTOR = "imaging.detection.detect"
+    settings.IMAGING_DETECTOR = "engine.detection.detector.detect"
     path = detection.weights_path()
     if not path.is_file():
         pytest.skip(f"no detector weights at {path} (not trained yet)")

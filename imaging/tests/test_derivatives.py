@@ -1,6 +1,6 @@
 """Plain stored derivatives (redacted and grid PNG frames) are bound to their scan: a file
 copied in from another scan, or from another kind of the same scan, is refused on read with a
-500 and an audited failure, never shown as this scan's image (imaging/derivatives.py)."""
+500 and an audited failure, never shown as this scan's image (imaging/vault/derivatives.py)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from audit.models import Action, AuditEvent, Outcome
-from imaging import crypto
+from engine.crypto import envelope as crypto
 from imaging.models import Scan, ScanStatus
 from imaging.tests import factories
 

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw, ImageFont
 
-from imaging import detection
-from imaging.redaction import pad_box
+from engine.detection import detector as detection
+from engine.pixels.redaction import pad_box
 
 FIXTURES = Path(__file__).resolve().parents[2] / "model" / "detector" / "testset" / "fixtures"
 FIXTURE_INDEX = json.loads((FIXTURES / "fixtures.json").read_text())

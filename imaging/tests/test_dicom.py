@@ -9,8 +9,8 @@ import pydicom
 import pytest
 from pydicom.uid import ExplicitVRLittleEndian
 
-from imaging import dicom
-from imaging.errors import ImagingError
+from engine.dicom import io as dicom
+from engine.errors import ImagingError
 from imaging.tests.fixtures import samples
 
 
@@ -280,7 +280,7 @@ def test_it_writes_a_big_endian_segmented_palette_as_little_endian_words():
     # GDCM's US-ALOKA-16_big.dcm (pydicom-data): Explicit VR Big Endian with a segmented
     # palette in OW. Written little endian with its bytes unswapped, the palette no longer
     # expanded ("unknown segment type 8224") and the redacted file could not be rendered.
-    from imaging.validation import validate_upload
+    from engine.intake.validation import validate_upload
 
     data = samples.dicom_bytes("gdcm-US-ALOKA-16_big.dcm")
     image = validate_upload(name="x", data=data, max_bytes=10**8, max_pixels=10**8)

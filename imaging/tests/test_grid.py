@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from imaging.grid import FONT_PATH, PALETTE, GridBox, _text_colour, draw_grid
+from engine.pixels.grid import FONT_PATH, PALETTE, GridBox, _text_colour, draw_grid
 from imaging.tests.fixtures import samples
 
 

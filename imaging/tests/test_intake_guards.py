@@ -32,13 +32,14 @@ from pydicom.uid import (
 )
 
 from audit.models import Action, AuditEvent
-from imaging import intake_guards, services
-from imaging.errors import ImagingError
+from engine.errors import ImagingError
+from engine.intake import guards as intake_guards
+from engine.intake.validation import validate_upload
 from imaging.models import FailureReason, Scan, ScanStatus
+from imaging.services import scans as services
 from imaging.tasks import process_scan
 from imaging.tests import factories
 from imaging.tests.conftest import as_upload, media_files
-from imaging.validation import validate_upload
 
 ROOT = Path(__file__).resolve().parents[2]
 MAX_BYTES = 20 * 1024 * 1024
@@ -182,8 +183,8 @@ resource.setrlimit(resource.RLIMIT_AS, (6 << 30, 6 << 30))
 import django
 django.setup()
 from imaging import dicom
-from imaging.errors import ImagingError
-from imaging.validation import validate_upload
+from engine.errors import ImagingError
+from engine.intake.validation import validate_upload
 data = open(sys.argv[1], "rb").read()
 limits = json.loads(sys.argv[2])
 baseline = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss

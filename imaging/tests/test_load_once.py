@@ -7,7 +7,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from imaging import crypto, detection
+from engine.crypto import envelope as crypto
+from engine.detection import detector as detection
 
 
 def test_it_loads_the_detector_once_per_process(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -8,10 +8,10 @@ import os
 import numpy as np
 import pytest
 
-from imaging import metrics
-from imaging.crypto import encrypt_blob, new_data_key, pack_array, region_aad
+from engine.crypto.envelope import encrypt_blob, new_data_key, pack_array, region_aad
+from engine.intake.validation import validate_upload
+from engine.pixels import metrics
 from imaging.tests.fixtures import samples
-from imaging.validation import validate_upload
 
 
 def _decoded(name: str):

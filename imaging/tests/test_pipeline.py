@@ -16,11 +16,11 @@ import pytest
 from django.conf import settings as django_settings
 from PIL import Image
 
+from engine.intake.validation import validate_upload
 from imaging.models import Scan, ScanStatus
-from imaging.services import scan_restore_pixels
-from imaging.storage import storage_read
+from imaging.services.scans import scan_restore_pixels
 from imaging.tests import factories
-from imaging.validation import validate_upload
+from imaging.vault.storage import storage_read
 
 pytestmark = pytest.mark.django_db
 
@@ -193,9 +193,9 @@ def _ground_truth() -> list[Any]:
 def _detector_ready() -> str | None:
     """Why the YOLO detector cannot run here, or None when it can."""
     try:
-        from imaging import detection
+        from engine.detection import detector as detection
     except ImportError as exc:
-        return f"imaging.detection is not importable: {exc}"
+        return f"engine.detection.detector is not importable: {exc}"
     weights = getattr(detection, "weights_path", None)
     path = weights() if callable(weights) else None
     if path is not None and not Path(path).exists():
@@ -207,7 +207,7 @@ TRUTH = _ground_truth()
 
 # Known detector misses with the shipped weights, as {image key: reason}, each marked strict
 # xfail so the test fails the day a better model covers it. Empty since line completion
-# (imaging.redaction.complete_line) grows the short "*WESTWAY MEDICAL*" box on
+# (engine.pixels.redaction.complete_line) grows the short "*WESTWAY MEDICAL*" box on
 # gdcm-US-ALOKA-16 over its last letters (91.6 % covered before, 100 % now).
 KNOWN_MISSES: dict[str, str] = {}
 

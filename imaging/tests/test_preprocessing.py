@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from imaging.preprocessing import (
+from engine.segmentation.preprocessing import (
     PreprocessConfig,
     clip_percentiles,
     denoise_nlm,

@@ -1,4 +1,4 @@
-"""QC statistics, robust outliers and K-means clusters (imaging.qc) on hand-checkable arrays
+"""QC statistics, robust outliers and K-means clusters (engine.pixels.qc) on hand-checkable arrays
 and a real CT."""
 
 from __future__ import annotations
@@ -6,7 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from imaging import dicom, qc
+from engine.dicom import io as dicom
+from engine.pixels import qc
 from imaging.tests.fixtures import samples
 
 

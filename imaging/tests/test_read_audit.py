@@ -9,7 +9,7 @@ import pytest
 
 from audit.models import Action, AuditEvent
 from imaging.models import Fingerprint, Scan, ScanStatus
-from imaging.selectors import scan_similar
+from imaging.selectors.scans import scan_similar
 from patients.models import Patient
 
 pytestmark = pytest.mark.django_db

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from imaging.redaction import fill_regions, pad_box
+from engine.pixels.redaction import fill_regions, pad_box
 
 
 def test_it_grows_padding_with_box_height() -> None:
@@ -40,7 +40,7 @@ def _line(text: str = "WESTWAY MEDICAL") -> tuple[np.ndarray, tuple[int, int, in
     """White text on black, and the tight box of its ink."""
     import cv2
 
-    from imaging.redaction import INK_CONTRAST
+    from engine.pixels.redaction import INK_CONTRAST
 
     image = np.zeros((40, 400), np.uint8)
     cv2.putText(image, text, (10, 25), cv2.FONT_HERSHEY_SIMPLEX, 0.5, 255, 1, cv2.LINE_8)
@@ -50,7 +50,7 @@ def _line(text: str = "WESTWAY MEDICAL") -> tuple[np.ndarray, tuple[int, int, in
 
 
 def test_it_grows_a_line_box_over_letters_the_detector_cut_off() -> None:
-    from imaging.redaction import complete_line
+    from engine.pixels.redaction import complete_line
 
     image, (x0, y0, x1, y1) = _line()
     short = (x0 + 20, y0, x1 - 15, y1)  # a letter or two missing at each end
@@ -62,7 +62,7 @@ def test_it_grows_a_line_box_over_letters_the_detector_cut_off() -> None:
 
 
 def test_it_leaves_a_complete_line_and_a_distant_word_alone() -> None:
-    from imaging.redaction import complete_line
+    from engine.pixels.redaction import complete_line
 
     image, box = _line("DOE JANE")
     import cv2
@@ -76,7 +76,7 @@ def test_it_leaves_a_complete_line_and_a_distant_word_alone() -> None:
 
 
 def test_it_bounds_growth_on_texture_and_skips_non_line_shapes() -> None:
-    from imaging.redaction import LINE_MAX_GROWTH, complete_line
+    from engine.pixels.redaction import LINE_MAX_GROWTH, complete_line
 
     rng = np.random.default_rng(0)
     texture = rng.integers(0, 256, size=(60, 600), dtype=np.uint8)

@@ -1,4 +1,4 @@
-"""Display rendering (imaging.rendering) on real pydicom-data files: modality LUT and
+"""Display rendering (engine.pixels.rendering) on real pydicom-data files: modality LUT and
 Hounsfield units, windows and presets, VOI LUT, MONOCHROME1, palette, YBR, multi-frame,
 overlay planes."""
 
@@ -13,7 +13,8 @@ from pydicom.dataset import Dataset
 from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_voi
 from pydicom.sequence import Sequence
 
-from imaging import dicom, rendering
+from engine.dicom import io as dicom
+from engine.pixels import rendering
 from imaging.tests.fixtures import samples
 from medimg.errors import ApplicationError
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from imaging.crypto import (
+from engine.crypto.envelope import (
     decrypt_blob,
     encrypt_blob,
     new_data_key,
@@ -17,9 +17,15 @@ from imaging.crypto import (
     region_aad,
     unpack_array,
 )
-from imaging.restoration import MEDIA_TYPES, apply_clahe, crop_region, encode_image, paste_regions
+from engine.intake.validation import validate_upload
+from engine.pixels.restoration import (
+    MEDIA_TYPES,
+    apply_clahe,
+    crop_region,
+    encode_image,
+    paste_regions,
+)
 from imaging.tests.fixtures import samples
-from imaging.validation import validate_upload
 
 
 def _decoded(data: bytes):

@@ -12,9 +12,9 @@ from django.db import connection
 from PIL import Image
 
 from audit.models import Action, AuditEvent, Outcome
-from imaging import crypto
+from engine.crypto import envelope as crypto
 from imaging.models import Region, Scan, ScanStatus
-from imaging.services import scan_restore_pixels
+from imaging.services.scans import scan_restore_pixels
 from imaging.tests import factories
 
 pytestmark = pytest.mark.django_db

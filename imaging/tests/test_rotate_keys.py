@@ -18,8 +18,8 @@ from PIL import Image
 
 from audit.models import Action, AuditEvent, Outcome
 from imaging.models import Scan
-from imaging.services import scan_restore_pixels
-from imaging.storage import storage_read
+from imaging.services.scans import scan_restore_pixels
+from imaging.vault.storage import storage_read
 
 pytestmark = pytest.mark.django_db
 
@@ -99,7 +99,7 @@ def test_it_cannot_restore_without_the_old_kek_if_nothing_was_rotated(
     under_k1: None, settings: Any, completed_scan: Scan
 ) -> None:
     # The control for the test above: dropping k1 without rotating loses the scan.
-    from imaging.errors import CryptoError
+    from engine.errors import CryptoError
 
     _use(settings, f"k2:{K2}", "k2")
 

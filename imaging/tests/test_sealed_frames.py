@@ -8,9 +8,9 @@ import struct
 import numpy as np
 import pytest
 
-from imaging import crypto
-from imaging.errors import CryptoError
-from imaging.sealed_frames import MAGIC, SealedFramesWriter, unseal_frames
+from engine.crypto import envelope as crypto
+from engine.crypto.sealed_frames import MAGIC, SealedFramesWriter, unseal_frames
+from engine.errors import CryptoError
 
 AAD = b"medimg/redacted-pixels/v1\nscan-1"
 

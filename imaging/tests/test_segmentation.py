@@ -13,14 +13,14 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 from PIL import Image
 
-from imaging.preprocessing import PreprocessConfig
-from imaging.segmentation import (
+from engine.segmentation.model import (
     WEIGHTS_FILE,
     ModelConfig,
     NetworkConfig,
     Segmenter,
     build_network,
 )
+from engine.segmentation.preprocessing import PreprocessConfig
 from model.segmentation.train import export_onnx
 
 CLASSES = {0: "background", 1: "square", 2: "disc"}

@@ -17,13 +17,14 @@ import pytest
 from PIL import Image
 
 from audit.models import Action, AuditEvent, Outcome
-from imaging import crypto, segmentation_services
-from imaging.errors import CryptoError
+from engine.crypto import envelope as crypto
+from engine.errors import CryptoError
 from imaging.models import JobStatus, Scan, SegmentationJob, SegmentationModel
-from imaging.segmentation_selectors import segmentation_mask
-from imaging.storage import storage_read
+from imaging.selectors.segmentation import segmentation_mask
+from imaging.services import segmentation as segmentation_services
 from imaging.tests import factories
 from imaging.tests.deid_checks import dciodvfy_available, dciodvfy_errors
+from imaging.vault.storage import storage_read
 
 DISC_CLASSES = {0: "background", 1: "disc"}
 
@@ -94,8 +95,8 @@ def segment(api: Any, doctor: Any, django_capture_on_commit_callbacks: Any) -> A
 
 def _expected_labels(scan: Scan, model_dir: Path) -> np.ndarray:
     """What the model gives on the ORIGINAL pixels, computed outside the app."""
-    from imaging.segmentation import Segmenter
-    from imaging.services import scan_restore_pixels
+    from engine.segmentation.model import Segmenter
+    from imaging.services.scans import scan_restore_pixels
 
     pixels = scan_restore_pixels(scan=scan)
     grey = segmentation_services._grey(pixels)
@@ -329,8 +330,8 @@ def test_it_runs_an_admin_uploaded_onnx_or_torchscript_model(
     import torch
     from django.core.files.uploadedfile import SimpleUploadedFile
 
+    from engine.segmentation.model import ModelConfig, Segmenter, build_network
     from imaging.admin_segmentation import SegmentationModelForm
-    from imaging.segmentation import ModelConfig, Segmenter, build_network
 
     config = json.loads((discs / "config.json").read_text())
     expected = _expected_labels(completed_scan, discs)
@@ -401,7 +402,7 @@ def _mr_series(count: int = 4) -> list[bytes]:
 def test_it_segments_a_series_as_one_volume_with_volumes_in_ml_and_one_seg(
     api: Any, discs: Path, bright_detector: None, upload: Any, segment: Any
 ) -> None:
-    from imaging.segmentation_dicom import labels_from_seg
+    from engine.dicom.seg import labels_from_seg
 
     response = upload(*[(f"s{i}.dcm", data) for i, data in enumerate(_mr_series())])
     scans = list(Scan.objects.filter(pk__in=[item["id"] for item in response.json()]))

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from imaging.segmentation import ModelConfig, NetworkConfig
-from imaging.segmentation_outputs import class_colours, measure, overlay_png
-from imaging.segmentation_postprocess import PostprocessConfig, postprocess
+from engine.segmentation.model import ModelConfig, NetworkConfig
+from engine.segmentation.outputs import class_colours, measure, overlay_png
+from engine.segmentation.postprocessing import PostprocessConfig, postprocess
 
 CLASSES = {0: "background", 1: "organ", 2: "lesion"}
 

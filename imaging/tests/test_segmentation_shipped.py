@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from imaging import segmentation_services
 from imaging.models import JobStatus, Scan, SegmentationJob
-from imaging.segmentation_selectors import segmentation_mask
+from imaging.selectors.segmentation import segmentation_mask
+from imaging.services import segmentation as segmentation_services
 from imaging.tests import factories
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from django.core.files.storage import default_storage
 
-from imaging.storage import storage_delete, storage_read, storage_write
+from imaging.vault.storage import storage_delete, storage_read, storage_write
 
 ROOT = Path(__file__).resolve().parents[2]
 BUCKET = "medimg-test"
@@ -45,7 +45,7 @@ def _settings_in_subprocess(env: dict[str, str]) -> dict[str, Any]:
 
 def test_it_keeps_local_disk_without_a_bucket() -> None:
     default = _settings_in_subprocess({})
-    assert default["BACKEND"] == "imaging.storage.AtomicFileSystemStorage"
+    assert default["BACKEND"] == "imaging.vault.storage.AtomicFileSystemStorage"
 
 
 def test_it_configures_s3_from_the_environment() -> None:

@@ -12,13 +12,14 @@ from django.db import OperationalError
 from PIL import Image
 
 from audit.models import Action, AuditEvent, Outcome
-from imaging import crypto, services
+from engine.crypto import envelope as crypto
 from imaging.models import FailureReason, Fingerprint, Region, Scan, ScanStatus
-from imaging.services import scan_process, scan_restore_pixels
-from imaging.storage import storage_read
+from imaging.services import scans as services
+from imaging.services.scans import scan_process, scan_restore_pixels
 from imaging.tasks import process_scan
 from imaging.tests import factories
 from imaging.tests.conftest import as_upload, media_files, wait_for_status
+from imaging.vault.storage import storage_read
 
 pytestmark = pytest.mark.django_db
 

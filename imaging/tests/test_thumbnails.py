@@ -9,9 +9,9 @@ import numpy as np
 from PIL import Image
 
 from audit.models import Action, AuditEvent
-from imaging import thumbnails
 from imaging.models import Scan
-from imaging.storage import storage_delete, storage_read
+from imaging.selectors import thumbnails
+from imaging.vault.storage import storage_delete, storage_read
 
 
 def _get(api: Any, user: Any, scan: Scan, **headers: str) -> Any:

@@ -11,11 +11,12 @@ import pydicom
 import pytest
 from django.urls import reverse
 
-from imaging import crypto, pipeline
+from engine.crypto import envelope as crypto
+from engine.detection import pipeline
+from engine.dicom.ultrasound import INK_LEVEL, annotation_boxes, ultrasound_regions
+from engine.intake.validation import validate_upload
 from imaging.models import Scan, ScanStatus
-from imaging.services import scan_restore_pixels
-from imaging.ultrasound import INK_LEVEL, annotation_boxes, ultrasound_regions
-from imaging.validation import validate_upload
+from imaging.services.scans import scan_restore_pixels
 
 deid_data = pytest.importorskip("deid_data")
 FOLDER = Path(deid_data.__file__).parent / "data" / "ultrasounds"
@@ -87,7 +88,7 @@ def test_annotation_boxes_skip_what_is_covered_or_inside() -> None:
 def test_an_uploaded_ultrasound_keeps_no_ink_outside_its_regions_and_restores_exactly(
     upload: Any, settings: Any, api: Any, doctor: Any
 ) -> None:
-    settings.IMAGING_DETECTOR = "imaging.detection.detect"
+    settings.IMAGING_DETECTOR = "engine.detection.detector.detect"
     data = GREYSCALE.read_bytes()
     response = upload(("us.dcm", data))
     assert response.status_code == 201, response.content
@@ -114,7 +115,7 @@ def test_an_uploaded_ultrasound_keeps_no_ink_outside_its_regions_and_restores_ex
 def test_a_real_cine_is_detected_again_only_where_its_annotation_changes(settings: Any) -> None:
     """deid-data's 30-frame cine: the sector reaches into any fixed margin, so the change
     test looks outside the data regions instead (and at the boxes)."""
-    from imaging.detection import detect
+    from engine.detection.detector import detect
 
     path = FOLDER / "ultrasound-multiframe.dcm"
     image = _decode(path.read_bytes())

@@ -13,11 +13,11 @@ from django.db import OperationalError
 from PIL import Image
 
 from audit.models import Action, AuditEvent
-from imaging import crypto
+from engine.crypto import envelope as crypto
 from imaging.models import Scan, ScanFormat, ScanStatus
-from imaging.storage import AtomicFileSystemStorage, storage_read
 from imaging.tests import factories
 from imaging.tests.conftest import as_upload, media_files
+from imaging.vault.storage import AtomicFileSystemStorage, storage_read
 
 pytestmark = pytest.mark.django_db
 
@@ -223,7 +223,7 @@ def test_it_removes_the_file_when_the_row_cannot_be_committed(
         raise OperationalError("server closed the connection unexpectedly")
 
     # The audit append is the last write in the upload's transaction.
-    monkeypatch.setattr("imaging.services.audit_record", database_gone)
+    monkeypatch.setattr("imaging.services.scans.audit_record", database_gone)
 
     response = upload(("a.png", factories.png_bytes(factories.text_image(64, 64))))
 

@@ -10,10 +10,10 @@ import pydicom
 import pytest
 from PIL import Image, ImageOps
 
-from imaging import dicom
-from imaging.errors import ImagingError
+from engine.dicom import io as dicom
+from engine.errors import ImagingError
+from engine.intake.validation import DecodedImage, orient, sniff_kind, validate_upload
 from imaging.tests.fixtures import samples
-from imaging.validation import DecodedImage, orient, sniff_kind, validate_upload
 
 MAX_BYTES = 20 * 1024 * 1024
 MAX_PIXELS = 60_000_000

@@ -1,6 +1,6 @@
 """Attacks on the ciphertexts: a flipped byte in the nonce, the ciphertext, the tag or the
 associated data fails with one generic error (the same type and text whatever was touched),
-for stored blobs (imaging.crypto) and sealed transfers (accounts.keyexchange, and the upload
+for stored blobs (engine.crypto.envelope) and sealed transfers (accounts.keyexchange, and the upload
 API that opens them); and 100,000 encryptions under one key never repeat a nonce."""
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 
 from accounts import keyexchange
 from accounts.session_keys import key_exchange_begin, key_exchange_complete
-from imaging import crypto
-from imaging.errors import CryptoError
+from engine.crypto import envelope as crypto
+from engine.errors import CryptoError
 from imaging.tests import factories
 from patients.models import Patient
 

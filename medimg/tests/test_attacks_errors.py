@@ -10,7 +10,7 @@ import pytest
 from django.test import Client
 
 from accounts.apis import MeApi
-from accounts.views import HomeView
+from pages.views.home import HomeView
 
 pytestmark = pytest.mark.django_db
 

@@ -15,10 +15,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydicom.data import get_testdata_file
 
-from imaging.dicom import decode_pixels, read_dataset
-from imaging.errors import ImagingError
+from engine.dicom.io import decode_pixels, read_dataset
+from engine.errors import ImagingError
+from engine.intake.validation import DecodedImage, validate_upload
 from imaging.tests import factories
-from imaging.validation import DecodedImage, validate_upload
 
 # The long runs are for `make fuzz` (MEDIMG_FUZZ=1), not for every `make test`.
 LONG = pytest.mark.skipif(not os.environ.get("MEDIMG_FUZZ"), reason="long run: make fuzz")

@@ -161,7 +161,7 @@ POLICY: list[Rule] = [
     Rule("api/images/<int:scan_id>/grid/", "GET", _API_CLINICAL),
     Rule("api/images/<int:scan_id>/thumbnail/", "GET", _API_CLINICAL),
     Rule("api/images/<int:scan_id>/regions/", "GET", _API_CLINICAL),
-    # Review (imaging/apis_review.py): the policy scan is unprocessed, so allowed roles get 409.
+    # Review (imaging/apis/review.py): the policy scan is unprocessed, so allowed roles get 409.
     Rule("api/images/<int:scan_id>/regions/", "POST", _API_CLINICAL,
          body={"x1": 0, "y1": 0, "x2": 4, "y2": 4}),
     Rule("api/images/<int:scan_id>/review/", "POST", _API_TECHNICIAN, body={}),
@@ -170,7 +170,7 @@ POLICY: list[Rule] = [
     Rule("api/images/<int:scan_id>/similar/", "GET", _API_CLINICAL),
     # A POST with a JSON body; the policy scan is unprocessed, so a doctor gets 409.
     Rule("api/images/<int:scan_id>/restore/", "POST", _API_DOCTOR, body={}),
-    # Viewer and QC (imaging/apis_viewing.py): frames, clusters and studies for clinical
+    # Viewer and QC (imaging/apis/viewing.py): frames, clusters and studies for clinical
     # roles; the QC outlier report (statistics, no images) for doctors and admins.
     Rule("api/images/<int:scan_id>/frames/", "GET", _API_CLINICAL),
     Rule("api/images/<int:scan_id>/region-groups/", "GET", _API_CLINICAL),
@@ -178,14 +178,14 @@ POLICY: list[Rule] = [
     Rule("api/images/<int:scan_id>/clusters/image/", "GET", _API_CLINICAL),
     Rule("api/patients/<str:patient_id>/studies/", "GET", _API_CLINICAL),
     Rule("api/qc/outliers/", "GET", (UNAUTHENTICATED, FORBIDDEN, FORBIDDEN, ALLOW, ALLOW)),
-    # De-identified DICOM (imaging/deid_apis.py): identity and exports, doctors only.
+    # De-identified DICOM (imaging/apis/deid.py): identity and exports, doctors only.
     Rule("api/images/<int:scan_id>/identity/", "GET", _API_DOCTOR),
     Rule("api/images/<int:scan_id>/export/", "GET", _API_DOCTOR, query={"format": "dicom"}),
     Rule("api/patients/<str:patient_id>/export/", "GET", _API_DOCTOR),
     Rule("api/patients/<str:patient_id>/studies/<str:study_uid>/export/", "GET", _API_DOCTOR),
     Rule("api/regions/<int:region_id>/", "GET", _API_DOCTOR),
     Rule("api/stats/processing/", "GET", (UNAUTHENTICATED, FORBIDDEN, FORBIDDEN, FORBIDDEN, ALLOW)),
-    # Segmentation (imaging/apis_segmentation.py): doctors only. The policy job is queued, so
+    # Segmentation (imaging/apis/segmentation.py): doctors only. The policy job is queued, so
     # overlay and SEG answer 409 segmentation_not_ready; the POST meets an unprocessed scan.
     Rule("api/segmentation/models/", "GET", _API_DOCTOR),
     Rule("api/images/<int:scan_id>/segmentations/", "GET", _API_DOCTOR),
@@ -198,13 +198,13 @@ POLICY: list[Rule] = [
          path="/admin/imaging/segmentationmodel/"),
     Rule("admin/imaging/scan/", "GET", _ADMIN_PAGE, path="/admin/imaging/scan/"),
 
-    # ---- clinical pages (medimg/urls_pages.py; added by the pages engineer) ----------------
+    # ---- clinical pages (pages/urls.py; added by the pages engineer) ----------------
     Rule("patients/<str:patient_id>/", "GET", _PAGE_CLINICAL),
     Rule("scans/<int:scan_id>/", "GET", _PAGE_CLINICAL),
     Rule("scans/<int:scan_id>/clusters/", "GET", _PAGE_CLINICAL),
-    # Quality control (imaging/views_qc.py): doctors and admins.
+    # Quality control (pages/views/qc.py): doctors and admins.
     Rule("qc/", "GET", (LOGIN, FORBIDDEN, FORBIDDEN, ALLOW, ALLOW)),
-    # Admin pages outside Django admin (medimg/urls_pages.py).
+    # Admin pages outside Django admin (pages/urls.py).
     Rule("manage/statistics/", "GET", _PAGE_ADMIN),
     Rule("manage/audit/", "GET", _PAGE_ADMIN, query={"action": "login"}),
     Rule("manage/audit/", "POST", _PAGE_ADMIN, body={}, form=True),

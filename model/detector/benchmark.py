@@ -1,4 +1,5 @@
-"""Milliseconds per image of imaging.detection.detect, per backend and input size; prints JSON.
+"""Milliseconds per image of engine.detection.detector.detect, per backend and input size; prints
+JSON.
 
     python model/detector/benchmark.py                      # 512, 1024, 2048 px; onnx and torch
     python model/detector/benchmark.py --sizes 1024 --backends onnx --runs 30
@@ -31,7 +32,7 @@ def percentile(values: list[float], q: float) -> float:
 
 
 def benchmark(backend: str, size: int, runs: int, image: np.ndarray) -> dict[str, Any]:
-    from imaging import detection
+    from engine.detection import detector as detection
 
     frame = cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA)
     for _ in range(2):

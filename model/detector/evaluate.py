@@ -6,9 +6,10 @@
 (a) generated: the held-out generated validation split (whole images, up to 640 px), scored by
     Ultralytics at imgsz 640: precision, recall, mAP@0.5, mAP@0.5:0.95.
 (b) real: the hand-checked real test set (testset/ground_truth.json) through
-    imaging.detection.detect, as the pipeline calls it:
+    engine.detection.detector.detect, as the pipeline calls it:
     - PHI box recall: a phi_text box counts as found when at least 90 % of its area is covered
-      by the padded detections (padded as the pipeline pads: imaging.pipeline.padded_boxes);
+      by the padded detections (padded as the pipeline pads:
+      engine.detection.pipeline.padded_boxes);
     - false regions per image: detections of which less than 20 % of the area lies on any
       annotated box (phi_text, tech_text, other), i.e. boxes on anatomy or graphics;
     - ms per image (wall time of detect(), after one warm-up call).
@@ -32,7 +33,8 @@ import numpy as np
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from imaging import detection, pipeline
+from engine.detection import detector as detection
+from engine.detection import pipeline
 from model.detector.testset import TestImage, load_frame, load_ground_truth
 
 DETECTOR_DIR = Path(__file__).resolve().parent

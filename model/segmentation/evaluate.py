@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from imaging.segmentation import Segmenter
+from engine.segmentation.model import Segmenter
 from model.segmentation.dataset import case_names, load_case, load_classes
 from model.segmentation.metrics import case_metrics, summarise, thresholds_table
 from model.segmentation.train import CARD_FILE

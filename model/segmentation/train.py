@@ -33,8 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from imaging.preprocessing import PreprocessConfig
-from imaging.segmentation import (
+from engine.segmentation.model import (
     ONNX_FILE,
     WEIGHTS_FILE,
     ModelConfig,
@@ -43,6 +42,7 @@ from imaging.segmentation import (
     build_network,
     prepare_input,
 )
+from engine.segmentation.preprocessing import PreprocessConfig
 from model.segmentation.dataset import Case, iter_cases, load_classes
 
 TEMPLATE = Path(__file__).resolve().parent / "MODEL_CARD.template.md"

@@ -125,7 +125,7 @@ def test_it_shows_the_doctor_thumbnails_and_notes(
     assert [t.name for t in response.templates][0] == "patients/patient_doctor.html"
     html = response.content.decode()
     # Only a finished scan has a redacted image to show; the other shows its status.
-    # Thumbnails: small, cached (imaging/thumbnails.py), never the full-size image.
+    # Thumbnails: small, cached (imaging/selectors/thumbnails.py), never the full-size image.
     assert f'src="/api/images/{done.id}/thumbnail/?size=256"' in html
     assert f"/api/images/{busy.id}/thumbnail/" not in html
     assert f'href="/scans/{busy.id}/"' in html

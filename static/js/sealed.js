@@ -170,7 +170,7 @@
   }
 
   // transfer_aad("restore", scan=, format=, frame=, enhance=) for the restore being POSTed
-  // (`fields` is its JSON body), with the server's defaults and parsing (imaging/apis.py
+  // (`fields` is its JSON body), with the server's defaults and parsing (imaging/apis/scans.py
   // ScanRestoreApi).
   function restoreAad(url, fields, nonce) {
     var parsed = new URL(url, window.location.href);
@@ -193,7 +193,7 @@
     return bytes("medimg/sealed-restore/v1\n" + aad);
   }
 
-  // transfer_aad("region", nonce=, region=) for a decrypted-region URL (imaging/apis.py).
+  // transfer_aad("region", nonce=, region=) for a decrypted-region URL (imaging/apis/scans.py).
   function regionAad(url, nonce) {
     var parsed = new URL(url, window.location.href);
     var match = parsed.pathname.match(/\/regions\/(\d+)\/$/);

@@ -29,7 +29,8 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.utils.module_loading import import_string
 
-from imaging import crypto, pipeline
+from engine.crypto import envelope as crypto
+from engine.detection import pipeline
 
 STAGES = (
     "decode_ms",
@@ -55,7 +56,7 @@ class BenchImage:
 
 def generated_image(size: int, seed: int = 0) -> BenchImage:
     """A size×size RGB scan-like image with burned-in text lines, as PNG."""
-    from imaging.restoration import encode_image
+    from engine.pixels.restoration import encode_image
 
     rng = np.random.default_rng(seed)
     yy, xx = np.mgrid[0:size, 0:size]
@@ -107,8 +108,8 @@ def real_images() -> list[BenchImage]:
 
 def run_once(image: BenchImage, detector: pipeline.Detector) -> dict[str, float]:
     """One image through the worker's steps; returns stage timings in ms."""
-    from imaging.restoration import encode_image
-    from imaging.validation import validate_upload
+    from engine.intake.validation import validate_upload
+    from engine.pixels.restoration import encode_image
 
     timings: dict[str, float] = {}
     start = time.perf_counter()

@@ -6,7 +6,7 @@
 INPUT is a DICOM file, a folder (searched recursively) or a zip (its DICOM members). Each
 file goes through what a DICOM upload goes through: `validate_upload`, `pipeline_run` (the
 configured detector on every frame, each region padded, cropped and sealed with AES-256-GCM,
-filled, and a verification pass) and `imaging.identity.dicom_deidentify` (PS3.15 Annex E;
+filled, and a verification pass) and `imaging.vault.identity.dicom_deidentify` (PS3.15 Annex E;
 options and the installation secret from settings, so a run gives a file the same UIDs,
 pseudonym and date shift as an upload and as any other run with the same MEDIMG_DEID_SECRET).
 
@@ -39,12 +39,14 @@ from typing import Any
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from imaging import crypto, deid, pipeline
-from imaging.errors import ImagingError
-from imaging.identity import DeidOutcome, dicom_deidentify, identity_document, uid_secret
+from engine.crypto import envelope as crypto
+from engine.detection import pipeline
+from engine.dicom import deid
+from engine.errors import ImagingError
+from engine.intake.validation import sniff_kind, validate_upload
 from imaging.management.commands.redact import Command as RedactCommand
 from imaging.management.commands.redact import FileFailed, write_atomic
-from imaging.validation import sniff_kind, validate_upload
+from imaging.vault.identity import DeidOutcome, dicom_deidentify, identity_document, uid_secret
 
 DICOM_SUFFIXES = frozenset({".dcm", ".dicom"})
 SNIFF_BYTES = 132

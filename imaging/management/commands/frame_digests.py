@@ -1,4 +1,5 @@
-"""Bind the stored frames of scans processed before frame digests existed (imaging.derivatives).
+"""Bind the stored frames of scans processed before frame digests existed
+(imaging.vault.derivatives).
 
     python manage.py frame_digests
 
@@ -14,9 +15,9 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError
 
-from imaging.derivatives import scan_frame_digests_backfill
-from imaging.errors import CryptoError
+from engine.errors import CryptoError
 from imaging.models import Scan, ScanStatus
+from imaging.vault.derivatives import scan_frame_digests_backfill
 
 
 class Command(BaseCommand):

@@ -1,4 +1,4 @@
-"""Compute QC statistics (imaging.qc) for completed scans that have none.
+"""Compute QC statistics (engine.pixels.qc) for completed scans that have none.
 
     python manage.py qc_statistics [--all]
 
@@ -11,8 +11,8 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from imaging.errors import CryptoError
-from imaging.qc_services import scan_qc_refresh, scans_missing_qc
+from engine.errors import CryptoError
+from imaging.services.qc import scan_qc_refresh, scans_missing_qc
 
 
 class Command(BaseCommand):

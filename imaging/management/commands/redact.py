@@ -8,7 +8,7 @@ image it writes `<stem>.redacted.<ext>` under DIR in the image's own format:
 - JPEG/PNG: the decoded pixels (EXIF orientation applied, no metadata) with the regions
   filled, as PNG (lossless) or JPEG (quality 95);
 - DICOM: the same dataset with only its pixel data redacted (every frame of a multi-frame
-  file detected and filled on its own), through `imaging.dicom.write_redacted_dataset`,
+  file detected and filled on its own), through `engine.dicom.io.write_redacted_dataset`,
   uncompressed or losslessly compressed as DICOM_OUTPUT_SYNTAX says (never lossy). The
   header is NOT de-identified here, and Burned In Annotation is left as the file had it (no
   verification pass runs here to confirm the frames clean).
@@ -44,10 +44,11 @@ from typing import Any
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from imaging import dicom, pipeline
-from imaging.errors import ImagingError
-from imaging.restoration import encode_image
-from imaging.validation import DecodedImage, sniff_kind, validate_upload
+from engine.detection import pipeline
+from engine.dicom import io as dicom
+from engine.errors import ImagingError
+from engine.intake.validation import DecodedImage, sniff_kind, validate_upload
+from engine.pixels.restoration import encode_image
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".dcm", ".dicom"})
 SUFFIX_FOR_KIND = {"jpeg": ".jpg", "png": ".png", "dicom": ".dcm"}
@@ -191,7 +192,7 @@ class Command(BaseCommand):
             raise CommandError(f"{failed} of {len(inputs)} files could not be redacted")
 
     def _detector(self, weights: str | None, backend: str | None) -> pipeline.Detector:
-        from imaging import detection
+        from engine.detection import detector as detection
 
         detector = pipeline.default_detector()
         if weights is None and backend is None:

@@ -25,8 +25,8 @@ from django.db import transaction
 
 from audit.models import Action, Outcome
 from audit.services import audit_record
-from imaging import crypto
-from imaging.errors import CryptoError
+from engine.crypto import envelope as crypto
+from engine.errors import CryptoError
 from imaging.models import Scan
 
 

@@ -24,8 +24,8 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from imaging.preprocessing import PreprocessConfig
-from imaging.segmentation import NETWORK_KINDS
+from engine.segmentation.model import NETWORK_KINDS
+from engine.segmentation.preprocessing import PreprocessConfig
 from model.segmentation.dataset import DatasetError
 from model.segmentation.train import TrainOptions, train
 

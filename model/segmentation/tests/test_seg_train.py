@@ -172,7 +172,7 @@ def test_it_resumes_an_interrupted_run_from_its_checkpoint_exactly(tmp_path: Pat
     saved = torch.load(tmp_path / "cut" / "checkpoint.pt", weights_only=False)
     assert saved["epoch"] == 1 and len(saved["history"]) == 1
     # Between epochs the directory already loads as a model: config.json and the best weights.
-    from imaging.segmentation import Segmenter
+    from engine.segmentation.model import Segmenter
 
     Segmenter.load(tmp_path / "cut").segment(np.zeros((32, 32), np.float32))
     lines: list[str] = []

@@ -1,0 +1,294 @@
+"""Find burned-in sensitive regions (PHI text, technical labels, barcodes) in an 8-bit image.
+
+    detect(frame) -> list[Detection]      # frame: (H, W) or (H, W, 3) uint8, RGB
+
+Plain module, no ORM. Defaults come from Django settings when Django is configured
+(IMAGING_DETECTOR_WEIGHTS, _BACKEND, _CONFIDENCE, _IOU, _IMGSZ, _TILE_ABOVE), else from the
+constants below; every one can also be passed explicitly.
+
+How an image is looked at:
+- one pass over the whole image, scaled so its long side is `imgsz` (640);
+- for images whose long side exceeds `tile_above`, also native-resolution tiles of `imgsz`
+  with overlap, because scaling a 2048 px radiograph to 640 px shrinks 8 px text to 2.5 px.
+The weights were trained on native-resolution 320 px crops; the network is fully
+convolutional, so it runs on 640 px inputs unchanged.
+
+The model is loaded once per process, lazily and under a lock. Backends: "onnx" (ONNX Runtime)
+and "torch"; both share this module's pre- and post-processing, so they return the same boxes.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from engine.pixels.redaction import pad_box
+
+MODEL_DIR = Path(__file__).resolve().parents[2] / "model" / "detector"
+CLASS_NAMES: tuple[str, ...] = ("phi_text", "tech_text", "barcode")
+DEFAULTS: dict[str, Any] = {
+    "weights": None,  # None: model/detector/best.onnx or best.pt, by backend
+    "backend": "onnx",  # faster than torch on the 2-core CPU (model/detector/MODEL_CARD.md)
+    "confidence": 0.25,
+    "iou": 0.45,
+    "imgsz": 640,
+    "tile_above": 1280,
+}
+TILE_OVERLAP = 64
+STRIDE = 32  # the network's largest stride: input sides must be multiples of it
+# A box this much inside a bigger one adds nothing to a redaction.
+CONTAINED = 0.9
+
+
+@dataclass(frozen=True)
+class Detection:
+    box: tuple[int, int, int, int]  # x0, y0, x1, y1, half-open, original pixels
+    label: str
+    confidence: float
+
+
+def setting(name: str) -> Any:
+    """IMAGING_DETECTOR_<NAME> from Django settings when configured, else the built-in default."""
+    try:
+        from django.conf import settings
+
+        if settings.configured:
+            return getattr(settings, f"IMAGING_DETECTOR_{name.upper()}", DEFAULTS[name])
+    except ImportError:
+        pass
+    return DEFAULTS[name]
+
+
+def weights_path(backend: str | None = None) -> Path:
+    configured = setting("weights")
+    if configured:
+        return Path(configured)
+    suffix = ".onnx" if (backend or setting("backend")) == "onnx" else ".pt"
+    return MODEL_DIR / f"best{suffix}"
+
+
+# ---------------------------------------------------------------- backends
+
+Runner = Callable[[np.ndarray], np.ndarray]  # (N, 3, H, W) float32 -> (N, 4 + classes, A)
+
+_runners: dict[tuple[str, str], Runner] = {}
+_runners_lock = threading.Lock()
+
+
+def load_onnx_runner(path: Path) -> Runner:
+    import onnxruntime as ort
+
+    available = ort.get_available_providers()
+    providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
+    options = ort.SessionOptions()
+    # Follow OMP_NUM_THREADS like torch does, so a worker can be told to use fewer cores.
+    options.intra_op_num_threads = int(os.environ.get("OMP_NUM_THREADS", "0") or 0)
+    session = ort.InferenceSession(str(path), sess_options=options, providers=providers)
+    input_name = session.get_inputs()[0].name
+
+    def run(batch: np.ndarray) -> np.ndarray:
+        return np.asarray(session.run(None, {input_name: batch})[0])
+
+    return run
+
+
+def load_torch_runner(path: Path) -> Runner:
+    import torch
+    from ultralytics import YOLO
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    model = YOLO(str(path)).model.to(device).eval()
+    model = model.float() if device == "cpu" else model.half()
+
+    def run(batch: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            tensor = torch.from_numpy(batch).to(device)
+            output = model(tensor.half() if device == "cuda" else tensor)
+            output = output[0] if isinstance(output, (list, tuple)) else output
+            return output.float().cpu().numpy()
+
+    return run
+
+
+def get_runner(backend: str, weights: Path) -> Runner:
+    """The process-wide runner for (backend, weights), loaded on first use."""
+    key = (backend, str(weights))
+    runner = _runners.get(key)
+    if runner is not None:
+        return runner
+    with _runners_lock:
+        if key not in _runners:
+            if not weights.exists():
+                raise FileNotFoundError(f"detector weights not found: {weights}")
+            loader = load_onnx_runner if backend == "onnx" else load_torch_runner
+            _runners[key] = loader(weights)
+        return _runners[key]
+
+
+# ---------------------------------------------------------------- pre- and post-processing
+
+
+def as_rgb(frame: np.ndarray) -> np.ndarray:
+    if frame.dtype != np.uint8:
+        raise ValueError(f"expected a uint8 image, got {frame.dtype}")
+    if frame.ndim == 2:
+        return np.repeat(frame[:, :, None], 3, axis=2)
+    if frame.ndim == 3 and frame.shape[2] == 3:
+        return frame
+    if frame.ndim == 3 and frame.shape[2] == 4:
+        return frame[:, :, :3]
+    if frame.ndim == 3 and frame.shape[2] == 1:
+        return np.repeat(frame, 3, axis=2)
+    raise ValueError(f"expected (H, W) or (H, W, 3), got {frame.shape}")
+
+
+def to_input(image: np.ndarray, side: int) -> tuple[np.ndarray, float]:
+    """Resize so the long side is at most `side`, pad right and bottom to a multiple of the
+    network stride; returns (3, H', W') and the scale.
+
+    Padding to the stride instead of a `side` square (Ultralytics' own `rect` letterbox) spends
+    nothing on blank canvas: a 512 px image runs at 512, a 4:3 ultrasound at 640x480.
+    Padding value 114 is what Ultralytics trains with.
+    """
+    height, width = image.shape[:2]
+    scale = min(1.0, side / max(height, width))
+    if scale < 1.0:
+        size = (max(1, round(width * scale)), max(1, round(height * scale)))
+        image = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+    padded_h = -(-image.shape[0] // STRIDE) * STRIDE
+    padded_w = -(-image.shape[1] // STRIDE) * STRIDE
+    canvas = np.full((padded_h, padded_w, 3), 114, np.uint8)
+    canvas[: image.shape[0], : image.shape[1]] = image
+    return canvas.transpose(2, 0, 1).astype(np.float32) / 255.0, scale
+
+
+def tile_origins(length: int, tile: int, overlap: int) -> list[int]:
+    if length <= tile:
+        return [0]
+    step = tile - overlap
+    starts = list(range(0, length - tile, step))
+    return starts + [length - tile]
+
+
+def decode(output: np.ndarray, confidence: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Raw head output (4 + classes, A) -> boxes (x0, y0, x1, y1), scores, class ids."""
+    scores_all = output[4:]
+    class_ids = scores_all.argmax(axis=0)
+    scores = scores_all[class_ids, np.arange(scores_all.shape[1])]
+    keep = scores >= confidence
+    cx, cy, w, h = output[:4, keep]
+    boxes = np.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], axis=1)
+    return boxes, scores[keep], class_ids[keep]
+
+
+def nms(boxes: np.ndarray, scores: np.ndarray, iou: float) -> np.ndarray:
+    """Indexes kept by class-agnostic non-maximum suppression (one region, one box)."""
+    if len(boxes) == 0:
+        return np.zeros(0, np.int64)
+    xywh = np.column_stack([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]]).tolist()
+    kept = cv2.dnn.NMSBoxes(xywh, scores.astype(float).tolist(), 0.0, iou)
+    return np.asarray(kept, np.int64).reshape(-1)
+
+
+def drop_contained(boxes: np.ndarray, scores: np.ndarray) -> np.ndarray:
+    """Indexes of boxes not lying mostly inside a larger kept box (tile fragments)."""
+    order = np.argsort(-(boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]))
+    kept: list[int] = []
+    for i in order:
+        x0, y0, x1, y1 = boxes[i]
+        area = max(1e-6, (x1 - x0) * (y1 - y0))
+        inside = False
+        for j in kept:
+            ix = max(0.0, min(x1, boxes[j, 2]) - max(x0, boxes[j, 0]))
+            iy = max(0.0, min(y1, boxes[j, 3]) - max(y0, boxes[j, 1]))
+            if ix * iy / area >= CONTAINED:
+                inside = True
+                break
+        if not inside:
+            kept.append(int(i))
+    return np.asarray(sorted(kept), np.int64)
+
+
+def detect(
+    frame: np.ndarray,
+    *,
+    confidence: float | None = None,
+    iou: float | None = None,
+    imgsz: int | None = None,
+    tile_above: int | None = None,
+    padding: int = 0,
+    backend: str | None = None,
+    weights: Path | str | None = None,
+) -> list[Detection]:
+    """Sensitive regions of `frame` in original pixel coordinates, best first.
+
+    `padding` > 0 grows each box with `engine.pixels.redaction.pad_box` (it also grows with the box
+    height); the pipeline pads itself, so the default is the detector's own box.
+    """
+    confidence = setting("confidence") if confidence is None else confidence
+    iou = setting("iou") if iou is None else iou
+    imgsz = int(setting("imgsz") if imgsz is None else imgsz)
+    tile_above = int(setting("tile_above") if tile_above is None else tile_above)
+    backend = backend or setting("backend")
+    if backend not in ("onnx", "torch"):
+        raise ValueError(f"unknown detector backend {backend!r}")
+    runner = get_runner(backend, Path(weights) if weights else weights_path(backend))
+
+    image = as_rgb(frame)
+    height, width = image.shape[:2]
+    inputs, placements = [], []
+    whole, scale = to_input(image, imgsz)
+    inputs.append(whole)
+    placements.append((0, 0, scale))
+    if max(height, width) > tile_above:
+        for top in tile_origins(height, imgsz, TILE_OVERLAP):
+            for left in tile_origins(width, imgsz, TILE_OVERLAP):
+                tile, _ = to_input(image[top : top + imgsz, left : left + imgsz], imgsz)
+                inputs.append(tile)
+                placements.append((left, top, 1.0))
+
+    all_boxes, all_scores, all_classes = [], [], []
+    batch_size = 8
+    # Inputs of one shape run as one batch (tiles share a shape; the whole image may not).
+    by_shape: dict[tuple[int, ...], list[int]] = {}
+    for index, tensor in enumerate(inputs):
+        by_shape.setdefault(tensor.shape, []).append(index)
+    for indexes in by_shape.values():
+        for start in range(0, len(indexes), batch_size):
+            chunk = indexes[start : start + batch_size]
+            outputs = runner(np.ascontiguousarray(np.stack([inputs[i] for i in chunk])))
+            for output, index in zip(outputs, chunk, strict=True):
+                left, top, scale = placements[index]
+                boxes, scores, classes = decode(output, confidence)
+                keep = nms(boxes, scores, iou)
+                boxes = boxes[keep] / scale + np.array([left, top, left, top], np.float32)
+                all_boxes.append(boxes)
+                all_scores.append(scores[keep])
+                all_classes.append(classes[keep])
+
+    boxes = np.concatenate(all_boxes) if all_boxes else np.zeros((0, 4), np.float32)
+    scores = np.concatenate(all_scores) if all_scores else np.zeros(0, np.float32)
+    classes = np.concatenate(all_classes) if all_classes else np.zeros(0, np.int64)
+    if len(placements) > 1 and len(boxes):
+        keep = nms(boxes, scores, iou)
+        boxes, scores, classes = boxes[keep], scores[keep], classes[keep]
+        keep = drop_contained(boxes, scores)
+        boxes, scores, classes = boxes[keep], scores[keep], classes[keep]
+
+    detections = []
+    for box, score, cls in zip(boxes, scores, classes, strict=True):
+        coords = pad_box(box, 0, (height, width), height_ratio=0.0)  # whole pixels, clipped
+        if padding:
+            coords = pad_box(coords, padding, (height, width))
+        x0, y0, x1, y1 = coords
+        if x1 > x0 and y1 > y0:
+            detections.append(Detection((x0, y0, x1, y1), CLASS_NAMES[int(cls)], float(score)))
+    detections.sort(key=lambda d: -d.confidence)
+    return detections

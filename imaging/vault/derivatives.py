@@ -1,0 +1,128 @@
+"""A scan's plain display files (redacted and grid PNG frames), bound to the scan on every read.
+
+These files hold nothing secret (regions are filled), so they are stored as plain PNGs that
+the viewer, thumbnails, exports and segmentation overlays use as they are. Unbound, a file
+copied over one of them from another scan (or another frame) would be shown, exported or
+segmented as this scan's image: another patient's picture under this patient's name. So
+each file gets `crypto.derivative_digest` (HMAC-SHA256 keyed from the scan's data key, over
+scan, kind, frame and the file's bytes) when it is written, kept on the scan row
+(`Scan.frame_digests`, the shape of `Scan.frame_paths`), and every read checks it:
+
+    frame_digests(data_key, *, scan_ref, frames) -> {"redacted": [...], "grid": [...]}
+    frame_read(scan, kind, frame, *, data_key=None) -> bytes    # CryptoError on a mismatch
+    frame_read_audited(scan, kind, frame, *, actor, request, details) -> bytes   # 500 + audit
+    scan_frame_digests_backfill(*, scan_id) -> bool     # legacy scans: bind the files as they are
+
+A mismatch is a `CryptoError`, which callers answer like any other tampered file (500
+`restore_failed`, audited as a failure). Scans processed before digests existed have no
+`frame_digests` at all: their frames are read unchecked until they are reprocessed or edited,
+or until `manage.py frame_digests` binds the files as they are then (run it once, right after
+the upgrade: it trusts what it finds).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+from django.http import HttpRequest
+
+from audit.models import Action, Outcome
+from audit.services import audit_record
+from engine.crypto import envelope as crypto
+from engine.errors import CryptoError
+from imaging.vault.storage import storage_read
+from medimg.errors import ApplicationError
+
+logger = logging.getLogger(__name__)
+
+KINDS = ("redacted", "grid")
+# What frame_read needs of a scan row (for querysets that use .only()).
+FIELDS = ("uid", "wrapped_key", "frame_paths", "frame_digests")
+
+
+def frame_digests(
+    data_key: bytes, *, scan_ref: str, frames: dict[str, Sequence[bytes]]
+) -> dict[str, list[str]]:
+    """The digests to store beside `frames` ({"redacted": [png, ...], "grid": [...]})."""
+    return {
+        kind: [
+            crypto.derivative_digest(data_key, data, scan_ref=scan_ref, kind=kind, frame=i)
+            for i, data in enumerate(files)
+        ]
+        for kind, files in frames.items()
+    }
+
+
+def frame_read(scan: Any, kind: str, frame: int, *, data_key: bytes | None = None) -> bytes:
+    """The stored `kind` PNG of `frame`, checked against the scan's digest for it.
+
+    The caller has checked that `frame` is in range. CryptoError when the file is not the
+    one written for this scan, kind and frame (or the scan's key does not open)."""
+    path = ((scan.frame_paths or {}).get(kind) or [])[frame]
+    data = storage_read(path)
+    digests = scan.frame_digests or {}
+    if not digests:
+        return data  # Processed before digests were kept: nothing to check against.
+    expected = digests.get(kind) or []
+    if not 0 <= frame < len(expected):
+        raise CryptoError()
+    scan_ref = str(scan.uid)
+    if data_key is None:
+        data_key = crypto.unwrap_data_key(bytes(scan.wrapped_key), scan_ref=scan_ref)
+    crypto.derivative_check(
+        data_key, data, expected[frame], scan_ref=scan_ref, kind=kind, frame=frame
+    )
+    return data
+
+
+def frame_read_audited(
+    scan: Any,
+    kind: str,
+    frame: int,
+    *,
+    actor: Any,
+    request: HttpRequest | None,
+    details: dict[str, Any],
+) -> bytes:
+    """`frame_read` for a user's view: a file that fails its check (or is gone) is audited as
+    a failed scan_viewed and answered 500 `restore_failed`, as a tampered restore is."""
+    try:
+        return frame_read(scan, kind, frame)
+    except (CryptoError, OSError):
+        logger.exception("integrity failure on the %s frame %s of scan %s", kind, frame, scan.pk)
+        audit_record(
+            action=Action.SCAN_VIEWED,
+            actor=actor,
+            target=scan,
+            outcome=Outcome.FAILURE,
+            request=request,
+            details={**details, "error": "restore_failed"},
+        )
+        raise ApplicationError(
+            "restore_failed",
+            "The stored image failed its integrity check. The event has been logged.",
+            status_code=500,
+        ) from None
+
+
+def scan_frame_digests_backfill(*, scan_id: int) -> bool:
+    """Bind a legacy scan's stored frames (no digests yet) as they are now; False when there
+    is nothing to do (already bound, not completed, no frames). OSError or CryptoError when a
+    file is missing or the scan's key does not open."""
+    from django.db import transaction
+
+    from imaging.models import Scan, ScanStatus
+
+    with transaction.atomic():
+        scan = Scan.objects.select_for_update().get(pk=scan_id)
+        paths = scan.frame_paths or {}
+        if scan.frame_digests or scan.status != ScanStatus.COMPLETED or not paths:
+            return False
+        scan_ref = str(scan.uid)
+        data_key = crypto.unwrap_data_key(bytes(scan.wrapped_key), scan_ref=scan_ref)
+        files = {kind: [storage_read(path) for path in names] for kind, names in paths.items()}
+        scan.frame_digests = frame_digests(data_key, scan_ref=scan_ref, frames=files)
+        scan.save(update_fields=["frame_digests", "updated_at"])
+    return True

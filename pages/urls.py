@@ -1,0 +1,26 @@
+"""Browser pages: the home page, clinical pages, and the admins' statistics and audit log (the JSON
+APIs
+they call live under /api/; Django admin is under /admin/)."""
+
+from django.urls import path
+
+from pages.views.audit import AuditLogPageView
+from pages.views.home import HomeView
+from pages.views.patients import PatientPageView
+from pages.views.qc import QcOutliersPageView, ScanClustersPageView
+from pages.views.scans import ScanPageView
+from pages.views.stats import StatisticsPageView
+
+urlpatterns = [
+    path("", HomeView.as_view(), name="home"),
+    path("patients/<str:patient_id>/", PatientPageView.as_view(), name="patient-page"),
+    path("scans/<int:scan_id>/", ScanPageView.as_view(), name="scan-page"),
+    path(
+        "scans/<int:scan_id>/clusters/",
+        ScanClustersPageView.as_view(),
+        name="qc-clusters-page",
+    ),
+    path("qc/", QcOutliersPageView.as_view(), name="qc-page"),
+    path("manage/statistics/", StatisticsPageView.as_view(), name="statistics-page"),
+    path("manage/audit/", AuditLogPageView.as_view(), name="audit-log-page"),
+]
