@@ -1,10 +1,20 @@
 """The signed export: JSON Lines that anyone with the public key can check offline.
 
-Format (`medimg-audit-export/v1`): one event per line in canonical form (the fields the hash
+Format (`medimg-audit-export/v2`): one event per line in canonical form (the fields the hash
 covers, plus the hash), then one last line `{"signature": {...}}`. The signature is Ed25519
 over a domain string and the canonical JSON of the signature object without `value`; that
 object holds the SHA-256 of every byte before it, the range and the counts, so a flipped
 byte, a dropped line or a line moved in from another export all fail. No ORM here.
+
+v2 adds pseudonymised lines. Admins see no patient identifiers, and events written before
+pseudonyms (audit.pseudonyms) hold hospital ids or clear search terms: such an event is
+exported with its identifiers mapped (the patient reference, the keyed hash of the search
+term) and the extra key `"pseudonymised": true`. Its sequence, prev_hash and hash are the
+stored ones, so the links are checked as for any line, but its hash covers the stored values,
+which the file does not hold: for these lines the Ed25519 signature, not the entry hash,
+vouches for the content. The signature counts them (`pseudonymised`). The full check of the
+stored values is `manage.py audit_verify` against the database. v1 files (no such lines) are
+still verified.
 """
 
 from __future__ import annotations
@@ -18,10 +28,19 @@ from typing import IO, Any
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from audit.chain import EXPORTED_FIELDS, canonical_json, export_line, format_time, public_key_hex
+from audit.chain import (
+    EXPORTED_FIELDS,
+    canonical_json,
+    canonical_record,
+    export_line,
+    format_time,
+    public_key_hex,
+)
 from audit.verification import ChainReport, ChainWalker
 
-EXPORT_FORMAT = "medimg-audit-export/v1"
+EXPORT_FORMAT = "medimg-audit-export/v2"
+READABLE_FORMATS = ("medimg-audit-export/v1", EXPORT_FORMAT)
+SHOWN_KEY = "pseudonymised"
 SIGNATURE_DOMAIN = b"medimg-audit-export:v1\n"
 
 
@@ -47,8 +66,16 @@ def write_export(
     count = 0
     first_sequence: int | None = None
     last_sequence: int | None = None
+    shown = 0
     for event in events:
-        line = export_line(dict(event))
+        if event.get(SHOWN_KEY):
+            line = canonical_json(
+                {**canonical_record(dict(event), EXPORTED_FIELDS), SHOWN_KEY: True}
+            )
+            line += b"\n"
+            shown += 1
+        else:
+            line = export_line(dict(event))
         out.write(line)
         digest.update(line)
         count += 1
@@ -63,6 +90,7 @@ def write_export(
         "since": since,
         "until": until,
         "count": count,
+        "pseudonymised": shown,
         "first_sequence": first_sequence,
         "last_sequence": last_sequence,
         "body_sha256": digest.hexdigest(),
@@ -87,11 +115,14 @@ def _fail(
     )
 
 
-def _check_event_line(walker: ChainWalker, line: bytes, number: int) -> ChainReport | None:
+def _check_event_line(
+    walker: ChainWalker, line: bytes, number: int, shown: list[int]
+) -> ChainReport | None:
     try:
         event = json.loads(line)
     except (UnicodeDecodeError, json.JSONDecodeError):
         event = None
+    is_shown = isinstance(event, dict) and event.pop(SHOWN_KEY, None) is True
     if not isinstance(event, dict) or set(event) != set(EXPORTED_FIELDS):
         return _fail(
             walker,
@@ -102,11 +133,17 @@ def _check_event_line(walker: ChainWalker, line: bytes, number: int) -> ChainRep
         )
     if not isinstance(event["sequence"], int):
         return _fail(walker, ExportReason.MALFORMED, f"line {number} has no integer sequence")
-    return walker.feed(event)
+    if is_shown:
+        shown.append(int(event["sequence"]))
+    return walker.feed(event, shown=is_shown)
 
 
 def _check_signature(
-    walker: ChainWalker, line: bytes | None, body_sha256: str, public_key: Ed25519PublicKey
+    walker: ChainWalker,
+    line: bytes | None,
+    body_sha256: str,
+    public_key: Ed25519PublicKey,
+    shown: list[int],
 ) -> ChainReport:
     try:
         signature = json.loads(line) if line is not None else None
@@ -116,7 +153,7 @@ def _check_signature(
         return _fail(walker, ExportReason.SIGNATURE_MISSING, "the last line is not a signature")
     meta = dict(signature["signature"])
     value = meta.pop("value", None)
-    if meta.get("format") != EXPORT_FORMAT or meta.get("algorithm") != "Ed25519":
+    if meta.get("format") not in READABLE_FORMATS or meta.get("algorithm") != "Ed25519":
         return _fail(walker, ExportReason.MALFORMED, "unknown export format or algorithm")
     if meta.get("public_key") != public_key_hex(public_key):
         return _fail(
@@ -144,7 +181,22 @@ def _check_signature(
             ExportReason.CONTENT_MISMATCH,
             "the event count or range differs from the signed one",
         )
-    return ChainReport(ok=True, events=walker.count)
+    if meta.get("format") == EXPORT_FORMAT and meta.get("pseudonymised") != len(shown):
+        return _fail(
+            walker,
+            ExportReason.CONTENT_MISMATCH,
+            "the number of pseudonymised events differs from the signed one",
+        )
+    if shown and meta.get("format") != EXPORT_FORMAT:
+        return _fail(walker, ExportReason.MALFORMED, "a v1 export has pseudonymised lines")
+    message = ""
+    if shown:
+        message = (
+            f"{len(shown)} events are shown with pseudonyms in place of the identifiers they "
+            "were written with: their links and the signature are checked, their own hashes "
+            "cover the stored values (check those with audit_verify against the database)"
+        )
+    return ChainReport(ok=True, events=walker.count, message=message)
 
 
 def verify_export(source: IO[bytes], *, public_key: Ed25519PublicKey) -> ChainReport:
@@ -153,13 +205,14 @@ def verify_export(source: IO[bytes], *, public_key: Ed25519PublicKey) -> ChainRe
     digest = hashlib.sha256()
     pending: bytes | None = None
     number = 0
+    shown: list[int] = []
     # The signature is the last line, known only at the end: hold each line back by one.
     for line in source:
         if pending is not None:
             number += 1
-            failure = _check_event_line(walker, pending, number)
+            failure = _check_event_line(walker, pending, number, shown)
             if failure is not None:
                 return failure
             digest.update(pending)
         pending = line
-    return _check_signature(walker, pending, digest.hexdigest(), public_key)
+    return _check_signature(walker, pending, digest.hexdigest(), public_key, shown)

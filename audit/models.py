@@ -1,7 +1,13 @@
 from __future__ import annotations
 
+from collections.abc import Iterator
+from typing import Any
+
 from django.conf import settings
 from django.db import models
+from django.db.models.query import ModelIterable
+
+from audit.pseudonyms import pseudonymised_fields
 
 
 class Action(models.TextChoices):
@@ -46,6 +52,31 @@ class Outcome(models.TextChoices):
     FAILURE = "failure"
 
 
+class _PseudonymisedIterable(ModelIterable):
+    """Events as an admin may read them: see AuditEventQuerySet.pseudonymised."""
+
+    def __iter__(self) -> Iterator[Any]:
+        for event in super().__iter__():
+            event.target_id, event.details = pseudonymised_fields(
+                event.target_type, event.target_id, event.details
+            )
+            event.shown_only = True
+            yield event
+
+
+class AuditEventQuerySet(models.QuerySet["AuditEvent"]):
+    def pseudonymised(self) -> AuditEventQuerySet:
+        """The events with patient references in place of hospital ids and keyed hashes in
+        place of search terms, for events written before pseudonyms (audit.pseudonyms).
+
+        The mapping happens in memory as rows are read; the stored rows, and so the chain,
+        never change. Such an instance refuses to be saved.
+        """
+        clone = self._chain()
+        clone._iterable_class = _PseudonymisedIterable
+        return clone
+
+
 class AuditEvent(models.Model):
     """One append-only, hash-chained entry. Never updated or deleted (PostgreSQL enforces it)."""
 
@@ -73,6 +104,10 @@ class AuditEvent(models.Model):
     prev_hash = models.CharField(max_length=64)
     hash = models.CharField(max_length=64, unique=True)
 
+    objects = AuditEventQuerySet.as_manager()
+    # Set on instances read through `pseudonymised()`: their fields are not the stored ones.
+    shown_only = False
+
     class Meta:
         ordering = ["sequence"]
         indexes = [
@@ -83,6 +118,11 @@ class AuditEvent(models.Model):
 
     def __str__(self) -> str:
         return f"#{self.sequence} {self.action} by {self.actor_username or '-'}"
+
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        if self.shown_only:
+            raise ValueError("An event read for display is not the stored event; never save it.")
+        super().save(*args, **kwargs)
 
 
 class AuditAnchor(models.Model):

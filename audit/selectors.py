@@ -12,6 +12,7 @@ from django.db.models import Max, Min, QuerySet
 
 from audit.chain import EXPORTED_FIELDS, audit_key
 from audit.models import AuditAnchor, AuditEvent
+from audit.pseudonyms import pseudonymised_fields
 from audit.verification import Anchor, ChainReport, verify_chain
 
 # Rows fetched per round trip when streaming: enough to be fast, small enough that a chain
@@ -50,6 +51,20 @@ def chain_events(first: int | None = None, last: int | None = None) -> Iterator[
     if last is not None:
         queryset = queryset.filter(sequence__lte=last)
     return queryset.values(*EXPORTED_FIELDS).iterator(chunk_size=CHUNK_SIZE)
+
+
+def events_for_export(events: Iterator[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+    """Export lines as admins may read them: an event written before pseudonyms, whose target
+    or details held a hospital id or a clear search term, is shown mapped and flagged
+    `pseudonymised` (its stored hash then covers the stored values, not the shown ones; see
+    audit.export). Every other event is exported exactly as stored."""
+    for event in events:
+        target_id, details = pseudonymised_fields(
+            event["target_type"], event["target_id"], event["details"]
+        )
+        if (target_id, details) != (event["target_id"], event["details"]):
+            event = {**event, "target_id": target_id, "details": details, "pseudonymised": True}
+        yield event
 
 
 def audit_chain_verify() -> ChainReport:
@@ -98,8 +113,11 @@ def audit_event_list(
     since: date | None = None,
     until: date | None = None,
 ) -> QuerySet[AuditEvent]:
-    """Events for the admin list, newest first. `actor` is a username (the copy in the log)."""
-    queryset = AuditEvent.objects.order_by("-sequence")
+    """Events for the admin list, newest first. `actor` is a username (the copy in the log).
+
+    Read through `pseudonymised()`: no hospital id or clear search term reaches an admin,
+    also from events written before pseudonyms (audit.pseudonyms)."""
+    queryset = AuditEvent.objects.pseudonymised().order_by("-sequence")
     if action:
         queryset = queryset.filter(action=action)
     if actor:

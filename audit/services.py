@@ -11,8 +11,9 @@ from dataclasses import dataclass
 from datetime import date
 from typing import IO, Any
 
-from django.core.exceptions import ValidationError
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import models, transaction
+from django.db.models import Q, QuerySet
 from django.http import HttpRequest
 from django.utils import timezone
 from django.utils.ipv6 import clean_ipv6_address
@@ -30,7 +31,7 @@ from audit.pseudonyms import (
     patient_reference,
     search_term_hash,
 )
-from audit.selectors import chain_events, chain_snapshot, sequence_range
+from audit.selectors import chain_events, chain_snapshot, events_for_export, sequence_range
 
 # Enough to tell browsers and clients apart; anything longer is the sender's padding, kept in
 # a log that is never pruned (the column holds 512 for older rows).
@@ -201,7 +202,7 @@ def audit_export(
     spool: IO[bytes] = tempfile.SpooledTemporaryFile(max_size=8 * 1024 * 1024)  # noqa: SIM115
     with chain_snapshot():
         bounds = sequence_range(since, until)
-        events = chain_events(*bounds) if bounds is not None else iter(())
+        events = events_for_export(chain_events(*bounds)) if bounds is not None else iter(())
         signature = write_export(
             events,
             spool,
@@ -232,3 +233,42 @@ def audit_export(
         },
     )
     return AuditExport(file=spool, count=signature["count"], sha256=digest.hexdigest())
+
+
+def audit_find_patient_events(
+    *, hospital_id: str, actor: Any, request: HttpRequest | None = None
+) -> QuerySet[AuditEvent]:
+    """The events about one patient, for an investigator who has the hospital id.
+
+    The log never names the patient by that id: new events hold its reference and the keyed
+    hash of search terms (audit.pseudonyms), older ones the id itself. So the id is turned into
+    both and all four are matched: patient target, patient keys in the details, and search
+    terms equal to the id (hashed or, before pseudonyms, in clear; case and outer spaces
+    ignored). A search that only contained part of the id is not found.
+
+    Admins only (they read the log). The search is itself audited, naming the patient by its
+    reference. The events come back pseudonymised, newest first.
+    """
+    if not getattr(actor, "is_admin_role", False):
+        raise PermissionDenied("Only administrators search the audit log.")
+    hospital_id = (hospital_id or "").strip()
+    if not hospital_id:
+        raise ValueError("a hospital id is needed")
+    reference = patient_reference(hospital_id)
+    term_hash = search_term_hash(hospital_id)
+    about_patient = Q(target_type=PATIENT_TARGET, target_id__in=[hospital_id, reference])
+    for key in PATIENT_ID_KEYS:
+        about_patient |= Q(**{f"details__{key}__in": [hospital_id, reference]})
+    about_patient |= Q(**{f"details__{SEARCH_HASH_KEY}": term_hash})
+    about_patient |= Q(**{f"details__{SEARCH_KEY}__iexact": hospital_id})
+    events = AuditEvent.objects.pseudonymised().filter(about_patient).order_by("-sequence")
+    searched = audit_record(
+        action=Action.AUDIT_PATIENT_SEARCHED,
+        actor=actor,
+        request=request,
+        target_type=PATIENT_TARGET,
+        target_id=hospital_id,
+        details={"found": events.count()},
+    )
+    # What was found when the search was recorded, not the record of the search itself.
+    return events.filter(sequence__lt=searched.sequence)

@@ -38,6 +38,8 @@ class Command(BaseCommand):
             report = audit_chain_verify()
         if report.ok:
             self.stdout.write(f"OK {report.events} events")
+            if report.message:
+                self.stdout.write(f"Note: {report.message}")
             return
         where = f"first bad sequence {report.first_bad}: " if report.first_bad is not None else ""
         self.stderr.write(
