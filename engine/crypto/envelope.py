@@ -14,6 +14,7 @@ Interface (stable; the imaging services call these):
     derivative_digest(data_key, data, *, scan_ref, kind, frame) -> str   # plain files' binding
     derivative_check(data_key, data, digest, *, scan_ref, kind, frame)   # CryptoError if not
     original_aad(*, scan_ref) -> bytes                        # for the stored original upload
+    redacted_pixels_aad(*, scan_ref) / redacted_dataset_aad(*, scan_ref) -> bytes  # redacted copies
     pack_array(array) -> bytes / unpack_array(data) -> np.ndarray   # .npy, no pickle
 
 `scan_ref` is a stable, unique text id of the scan (use `str(scan.uuid)` or `str(scan.pk)`;
@@ -96,6 +97,8 @@ __all__ = [
     "original_aad",
     "pack_array",
     "region_aad",
+    "redacted_dataset_aad",
+    "redacted_pixels_aad",
     "rewrap_data_key",
     "unpack_array",
     "unwrap_data_key",
@@ -306,6 +309,19 @@ def original_aad(*, scan_ref: object) -> bytes:
 def identity_aad(*, scan_ref: object) -> bytes:
     """Associated data for the identifying DICOM header values de-identification removed."""
     return _canonical("identity", {"scan": _ref(scan_ref)})
+
+
+def redacted_pixels_aad(*, scan_ref: object) -> bytes:
+    """Associated data for a scan's redacted pixel array (sealed frame by frame, or as one
+    blob for scans processed before that). The array is not secret, but restore trusts it:
+    sealed under the scan's key, a changed file fails restore instead of giving a wrong image.
+    Not JSON like the others: the bytes are what stored files were sealed with."""
+    return f"medimg/redacted-pixels/v1\n{_ref(scan_ref)}".encode()
+
+
+def redacted_dataset_aad(*, scan_ref: object) -> bytes:
+    """Associated data for a scan's redacted (de-identified) DICOM dataset."""
+    return f"medimg/redacted-dataset/v1\n{_ref(scan_ref)}".encode()
 
 
 def _data_key_aad(scan_ref: object) -> bytes:

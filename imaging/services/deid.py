@@ -30,7 +30,7 @@ from audit.services import audit_record
 from engine.crypto import envelope as crypto
 from engine.errors import CryptoError, ImagingError
 from imaging.models import Scan, ScanFormat, ScanStatus
-from imaging.services.scans import Rendered, _redacted_dataset_aad, _restore_failed
+from imaging.services.scans import Rendered, _restore_failed
 from imaging.vault.derivatives import frame_read
 from imaging.vault.identity import identity_open, identity_view
 from imaging.vault.storage import storage_read
@@ -147,7 +147,7 @@ def _deidentified_dicom(scan: Scan) -> bytes:
     return crypto.decrypt_blob(
         _data_key(scan),
         storage_read(scan.redacted_path),
-        aad=_redacted_dataset_aad(str(scan.uid)),
+        aad=crypto.redacted_dataset_aad(scan_ref=scan.uid),
     )
 
 

@@ -395,12 +395,14 @@ def _deidentified_source(scan: Scan, original: bytes, data_key: bytes) -> bytes:
     """The de-identified DICOM the SEG references: the stored redacted dataset when it is
     de-identified, else the same de-identification the upload pipeline applies."""
     from engine.dicom.io import read_dataset
-    from imaging.services.scans import _redacted_dataset_aad, redacted_pixels_unseal
+    from imaging.services.scans import redacted_pixels_unseal
     from imaging.vault import identity
 
     scan_ref = str(scan.uid)
     stored = crypto.decrypt_blob(
-        data_key, storage_read(scan.redacted_path), aad=_redacted_dataset_aad(scan_ref)
+        data_key,
+        storage_read(scan.redacted_path),
+        aad=crypto.redacted_dataset_aad(scan_ref=scan_ref),
     )
     header = read_dataset(stored, stop_before_pixels=True)
     if str(header.get("PatientIdentityRemoved", "")).upper() == "YES":

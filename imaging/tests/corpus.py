@@ -185,11 +185,11 @@ def validate(data: bytes) -> Any:
 
 
 def _deidentified(scan: Scan) -> bytes:
-    from imaging.services.scans import _redacted_dataset_aad
-
     data_key = crypto.unwrap_data_key(bytes(scan.wrapped_key), scan_ref=str(scan.uid))
     return crypto.decrypt_blob(
-        data_key, storage_read(scan.redacted_path), aad=_redacted_dataset_aad(str(scan.uid))
+        data_key,
+        storage_read(scan.redacted_path),
+        aad=crypto.redacted_dataset_aad(scan_ref=scan.uid),
     )
 
 

@@ -27,7 +27,6 @@ from engine.crypto import envelope as crypto
 from engine.dicom import deid
 from engine.dicom import io as dicom
 from imaging.models import Scan, ScanStatus
-from imaging.services.scans import _redacted_dataset_aad
 from imaging.tests.conftest import media_files
 from imaging.tests.deid_checks import (
     dciodvfy_available,
@@ -293,7 +292,9 @@ def test_it_restores_the_uploaded_dicom_file_byte_for_byte(
         bytes(scan.identity_ciphertext), data_key=data_key, scan_ref=scan_ref
     )
     stored = crypto.decrypt_blob(
-        data_key, storage_read(scan.redacted_path), aad=_redacted_dataset_aad(scan_ref)
+        data_key,
+        storage_read(scan.redacted_path),
+        aad=crypto.redacted_dataset_aad(scan_ref=scan_ref),
     )
     rebuilt = deid.reidentify(stored, document["removed_values"])
     redacted_pixels = read(stored).pixel_array[np.newaxis, ...]

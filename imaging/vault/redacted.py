@@ -89,12 +89,13 @@ def scan_header(scan: Scan) -> Dataset:
     """The redacted dataset's header: it describes the decoded pixels (RGB for YBR sources).
     CryptoError if the stored dataset fails its integrity check."""
     from engine.dicom.io import read_dataset
-    from imaging.services.scans import _redacted_dataset_aad
 
     scan_ref = str(scan.uid)
     data_key = crypto.unwrap_data_key(bytes(scan.wrapped_key), scan_ref=scan_ref)
     dataset = crypto.decrypt_blob(
-        data_key, storage_read(scan.redacted_path), aad=_redacted_dataset_aad(scan_ref)
+        data_key,
+        storage_read(scan.redacted_path),
+        aad=crypto.redacted_dataset_aad(scan_ref=scan_ref),
     )
     # Overlay data sits before the pixel data, so the header keeps it.
     return read_dataset(dataset, stop_before_pixels=True)
