@@ -320,7 +320,7 @@ def test_a_changed_stored_file_fails_the_zip_export_before_a_byte_is_sent(
     assert not response.streaming
     assert response.json()["error"]["code"] == "restore_failed"
     assert AuditEvent.objects.filter(
-        action=Action.PATIENT_VIEWED, outcome=Outcome.FAILURE, target_id=scan.patient_id
+        action=Action.PATIENT_VIEWED, outcome=Outcome.FAILURE, target_id=scan.patient.reference
     ).exists()
 
 
@@ -380,7 +380,7 @@ def test_it_exports_only_the_named_patients_scans_of_a_study_uid_two_patients_sh
         assert not any(f"scan-{other.pk}." in name for name in archive.namelist())
         event = AuditEvent.objects.filter(action=Action.SCAN_VIEWED, target_type="study").last()
         assert event is not None and event.details["scans"] == [scan.pk]
-        assert event.details["patient"] == scan.patient_id
+        assert event.details["patient"] == scan.patient.reference
     # The old patient-less route, which mixed both patients' scans, is gone.
     assert api.get(f"/api/studies/{mine.study_uid}/export/").status_code == 404
 

@@ -58,8 +58,12 @@ def test_it_audits_a_patients_image_list(
     assert response.status_code == 200
     assert [item["id"] for item in response.json()["results"]] == [scan.pk]
     event = AuditEvent.objects.get(action=Action.PATIENT_VIEWED)
-    assert (event.actor, event.target_type, event.target_id) == (user, "patient", "MRN-SIM-1")
-    assert event.details == {"part": "images"}
+    assert (event.actor, event.target_type, event.target_id) == (
+        user,
+        "patient",
+        scan.patient.reference,
+    )
+    assert event.details == {"part": "images", "pseudonyms": 1}
 
 
 def test_it_does_not_audit_a_view_of_an_unknown_patient(api: Any, doctor: Any) -> None:
