@@ -603,6 +603,12 @@ if PRODUCTION:
     # Probes and scrapers talk plain HTTP inside the network: no redirect to HTTPS for them.
     SECURE_REDIRECT_EXEMPT = [r"^healthz(/ready)?$", r"^metrics$"]
 
+# --- Backups (manage.py backup / restore_backup; docs/operations.md) --------------------------
+
+# 32 bytes (hex or base64; or MEDIMG_BACKUP_KEY_FILE) that encrypt every backup. Kept apart
+# from the backups and from the KEKs; generated under KEY_DIR in development.
+MEDIMG_BACKUP_KEY = env_str("MEDIMG_BACKUP_KEY")
+
 # --- E-mail (medimg.mail) ------------------------------------------------------------------
 
 # SMTP when EMAIL_HOST is set; otherwise mails are printed to the console (`make run`).
