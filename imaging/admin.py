@@ -69,7 +69,7 @@ class ScanAdmin(admin.ModelAdmin):
 
     @admin.action(description="Re-run processing for the selected failed or stuck scans")
     def requeue(self, request: HttpRequest, queryset: QuerySet[Scan]) -> None:
-        from imaging.services.scans import scans_reprocess
+        from imaging.services.processing import scans_reprocess
 
         eligible = queryset.exclude(status=ScanStatus.COMPLETED)
         ids = scans_reprocess(

@@ -1,4 +1,5 @@
-"""Celery tasks: thin, take ids, enqueued on commit. The work is in imaging.services.scans."""
+"""Celery tasks: thin, take ids, enqueued on commit. The work is in imaging.jobs (processing,
+segmentation); imaging.services enqueue these tasks."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ from celery.utils.time import get_exponential_backoff_interval
 from django.conf import settings
 from django.db import DatabaseError, InterfaceError, OperationalError
 
+from imaging.jobs.processing import scan_mark_failed, scan_process, scans_stuck
+from imaging.jobs.segmentation import segmentation_run
 from imaging.models import FailureReason
 
 logger = logging.getLogger(__name__)
@@ -28,8 +31,6 @@ def failure_reason_for(exc: BaseException) -> FailureReason:
 
 
 def _give_up(scan_id: int, exc: BaseException) -> None:
-    from imaging.services.scans import scan_mark_failed
-
     logger.error("processing scan %s failed for good: %r", scan_id, exc)
     try:
         scan_mark_failed(scan_id=scan_id, reason=failure_reason_for(exc))
@@ -47,8 +48,6 @@ def process_scan(self: Task, *, scan_id: int) -> str | None:
     broker to hold a delayed retry, the attempt is repeated at once). When retries run out,
     or on any other error, the scan is marked failed with a reason and the error re-raised.
     """
-    from imaging.services.scans import scan_process
-
     while True:
         try:
             scan = scan_process(scan_id=scan_id)
@@ -74,16 +73,17 @@ def process_scan(self: Task, *, scan_id: int) -> str | None:
 
 @shared_task(acks_late=True)
 def run_segmentation(*, job_id: int) -> str | None:
-    """Run one segmentation job (imaging.services.segmentation); a failure marks it failed."""
-    from imaging.services.segmentation import segmentation_run
-
+    """Run one segmentation job (imaging.jobs.segmentation); a failure marks it failed."""
     job = segmentation_run(job_id=job_id)
     return job.status if job is not None else None
 
 
 @shared_task
 def requeue_stuck_scans(*, older_than_seconds: int = 600) -> int:
-    """For celery beat: re-enqueue scans whose message was lost or whose worker died."""
-    from imaging.services.scans import scans_requeue
-
-    return len(scans_requeue(older_than_seconds=older_than_seconds))
+    """For celery beat: re-enqueue scans whose message was lost or whose worker died (those
+    out of attempts are failed instead). imaging.services.processing.scans_requeue does the
+    same for a person."""
+    ids = scans_stuck(older_than_seconds=older_than_seconds)
+    for scan_id in ids:
+        process_scan.delay(scan_id=scan_id)
+    return len(ids)

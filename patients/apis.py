@@ -18,7 +18,7 @@ from rest_framework.settings import api_settings
 from rest_framework.views import APIView
 
 from accounts.permissions import IsClinical, IsDoctor, IsTechnician
-from imaging.services.scans import patient_create_with_images
+from imaging.services.upload import patient_create_with_images
 from patients import selectors, services
 
 _ERROR = OpenApiResponse(description='`{"error": {"code", "message"}}`')

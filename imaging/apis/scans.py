@@ -33,7 +33,7 @@ from accounts.session_keys import SealContext, seal_for, session_key_for_request
 from audit.models import Action
 from imaging.models import Region
 from imaging.selectors import scans as selectors
-from imaging.services import scans as services
+from imaging.services import restore, upload
 from medimg.errors import ApplicationError
 from patients.selectors import patient_lookup
 
@@ -58,12 +58,12 @@ class _FirstRendererNegotiation(BaseContentNegotiation):
 
 
 def _binary(
-    rendered: services.Rendered | bytes,
+    rendered: restore.Rendered | bytes,
     *,
     content_type: str = "image/png",
     filename: str = "image.png",
 ) -> HttpResponse:
-    if isinstance(rendered, services.Rendered):
+    if isinstance(rendered, restore.Rendered):
         content, content_type, filename = (
             rendered.content,
             rendered.content_type,
@@ -79,14 +79,14 @@ def _binary(
 
 
 def _deliver(
-    rendered: services.Rendered, seal: SealContext | None, *, purpose: str, **fields: object
+    rendered: restore.Rendered, seal: SealContext | None, *, purpose: str, **fields: object
 ) -> HttpResponse:
     """The image as is, or sealed for the client's session key when it sent X-Medimg-Seal."""
     if seal is None:
         return _binary(rendered)
     sealed = seal_for(seal, rendered.content, purpose=purpose, **fields)
     response = _binary(
-        services.Rendered(sealed, "application/octet-stream", f"{rendered.filename}.sealed")
+        restore.Rendered(sealed, "application/octet-stream", f"{rendered.filename}.sealed")
     )
     response["X-Medimg-Sealed"] = seal.key_id
     response["X-Medimg-Content-Type"] = rendered.content_type
@@ -117,7 +117,7 @@ class _AuditedRefusal(APIView):
     def permission_denied(
         self, request: Request, message: str | None = None, code: str | None = None
     ) -> None:
-        services.access_refused_record(
+        restore.access_refused_record(
             action=self.refused_action,
             actor=request.user,
             target_type=self.target_type,
@@ -334,7 +334,7 @@ class PatientScanListCreateApi(_PermissionsByMethod):
         patient = patient_lookup(user=request.user, patient_id=patient_id)
         serializer = self.InputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        scans = services.scan_upload(
+        scans = upload.scan_upload(
             patient=patient,
             uploads=serializer.validated_data["files"],
             uploaded_by=request.user,
@@ -500,7 +500,7 @@ class RegionDecryptApi(_AuditedRefusal):
         # is decrypted.
         seal = session_key_for_request(request, api_clients_must_seal=True)
         region = selectors.region_get_for_user(user=request.user, region_id=region_id)
-        rendered = services.region_decrypt(region=region, actor=request.user, request=request)
+        rendered = restore.region_decrypt(region=region, actor=request.user, request=request)
         return _deliver(rendered, seal, purpose="region", region=region.pk)
 
 
@@ -514,7 +514,7 @@ class ScanRestoreApi(_AuditedRefusal):
 
     class InputSerializer(serializers.Serializer):
         format = serializers.ChoiceField(
-            choices=services.RESTORE_FORMATS,
+            choices=restore.RESTORE_FORMATS,
             default="png",
             help_text="png (default, lossless), jpeg (lossy re-encoding), or dicom (the "
             "original dataset bytes; DICOM uploads only).",
@@ -600,7 +600,7 @@ class ScanRestoreApi(_AuditedRefusal):
         # is decrypted.
         seal = session_key_for_request(request, api_clients_must_seal=True)
         scan = selectors.scan_for_restore(user=request.user, scan_id=scan_id)
-        rendered = services.scan_restore(
+        rendered = restore.scan_restore(
             scan=scan,
             actor=request.user,
             fmt=query["format"],

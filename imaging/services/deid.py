@@ -23,16 +23,17 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from django.http import HttpRequest
+from django.http import Http404, HttpRequest
 
 from audit.models import Action, Outcome
 from audit.services import audit_record
 from engine.crypto import envelope as crypto
 from engine.errors import CryptoError, ImagingError
 from imaging.models import Scan, ScanFormat, ScanStatus
-from imaging.services.scans import Rendered, _restore_failed
+from imaging.services.restore import Rendered, restore_failed
 from imaging.vault.derivatives import frame_read
 from imaging.vault.identity import identity_open, identity_view
+from imaging.vault.keys import open_data_key
 from imaging.vault.storage import storage_read
 from medimg.errors import ApplicationError
 from patients.models import Patient
@@ -78,13 +79,9 @@ def _audit_call(
             details={**details, "error": "restore_failed"},
             **where,
         )
-        raise _restore_failed() from None
+        raise restore_failed() from None
     audit_record(action=action, actor=actor, request=request, details=details, **where)
     return result
-
-
-def _data_key(scan: Scan) -> bytes:
-    return crypto.unwrap_data_key(bytes(scan.wrapped_key), scan_ref=str(scan.uid))
 
 
 def _require_dicom_done(scan: Scan) -> None:
@@ -111,7 +108,7 @@ def scan_identity(*, scan: Scan, actor: Any, request: HttpRequest | None = None)
                 status_code=409,
             )
         document = identity_open(
-            bytes(scan.identity_ciphertext), data_key=_data_key(scan), scan_ref=str(scan.uid)
+            bytes(scan.identity_ciphertext), data_key=open_data_key(scan), scan_ref=str(scan.uid)
         )
         return {"scan": scan.pk, **identity_view(document)}
 
@@ -145,7 +142,7 @@ _REFUSALS = {
 
 def _deidentified_dicom(scan: Scan) -> bytes:
     return crypto.decrypt_blob(
-        _data_key(scan),
+        open_data_key(scan),
         storage_read(scan.redacted_path),
         aad=crypto.redacted_dataset_aad(scan_ref=scan.uid),
     )
@@ -353,8 +350,6 @@ def scans_for_study_export(*, user: Any, patient: Patient, study_uid: str) -> li
 
     Scoped by patient as well as by UID: two patients' scans can carry one study UID (a
     merged or mislabelled study), and an export for one must never carry the other."""
-    from django.http import Http404
-
     scans = list(
         Scan.objects.visible_to(user)
         .filter(patient=patient, study_uid=study_uid)

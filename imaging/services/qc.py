@@ -5,15 +5,14 @@ from __future__ import annotations
 
 from typing import Any
 
+from engine.pixels.qc import image_statistics
 from imaging.models import Scan, ScanFormat, ScanStatus
+from imaging.vault.redacted import scan_header, scan_redacted_pixels
 
 
 def scan_qc_refresh(*, scan: Scan) -> dict[str, Any]:
     """Compute and store `scan.qc` from the redacted pixels (and the DICOM header).
     CryptoError or OSError if the stored files cannot be read."""
-    from engine.pixels.qc import image_statistics
-    from imaging.vault.redacted import scan_header, scan_redacted_pixels
-
     header = scan_header(scan) if scan.format == ScanFormat.DICOM else None
     scan.qc = image_statistics(scan_redacted_pixels(scan), ds=header)
     scan.save(update_fields=["qc", "updated_at"])

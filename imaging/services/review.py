@@ -35,11 +35,16 @@ from django.utils import timezone
 
 from audit.models import Action
 from audit.services import audit_record
-from engine.crypto import envelope as crypto
 from engine.detection import pipeline
+from engine.detection.groups import group_numbers
 from engine.errors import CryptoError, ImagingError
+from engine.intake.validation import validate_upload
+from engine.pixels.grid import GridBox, draw_grid
+from imaging.jobs.processing import outputs_write, scan_files, scan_set_deidentified
 from imaging.models import Fingerprint, Region, RegionSource, Scan, ScanStatus
-from imaging.vault.storage import storage_delete, storage_read
+from imaging.vault.keys import open_data_key, open_original
+from imaging.vault.pixels import pixels_digest
+from imaging.vault.storage import storage_delete
 from medimg.errors import ApplicationError
 
 MANUAL_LABEL = "phi_text"
@@ -48,7 +53,7 @@ LABEL_PATTERN = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
 
 @dataclass(frozen=True)
 class _Rebuilt:
-    """What `services._write_outputs` reads from a pipeline result."""
+    """The redacted arrays and grid frames for one set of regions."""
 
     redacted_pixels: np.ndarray
     redacted_display: np.ndarray
@@ -79,15 +84,9 @@ def _check_box(scan: Scan, box: Sequence[int], frame: int) -> tuple[int, int, in
 
 def _open_original(scan: Scan) -> tuple[bytes, Any]:
     """The scan's data key and its decoded upload, checked against the stored digest."""
-    from engine.intake.validation import validate_upload
-    from imaging.services.scans import _pixels_digest
-
-    scan_ref = str(scan.uid)
     try:
-        data_key = crypto.unwrap_data_key(bytes(scan.wrapped_key), scan_ref=scan_ref)
-        plaintext = crypto.decrypt_blob(
-            data_key, storage_read(scan.original_path), aad=crypto.original_aad(scan_ref=scan_ref)
-        )
+        data_key = open_data_key(scan)
+        plaintext = open_original(scan, data_key=data_key)
         image = validate_upload(
             name=scan.original_filename,
             data=plaintext,
@@ -96,7 +95,7 @@ def _open_original(scan: Scan) -> tuple[bytes, Any]:
         )
     except (CryptoError, ImagingError, OSError):
         raise _edit_failed() from None
-    if _pixels_digest(image.pixels) != scan.pixels_sha256:
+    if pixels_digest(image.pixels) != scan.pixels_sha256:
         raise _edit_failed()
     return data_key, image
 
@@ -115,9 +114,6 @@ def _boxes(regions: Sequence[Region]) -> list[pipeline.Box]:
 
 def _rebuild(image: Any, regions: Sequence[Region], *, needs_review: bool) -> _Rebuilt:
     """Redacted pixels, display frames and grid frames for exactly `regions`."""
-    from engine.detection.groups import group_numbers
-    from engine.pixels.grid import GridBox, draw_grid
-
     boxes = _boxes(regions)
     redacted_pixels = pipeline.fill_frames(image.pixels, boxes)
     redacted_display = pipeline.fill_frames(image.display, boxes)
@@ -157,14 +153,19 @@ def _apply(
     *, scan: Scan, image: Any, data_key: bytes, regions: list[Region], written: list[str]
 ) -> None:
     """Write the rebuilt files, point the scan at them, drop the old ones after commit."""
-    from imaging.services.scans import _scan_files, _scan_set_deidentified, _write_outputs
-
     rebuilt = _rebuild(image, regions, needs_review=scan.needs_review)
-    previous = _scan_files(scan)
-    paths = _write_outputs(
+    previous = scan_files(scan)
+    paths = outputs_write(
         scan=scan,
         image=image,
-        result=rebuilt,  # type: ignore[arg-type]  # the three arrays _write_outputs reads
+        frames=(
+            pipeline.FrameOutput(
+                index, rebuilt.redacted_pixels[index], rebuilt.redacted_display[index], grid
+            )
+            for index, grid in enumerate(rebuilt.grid_display)
+        ),
+        needs_review=rebuilt.needs_review,
+        regions=len(rebuilt.regions),
         data_key=data_key,
         written=written,
     )
@@ -186,7 +187,7 @@ def _apply(
     # An edit after confirmation re-opens the review: what was confirmed is not this.
     scan.reviewed_at = None
     scan.reviewed_by = None
-    deid_fields = _scan_set_deidentified(scan, paths)
+    deid_fields = scan_set_deidentified(scan, paths)
     scan.save(
         update_fields=[
             *deid_fields,
@@ -337,7 +338,7 @@ def region_removal_request(
                 status_code=409,
             )
         try:
-            data_key = crypto.unwrap_data_key(bytes(scan.wrapped_key), scan_ref=str(scan.uid))
+            data_key = open_data_key(scan)
         except CryptoError:
             raise _edit_failed() from None
         _check_region_opens(scan, region, data_key)

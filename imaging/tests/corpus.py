@@ -47,6 +47,7 @@ from engine.errors import ImagingError
 from engine.intake.archive import is_zip
 from engine.intake.validation import validate_upload
 from imaging.models import Scan, ScanStatus
+from imaging.vault.keys import unwrap_data_key
 from imaging.vault.storage import storage_read
 
 CLASSES = ("valid", "no_pixels", "broken", "not_part10")
@@ -185,7 +186,7 @@ def validate(data: bytes) -> Any:
 
 
 def _deidentified(scan: Scan) -> bytes:
-    data_key = crypto.unwrap_data_key(bytes(scan.wrapped_key), scan_ref=str(scan.uid))
+    data_key = unwrap_data_key(bytes(scan.wrapped_key), scan_ref=str(scan.uid))
     return crypto.decrypt_blob(
         data_key,
         storage_read(scan.redacted_path),
@@ -208,7 +209,9 @@ def walk_one(
     redact: bool = True,
 ) -> Outcome:
     """One file through intake, processing, de-identification, restore and `redact`."""
-    from imaging.services.scans import scan_restore, scan_restore_pixels, scan_upload
+    from imaging.services.restore import scan_restore
+    from imaging.services.upload import scan_upload
+    from imaging.vault.pixels import scan_restore_pixels
 
     hooks = {"capture_on_commit": capture_on_commit}
 
@@ -270,7 +273,8 @@ def _walk_series(
 ) -> Outcome:
     """A zip of a series (deid-data's cines): uploaded whole, every scan processed, and
     restore checks each scan's pixels against the digest taken at upload."""
-    from imaging.services.scans import scan_restore_pixels, scan_upload
+    from imaging.services.upload import scan_upload
+    from imaging.vault.pixels import scan_restore_pixels
 
     outcome = Outcome(entry, "accepted")
     try:

@@ -22,8 +22,8 @@ from engine.detection.detector import detect
 from engine.detection.groups import frames_label, region_groups
 from engine.intake.validation import validate_upload
 from imaging.models import Scan, ScanStatus
-from imaging.services.scans import scan_restore_pixels
 from imaging.tests import factories
+from imaging.vault.pixels import scan_restore_pixels
 
 CALLS: list[tuple[int, ...]] = []
 COUNTING_DETECTOR = "imaging.tests.test_cine.counting_detector"

@@ -36,7 +36,8 @@ from engine.errors import ImagingError
 from engine.intake import guards as intake_guards
 from engine.intake.validation import validate_upload
 from imaging.models import FailureReason, Scan, ScanStatus
-from imaging.services import scans as services
+from imaging.services import processing as services
+from imaging.services.upload import scan_upload
 from imaging.tasks import process_scan
 from imaging.tests import factories
 from imaging.tests.conftest import as_upload, media_files
@@ -345,7 +346,7 @@ def stored_scan(
     """An upload whose processing never ran (its commit hook dropped, as if lost)."""
     png = factories.png_bytes(factories.text_image(64, 48))
     with django_capture_on_commit_callbacks(execute=False):
-        (scan,) = services.scan_upload(
+        (scan,) = scan_upload(
             patient=patient, uploads=[as_upload("a.png", png)], uploaded_by=technician
         )
     return scan
@@ -547,7 +548,7 @@ def test_it_holds_one_decoded_image_at_a_time(
     tracemalloc.start()
     try:
         with django_capture_on_commit_callbacks(execute=False):
-            scans = services.scan_upload(
+            scans = scan_upload(
                 patient=patient,
                 uploads=[as_upload(f"{i}.png", png) for i, png in enumerate(pngs)],
                 uploaded_by=technician,
@@ -575,7 +576,7 @@ def test_it_holds_one_member_of_a_zip_at_a_time(
     tracemalloc.start()
     try:
         with django_capture_on_commit_callbacks(execute=False):
-            scans = services.scan_upload(
+            scans = scan_upload(
                 patient=patient,
                 uploads=[as_upload("series.zip", archive.getvalue())],
                 uploaded_by=technician,

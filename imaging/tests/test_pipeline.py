@@ -18,8 +18,8 @@ from PIL import Image
 
 from engine.intake.validation import validate_upload
 from imaging.models import Scan, ScanStatus
-from imaging.services.scans import scan_restore_pixels
 from imaging.tests import factories
+from imaging.vault.pixels import scan_restore_pixels
 from imaging.vault.storage import storage_read
 
 pytestmark = pytest.mark.django_db

@@ -14,8 +14,8 @@ from PIL import Image
 from audit.models import Action, AuditEvent, Outcome
 from engine.crypto import envelope as crypto
 from imaging.models import Region, Scan, ScanStatus
-from imaging.services.scans import scan_restore_pixels
 from imaging.tests import factories
+from imaging.vault.pixels import scan_restore_pixels
 
 pytestmark = pytest.mark.django_db
 

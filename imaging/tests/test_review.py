@@ -12,7 +12,7 @@ from PIL import Image
 
 from audit.models import Action, AuditEvent, Outcome
 from imaging.models import Region, RegionSource, Scan
-from imaging.services.scans import scan_restore_pixels
+from imaging.vault.pixels import scan_restore_pixels
 
 pytestmark = pytest.mark.django_db
 

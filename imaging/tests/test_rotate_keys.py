@@ -18,7 +18,7 @@ from PIL import Image
 
 from audit.models import Action, AuditEvent, Outcome
 from imaging.models import Scan
-from imaging.services.scans import scan_restore_pixels
+from imaging.vault.pixels import scan_restore_pixels
 from imaging.vault.storage import storage_read
 
 pytestmark = pytest.mark.django_db

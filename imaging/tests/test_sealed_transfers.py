@@ -24,9 +24,9 @@ from accounts import keyexchange
 from accounts.session_keys import session_key_get
 from audit.models import Action, AuditEvent, Outcome
 from imaging.models import Scan
-from imaging.services.scans import scan_restore_pixels
 from imaging.tests import factories
 from imaging.tests.conftest import as_upload
+from imaging.vault.pixels import scan_restore_pixels
 
 pytestmark = pytest.mark.django_db
 

@@ -19,11 +19,12 @@ from PIL import Image
 from audit.models import Action, AuditEvent, Outcome
 from engine.crypto import envelope as crypto
 from engine.errors import CryptoError
+from imaging.jobs import segmentation as segmentation_jobs
 from imaging.models import JobStatus, Scan, SegmentationJob, SegmentationModel
 from imaging.selectors.segmentation import segmentation_mask
-from imaging.services import segmentation as segmentation_services
 from imaging.tests import factories
 from imaging.tests.deid_checks import dciodvfy_available, dciodvfy_errors
+from imaging.vault.keys import unwrap_data_key
 from imaging.vault.storage import storage_read
 
 DISC_CLASSES = {0: "background", 1: "disc"}
@@ -74,7 +75,7 @@ def disc_models(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture
 def discs(settings: Any, disc_models: Path) -> Path:
     settings.SEGMENTATION_MODELS_DIR = disc_models
-    segmentation_services._segmenter.cache_clear()
+    segmentation_jobs._segmenter.cache_clear()
     return disc_models / "discs"
 
 
@@ -96,10 +97,10 @@ def segment(api: Any, doctor: Any, django_capture_on_commit_callbacks: Any) -> A
 def _expected_labels(scan: Scan, model_dir: Path) -> np.ndarray:
     """What the model gives on the ORIGINAL pixels, computed outside the app."""
     from engine.segmentation.model import Segmenter
-    from imaging.services.scans import scan_restore_pixels
+    from imaging.vault.pixels import scan_restore_pixels
 
     pixels = scan_restore_pixels(scan=scan)
-    grey = segmentation_services._grey(pixels)
+    grey = segmentation_jobs._grey(pixels)
     result = Segmenter.load(model_dir, backend="onnx", threads=1).segment(
         grey if grey.shape[0] > 1 else grey[0]
     )
@@ -143,7 +144,7 @@ def test_it_segments_a_png_on_its_original_pixels_and_stores_results_encrypted(
     # Stored files are ciphertext bound to this scan and job.
     raw = storage_read(job.mask_path)
     assert b"NUMPY" not in raw
-    key = crypto.unwrap_data_key(bytes(completed_scan.wrapped_key), scan_ref=completed_scan.uid)
+    key = unwrap_data_key(bytes(completed_scan.wrapped_key), scan_ref=completed_scan.uid)
     with pytest.raises(CryptoError):
         crypto.decrypt_blob(
             key,
@@ -314,7 +315,7 @@ def test_it_marks_a_job_failed_when_its_weights_are_gone(
 ) -> None:
     segment(completed_scan)  # registers the model
     SegmentationModel.objects.filter(name="discs").update(weights_path=str(tmp_path / "gone"))
-    segmentation_services._segmenter.cache_clear()
+    segmentation_jobs._segmenter.cache_clear()
     job = SegmentationJob.objects.get(pk=segment(completed_scan).json()["id"])
     assert job.status == JobStatus.FAILED and job.failure_reason == "model_unavailable"
     assert AuditEvent.objects.filter(action=Action.SEGMENTATION_FAILED).exists()
@@ -407,7 +408,7 @@ def test_it_segments_a_series_as_one_volume_with_volumes_in_ml_and_one_seg(
     response = upload(*[(f"s{i}.dcm", data) for i, data in enumerate(_mr_series())])
     scans = list(Scan.objects.filter(pk__in=[item["id"] for item in response.json()]))
     assert len({s.series_uid for s in scans}) == 1 and scans[0].series_uid
-    members = segmentation_services.series_members(scans[0])
+    members = segmentation_jobs.series_members(scans[0])
     assert [m.instance_number for m in members] == [1, 2, 3, 4]
 
     job = SegmentationJob.objects.get(pk=segment(scans[-1], series=True).json()["id"])
@@ -427,8 +428,8 @@ def test_it_segments_a_series_as_one_volume_with_volumes_in_ml_and_one_seg(
     seg = api.get(f"/api/segmentations/{job.id}/seg/")
     assert seg.status_code == 200
     sources = [
-        segmentation_services._deidentified_source(
-            m, segmentation_services._original(m), segmentation_services._data_key(m)
+        segmentation_jobs._deidentified_source(
+            m, segmentation_jobs._original(m), segmentation_jobs._data_key(m)
         )
         for m in members
     ]

@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
+from imaging.jobs import segmentation as segmentation_jobs
 from imaging.models import JobStatus, Scan, SegmentationJob
 from imaging.selectors.segmentation import segmentation_mask
-from imaging.services import segmentation as segmentation_services
 from imaging.tests import factories
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -41,7 +41,7 @@ def test_it_segments_a_brain_slice_for_a_doctor_with_overlay_and_areas(
     django_capture_on_commit_callbacks: Any,
 ) -> None:
     settings.SEGMENTATION_MODELS_DIR = MODELS
-    segmentation_services._segmenter.cache_clear()
+    segmentation_jobs._segmenter.cache_clear()
     truth = np.asarray(Image.open(HELDOUT / "masks" / f"{CASE}.png"))
     # The slice kept below the detector's ink level, a name burned into its top-left corner.
     slice_ = np.asarray(Image.open(HELDOUT / "images" / f"{CASE}.png")).astype(np.float32)

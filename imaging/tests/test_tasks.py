@@ -12,13 +12,16 @@ from django.db import OperationalError
 from PIL import Image
 
 from audit.models import Action, AuditEvent, Outcome
-from engine.crypto import envelope as crypto
+from imaging.jobs import processing as jobs
+from imaging.jobs.processing import scan_process
 from imaging.models import FailureReason, Fingerprint, Region, Scan, ScanStatus
-from imaging.services import scans as services
-from imaging.services.scans import scan_process, scan_restore_pixels
+from imaging.services import processing as services
+from imaging.services import upload
 from imaging.tasks import process_scan
 from imaging.tests import factories
 from imaging.tests.conftest import as_upload, media_files, wait_for_status
+from imaging.vault.keys import unwrap_data_key
+from imaging.vault.pixels import scan_restore_pixels
 from imaging.vault.storage import storage_read
 
 pytestmark = pytest.mark.django_db
@@ -34,7 +37,7 @@ def uploaded_scan(
 ) -> Scan:
     """A stored upload whose processing has not run (its commit hook is dropped)."""
     with django_capture_on_commit_callbacks(execute=False):
-        (scan,) = services.scan_upload(
+        (scan,) = upload.scan_upload(
             patient=patient, uploads=[as_upload("a.png", text_png[0])], uploaded_by=technician
         )
     assert scan.status == ScanStatus.UPLOADED
@@ -134,7 +137,7 @@ def test_a_rerun_removes_the_previous_runs_files(
 def test_a_transient_storage_error_is_retried(
     uploaded_scan: Scan, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    real_read = services.storage_read
+    real_read = jobs.storage_read
     calls = {"n": 0}
 
     def flaky_read(name: str) -> bytes:
@@ -143,7 +146,7 @@ def test_a_transient_storage_error_is_retried(
             raise OSError(5, "Input/output error")
         return real_read(name)
 
-    monkeypatch.setattr(services, "storage_read", flaky_read)
+    monkeypatch.setattr(jobs, "storage_read", flaky_read)
 
     process_scan.delay(scan_id=uploaded_scan.pk)
 
@@ -158,7 +161,7 @@ def test_it_marks_the_scan_failed_when_retries_run_out(
     def broken_disk(name: str) -> bytes:
         raise OSError(5, "Input/output error")
 
-    monkeypatch.setattr(services, "storage_read", broken_disk)
+    monkeypatch.setattr(jobs, "storage_read", broken_disk)
 
     with pytest.raises(OSError):
         process_scan.delay(scan_id=uploaded_scan.pk)
@@ -172,7 +175,7 @@ def test_it_marks_the_scan_failed_when_retries_run_out(
 
 
 def test_a_database_outage_is_retried(uploaded_scan: Scan, monkeypatch: pytest.MonkeyPatch) -> None:
-    real = services._scan_complete
+    real = jobs._scan_complete
     calls = {"n": 0}
 
     def flaky(**kwargs: Any) -> Any:
@@ -181,7 +184,7 @@ def test_a_database_outage_is_retried(uploaded_scan: Scan, monkeypatch: pytest.M
             raise OperationalError("could not connect to server")
         return real(**kwargs)
 
-    monkeypatch.setattr(services, "_scan_complete", flaky)
+    monkeypatch.setattr(jobs, "_scan_complete", flaky)
 
     process_scan.delay(scan_id=uploaded_scan.pk)
 
@@ -230,7 +233,7 @@ def test_an_unexpected_error_fails_the_scan_and_is_raised(
         raise KeyError("a bug")
 
     # The last step that writes the run's files (frames are written as they are processed).
-    monkeypatch.setattr(services._OutputWriter, "finish", bug)
+    monkeypatch.setattr(jobs._OutputWriter, "finish", bug)
 
     with pytest.raises(KeyError):
         process_scan.delay(scan_id=uploaded_scan.pk)
@@ -367,4 +370,4 @@ def test_a_worker_killed_mid_task_is_rerun_and_completes_once(
     indexes = list(scan.regions.values_list("index", flat=True))
     assert indexes == list(range(len(indexes))) and indexes
     assert np.array_equal(scan_restore_pixels(scan=scan), text_png[1][np.newaxis])
-    assert crypto.unwrap_data_key(bytes(scan.wrapped_key), scan_ref=str(scan.uid))
+    assert unwrap_data_key(bytes(scan.wrapped_key), scan_ref=str(scan.uid))

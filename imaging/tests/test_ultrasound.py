@@ -16,7 +16,7 @@ from engine.detection import pipeline
 from engine.dicom.ultrasound import INK_LEVEL, annotation_boxes, ultrasound_regions
 from engine.intake.validation import validate_upload
 from imaging.models import Scan, ScanStatus
-from imaging.services.scans import scan_restore_pixels
+from imaging.vault.pixels import scan_restore_pixels
 
 deid_data = pytest.importorskip("deid_data")
 FOLDER = Path(deid_data.__file__).parent / "data" / "ultrasounds"

@@ -17,6 +17,7 @@ from engine.crypto import envelope as crypto
 from imaging.models import Scan, ScanFormat, ScanStatus
 from imaging.tests import factories
 from imaging.tests.conftest import as_upload, media_files
+from imaging.vault.keys import current_kek_id, unwrap_data_key
 from imaging.vault.storage import AtomicFileSystemStorage, storage_read
 
 pytestmark = pytest.mark.django_db
@@ -41,12 +42,12 @@ def test_it_stores_a_png_encrypted_and_processes_it(
     assert scan.status == ScanStatus.COMPLETED
     assert (scan.format, scan.width, scan.height, scan.frames) == ("png", 320, 240, 1)
     assert scan.uploaded_by == technician
-    assert scan.key_id == crypto.current_kek_id()
+    assert scan.key_id == current_kek_id()
     # On disk: ciphertext only, under the MIMG header, never the image bytes.
     stored = storage_read(scan.original_path)
     assert stored.startswith(crypto.MAGIC)
     assert b"IHDR" not in stored
-    key = crypto.unwrap_data_key(bytes(scan.wrapped_key), scan_ref=str(scan.uid))
+    key = unwrap_data_key(bytes(scan.wrapped_key), scan_ref=str(scan.uid))
     clean = crypto.decrypt_blob(key, stored, aad=crypto.original_aad(scan_ref=str(scan.uid)))
     assert np.array_equal(np.asarray(Image.open(io.BytesIO(clean))), pixels)
     event = AuditEvent.objects.get(action=Action.SCAN_UPLOADED)
@@ -223,7 +224,7 @@ def test_it_removes_the_file_when_the_row_cannot_be_committed(
         raise OperationalError("server closed the connection unexpectedly")
 
     # The audit append is the last write in the upload's transaction.
-    monkeypatch.setattr("imaging.services.scans.audit_record", database_gone)
+    monkeypatch.setattr("imaging.services.upload.audit_record", database_gone)
 
     response = upload(("a.png", factories.png_bytes(factories.text_image(64, 64))))
 

@@ -18,10 +18,10 @@ from engine.dicom import io as dicom
 from engine.pixels import qc, rendering
 from engine.pixels.redaction import fill_regions
 from imaging.models import Scan, ScanStatus
-from imaging.services.scans import scan_restore_pixels
 from imaging.tests import factories
 from imaging.tests.conftest import media_files
 from imaging.tests.fixtures import samples
+from imaging.vault.pixels import scan_restore_pixels
 from imaging.vault.redacted import scan_redacted_pixels
 
 pytestmark = pytest.mark.django_db

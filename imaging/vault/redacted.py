@@ -30,6 +30,8 @@ from engine.dicom.ultrasound import ultrasound_regions
 from engine.pixels import rendering
 from engine.pixels.redaction import fill_regions
 from imaging.models import Region, Scan, ScanFormat
+from imaging.vault.keys import open_data_key
+from imaging.vault.pixels import redacted_pixels_unseal
 from imaging.vault.storage import storage_read
 from medimg.errors import ApplicationError
 
@@ -91,7 +93,7 @@ def scan_header(scan: Scan) -> Dataset:
     from engine.dicom.io import read_dataset
 
     scan_ref = str(scan.uid)
-    data_key = crypto.unwrap_data_key(bytes(scan.wrapped_key), scan_ref=scan_ref)
+    data_key = open_data_key(scan)
     dataset = crypto.decrypt_blob(
         data_key,
         storage_read(scan.redacted_path),
@@ -102,10 +104,8 @@ def scan_header(scan: Scan) -> Dataset:
 
 
 def scan_redacted_pixels(scan: Scan) -> np.ndarray:
-    from imaging.services.scans import redacted_pixels_unseal
-
     scan_ref = str(scan.uid)
-    data_key = crypto.unwrap_data_key(bytes(scan.wrapped_key), scan_ref=scan_ref)
+    data_key = open_data_key(scan)
     sealed = storage_read(scan.redacted_pixels_path)
     return redacted_pixels_unseal(sealed, data_key=data_key, scan_ref=scan_ref)
 

@@ -459,7 +459,7 @@ def test_it_scrolls_frames_and_changes_the_window_of_a_dicom(
 ) -> None:
     from django.core.files.uploadedfile import SimpleUploadedFile
 
-    from imaging.services.scans import scan_upload
+    from imaging.services.upload import scan_upload
     from imaging.tests import factories
 
     settings.IMAGING_DETECTOR = "imaging.tests.factories.bright_text_detector"
@@ -527,7 +527,7 @@ def test_it_segments_a_scan_and_shows_the_overlay_legend_and_sizes(
     from django.core.files.uploadedfile import SimpleUploadedFile
 
     from imaging.models import JobStatus, SegmentationJob
-    from imaging.services.scans import scan_upload
+    from imaging.services.upload import scan_upload
 
     heldout = Path(django_settings.BASE_DIR) / "model/segmentation/brain-tissue/heldout/images"
     data = (heldout / "test-00000.png").read_bytes()
