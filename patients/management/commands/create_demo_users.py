@@ -11,6 +11,9 @@ Departments, so that access following care is visible on the first login: the te
 in Radiology and Cardiology, the doctor in Radiology only, and two demo patients are registered
 in each department (through the patient services, audited). The doctor sees the two Radiology
 patients and not the Cardiology ones; the technician sees all four. Patients are added once.
+
+It lives in patients, not accounts, because it makes patients as well as users: patients may use
+accounts, never the other way round (docs/architecture.md).
 """
 
 from __future__ import annotations
@@ -23,6 +26,8 @@ from django.core.management.base import BaseCommand, CommandError
 from accounts.models import Department, Role, User
 from accounts.otp import otp_required_for, otp_secret_text
 from accounts.services import strong_password, user_create
+from patients.models import Patient
+from patients.services import patient_create, patient_set_departments
 
 DEMO_USERS = (("tech", Role.TECHNICIAN), ("doctor", Role.DOCTOR), ("admin", Role.ADMIN))
 DEMO_DEPARTMENTS = (("radiology", "Radiology"), ("cardiology", "Cardiology"))
@@ -73,9 +78,6 @@ class Command(BaseCommand):
             self.stdout.write(f"  secret {secret}\n  url    {url}")
 
     def _departments_and_patients(self) -> None:
-        from patients.models import Patient
-        from patients.services import patient_create, patient_set_departments
-
         departments = {
             slug: Department.objects.get_or_create(slug=slug, defaults={"name": name})[0]
             for slug, name in DEMO_DEPARTMENTS
