@@ -62,11 +62,11 @@ def ours_once(
     `stages`, when given, gets the ms of each step added to it."""
     from django.conf import settings
 
-    from engine.crypto import envelope as crypto
     from engine.detection import pipeline
     from engine.detection.detector import Detection
     from engine.intake.validation import validate_upload
     from imaging.management.commands.redact import encode_redacted
+    from imaging.vault.keys import new_scan_key
 
     stages = {} if stages is None else stages
     timed = pipeline.timed
@@ -79,8 +79,7 @@ def ours_once(
             max_pixels=settings.UPLOAD_MAX_PIXELS,
         )
     with timed(stages, "key"):
-        data_key = crypto.new_data_key()
-        crypto.wrap_data_key(data_key, scan_ref=ref)
+        data_key, _ = new_scan_key(ref)
     height, width = int(image.display.shape[1]), int(image.display.shape[2])
     with timed(stages, "detect"):
         found = pipeline.detect_frames(

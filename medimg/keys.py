@@ -7,8 +7,6 @@ In development, a missing secret is generated once into KEY_DIR with a loud warn
 
 from __future__ import annotations
 
-import base64
-import binascii
 import logging
 import os
 import secrets
@@ -18,23 +16,19 @@ from pathlib import Path
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 
+from engine.crypto import keytext
+
 logger = logging.getLogger(__name__)
 _lock = threading.Lock()
 
 
 def decode_key(raw: str, *, name: str, length: int = 32) -> bytes:
-    """Keys are written as hex or urlsafe base64 of exactly `length` bytes."""
-    text = raw.strip()
+    """Keys are written as hex or urlsafe base64 of exactly `length` bytes
+    (`engine.crypto.keytext.decode_key`); ImproperlyConfigured naming `name` otherwise."""
     try:
-        key = bytes.fromhex(text)
-    except ValueError:
-        try:
-            key = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-        except (binascii.Error, ValueError):
-            raise ImproperlyConfigured(f"{name} is neither hex nor base64") from None
-    if len(key) != length:
-        raise ImproperlyConfigured(f"{name} must be {length} bytes, got {len(key)}")
-    return key
+        return keytext.decode_key(raw, name=name, length=length)
+    except keytext.KeyConfigError as exc:
+        raise ImproperlyConfigured(str(exc)) from None
 
 
 def dev_key_file(name: str, key_dir: Path, *, length: int = 32) -> str:

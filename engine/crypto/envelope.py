@@ -3,10 +3,10 @@
 Interface (stable; the imaging services call these):
 
     new_data_key() -> bytes                                   # 32 random bytes, one per scan
-    wrap_data_key(data_key, *, scan_ref) -> WrappedKey        # under the current KEK
-    unwrap_data_key(blob, *, scan_ref) -> bytes               # any known KEK, chosen by the header
-    rewrap_data_key(blob, *, scan_ref, kek_id=None) -> WrappedKey   # rotation; blobs untouched
-    current_kek_id() -> str
+    parse_keks(raw, current) -> KeyRing                       # KeyConfigError if malformed
+    wrap_data_key(data_key, *, ring, scan_ref, kek_id=None) -> WrappedKey   # default: current
+    unwrap_data_key(blob, *, ring, scan_ref) -> bytes         # any KEK of the ring, by header
+    rewrap_data_key(blob, *, ring, scan_ref, kek_id=None) -> WrappedKey   # rotation
     data_key_id(data_key) -> str                              # non-secret id of a data key
     encrypt_blob(key, plaintext, *, aad) -> bytes
     decrypt_blob(key, blob, *, aad) -> bytes                  # CryptoError on any failure
@@ -39,14 +39,14 @@ Which key id goes in the header:
 
 Every failure to decrypt or unwrap raises the same `CryptoError("decryption failed")`.
 
-KEKs never live in the database. Settings:
-- `MEDIMG_KEKS`: "id1:hex-or-base64,id2:..." (or `MEDIMG_KEKS_FILE`), 32-byte keys;
-- `MEDIMG_KEK_CURRENT`: the id new data keys are wrapped with (may be omitted when there is
-  exactly one KEK).
-In development, with no `MEDIMG_KEKS`, one KEK with id "dev" is generated under KEY_DIR by
-`medimg.keys.load_or_create_dev_key` (with its loud warning); production refuses to start
-without `MEDIMG_KEKS` (see settings). Keys are parsed once per process and cached, keyed by
-the setting values, so tests that change KEY_DIR or the settings get a fresh key ring.
+KEKs never live in the database, and this module never looks for them: the caller passes
+a `KeyRing` (the KEKs by id and the current one). `parse_keks` reads the "id1:hex-or-base64,
+id2:..." text of the `MEDIMG_KEKS` setting; a malformed text, or a KEK id the ring lacks when
+wrapping, raises `KeyConfigError` (a ValueError). Where the ring comes from (settings, the
+development KEK "dev" generated under KEY_DIR, one parse per process) is `imaging.vault.keys`,
+which turns `KeyConfigError` into Django's ImproperlyConfigured.
+
+Pure: no Django and nothing of the project but `engine`.
 """
 
 from __future__ import annotations
@@ -57,7 +57,6 @@ import io
 import json
 import os
 import re
-import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import IO
@@ -68,11 +67,9 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
-from django.conf import settings
-from django.core.exceptions import ImproperlyConfigured
 
+from engine.crypto.keytext import KeyConfigError, decode_key
 from engine.errors import CryptoError
-from medimg.keys import decode_key, load_or_create_dev_key
 
 KEY_BYTES = 32
 NONCE_BYTES = 12
@@ -84,18 +81,19 @@ _KEY_ID_RE = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")
 
 __all__ = [
     "CryptoError",
+    "KeyConfigError",
     "KeyRing",
     "WrappedKey",
-    "current_kek_id",
     "data_key_id",
+    "decode_key",
     "decrypt_blob",
     "derivative_check",
     "derivative_digest",
     "encrypt_blob",
-    "key_ring",
     "new_data_key",
     "original_aad",
     "pack_array",
+    "parse_keks",
     "region_aad",
     "redacted_dataset_aad",
     "redacted_pixels_aad",
@@ -111,7 +109,7 @@ __all__ = [
 
 @dataclass(frozen=True)
 class KeyRing:
-    """The KEKs this process knows, by id, and the one new data keys are wrapped with."""
+    """The KEKs a process knows, by id, and the one new data keys are wrapped with."""
 
     current_id: str
     keys: dict[str, bytes]
@@ -121,7 +119,9 @@ class KeyRing:
 
 
 def parse_keks(raw: str, current: str | None) -> KeyRing:
-    """Parse "id:key,id:key" (hex or urlsafe base64). Raises ImproperlyConfigured."""
+    """Parse "id:key,id:key" (hex or urlsafe base64; newlines also separate). KeyConfigError
+    for a malformed entry or id, a key that is not 32 bytes, an id named twice, no key, or a
+    `current` that is missing among several keys or not one of them."""
     keys: dict[str, bytes] = {}
     for item in raw.replace("\n", ",").split(","):
         item = item.strip()
@@ -130,52 +130,21 @@ def parse_keks(raw: str, current: str | None) -> KeyRing:
         kek_id, sep, encoded = item.partition(":")
         kek_id = kek_id.strip()
         if not sep or not _KEY_ID_RE.match(kek_id):
-            raise ImproperlyConfigured(
+            raise KeyConfigError(
                 "MEDIMG_KEKS entries must look like id:key with an id of letters, digits, . _ -"
             )
         if kek_id in keys:
-            raise ImproperlyConfigured(f"MEDIMG_KEKS names key id {kek_id!r} twice")
+            raise KeyConfigError(f"MEDIMG_KEKS names key id {kek_id!r} twice")
         keys[kek_id] = decode_key(encoded, name=f"MEDIMG_KEKS[{kek_id}]", length=KEY_BYTES)
     if not keys:
-        raise ImproperlyConfigured("MEDIMG_KEKS holds no keys")
+        raise KeyConfigError("MEDIMG_KEKS holds no keys")
     if current is None:
         if len(keys) != 1:
-            raise ImproperlyConfigured("MEDIMG_KEK_CURRENT must name one of several MEDIMG_KEKS")
+            raise KeyConfigError("MEDIMG_KEK_CURRENT must name one of several MEDIMG_KEKS")
         current = next(iter(keys))
     if current not in keys:
-        raise ImproperlyConfigured(f"MEDIMG_KEK_CURRENT={current!r} is not in MEDIMG_KEKS")
+        raise KeyConfigError(f"MEDIMG_KEK_CURRENT={current!r} is not in MEDIMG_KEKS")
     return KeyRing(current_id=current, keys=keys)
-
-
-_ring_lock = threading.Lock()
-_ring_cache: dict[tuple[object, ...], KeyRing] = {}
-
-
-def key_ring() -> KeyRing:
-    """The process's KEKs, parsed once per distinct configuration."""
-    raw = getattr(settings, "MEDIMG_KEKS", None) or None
-    current = getattr(settings, "MEDIMG_KEK_CURRENT", None) or None
-    cache_key = (raw, current, str(settings.KEY_DIR), bool(settings.PRODUCTION))
-    ring = _ring_cache.get(cache_key)
-    if ring is not None:
-        return ring
-    with _ring_lock:
-        ring = _ring_cache.get(cache_key)
-        if ring is None:
-            if raw:
-                ring = parse_keks(raw, current)
-            else:
-                # Raises ImproperlyConfigured in production; warns loudly in development.
-                dev = load_or_create_dev_key("MEDIMG_DEV_KEK", None, length=KEY_BYTES)
-                ring = KeyRing(current_id=DEV_KEK_ID, keys={DEV_KEK_ID: dev})
-            if len(_ring_cache) >= 64:
-                _ring_cache.clear()  # Only tests change key settings often; stay bounded.
-            _ring_cache[cache_key] = ring
-    return ring
-
-
-def current_kek_id() -> str:
-    return key_ring().current_id
 
 
 # --- Blobs ----------------------------------------------------------------------------------
@@ -380,23 +349,25 @@ def new_data_key() -> bytes:
     return AESGCM.generate_key(bit_length=256)
 
 
-def wrap_data_key(data_key: bytes, *, scan_ref: object, kek_id: str | None = None) -> WrappedKey:
-    """Wrap under `kek_id` (default: the current KEK), bound to `scan_ref`."""
+def wrap_data_key(
+    data_key: bytes, *, ring: KeyRing, scan_ref: object, kek_id: str | None = None
+) -> WrappedKey:
+    """Wrap under `ring`'s KEK `kek_id` (default: its current one), bound to `scan_ref`.
+    KeyConfigError when the ring has no such KEK."""
     _check_key(data_key)
-    ring = key_ring()
     kek_id = kek_id or ring.current_id
     kek = ring.get(kek_id)
     if kek is None:
-        raise ImproperlyConfigured(f"unknown KEK id {kek_id!r}")
+        raise KeyConfigError(f"unknown KEK id {kek_id!r}")
     return WrappedKey(kek_id=kek_id, blob=_seal(kek, kek_id, data_key, _data_key_aad(scan_ref)))
 
 
-def unwrap_data_key(blob: bytes | WrappedKey, *, scan_ref: object) -> bytes:
-    """The data key, or CryptoError (tampered, other scan, or a KEK this process lacks)."""
+def unwrap_data_key(blob: bytes | WrappedKey, *, ring: KeyRing, scan_ref: object) -> bytes:
+    """The data key, or CryptoError (tampered, other scan, or a KEK `ring` lacks)."""
     if isinstance(blob, WrappedKey):
         blob = blob.blob
     header, kek_id, nonce, sealed = _split(blob)
-    kek = key_ring().get(kek_id)
+    kek = ring.get(kek_id)
     if kek is None:
         raise CryptoError()
     data_key = _open(kek, header, nonce, sealed, _data_key_aad(scan_ref))
@@ -406,10 +377,12 @@ def unwrap_data_key(blob: bytes | WrappedKey, *, scan_ref: object) -> bytes:
 
 
 def rewrap_data_key(
-    blob: bytes | WrappedKey, *, scan_ref: object, kek_id: str | None = None
+    blob: bytes | WrappedKey, *, ring: KeyRing, scan_ref: object, kek_id: str | None = None
 ) -> WrappedKey:
-    """Rotation: unwrap with whichever KEK wrapped it, wrap again under `kek_id` (or current)."""
-    return wrap_data_key(unwrap_data_key(blob, scan_ref=scan_ref), scan_ref=scan_ref, kek_id=kek_id)
+    """Rotation: unwrap with whichever KEK of `ring` wrapped it, wrap again under `kek_id`
+    (default: the ring's current KEK)."""
+    data_key = unwrap_data_key(blob, ring=ring, scan_ref=scan_ref)
+    return wrap_data_key(data_key, ring=ring, scan_ref=scan_ref, kek_id=kek_id)
 
 
 # --- Arrays ---------------------------------------------------------------------------------

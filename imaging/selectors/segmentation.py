@@ -17,6 +17,7 @@ from audit.models import Action
 from audit.services import audit_record
 from engine.crypto import envelope as crypto
 from imaging.models import JobStatus, Scan, SegmentationJob, SegmentationModel
+from imaging.vault.keys import open_data_key
 from imaging.vault.storage import storage_read
 from medimg.errors import ApplicationError
 
@@ -85,7 +86,7 @@ def _require_completed(job: SegmentationJob) -> None:
 
 def _open(job: SegmentationJob, path: str, part: str, frame: int = 0) -> bytes:
     scan_ref = str(job.scan.uid)
-    data_key = crypto.unwrap_data_key(bytes(job.scan.wrapped_key), scan_ref=scan_ref)
+    data_key = open_data_key(job.scan)
     aad = crypto.segmentation_aad(scan_ref=scan_ref, job=job.id, part=part, frame=frame)
     return crypto.decrypt_blob(data_key, storage_read(path), aad=aad)
 

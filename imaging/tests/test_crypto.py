@@ -18,21 +18,24 @@ from engine.crypto import envelope as crypto
 from engine.crypto.envelope import (
     CryptoError,
     WrappedKey,
-    current_kek_id,
     data_key_id,
     decrypt_blob,
     encrypt_blob,
-    key_ring,
     new_data_key,
     original_aad,
     pack_array,
     region_aad,
-    rewrap_data_key,
     unpack_array,
+)
+from imaging.tests.fixtures.samples import dicom_bytes
+from imaging.vault import keys as vault_keys
+from imaging.vault.keys import (
+    current_kek_id,
+    key_ring,
+    rewrap_data_key,
     unwrap_data_key,
     wrap_data_key,
 )
-from imaging.tests.fixtures.samples import dicom_bytes
 
 KEK_A = "11" * 32
 KEK_B = "22" * 32
@@ -232,7 +235,7 @@ def test_it_generates_a_development_kek_with_a_loud_warning(settings, caplog):
 def test_it_parses_keys_once_per_configuration(keks, monkeypatch):
     first = key_ring()
     calls = []
-    monkeypatch.setattr(crypto, "parse_keks", lambda *a: calls.append(a))
+    monkeypatch.setattr(vault_keys, "parse_keks", lambda *a: calls.append(a))
     assert key_ring() is first
     assert calls == []
 
@@ -266,12 +269,12 @@ def test_it_refuses_to_make_a_development_kek_in_production(settings):
 )
 def test_it_refuses_malformed_kek_settings(raw, current):
     with pytest.raises(ImproperlyConfigured):
-        crypto.parse_keks(raw, current)
+        vault_keys.parse_keks(raw, current)
 
 
 def test_it_accepts_base64_keks_and_a_single_key_without_current():
     encoded = base64.urlsafe_b64encode(bytes.fromhex(KEK_A)).decode().rstrip("=")
-    ring = crypto.parse_keks(f"2026-q1:{encoded}", None)
+    ring = vault_keys.parse_keks(f"2026-q1:{encoded}", None)
     assert ring.current_id == "2026-q1"
     assert ring.keys["2026-q1"] == bytes.fromhex(KEK_A)
 

@@ -38,6 +38,7 @@ from imaging.tests.deid_checks import (
 )
 from imaging.tests.fixtures.samples import deid_bytes, dicom_bytes
 from imaging.vault import identity
+from imaging.vault.keys import unwrap_data_key
 from imaging.vault.storage import storage_read
 
 SECRET = "a1" * 32  # MEDIMG_DEID_SECRET for these tests: fixed, so every run is the same
@@ -287,7 +288,7 @@ def test_it_restores_the_uploaded_dicom_file_byte_for_byte(
     # The identity kept rebuilds the original header exactly from the de-identified file:
     # what `reidentify` gives back is the upload with only its pixels redacted.
     scan_ref = str(scan.uid)
-    data_key = crypto.unwrap_data_key(bytes(scan.wrapped_key), scan_ref=scan_ref)
+    data_key = unwrap_data_key(bytes(scan.wrapped_key), scan_ref=scan_ref)
     document = identity.identity_open(
         bytes(scan.identity_ciphertext), data_key=data_key, scan_ref=scan_ref
     )

@@ -9,6 +9,7 @@ import pytest
 
 from engine.crypto import envelope as crypto
 from engine.detection import detector as detection
+from imaging.vault import keys as vault_keys
 
 
 def test_it_loads_the_detector_once_per_process(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -31,7 +32,7 @@ def test_it_parses_the_key_encryption_keys_once(
     settings: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     calls: list[str] = []
-    real = crypto.parse_keks
+    real = vault_keys.parse_keks
 
     def counting(raw: str, current: str | None) -> Any:
         calls.append(raw)
@@ -39,9 +40,9 @@ def test_it_parses_the_key_encryption_keys_once(
 
     settings.MEDIMG_KEKS = "perf1:" + "ab" * 32
     settings.MEDIMG_KEK_CURRENT = "perf1"
-    monkeypatch.setattr(crypto, "_ring_cache", {})
-    monkeypatch.setattr(crypto, "parse_keks", counting)
+    monkeypatch.setattr(vault_keys, "_ring_cache", {})
+    monkeypatch.setattr(vault_keys, "parse_keks", counting)
     for i in range(3):
-        wrapped = crypto.wrap_data_key(crypto.new_data_key(), scan_ref=f"scan-{i}")
+        wrapped = vault_keys.wrap_data_key(crypto.new_data_key(), scan_ref=f"scan-{i}")
         assert wrapped is not None
     assert len(calls) == 1

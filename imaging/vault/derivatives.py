@@ -32,6 +32,7 @@ from audit.models import Action, Outcome
 from audit.services import audit_record
 from engine.crypto import envelope as crypto
 from engine.errors import CryptoError
+from imaging.vault.keys import open_data_key
 from imaging.vault.storage import storage_read
 from medimg.errors import ApplicationError
 
@@ -70,7 +71,7 @@ def frame_read(scan: Any, kind: str, frame: int, *, data_key: bytes | None = Non
         raise CryptoError()
     scan_ref = str(scan.uid)
     if data_key is None:
-        data_key = crypto.unwrap_data_key(bytes(scan.wrapped_key), scan_ref=scan_ref)
+        data_key = open_data_key(scan)
     crypto.derivative_check(
         data_key, data, expected[frame], scan_ref=scan_ref, kind=kind, frame=frame
     )
@@ -121,7 +122,7 @@ def scan_frame_digests_backfill(*, scan_id: int) -> bool:
         if scan.frame_digests or scan.status != ScanStatus.COMPLETED or not paths:
             return False
         scan_ref = str(scan.uid)
-        data_key = crypto.unwrap_data_key(bytes(scan.wrapped_key), scan_ref=scan_ref)
+        data_key = open_data_key(scan)
         files = {kind: [storage_read(path) for path in names] for kind, names in paths.items()}
         scan.frame_digests = frame_digests(data_key, scan_ref=scan_ref, frames=files)
         scan.save(update_fields=["frame_digests", "updated_at"])

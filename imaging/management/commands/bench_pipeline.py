@@ -31,6 +31,7 @@ from django.utils.module_loading import import_string
 
 from engine.crypto import envelope as crypto
 from engine.detection import pipeline
+from imaging.vault.keys import new_scan_key
 
 STAGES = (
     "decode_ms",
@@ -121,8 +122,7 @@ def run_once(image: BenchImage, detector: pipeline.Detector) -> dict[str, float]
             max_pixels=settings.UPLOAD_MAX_PIXELS,
         )
     with pipeline.timed(timings, "key_ms"):
-        data_key = crypto.new_data_key()
-        crypto.wrap_data_key(data_key, scan_ref=image.name)
+        data_key, _ = new_scan_key(image.name)
     result = pipeline.pipeline_run(
         image=decoded,
         data_key=data_key,

@@ -47,6 +47,7 @@ from engine.intake.validation import sniff_kind, validate_upload
 from imaging.management.commands.redact import Command as RedactCommand
 from imaging.management.commands.redact import FileFailed, write_atomic
 from imaging.vault.identity import DeidOutcome, dicom_deidentify, identity_document, uid_secret
+from imaging.vault.keys import unwrap_data_key, wrap_data_key
 
 DICOM_SUFFIXES = frozenset({".dcm", ".dicom"})
 SNIFF_BYTES = 132
@@ -316,7 +317,7 @@ class Command(BaseCommand):
             write_atomic(path, document + b"\n")
             return path
         ref = f"deidentify/{run}"
-        wrapped = crypto.wrap_data_key(data_key, scan_ref=ref)
+        wrapped = wrap_data_key(data_key, scan_ref=ref)
         envelope = {
             "format": MAPPING_FORMAT,
             "run": run,
@@ -339,7 +340,7 @@ def mapping_open(path: Path) -> dict[str, Any]:
         document: dict[str, Any] = envelope
         return document
     ref = envelope["scan_ref"]
-    data_key = crypto.unwrap_data_key(
+    data_key = unwrap_data_key(
         crypto.WrappedKey(envelope["kek_id"], base64.b64decode(envelope["wrapped_key"])),
         scan_ref=ref,
     )

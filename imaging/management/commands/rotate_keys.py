@@ -25,9 +25,9 @@ from django.db import transaction
 
 from audit.models import Action, Outcome
 from audit.services import audit_record
-from engine.crypto import envelope as crypto
 from engine.errors import CryptoError
 from imaging.models import Scan
+from imaging.vault.keys import current_kek_id, rewrap_data_key
 
 
 class Command(BaseCommand):
@@ -42,7 +42,7 @@ class Command(BaseCommand):
         batch_size: int = options["batch_size"]
         if batch_size < 1:
             raise CommandError("--batch-size must be at least 1")
-        target = crypto.current_kek_id()
+        target = current_kek_id()
         counts: Counter[str] = Counter()
         failed_ids: list[int] = []
         last_id = 0
@@ -101,7 +101,7 @@ class Command(BaseCommand):
             if scan.key_id == target:
                 return "already_current"  # Rotated by a concurrent run.
             try:
-                wrapped = crypto.rewrap_data_key(
+                wrapped = rewrap_data_key(
                     bytes(scan.wrapped_key), scan_ref=str(scan.uid), kek_id=target
                 )
             except CryptoError:
