@@ -138,6 +138,8 @@ INSTALLED_APPS = [
     "audit",
     "patients",
     "imaging",
+    # The DICOM gateway: listener, forwarding, DICOMweb (above imaging; docs/gateway.md).
+    "gateway",
     # The project shell (no models): backup commands, metrics and mail receivers.
     "medimg.apps.MedimgConfig",
     "pages",
@@ -567,6 +569,29 @@ for _entry in DEID_SAFE_PRIVATE:
         raise ImproperlyConfigured(
             f"DEID_SAFE_PRIVATE entry {_entry!r} is not a private GGGGEEEE tag or CREATOR:GGGG:EE"
         )
+
+# --- DICOM gateway (gateway/; docs/gateway.md) ---------------------------------------------
+
+# Our AE title, and where `manage.py dicom_listener` listens by default.
+DICOM_AE_TITLE = env_str("DICOM_AE_TITLE", "MEDIMG") or "MEDIMG"
+DICOM_LISTENER_HOST = env_str("DICOM_LISTENER_HOST", "127.0.0.1") or "127.0.0.1"
+DICOM_LISTENER_PORT = env_int("DICOM_LISTENER_PORT", 11112, minimum=1)
+# Peers allowed to send, "AET@host:port,..." (host "*": any address), seeded into
+# gateway.DicomPeer at listener start and filed as DICOM_GATEWAY_USER (a technician).
+DICOM_PEERS = env_str("DICOM_PEERS", "") or ""
+DICOM_GATEWAY_USER = env_str("DICOM_GATEWAY_USER", "") or ""
+# Forward destinations, "AET@host:port" (C-STORE) or a STOW-RS studies URL, comma-separated.
+DICOM_FORWARD_TO = env_str("DICOM_FORWARD_TO", "") or ""
+DICOM_FORWARD_STOW_AUTHORIZATION = env_str("DICOM_FORWARD_STOW_AUTHORIZATION", "") or ""
+DICOM_FORWARD_TIMEOUT = env_int("DICOM_FORWARD_TIMEOUT", 30, minimum=1)
+# Retry i waits BACKOFF * 2**(i-1) seconds, at most BACKOFF_MAX; failed after MAX_ATTEMPTS.
+DICOM_FORWARD_BACKOFF_SECONDS = env_float("DICOM_FORWARD_BACKOFF_SECONDS", 30.0)
+DICOM_FORWARD_BACKOFF_MAX_SECONDS = env_float("DICOM_FORWARD_BACKOFF_MAX_SECONDS", 3600.0)
+DICOM_FORWARD_MAX_ATTEMPTS = env_int("DICOM_FORWARD_MAX_ATTEMPTS", 10, minimum=1)
+CELERY_BEAT_SCHEDULE["gateway-forward-due-sends"] = {
+    "task": "gateway.tasks.forward_due_sends",
+    "schedule": env_int("DICOM_FORWARD_SWEEP_SECONDS", 60, minimum=5),
+}
 
 # --- Security headers -----------------------------------------------------------------------
 

@@ -19,6 +19,8 @@ urlpatterns = [
     path("api/patients/", include("patients.urls")),
     path("api/audit/", include("audit.urls")),
     path("api/", include("imaging.urls")),
+    # DICOMweb (STOW-RS, QIDO-RS, WADO-RS) for clinical users: gateway/dicomweb.py.
+    path("dicomweb/", include("gateway.urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("api/docs/", SpectacularSwaggerSplitView.as_view(url_name="api-schema"), name="api-docs"),
 ]
