@@ -16,7 +16,7 @@ from django.http import HttpRequest
 
 from accounts.models import User
 from accounts.services import user_set_active, user_set_password, user_set_role
-from medimg.errors import ApplicationError
+from engine.errors import EngineError
 
 
 class UserCreationAdminForm(AdminUserCreationForm):
@@ -103,7 +103,7 @@ class UserAdmin(DjangoUserAdmin):
                     actor=request.user,  # type: ignore[arg-type]
                     request=request,
                 )
-            except ApplicationError as exc:
+            except EngineError as exc:
                 self.message_user(request, f"{user.username}: {exc.message}", messages.WARNING)
         verb = "activated" if active else "deactivated"
         self.message_user(request, f"{changed} account(s) {verb}.", messages.SUCCESS)

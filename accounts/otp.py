@@ -29,7 +29,8 @@ from django_otp.plugins.otp_totp.models import TOTPDevice
 from accounts.models import Role
 from audit.models import Action, Outcome
 from audit.services import audit_record
-from medimg.errors import ApplicationError
+from engine import errors
+from engine.errors import EngineError
 
 DEVICE_NAME = "authenticator app"
 _CODE_RE = re.compile(r"^[0-9]{6}$")
@@ -75,7 +76,7 @@ def otp_enrolment_start(*, user: Any) -> TOTPDevice:
     return device
 
 
-def _refused(*, user: Any, change: str, request: HttpRequest) -> ApplicationError:
+def _refused(*, user: Any, change: str, request: HttpRequest) -> EngineError:
     # Audited outside any transaction of the caller's, so the refusal is not rolled back.
     audit_record(
         action=Action.ADMIN_CHANGE,
@@ -85,7 +86,7 @@ def _refused(*, user: Any, change: str, request: HttpRequest) -> ApplicationErro
         request=request,
         details={"change": change, "reason": "otp_invalid"},
     )
-    return ApplicationError(code="otp_invalid", message="That code is not right. Try again.")
+    return errors.otp_invalid()
 
 
 def otp_enrolment_confirm(*, user: Any, code: str, request: HttpRequest) -> TOTPDevice:
@@ -112,9 +113,7 @@ def otp_enrolment_confirm(*, user: Any, code: str, request: HttpRequest) -> TOTP
 def otp_remove(*, user: Any, code: str, request: HttpRequest) -> None:
     """Turn the second factor off (not for admins), proven with a current code."""
     if otp_required_for(user):
-        raise ApplicationError(
-            code="otp_required", message="Administrators cannot turn off two-factor login."
-        )
+        raise errors.otp_required("Administrators cannot turn off two-factor login.")
     if otp_verify(user=user, code=code) is None:
         raise _refused(user=user, change="otp_removed", request=request)
     with transaction.atomic():

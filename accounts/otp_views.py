@@ -35,7 +35,7 @@ from accounts.otp import (
 )
 from audit.models import Action
 from audit.services import audit_record
-from medimg.errors import ApplicationError
+from engine.errors import EngineError
 
 PENDING_KEY = "otp_pending"
 PENDING_SECONDS = 300
@@ -162,7 +162,7 @@ class OtpEnrolView(LoginRequiredMixin, View):
                 if not user.is_verified():
                     return redirect("login-otp")
                 otp_remove(user=user, code=form.cleaned_data["code"], request=request)
-        except ApplicationError as exc:
+        except EngineError as exc:
             form.add_error(None, exc.message)
             return self._render(request, form, status=400)
         return redirect("home")

@@ -34,18 +34,19 @@ from accounts.session_keys import session_keys_revoke
 from accounts.tokens import token_check_valid_after, token_pair_for, token_session_revoke
 from audit.models import Action, Outcome
 from audit.services import audit_record
-from medimg.errors import ApplicationError
+from engine import errors
+from engine.errors import EngineError, ErrorCode
 from medimg.mail import notify_activated, notify_registration
 
 # Self-service registration may ask for these roles only; admins come from `adduser`.
 REGISTRABLE_ROLES = frozenset({Role.TECHNICIAN, Role.DOCTOR})
 
 
-class PasswordRejected(ApplicationError):
+class PasswordRejected(EngineError):
     """The password fails Django's validators; `messages` lists every reason."""
 
     def __init__(self, messages: list[str]) -> None:
-        super().__init__(code="invalid_password", message=" ".join(messages))
+        super().__init__(ErrorCode.INVALID_PASSWORD, " ".join(messages))
         self.messages = messages
 
 
@@ -59,7 +60,7 @@ def _check_password(password: str, user: User) -> None:
 def _check_username_free(username: str) -> None:
     # Case-insensitive: "Tina" next to "tina" invites impersonation in the audit log.
     if User.objects.filter(username__iexact=username).exists():
-        raise ApplicationError(code="username_taken", message="That username is not available.")
+        raise errors.username_taken()
 
 
 def _apply_role(user: User, role: str) -> None:
@@ -82,16 +83,14 @@ def _new_user(*, username: str, password: str, role: str, active: bool, **profil
         with transaction.atomic():
             user.save()
     except IntegrityError:
-        raise ApplicationError(
-            code="username_taken", message="That username is not available."
-        ) from None
+        raise errors.username_taken() from None
     return user
 
 
-def _full_clean_errors(exc: DjangoValidationError) -> ApplicationError:
+def _full_clean_errors(exc: DjangoValidationError) -> EngineError:
     fields = exc.message_dict if hasattr(exc, "error_dict") else {"__all__": exc.messages}
     first = next(iter(fields.items()))
-    return ApplicationError(code="invalid", message=f"{first[0]}: {' '.join(first[1])}")
+    return errors.invalid(f"{first[0]}: {' '.join(first[1])}")
 
 
 @transaction.atomic
@@ -111,12 +110,9 @@ def user_register(
     registration cannot tell anyone which usernames exist. The password is hashed all the
     same (the time a new account costs), and the attempt is audited as refused."""
     if role == Role.ADMIN:
-        raise ApplicationError(
-            code="role_not_allowed",
-            message="Administrator accounts cannot be requested; an administrator creates them.",
-        )
+        raise errors.role_not_allowed()
     if role not in REGISTRABLE_ROLES:
-        raise ApplicationError(code="invalid_role", message="Role must be technician or doctor.")
+        raise errors.invalid_role("Role must be technician or doctor.")
     try:
         user = _new_user(
             username=username,
@@ -129,8 +125,8 @@ def user_register(
         )
     except DjangoValidationError as exc:
         raise _full_clean_errors(exc) from None
-    except ApplicationError as exc:
-        if exc.code != "username_taken":
+    except EngineError as exc:
+        if exc.code != ErrorCode.USERNAME_TAKEN:
             raise
         make_password(password)
         audit_record(
@@ -166,9 +162,7 @@ def user_create(
 ) -> User:
     """An operator creates an active account with any role (the `adduser` command)."""
     if role not in Role.values:
-        raise ApplicationError(
-            code="invalid_role", message=f"Role must be one of: {', '.join(Role.values)}."
-        )
+        raise errors.invalid_role(f"Role must be one of: {', '.join(Role.values)}.")
     try:
         user = _new_user(username=username, password=password, role=role, active=True, email=email)
     except DjangoValidationError as exc:
@@ -189,12 +183,10 @@ def user_set_role(
 ) -> User:
     """Give `user` a role and the staff flags that go with it (called from Django admin)."""
     if role not in Role.values:
-        raise ApplicationError(code="invalid_role", message="Unknown role.")
+        raise errors.invalid_role("Unknown role.")
     if user.pk == actor.pk and role != Role.ADMIN:
         # An admin demoting themselves could leave no one able to repair it.
-        raise ApplicationError(
-            code="cannot_demote_self", message="You cannot change your own role."
-        )
+        raise errors.cannot_demote_self()
     previous = User.objects.filter(pk=user.pk).values_list("role", flat=True).first()
     _apply_role(user, role)
     user.save(update_fields=["role", "is_staff", "is_superuser"])
@@ -215,9 +207,7 @@ def user_set_active(
 ) -> bool:
     """Activate or deactivate an account. Returns whether anything changed."""
     if user.pk == actor.pk and not active:
-        raise ApplicationError(
-            code="cannot_deactivate_self", message="You cannot deactivate your own account."
-        )
+        raise errors.cannot_deactivate_self()
     if user.is_active == active:
         return False
     user.is_active = active

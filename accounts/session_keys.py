@@ -37,7 +37,8 @@ from rest_framework.authentication import SessionAuthentication
 from accounts import keyexchange
 from audit.models import Action, Outcome
 from audit.services import audit_record
-from medimg.errors import ApplicationError
+from engine import errors
+from engine.errors import EngineError
 
 KEY_EXCHANGE_SECONDS = 120
 SEAL_HEADER = "X-Medimg-Seal"
@@ -123,19 +124,14 @@ class SessionKeyInfo:
     expires_in: int
 
 
-def _invalid_exchange() -> ApplicationError:
-    return ApplicationError(
-        code="invalid_exchange",
-        message="Unknown, expired or already used exchange id. Start a new exchange.",
-    )
+def _invalid_exchange() -> EngineError:
+    return errors.invalid_exchange()
 
 
 def key_exchange_begin(*, user: Any, group: str) -> ExchangeOffer:
     """A fresh server key for `group`, kept (sealed) for KEY_EXCHANGE_SECONDS for `user` only."""
     if group not in keyexchange.GROUPS:
-        raise ApplicationError(
-            code="invalid_group", message=f"group must be one of: {', '.join(keyexchange.GROUPS)}."
-        )
+        raise errors.invalid_group(keyexchange.GROUPS)
     pair = keyexchange.generate_server_key(group)
     exchange_id = secrets.token_urlsafe(24)
     entry = bytes([len(group)]) + group.encode() + len(pair.public).to_bytes(2, "big")
@@ -191,7 +187,7 @@ def key_exchange_complete(
             request=request,
             details={"group": group, "reason": "invalid_public_key"},
         )
-        raise ApplicationError(code="invalid_public_key", message=str(exc)) from None
+        raise errors.invalid_public_key(str(exc)) from None
     session_key, key_id = keyexchange.derive_session_key(
         secret,
         group=group,
@@ -283,47 +279,23 @@ def session_key_for_request(
             and settings.MEDIMG_REQUIRE_SEALED_TRANSFERS
             and not _is_browser_session(request)
         ):
-            raise ApplicationError(
-                code="seal_required",
-                message=f"This server sends originals to API clients only sealed: run a key "
-                f"exchange and send {SEAL_HEADER} and {SEAL_NONCE_HEADER}.",
-            )
+            raise errors.seal_required(SEAL_HEADER, SEAL_NONCE_HEADER)
         return None
     key_id = raw.strip()
     if not keyexchange.KEY_ID_RE.match(key_id):
-        raise ApplicationError(
-            code="invalid_seal_header",
-            message=f"{SEAL_HEADER} must be a session key id (32 lower-case hex characters).",
-        )
+        raise errors.invalid_seal_header(SEAL_HEADER)
     user = getattr(request, "user", None)
     if user is None or not user.is_authenticated:
-        raise ApplicationError(
-            code="not_authenticated",
-            message="Sealed transfers need a signed-in user.",
-            status_code=401,
-        )
+        raise errors.not_authenticated("Sealed transfers need a signed-in user.")
     key = session_key_get(user_id=user.pk, key_id=key_id)
     if key is None:
-        raise ApplicationError(
-            code="session_key_expired",
-            message="That session key is unknown or has expired. Run a new key exchange.",
-            status_code=401,
-        )
+        raise errors.session_key_expired()
     nonce = (request.META.get(_SEAL_NONCE_META) or "").strip()
     if not _NONCE_RE.match(nonce):
-        raise ApplicationError(
-            code="invalid_seal_nonce",
-            message=f"A sealed request needs {SEAL_NONCE_HEADER}: 32 lower-case hex characters "
-            "(16 random bytes), new for every request.",
-        )
+        raise errors.invalid_seal_nonce(SEAL_NONCE_HEADER)
     # Atomic in Redis and in locmem: of two requests with one nonce, exactly one gets past.
     if not cache.add(_nonce_name(user.pk, key_id, nonce), 1, session_key_seconds()):
-        raise ApplicationError(
-            code="seal_replayed",
-            message=f"That {SEAL_NONCE_HEADER} was already used with this session key: a "
-            "replayed request is refused. Send a new nonce.",
-            status_code=409,
-        )
+        raise errors.seal_replayed(SEAL_NONCE_HEADER)
     return SealContext(key_id=key_id, key=key, nonce=nonce)
 
 
@@ -347,7 +319,4 @@ def unseal_from(context: SealContext, data: bytes, *, purpose: str, **fields: ob
     try:
         return keyexchange.unseal(context.key, data, key_id=context.key_id, aad=aad)
     except keyexchange.SealError:
-        raise ApplicationError(
-            code="invalid_sealed_body",
-            message="The sealed body does not open with this session key and context.",
-        ) from None
+        raise errors.invalid_sealed_body() from None

@@ -1,7 +1,9 @@
 """Domain errors and the one DRF exception handler.
 
 Every API error leaves as `{"error": {"code": ..., "message": ...}}` (plus `fields` for
-validation errors). Unexpected exceptions become a generic 500: no traceback reaches a client.
+validation errors). A refusal is an `engine.errors.EngineError` (its code, message and status);
+DRF's own exceptions keep their status; anything else becomes a generic 500: no traceback
+reaches a client.
 """
 
 from __future__ import annotations
@@ -14,20 +16,17 @@ from django.http import Http404
 from rest_framework import exceptions, status
 from rest_framework.response import Response
 
+from engine.errors import EngineError, ErrorCode
+
 logger = logging.getLogger(__name__)
 
 
-class ApplicationError(Exception):
-    """A refusal the client can act on. Services raise it; the handler renders it."""
-
-    status_code = status.HTTP_400_BAD_REQUEST
+class ApplicationError(EngineError):
+    """The old name of a refusal, kept only while raise sites move to engine.errors'
+    constructors; catch EngineError."""
 
     def __init__(self, code: str, message: str, *, status_code: int | None = None) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-        if status_code is not None:
-            self.status_code = status_code
+        super().__init__(code, message, status_code or status.HTTP_400_BAD_REQUEST)
 
 
 def error_body(code: str, message: str, **extra: Any) -> dict[str, Any]:
@@ -42,7 +41,7 @@ def _code_of(exc: exceptions.APIException) -> str:
 
 
 def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response:
-    if isinstance(exc, ApplicationError):
+    if isinstance(exc, EngineError):
         return Response(error_body(exc.code, exc.message), status=exc.status_code)
     if isinstance(exc, Http404):
         exc = exceptions.NotFound()
@@ -51,7 +50,7 @@ def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response:
 
     if isinstance(exc, exceptions.ValidationError):
         return Response(
-            error_body("invalid", "The request is not valid.", fields=exc.detail),
+            error_body(ErrorCode.INVALID, "The request is not valid.", fields=exc.detail),
             status=exc.status_code,
         )
     if isinstance(exc, exceptions.APIException):
@@ -68,6 +67,6 @@ def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response:
 
     logger.exception("Unhandled API error", exc_info=exc)
     return Response(
-        error_body("server_error", "Something went wrong on our side. It has been logged."),
+        error_body(ErrorCode.SERVER_ERROR, "Something went wrong on our side. It has been logged."),
         status=status.HTTP_500_INTERNAL_SERVER_ERROR,
     )

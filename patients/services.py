@@ -11,12 +11,12 @@ from typing import Any
 
 from django.db import IntegrityError, transaction
 from django.http import HttpRequest
-from rest_framework import status
 
 from accounts.models import Department
 from audit.models import Action
 from audit.services import audit_record
-from medimg.errors import ApplicationError
+from engine import errors
+from engine.errors import EngineError, ErrorCode
 from patients.models import Patient, PatientNote
 
 PATIENT_ID_MAX_LENGTH = Patient._meta.get_field("id").max_length or 64
@@ -26,8 +26,8 @@ NOTE_MAX_LENGTH = 10_000
 UPDATABLE_FIELDS = frozenset({"name", "age", "note"})
 
 
-def _forbidden(message: str) -> ApplicationError:
-    return ApplicationError("permission_denied", message, status_code=status.HTTP_403_FORBIDDEN)
+def _forbidden(message: str) -> EngineError:
+    return errors.permission_denied(message)
 
 
 def validate_patient_id(value: str) -> str:
@@ -38,53 +38,44 @@ def validate_patient_id(value: str) -> str:
     away), no leading or trailing spaces, at most 64 characters.
     """
     if not value:
-        raise ApplicationError("invalid_patient_id", "The patient id must not be empty.")
+        raise errors.invalid_patient_id("The patient id must not be empty.")
     if len(value) > PATIENT_ID_MAX_LENGTH:
-        raise ApplicationError(
-            "invalid_patient_id",
+        raise errors.invalid_patient_id(
             f"The patient id must be at most {PATIENT_ID_MAX_LENGTH} characters.",
         )
     if value != value.strip():
-        raise ApplicationError(
-            "invalid_patient_id", "The patient id must not start or end with a space."
-        )
+        raise errors.invalid_patient_id("The patient id must not start or end with a space.")
     if not value.isprintable():
-        raise ApplicationError(
-            "invalid_patient_id", "The patient id may contain only printable characters."
-        )
+        raise errors.invalid_patient_id("The patient id may contain only printable characters.")
     if "/" in value or "\\" in value:
-        raise ApplicationError("invalid_patient_id", "The patient id must not contain slashes.")
+        raise errors.invalid_patient_id("The patient id must not contain slashes.")
     if value in {".", ".."}:
-        raise ApplicationError("invalid_patient_id", "The patient id must not be '.' or '..'.")
+        raise errors.invalid_patient_id("The patient id must not be '.' or '..'.")
     return value
 
 
 def _clean_name(value: str) -> str:
     name = value.strip()
     if not name:
-        raise ApplicationError("invalid_name", "The patient name must not be empty.")
+        raise errors.invalid_name("The patient name must not be empty.")
     if len(name) > NAME_MAX_LENGTH:
-        raise ApplicationError(
-            "invalid_name", f"The patient name must be at most {NAME_MAX_LENGTH} characters."
-        )
+        raise errors.invalid_name(f"The patient name must be at most {NAME_MAX_LENGTH} characters.")
     if not name.isprintable():
-        raise ApplicationError(
-            "invalid_name", "The patient name may contain only printable characters."
-        )
+        raise errors.invalid_name("The patient name may contain only printable characters.")
     return name
 
 
 def _clean_age(value: int | None) -> int | None:
     # bool is an int in Python; True must not become age 1.
     if value is not None and (isinstance(value, bool) or not 0 <= value <= AGE_MAX):
-        raise ApplicationError("invalid_age", f"The age must be a number from 0 to {AGE_MAX}.")
+        raise errors.invalid_age(AGE_MAX)
     return value
 
 
-def _clean_note(value: str, *, code: str = "invalid_note") -> str:
+def _clean_note(value: str, *, code: ErrorCode = ErrorCode.INVALID_NOTE) -> str:
     text = value.strip()
     if len(text) > NOTE_MAX_LENGTH:
-        raise ApplicationError(code, f"The note must be at most {NOTE_MAX_LENGTH} characters.")
+        raise errors.note_too_long(code, NOTE_MAX_LENGTH)
     return text
 
 
@@ -124,11 +115,7 @@ def patient_create(
         with transaction.atomic():
             patient.save(force_insert=True)
     except IntegrityError:
-        raise ApplicationError(
-            "patient_exists",
-            f"A patient with id {patient.id!r} already exists.",
-            status_code=status.HTTP_409_CONFLICT,
-        ) from None
+        raise errors.patient_exists(patient.id) from None
     patient.departments.set(departments)
     audit_record(
         action=Action.PATIENT_CREATED,
@@ -178,9 +165,9 @@ def patient_note_add(
     """Append a doctor's dated note. Doctors only; notes are never edited."""
     if not getattr(author, "is_doctor", False):
         raise _forbidden("Only doctors add notes to a patient record.")
-    body = _clean_note(text, code="invalid_text")
+    body = _clean_note(text, code=ErrorCode.INVALID_TEXT)
     if not body:
-        raise ApplicationError("invalid_text", "The note must not be empty.")
+        raise errors.invalid_text("The note must not be empty.")
     note = PatientNote.objects.create(patient=patient, author=author, text=body)
     audit_record(
         action=Action.PATIENT_NOTE_ADDED,
@@ -215,13 +202,11 @@ def patient_set_departments(
     unique = {department.pk: department for department in departments}
     wanted = sorted(unique.values(), key=lambda department: department.slug)
     if not wanted:
-        raise ApplicationError(
-            "invalid_departments", "A patient record must belong to at least one department."
-        )
+        raise errors.invalid_departments("A patient record must belong to at least one department.")
     given = [department.pk for department in wanted]
     known = set(Department.objects.filter(pk__in=given).values_list("pk", flat=True))
     if len(known) != len(wanted):
-        raise ApplicationError("invalid_departments", "Unknown department.")
+        raise errors.invalid_departments("Unknown department.")
     before = sorted(patient.departments.values_list("slug", flat=True))
     after = sorted(department.slug for department in wanted)
     if before != after:
@@ -250,9 +235,7 @@ def patient_set_care_team(
         raise _forbidden("Only clinical staff of the patient's department change its care team.")
     wanted = {member.pk: member for member in members}
     if any(not getattr(member, "is_clinical", False) for member in wanted.values()):
-        raise ApplicationError(
-            "invalid_care_team", "Only active technicians and doctors can be on a care team."
-        )
+        raise errors.invalid_care_team()
     before = sorted(patient.care_team.values_list("pk", flat=True))
     after = sorted(wanted)
     if before != after:

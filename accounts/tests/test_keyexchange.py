@@ -20,7 +20,7 @@ from accounts import keyexchange, session_keys
 from accounts.keyexchange import FFDHE3072_P
 from accounts.session_keys import session_key_for_request, session_key_get
 from audit.models import Action, AuditEvent, Outcome
-from medimg.errors import ApplicationError
+from engine.errors import EngineError
 
 pytestmark = pytest.mark.django_db
 
@@ -450,7 +450,7 @@ def test_it_finds_the_session_key_named_by_the_seal_header(api: Any, doctor: Any
 
 
 def test_it_refuses_a_malformed_seal_header(doctor: Any) -> None:
-    with pytest.raises(ApplicationError) as caught:
+    with pytest.raises(EngineError) as caught:
         session_key_for_request(_request(doctor, "not-a-key-id"))
     assert (caught.value.code, caught.value.status_code) == ("invalid_seal_header", 400)
 
@@ -461,7 +461,7 @@ def test_it_refuses_another_users_or_an_unknown_session_key(
     key_id, _ = _x25519_exchange(api, doctor)
 
     for user, seal in ((technician, key_id), (doctor, "0" * 32)):
-        with pytest.raises(ApplicationError) as caught:
+        with pytest.raises(EngineError) as caught:
             session_key_for_request(_request(user, seal))
         assert (caught.value.code, caught.value.status_code) == ("session_key_expired", 401)
 
@@ -474,13 +474,13 @@ def test_it_refuses_a_sealed_request_without_a_fresh_nonce(api: Any, doctor: Any
             "/", HTTP_X_MEDIMG_SEAL=key_id, **({"HTTP_X_MEDIMG_SEAL_NONCE": bad} if bad else {})
         )
         request.user = doctor
-        with pytest.raises(ApplicationError) as caught:
+        with pytest.raises(EngineError) as caught:
             session_key_for_request(request)
         assert (caught.value.code, caught.value.status_code) == ("invalid_seal_nonce", 400)
 
     first = session_key_for_request(_request(doctor, key_id, nonce))
     assert first is not None and first.nonce == nonce
-    with pytest.raises(ApplicationError) as caught:
+    with pytest.raises(EngineError) as caught:
         session_key_for_request(_request(doctor, key_id, nonce))
     assert (caught.value.code, caught.value.status_code) == ("seal_replayed", 409)
     # A fresh nonce is accepted.
@@ -494,7 +494,7 @@ def test_it_requires_a_seal_only_when_the_setting_says_so_and_only_where_asked(
     assert session_key_for_request(_request(doctor, None), api_clients_must_seal=True) is None
     settings.MEDIMG_REQUIRE_SEALED_TRANSFERS = True
     assert session_key_for_request(_request(doctor, None)) is None
-    with pytest.raises(ApplicationError) as caught:
+    with pytest.raises(EngineError) as caught:
         session_key_for_request(_request(doctor, None), api_clients_must_seal=True)
     assert (caught.value.code, caught.value.status_code) == ("seal_required", 400)
 
@@ -565,6 +565,6 @@ def test_it_seals_a_download_and_opens_an_upload_for_one_client(api: Any, doctor
     assert session_keys.unseal_from(context, upload, purpose="upload", patient="P1") == (
         b"dicom bytes"
     )
-    with pytest.raises(ApplicationError) as caught:
+    with pytest.raises(EngineError) as caught:
         session_keys.unseal_from(context, upload, purpose="upload", patient="P2")
     assert (caught.value.code, caught.value.status_code) == ("invalid_sealed_body", 400)

@@ -77,6 +77,7 @@ from pydicom.uid import (
     RLELossless,
 )
 
+from engine import errors
 from engine.errors import ImagingError
 from engine.intake import guards as intake_guards
 
@@ -192,15 +193,14 @@ def read_dataset(
     inflates past max_inflated_bytes (intake_guards.MAX_INFLATED_BYTES when None).
     """
     if not has_dicom_magic(data):
-        raise ImagingError("unsupported_format", "This is not a DICOM Part 10 file.")
+        raise errors.unsupported_format("This is not a DICOM Part 10 file.")
     if preamble_is_foreign(data):
-        raise ImagingError(
-            "unsupported_format",
+        raise errors.unsupported_format(
             "The DICOM preamble holds a program or another file format: refused as a polyglot.",
         )
     if is_zip_too(data):
-        raise ImagingError(
-            "unsupported_format", "The DICOM file is also a ZIP archive: refused as a polyglot."
+        raise errors.unsupported_format(
+            "The DICOM file is also a ZIP archive: refused as a polyglot."
         )
     intake_guards.dicom_structure_check(data, max_inflated_bytes=max_inflated_bytes)
     try:
@@ -213,23 +213,22 @@ def read_dataset(
     except ImagingError:
         raise
     except Exception as exc:  # pydicom raises many types for a damaged file.
-        raise ImagingError("corrupt_image", "The DICOM file could not be parsed.") from exc
+        raise errors.corrupt_image("The DICOM file could not be parsed.") from exc
     if _file_meta_end(data) is None:
-        raise ImagingError("corrupt_image", "The DICOM file is incomplete.")
+        raise errors.corrupt_image("The DICOM file is incomplete.")
     syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
     if not syntax:
-        raise ImagingError("unsupported_format", "The DICOM file names no transfer syntax.")
+        raise errors.unsupported_format("The DICOM file names no transfer syntax.")
     if not UID(str(syntax)).is_transfer_syntax:  # Found by the fuzzer: pydicom raises on it.
-        raise ImagingError("unsupported_format", "The DICOM file names an unknown transfer syntax.")
+        raise errors.unsupported_format("The DICOM file names an unknown transfer syntax.")
     structure = element_structure(data, UID(str(syntax)))
     if structure == "trailing":
-        raise ImagingError(
-            "unsupported_format",
+        raise errors.unsupported_format(
             "The DICOM file has bytes after its pixels that are not DICOM data elements: "
             "refused as a polyglot.",
         )
     if structure != "complete":
-        raise ImagingError("corrupt_image", "The DICOM file is incomplete.")
+        raise errors.corrupt_image("The DICOM file is incomplete.")
     return ds
 
 
@@ -352,9 +351,9 @@ def geometry(ds: Dataset) -> Geometry:
         columns = int(ds.Columns)
         samples = int(ds.get("SamplesPerPixel") or 1)
     except (AttributeError, TypeError, ValueError) as exc:
-        raise ImagingError("corrupt_image", "The DICOM image size is missing or invalid.") from exc
+        raise errors.corrupt_image("The DICOM image size is missing or invalid.") from exc
     if min(frames, rows, columns, samples) < 1:
-        raise ImagingError("corrupt_image", "The DICOM image size is missing or invalid.")
+        raise errors.corrupt_image("The DICOM image size is missing or invalid.")
     return Geometry(frames=frames, rows=rows, columns=columns, samples=samples)
 
 
@@ -366,7 +365,7 @@ def pixels_photometric(ds: Dataset) -> str:
 def decode_pixels(ds: Dataset) -> np.ndarray:
     """The decoded pixels, frames first (see the module docstring). corrupt_image on failure."""
     if "PixelData" not in ds:
-        raise ImagingError("unsupported_format", "The DICOM file holds no pixel data.")
+        raise errors.unsupported_format("The DICOM file holds no pixel data.")
     shape = geometry(ds)
     try:
         with warnings.catch_warnings():
@@ -375,16 +374,14 @@ def decode_pixels(ds: Dataset) -> np.ndarray:
     except Exception as exc:  # Truncated or undecodable pixel data.
         array = _gdcm_decode(ds, shape)
         if array is None:
-            raise ImagingError(
-                "corrupt_image", "The DICOM pixel data could not be decoded."
-            ) from exc
+            raise errors.corrupt_image("The DICOM pixel data could not be decoded.") from exc
     if shape.frames == 1 and array.ndim == (3 if shape.samples > 1 else 2):
         array = array[np.newaxis, ...]
     expected: tuple[int, ...] = (shape.frames, shape.rows, shape.columns)
     if shape.samples > 1:
         expected += (shape.samples,)
     if array.shape != expected:
-        raise ImagingError("corrupt_image", "The DICOM pixel data does not match its size.")
+        raise errors.corrupt_image("The DICOM pixel data does not match its size.")
     # Big-endian sources decode to big-endian dtypes: give every caller the native order.
     return np.ascontiguousarray(array.astype(array.dtype.newbyteorder("="), copy=False))
 
@@ -401,12 +398,12 @@ def decode_frame(ds: Dataset, index: int) -> np.ndarray:
             warnings.simplefilter("ignore")
             array = pixel_array(ds, index=index)
     except Exception as exc:  # Truncated or undecodable frame.
-        raise ImagingError("corrupt_image", "The DICOM pixel data could not be decoded.") from exc
+        raise errors.corrupt_image("The DICOM pixel data could not be decoded.") from exc
     expected: tuple[int, ...] = (shape.rows, shape.columns)
     if shape.samples > 1:
         expected += (shape.samples,)
     if array.shape != expected:
-        raise ImagingError("corrupt_image", "The DICOM pixel data does not match its size.")
+        raise errors.corrupt_image("The DICOM pixel data does not match its size.")
     return np.ascontiguousarray(array.astype(array.dtype.newbyteorder("="), copy=False))
 
 

@@ -5,7 +5,7 @@ big, too many, or not zips (plain: bytes in, (name, bytes) out; nothing touches 
     zip_members(data, *, max_members, max_total_bytes, max_member_bytes) -> list[Member]
     zip_members_iter(data, *, ...same) -> Iterator[Member]   # one member inflated at a time
 
-Refusals (ApplicationError, nothing is stored):
+Refusals (engine.errors' EngineError, nothing is stored):
     invalid_archive         not a readable zip, or an encrypted member
     empty_archive           no file left to read (see "skipped")
     archive_too_many_files  more than max_members files (400)
@@ -31,8 +31,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 
-from engine.errors import ImagingError
-from medimg.errors import ApplicationError
+from engine import errors
+from engine.errors import EngineError
 
 ZIP_MAGICS = (b"PK\x03\x04", b"PK\x05\x06")  # local file header; empty archive
 _CHUNK = 1024 * 1024
@@ -64,12 +64,8 @@ def _skipped(info: zipfile.ZipInfo) -> bool:
     )
 
 
-def _too_large() -> ApplicationError:
-    return ApplicationError(
-        "archive_too_large",
-        "The archive's files add up to more than the upload limit.",
-        status_code=413,
-    )
+def _too_large() -> EngineError:
+    return errors.archive_too_large("The archive's files add up to more than the upload limit.")
 
 
 def zip_members(
@@ -95,21 +91,19 @@ def zip_members_iter(
         archive = zipfile.ZipFile(io.BytesIO(data))
         infos = [info for info in archive.infolist() if not _skipped(info)]
     except (zipfile.BadZipFile, zipfile.LargeZipFile, ValueError, EOFError) as exc:
-        raise ApplicationError("invalid_archive", "The archive could not be read.") from exc
+        raise errors.invalid_archive("The archive could not be read.") from exc
     if not infos:
-        raise ApplicationError("empty_archive", "The archive holds no image files.")
+        raise errors.empty_archive()
     if len(infos) > max_members:
-        raise ApplicationError(
-            "archive_too_many_files", f"The archive holds more than {max_members} files."
-        )
+        raise errors.archive_too_many_files(max_members)
     if any(info.flag_bits & 0x1 for info in infos):
-        raise ApplicationError("invalid_archive", "Encrypted archives are not accepted.")
+        raise errors.invalid_archive("Encrypted archives are not accepted.")
     if sum(info.file_size for info in infos) > max_total_bytes:
         raise _too_large()
     total = 0
     for info in infos:
         if info.file_size > max_member_bytes:
-            raise ImagingError("file_too_large", f"{info.filename}: larger than the upload limit.")
+            raise errors.file_too_large(f"{info.filename}: larger than the upload limit.")
         buffer = bytearray()
         try:
             with archive.open(info) as handle:
@@ -120,10 +114,10 @@ def zip_members_iter(
                     if total > max_total_bytes:
                         raise _too_large()
                     if len(buffer) > max_member_bytes:
-                        raise ImagingError(
-                            "file_too_large", f"{info.filename}: larger than the upload limit."
+                        raise errors.file_too_large(
+                            f"{info.filename}: larger than the upload limit."
                         )
-        except ApplicationError:
+        except EngineError:
             raise
         except (
             zipfile.BadZipFile,
@@ -134,8 +128,8 @@ def zip_members_iter(
             NotImplementedError,
         ) as exc:
             # CRC mismatch, truncated data, an unsupported compression method.
-            raise ApplicationError(
-                "invalid_archive", f"{info.filename}: could not be read from the archive."
+            raise errors.invalid_archive(
+                f"{info.filename}: could not be read from the archive."
             ) from exc
         member = Member(name=info.filename, data=bytes(buffer))
         del buffer

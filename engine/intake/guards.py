@@ -43,6 +43,7 @@ from dataclasses import dataclass
 
 from pydicom.datadict import dictionary_VR
 
+from engine import errors
 from engine.errors import ImagingError
 
 # The 645 DICOM files of pydicom's, pydicom-data's and the shared corpus's test suites nest
@@ -73,11 +74,11 @@ _CLOSES = frozenset(((0xE00D, _ITEM), (0xE0DD, _SEQUENCE)))
 
 def _damaged() -> ImagingError:
     # Stopping the walk here would let whatever follows the damage through unchecked.
-    return ImagingError("corrupt_image", "The DICOM file's structure is damaged.")
+    return errors.corrupt_image("The DICOM file's structure is damaged.")
 
 
 def _too_large() -> ImagingError:
-    return ImagingError("decoded_too_large", "The DICOM data set inflates beyond the limit.")
+    return errors.decoded_too_large("The DICOM data set inflates beyond the limit.")
 
 
 def inflate_bounded(data: bytes | memoryview, *, max_bytes: int, keep: bool = True) -> bytearray:
@@ -106,7 +107,7 @@ def inflate_bounded(data: bytes | memoryview, *, max_bytes: int, keep: bool = Tr
             if not chunk and not pending:
                 break  # A stream cut short: the reader reports it.
     except zlib.error as exc:
-        raise ImagingError("corrupt_image", "The deflated DICOM data could not be read.") from exc
+        raise errors.corrupt_image("The deflated DICOM data could not be read.") from exc
     return out  # Not copied to bytes: that would hold the data set twice.
 
 
@@ -229,8 +230,7 @@ def _walk(
             raise _damaged()  # An element directly in a sequence, not in an item.
         elements += 1
         if elements > max_elements:
-            raise ImagingError(
-                "too_many_elements",
+            raise errors.too_many_elements(
                 f"The DICOM file holds more than {max_elements} data elements.",
             )
         inner_implicit = top.implicit if top is not None else implicit
@@ -264,7 +264,7 @@ def _walk(
         if end > n and top is not None:
             # Past the end of the file from inside a sequence: cut short, or read otherwise
             # than pydicom would; either way the walk cannot vouch for what pydicom sees.
-            raise ImagingError("corrupt_image", "The DICOM file is incomplete.")
+            raise errors.corrupt_image("The DICOM file is incomplete.")
         # pydicom reads a sequence wherever the dictionary says SQ, even in implicit VR or
         # under UN; a value that starts with an item tag is treated as one here.
         starts_item = data[pos : pos + 4] == item_tag
@@ -297,9 +297,7 @@ def _looks_implicit(data: bytes | bytearray, pos: int, *, default: bool) -> bool
 
 def _open_sequence(end: int | None, implicit: bool, depth: int, max_depth: int) -> _Open:
     if depth > max_depth:
-        raise ImagingError(
-            "dicom_too_deep", f"The DICOM file nests sequences more than {max_depth} deep."
-        )
+        raise errors.dicom_too_deep(f"The DICOM file nests sequences more than {max_depth} deep.")
     return _Open(_SEQUENCE, end, implicit, depth)
 
 
@@ -408,7 +406,6 @@ def check_frame_sizes(pixel_data: bytes, *, rows: int, columns: int) -> None:
     for size in encapsulated_frame_sizes(pixel_data):
         if size != (columns, rows):
             found = "no readable size" if size is None else f"{size[0]}x{size[1]}"
-            raise ImagingError(
-                "inconsistent_image",
+            raise errors.inconsistent_image(
                 f"A compressed frame declares {found}; the header says {columns}x{rows}.",
             )

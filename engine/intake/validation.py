@@ -92,6 +92,7 @@ import cv2
 import numpy as np
 from PIL import Image, ImageOps
 
+from engine import errors
 from engine.dicom import io as dicom
 from engine.errors import ImagingError
 from engine.intake import guards as intake_guards
@@ -230,8 +231,7 @@ def limit_for(kind: str | None, *, max_bytes: int, max_dicom_bytes: int | None) 
 
 def too_large(size: int, limit: int, kind: str | None) -> ImagingError:
     label = {"dicom": "DICOM", "jpeg": "JPEG/PNG", "png": "JPEG/PNG"}.get(kind or "", "uploads")
-    return ImagingError(
-        "file_too_large",
+    return errors.file_too_large(
         f"The file is {size_text(size)}, over the {size_text(limit)} limit for {label}.",
     )
 
@@ -252,7 +252,7 @@ def validate_upload(
     decoded pixels in all."""
     del name  # The type comes from the content only.
     if len(data) == 0:
-        raise ImagingError("empty_file")
+        raise errors.empty_file()
     kind = sniff_kind(data)
     limit = limit_for(kind, max_bytes=max_bytes, max_dicom_bytes=max_dicom_bytes)
     if len(data) > limit:
@@ -264,17 +264,15 @@ def validate_upload(
     if kind == "dicom":
         return _validate_dicom(data, max_pixels, max_decoded_bytes)
     if dicom.looks_like_bare_dataset(data):
-        raise ImagingError(
-            "unsupported_format",
+        raise errors.unsupported_format(
             "This is a DICOM data set without the Part 10 header (preamble, DICM and file "
             "meta information): export it from the archive as a DICOM file.",
         )
-    raise ImagingError("unsupported_format")
+    raise errors.unsupported_format()
 
 
 def _too_many_pixels(width: int, height: int, max_pixels: int) -> ImagingError:
-    return ImagingError(
-        "too_many_pixels",
+    return errors.too_many_pixels(
         f"The image is {width} x {height} ({width * height:,} pixels a frame), over the "
         f"limit of {max_pixels:,} pixels a frame.",
     )
@@ -291,15 +289,15 @@ def _png_structure(data: bytes) -> tuple[int, int, bool]:
     first = True
     while True:
         if pos + 8 > len(data):
-            raise ImagingError("corrupt_image", "The PNG file is incomplete.")
+            raise errors.corrupt_image("The PNG file is incomplete.")
         (length,) = struct.unpack(">I", data[pos : pos + 4])
         chunk_type = data[pos + 4 : pos + 8]
         end = pos + 12 + length
         if end > len(data):
-            raise ImagingError("corrupt_image", "The PNG file is incomplete.")
+            raise errors.corrupt_image("The PNG file is incomplete.")
         if first:
             if chunk_type != b"IHDR" or length != 13:
-                raise ImagingError("corrupt_image", "The PNG file has no valid header.")
+                raise errors.corrupt_image("The PNG file has no valid header.")
             width, height = struct.unpack(">II", data[pos + 8 : pos + 16])
             first = False
         if chunk_type == b"acTL":
@@ -308,8 +306,8 @@ def _png_structure(data: bytes) -> tuple[int, int, bool]:
         if chunk_type == b"IEND":
             break
     if pos != len(data):
-        raise ImagingError(
-            "unsupported_format", "The PNG file has data after its end: refused as a polyglot."
+        raise errors.unsupported_format(
+            "The PNG file has data after its end: refused as a polyglot."
         )
     return width, height, animated
 
@@ -317,11 +315,11 @@ def _png_structure(data: bytes) -> tuple[int, int, bool]:
 def _validate_png(data: bytes, max_pixels: int) -> DecodedImage:
     width, height, animated = _png_structure(data)
     if width == 0 or height == 0:
-        raise ImagingError("corrupt_image", "The PNG file has no pixels.")
+        raise errors.corrupt_image("The PNG file has no pixels.")
     if width * height > max_pixels:
         raise _too_many_pixels(width, height, max_pixels)
     if animated:
-        raise ImagingError("unsupported_format", "Animated PNG is not accepted.")
+        raise errors.unsupported_format("Animated PNG is not accepted.")
     image = _pillow_decode(data, "PNG", max_pixels)
     bit_depth, colour_type = data[24], data[25]
     if bit_depth == 16 and colour_type in (2, 6):
@@ -352,7 +350,7 @@ def _from_16_bit_colour_png(data: bytes, image: Image.Image) -> DecodedImage:
     """
     decoded = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
     if decoded is None or decoded.dtype != np.uint16 or decoded.ndim != 3:
-        raise ImagingError("corrupt_image")
+        raise errors.corrupt_image()
     if decoded.shape[2] == 4:
         frame, photometric = cv2.cvtColor(decoded, cv2.COLOR_BGRA2RGBA), "RGBA"
     else:
@@ -412,11 +410,11 @@ def _jpeg_end(data: bytes) -> int | None:
 def _validate_jpeg(data: bytes, max_pixels: int) -> DecodedImage:
     end = _jpeg_end(data)
     if end is None:
-        raise ImagingError("corrupt_image", "The JPEG file is incomplete or damaged.")
+        raise errors.corrupt_image("The JPEG file is incomplete or damaged.")
     trailer = data[end:]
     if len(trailer) > JPEG_PADDING_LIMIT or not set(trailer) <= _PADDING_BYTES:
-        raise ImagingError(
-            "unsupported_format", "The JPEG file has data after its end: refused as a polyglot."
+        raise errors.unsupported_format(
+            "The JPEG file has data after its end: refused as a polyglot."
         )
     image = _pillow_decode(data, "JPEG", max_pixels)
     return _from_pillow("jpeg", image)
@@ -435,15 +433,15 @@ def _pillow_decode(data: bytes, fmt: str, max_pixels: int) -> Image.Image:
             if width * height > max_pixels:
                 raise _too_many_pixels(width, height, max_pixels)
             if getattr(image, "n_frames", 1) != 1:
-                raise ImagingError("unsupported_format", "Multi-image files are not accepted.")
+                raise errors.unsupported_format("Multi-image files are not accepted.")
             image.load()
             image = ImageOps.exif_transpose(image)
     except ImagingError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise ImagingError("too_many_pixels") from exc
+        raise errors.too_many_pixels() from exc
     except Exception as exc:  # Pillow raises OSError, SyntaxError, ValueError, zlib errors...
-        raise ImagingError("corrupt_image") from exc
+        raise errors.corrupt_image() from exc
     return image
 
 
@@ -465,9 +463,9 @@ def _pillow_pixels(image: Image.Image) -> tuple[np.ndarray, str]:
     if mode.startswith("I;16") or mode == "I":
         array = np.asarray(image)
         if array.min(initial=0) < 0 or array.max(initial=0) > 65535:
-            raise ImagingError("unsupported_format", "Only 8- and 16-bit images are accepted.")
+            raise errors.unsupported_format("Only 8- and 16-bit images are accepted.")
         return array.astype(np.uint16), "MONOCHROME2"
-    raise ImagingError("unsupported_format", f"Pixel mode {mode} is not accepted.")
+    raise errors.unsupported_format(f"Pixel mode {mode} is not accepted.")
 
 
 def encode_clean_png(frame: np.ndarray) -> bytes:
@@ -503,8 +501,7 @@ def _validate_dicom(
     if "PixelData" not in ds:
         sop_class = ds.file_meta.get("MediaStorageSOPClassUID")
         name = str(getattr(sop_class, "name", "") or sop_class or "a non-image object")
-        raise ImagingError(
-            "no_pixel_data",
+        raise errors.no_pixel_data(
             f"The DICOM file holds no pixel data ({name}): only images are accepted.",
         )
     shape = dicom.geometry(ds)
@@ -513,8 +510,7 @@ def _validate_dicom(
     bits = int(ds.get("BitsAllocated") or 8)
     decoded = shape.pixel_count * shape.samples * max(1, (bits + 7) // 8)
     if max_decoded_bytes is not None and decoded > max_decoded_bytes:
-        raise ImagingError(
-            "decoded_too_large",
+        raise errors.decoded_too_large(
             f"The DICOM image decodes to {size_text(decoded)} ({shape.frames} frames of "
             f"{shape.columns} x {shape.rows}), over the {size_text(max_decoded_bytes)} limit "
             "for decoded pixels.",
@@ -534,7 +530,7 @@ def _validate_dicom(
     except ImagingError:
         raise
     except Exception as exc:  # A broken palette or LUT.
-        raise ImagingError("corrupt_image", "The DICOM image could not be rendered.") from exc
+        raise errors.corrupt_image("The DICOM image could not be rendered.") from exc
     return DecodedImage(
         kind="dicom",
         pixels=pixels,
@@ -573,7 +569,7 @@ def _lazy_dicom(ds: Any, data: bytes) -> DecodedImage | None:
         except ImagingError:
             raise
         except Exception as exc:  # A broken palette or LUT.
-            raise ImagingError("corrupt_image", "The DICOM image could not be rendered.") from exc
+            raise errors.corrupt_image("The DICOM image could not be rendered.") from exc
     notes = list(rendering.display_notes(ds))
     return DecodedImage(
         kind="dicom",

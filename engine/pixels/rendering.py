@@ -50,8 +50,8 @@ from pydicom.dataset import Dataset
 from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_voi, apply_windowing
 from pydicom.tag import Tag
 
+from engine import errors
 from engine.dicom.io import pixels_photometric
-from medimg.errors import ApplicationError
 
 # Hounsfield-unit windows (centre, width), as in Radiopaedia's "Windowing (CT)" article:
 # head (brain, subdural, stroke), chest (lung, mediastinum), bone, abdomen and liver.
@@ -78,10 +78,6 @@ class Window:
     name: str
     centre: float | None = None
     width: float | None = None
-
-
-def invalid_window(message: str) -> ApplicationError:
-    return ApplicationError("invalid_window", message)
 
 
 def is_greyscale(ds: Dataset) -> bool:
@@ -343,27 +339,29 @@ def window_choice(
     if window is None and centre is None and width is None:
         return None
     if not is_greyscale(ds):
-        raise invalid_window("Windowing applies to greyscale DICOM images only.")
+        raise errors.invalid_window("Windowing applies to greyscale DICOM images only.")
     if window is not None and (centre is not None or width is not None):
-        raise invalid_window("Give either window or wc and ww, not both.")
+        raise errors.invalid_window("Give either window or wc and ww, not both.")
     if window is None:
         if centre is None or width is None:
-            raise invalid_window("Give both wc (centre) and ww (width).")
+            raise errors.invalid_window("Give both wc (centre) and ww (width).")
         if not (math.isfinite(centre) and math.isfinite(width)) or width < 1:
-            raise invalid_window("ww must be at least 1 and both values finite.")
+            raise errors.invalid_window("ww must be at least 1 and both values finite.")
         return Window("custom", "custom", centre, width)
     name = window.strip().lower()
     if name == "auto":
         return Window("auto", "auto")
     if name == "file":
         if not has_file_voi(frame_header(ds, 0)):
-            raise invalid_window("This file has no window of its own.")
+            raise errors.invalid_window("This file has no window of its own.")
         return Window("file", "file")
     if name in PRESETS:
         if str(ds.get("Modality", "")).upper() != "CT":
-            raise invalid_window("Window presets are in Hounsfield units: CT only.")
+            raise errors.invalid_window("Window presets are in Hounsfield units: CT only.")
         return Window("preset", name, *PRESETS[name])
-    raise invalid_window("window must be one of " + ", ".join([*PRESETS, *SPECIAL_WINDOWS]) + ".")
+    raise errors.invalid_window(
+        "window must be one of " + ", ".join([*PRESETS, *SPECIAL_WINDOWS]) + "."
+    )
 
 
 def window_options(ds: Dataset) -> dict[str, Any]:

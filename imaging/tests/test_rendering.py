@@ -14,9 +14,9 @@ from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_voi
 from pydicom.sequence import Sequence
 
 from engine.dicom import io as dicom
+from engine.errors import EngineError
 from engine.pixels import rendering
 from imaging.tests.fixtures import samples
-from medimg.errors import ApplicationError
 
 
 def _load(name: str) -> tuple[pydicom.Dataset, np.ndarray]:
@@ -129,7 +129,7 @@ def test_it_takes_an_explicit_centre_and_width():
 )
 def test_it_refuses_windows_the_image_cannot_take(name, kwargs):
     ds, _pixels = _load(name)
-    with pytest.raises(ApplicationError) as caught:
+    with pytest.raises(EngineError) as caught:
         rendering.window_choice(ds, **kwargs)
     assert caught.value.code == "invalid_window"
 

@@ -16,8 +16,8 @@ from django.views import View
 
 from accounts.models import Role
 from accounts.selectors import user_pending_activation_count
+from engine.errors import EngineError
 from imaging.selectors.worklist import region_removal_worklist, scan_review_worklist
-from medimg.errors import ApplicationError
 from patients.selectors import patient_list
 from patients.services import patient_create
 
@@ -77,7 +77,7 @@ class HomeView(LoginRequiredMixin, View):
                 patient = patient_create(
                     **form.cleaned_data, created_by=request.user, request=request
                 )
-            except ApplicationError as exc:
+            except EngineError as exc:
                 if exc.status_code == 403:
                     raise PermissionDenied from exc
                 form.add_error(_ERROR_FIELDS.get(exc.code), exc.message)

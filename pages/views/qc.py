@@ -11,10 +11,10 @@ from django.shortcuts import render
 from django.views import View
 
 from accounts.models import Role
+from engine.errors import EngineError
 from engine.pixels import qc
 from imaging.selectors.qc import ClusterResult, qc_outliers, scan_clusters
 from imaging.vault.redacted import frame_param
-from medimg.errors import ApplicationError
 from pages.views.patients import ClinicalPageMixin
 
 
@@ -69,7 +69,7 @@ class ScanClustersPageView(ClinicalPageMixin, View):
             )
         except ValueError:
             error, status = f"k must be a whole number between 2 and {qc.MAX_K}.", 400
-        except ApplicationError as refusal:
+        except EngineError as refusal:
             error, status = refusal.message, refusal.status_code
         context = {
             "scan_id": scan_id,

@@ -11,7 +11,7 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.views import View
 
-from engine.errors import CryptoError
+from engine.errors import CryptoError, EngineError
 from imaging.models import Scan, ScanFormat, ScanStatus
 from imaging.selectors.scans import scan_get_for_user
 from pages.views.patients import ClinicalPageMixin, page_context
@@ -67,11 +67,10 @@ def _window_choices(scan: Scan) -> list[tuple[str, str]]:
     if scan.format != ScanFormat.DICOM or scan.status != ScanStatus.COMPLETED:
         return []
     from imaging.vault import redacted as viewing
-    from medimg.errors import ApplicationError
 
     try:
         info = viewing.scan_display_info(scan, viewing.scan_header(scan))
-    except (CryptoError, OSError, ValueError, ApplicationError):
+    except (CryptoError, OSError, ValueError, EngineError):
         return []
     if not info["windowable"]:
         return []

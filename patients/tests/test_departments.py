@@ -17,8 +17,8 @@ from django.utils import timezone
 
 from accounts.models import Department, Role
 from audit.models import Action, AuditEvent
+from engine.errors import EngineError
 from imaging.models import Region, Scan, ScanStatus, SegmentationJob, SegmentationModel
-from medimg.errors import ApplicationError
 from patients.models import BreakGlassGrant, Patient, PatientNote
 from patients.selectors import patient_get, patient_list
 from patients.services import patient_create, patient_set_care_team, patient_set_departments
@@ -216,7 +216,7 @@ def test_the_other_department_cannot_see_a_new_patient(
 def test_a_technician_in_no_department_cannot_create_a_patient(django_user_model: Any) -> None:
     loner = django_user_model.objects.create_user(username="lone", role=Role.TECHNICIAN)
 
-    with pytest.raises(ApplicationError) as caught:
+    with pytest.raises(EngineError) as caught:
         patient_create(id="NEW-1", name="Ada Lovelace", created_by=loner)
 
     assert caught.value.status_code == 403
@@ -249,7 +249,7 @@ def test_only_staff_of_the_patients_department_move_it(
         # On the care team: may read the record, still may not move it.
         patient.care_team.add(actor)
 
-    with pytest.raises(ApplicationError) as caught:
+    with pytest.raises(EngineError) as caught:
         patient_set_departments(patient=patient, departments=[other_department], actor=actor)
 
     assert caught.value.status_code == 403
@@ -260,7 +260,7 @@ def test_only_staff_of_the_patients_department_move_it(
 def test_a_patient_keeps_at_least_one_department(technician: Any, department: Any) -> None:
     patient = _patient("RAD-1", department)
 
-    with pytest.raises(ApplicationError) as caught:
+    with pytest.raises(EngineError) as caught:
         patient_set_departments(patient=patient, departments=[], actor=technician)
 
     assert caught.value.code == "invalid_departments"
@@ -277,9 +277,9 @@ def test_department_staff_name_the_care_team_audited(
     assert _visible(other_doctor) == {"RAD-1"}
     event = AuditEvent.objects.get(action=Action.PATIENT_CARE_TEAM_CHANGED)
     assert (event.details["from"], event.details["to"]) == ([], [other_doctor.pk])
-    with pytest.raises(ApplicationError):
+    with pytest.raises(EngineError):
         patient_set_care_team(patient=patient, members=[admin], actor=doctor)
-    with pytest.raises(ApplicationError):
+    with pytest.raises(EngineError):
         patient_set_care_team(patient=patient, members=[], actor=other_doctor)
 
 

@@ -5,7 +5,7 @@ from typing import Any
 import pytest
 
 from audit.models import Action, AuditEvent
-from medimg.errors import ApplicationError
+from engine.errors import EngineError
 from patients.models import Patient, PatientNote
 from patients.services import patient_create, patient_note_add, patient_update
 
@@ -33,7 +33,7 @@ def test_it_creates_a_patient_and_audits_it(technician: Any) -> None:
 
 
 def test_it_refuses_a_duplicate_id_with_409(technician: Any, patient: Patient) -> None:
-    with pytest.raises(ApplicationError) as caught:
+    with pytest.raises(EngineError) as caught:
         patient_create(id=patient.id, name="Someone Else", created_by=technician)
 
     assert (caught.value.code, caught.value.status_code) == ("patient_exists", 409)
@@ -44,7 +44,7 @@ def test_it_refuses_a_duplicate_id_with_409(technician: Any, patient: Patient) -
 def test_it_keeps_the_callers_transaction_usable_after_a_duplicate(
     technician: Any, patient: Patient
 ) -> None:
-    with pytest.raises(ApplicationError):
+    with pytest.raises(EngineError):
         patient_create(id=patient.id, name="Someone Else", created_by=technician)
     # The test runs inside a transaction: a broken one would refuse this query.
     assert patient_create(id="MRN-0002", name="Next", created_by=technician).pk == "MRN-0002"
@@ -65,7 +65,7 @@ def test_it_keeps_the_callers_transaction_usable_after_a_duplicate(
     ],
 )
 def test_it_refuses_a_malformed_id(technician: Any, bad_id: str, message_part: str) -> None:
-    with pytest.raises(ApplicationError) as caught:
+    with pytest.raises(EngineError) as caught:
         patient_create(id=bad_id, name="Ada", created_by=technician)
 
     assert caught.value.code == "invalid_patient_id"
@@ -90,7 +90,7 @@ def test_it_accepts_ids_with_punctuation_and_accents(technician: Any) -> None:
     ],
 )
 def test_it_refuses_bad_fields(technician: Any, fields: dict[str, Any], code: str) -> None:
-    with pytest.raises(ApplicationError) as caught:
+    with pytest.raises(EngineError) as caught:
         patient_create(id="MRN-1", created_by=technician, **fields)
     assert caught.value.code == code
 
@@ -98,7 +98,7 @@ def test_it_refuses_bad_fields(technician: Any, fields: dict[str, Any], code: st
 @pytest.mark.parametrize("persona", ["doctor", "admin", "outsider"])
 def test_it_lets_only_technicians_create(request: pytest.FixtureRequest, persona: str) -> None:
     user = request.getfixturevalue(persona)
-    with pytest.raises(ApplicationError) as caught:
+    with pytest.raises(EngineError) as caught:
         patient_create(id="MRN-1", name="Ada", created_by=user)
     assert caught.value.status_code == 403
     assert not Patient.objects.exists()
@@ -131,7 +131,7 @@ def test_it_refuses_to_change_the_id(technician: Any, patient: Patient) -> None:
 
 
 def test_it_lets_only_technicians_update(doctor: Any, patient: Patient) -> None:
-    with pytest.raises(ApplicationError) as caught:
+    with pytest.raises(EngineError) as caught:
         patient_update(patient=patient, actor=doctor, name="Changed")
     assert caught.value.status_code == 403
     assert Patient.objects.get(pk=patient.pk).name == "Grace Hopper"
@@ -151,14 +151,14 @@ def test_it_adds_a_doctors_note_and_audits_it(doctor: Any, patient: Patient) -> 
 
 @pytest.mark.parametrize("text", ["", "   ", "x" * 10_001])
 def test_it_refuses_an_empty_or_huge_note(doctor: Any, patient: Patient, text: str) -> None:
-    with pytest.raises(ApplicationError) as caught:
+    with pytest.raises(EngineError) as caught:
         patient_note_add(patient=patient, author=doctor, text=text)
     assert caught.value.code == "invalid_text"
     assert not PatientNote.objects.exists()
 
 
 def test_it_lets_only_doctors_add_notes(technician: Any, patient: Patient) -> None:
-    with pytest.raises(ApplicationError) as caught:
+    with pytest.raises(EngineError) as caught:
         patient_note_add(patient=patient, author=technician, text="Not mine to write.")
     assert caught.value.status_code == 403
     assert not PatientNote.objects.exists()

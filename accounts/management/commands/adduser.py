@@ -10,7 +10,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from accounts.models import Role
 from accounts.services import PasswordRejected, user_create
-from medimg.errors import ApplicationError
+from engine.errors import EngineError
 
 PASSWORD_ENV = "MEDIMG_PASSWORD"
 
@@ -32,7 +32,7 @@ class Command(BaseCommand):
             user = user_create(username=username, password=password, role=role, email=email)
         except PasswordRejected as exc:
             raise CommandError("Password refused: " + " ".join(exc.messages)) from None
-        except ApplicationError as exc:
+        except EngineError as exc:
             if exc.code == "username_taken":
                 raise CommandError(f"User {username!r} already exists.") from None
             raise CommandError(exc.message) from None
