@@ -29,10 +29,11 @@ from typing import Any
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.core.cache import cache
 from django.core.mail import EmailMessage, get_connection
 from django.db import transaction
 from django.utils import timezone
+
+from medimg.ratelimit import rate_limit_hit
 
 logger = logging.getLogger(__name__)
 
@@ -121,8 +122,8 @@ def alert_lockout(username: str, ip_address: str | None) -> int:
     """Once per name and address per cool-off period, however many attempts follow."""
     cool_off = int(settings.AXES_COOLOFF_TIME.total_seconds())
     ident = hashlib.sha256(f"{username}\x00{ip_address or '-'}".encode()).hexdigest()
-    key = f"mail:lockout:{ident}"
-    if not cache.add(key, 1, timeout=cool_off):
+    # Counted in the shared cache (medimg.ratelimit): one mail per window, across processes.
+    if rate_limit_hit("mail-lockout", ident, window_seconds=cool_off) != 1:
         return 0
     name = _clean(username) or "(empty)"
     body = (
