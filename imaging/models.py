@@ -12,6 +12,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import models
+from django.db.models.functions import Substr
 
 from patients.models import Patient
 
@@ -203,6 +204,10 @@ class Region(models.Model):
         return self.removal_requested_at is not None
 
 
+PHASH_PIECES = 8  # pieces of a perceptual hash indexed for the duplicate search
+PHASH_PIECE_CHARS = 2  # hex characters per piece (8 bits)
+
+
 class Fingerprint(models.Model):
     """Perceptual fingerprints of the redacted image (no identity pixels go into them)."""
 
@@ -212,6 +217,19 @@ class Fingerprint(models.Model):
     average_hash = models.CharField(max_length=64)
     perceptual_hash = models.CharField(max_length=64, db_index=True)
     color_histogram = models.JSONField(default=list)
+
+    class Meta:
+        # The 64-bit perceptual hash (16 hex characters) in eight indexed pieces of two
+        # characters: two hashes within Hamming distance k < 8 agree exactly on at least one
+        # of k + 1 groups of pieces (pigeonhole), so the duplicate search asks the database
+        # for those rows only (imaging.jobs.processing.duplicate_candidates).
+        indexes = [
+            models.Index(
+                Substr("perceptual_hash", 1 + PHASH_PIECE_CHARS * piece, PHASH_PIECE_CHARS),
+                name=f"imaging_fp_phash_piece{piece}",
+            )
+            for piece in range(PHASH_PIECES)
+        ]
 
     def __str__(self) -> str:
         return f"fingerprint of scan {self.scan_id}"

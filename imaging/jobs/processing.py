@@ -21,6 +21,8 @@ from typing import Any
 import numpy as np
 from django.conf import settings
 from django.db import transaction
+from django.db.models import Q, QuerySet, Value
+from django.db.models.functions import Substr
 from django.utils import timezone
 
 from audit.models import Action, Outcome
@@ -35,7 +37,16 @@ from engine.intake.validation import validate_upload
 from engine.pixels.metrics import hamming
 from engine.pixels.qc import image_statistics
 from engine.pixels.restoration import encode_image
-from imaging.models import FailureReason, Fingerprint, Region, Scan, ScanFormat, ScanStatus
+from imaging.models import (
+    PHASH_PIECE_CHARS,
+    PHASH_PIECES,
+    FailureReason,
+    Fingerprint,
+    Region,
+    Scan,
+    ScanFormat,
+    ScanStatus,
+)
 from imaging.vault.identity import dicom_deidentify, identity_seal
 from imaging.vault.keys import open_data_key, open_original
 from imaging.vault.pixels import pixels_digest
@@ -207,12 +218,60 @@ def scan_files(scan: Scan) -> list[str]:
     return sorted({p for p in paths if p})
 
 
-def _nearest_duplicate(scan: Scan, phash: str) -> tuple[int | None, int | None]:
-    best: tuple[int | None, int | None] = (None, None)
+class _Literal(Value):
+    """A whole number written into the SQL rather than bound: SQLite uses an expression index
+    (the hash pieces' `SUBSTR("perceptual_hash", 1, 2)`) only for the same literal expression."""
+
+    def as_sql(self, compiler: Any, connection: Any) -> tuple[str, list[Any]]:
+        return str(int(self.value)), []
+
+
+def _phash_groups(limit: int) -> list[list[int]]:
+    """The hash pieces split into `limit` + 1 groups of consecutive pieces."""
+    cut = [PHASH_PIECES * j // (limit + 1) for j in range(limit + 2)]
+    return [list(range(cut[j], cut[j + 1])) for j in range(limit + 1)]
+
+
+def duplicate_candidates(phash: str, *, limit: int) -> QuerySet[Fingerprint]:
+    """The fingerprints that may lie within Hamming distance `limit` of `phash`, read through
+    the hash-piece indexes (imaging.models.Fingerprint): two 64-bit hashes at most `limit`
+    bits apart agree exactly on at least one of `limit` + 1 groups of pieces, since at most
+    `limit` groups hold a differing bit. Every fingerprint when no such filter exists (a
+    limit of PHASH_PIECES or more, or a hash of another length)."""
+    fingerprints = Fingerprint.objects.all()
+    if limit >= PHASH_PIECES or len(phash) != PHASH_PIECES * PHASH_PIECE_CHARS:
+        return fingerprints
+    pieces = {
+        f"piece{i}": Substr(
+            "perceptual_hash",
+            _Literal(1 + PHASH_PIECE_CHARS * i),
+            _Literal(PHASH_PIECE_CHARS),
+        )
+        for i in range(PHASH_PIECES)
+    }
+    agree = Q()
+    for group in _phash_groups(limit):
+        agree |= Q(
+            **{
+                f"piece{i}": phash[PHASH_PIECE_CHARS * i : PHASH_PIECE_CHARS * (i + 1)]
+                for i in group
+            }
+        )
+    return fingerprints.annotate(**pieces).filter(agree)
+
+
+def nearest_duplicate(*, phash: str, exclude_scan_id: int) -> tuple[int | None, int | None]:
+    """(scan id, distance) of the fingerprint nearest `phash` within
+    IMAGING_DUPLICATE_MAX_DISTANCE bits, the lowest scan id on a tie; (None, None) if none.
+    Only the candidates the indexes give are measured, and no lock is held while it runs."""
     limit = settings.IMAGING_DUPLICATE_MAX_DISTANCE
-    candidates = Fingerprint.objects.exclude(scan_id=scan.id).values_list(
-        "scan_id", "perceptual_hash"
+    candidates = (
+        duplicate_candidates(phash, limit=limit)
+        .exclude(scan_id=exclude_scan_id)
+        .order_by("scan_id")
+        .values_list("scan_id", "perceptual_hash")
     )
+    best: tuple[int | None, int | None] = (None, None)
     for other_id, other_hash in candidates.iterator(chunk_size=2000):
         distance = int(hamming(phash, other_hash))
         if distance <= limit and (best[1] is None or distance < best[1]):
@@ -289,7 +348,18 @@ def scan_process(*, scan_id: int, detector: pipeline.Detector | None = None) -> 
         finally:
             writer.close()
         timings["total_ms"] = (time.perf_counter() - started) * 1000.0
-        return _scan_complete(scan_id=scan_id, result=result, paths=paths, written=written, qc=qc)
+        # Other scans' fingerprints are read before the scan's row is locked, not under it.
+        duplicate = nearest_duplicate(
+            phash=result.fingerprint.perceptual_hash, exclude_scan_id=scan_id
+        )
+        return _scan_complete(
+            scan_id=scan_id,
+            result=result,
+            paths=paths,
+            written=written,
+            qc=qc,
+            duplicate=duplicate,
+        )
     except pipeline.DetectionError:
         # Not retried: a missing model or a crashing detector needs a person; the admin
         # requeues the scans once it is fixed.
@@ -332,6 +402,7 @@ def _scan_complete(
     paths: dict[str, Any],
     written: list[str],
     qc: dict[str, Any] | None = None,
+    duplicate: tuple[int | None, int | None] = (None, None),
 ) -> Scan:
     with transaction.atomic():
         scan = Scan.objects.select_for_update().get(pk=scan_id)
@@ -368,7 +439,7 @@ def _scan_complete(
             perceptual_hash=result.fingerprint.perceptual_hash,
             color_histogram=result.fingerprint.color_histogram,
         )
-        duplicate_id, distance = _nearest_duplicate(scan, result.fingerprint.perceptual_hash)
+        duplicate_id, distance = duplicate
         timings = result.timings
         scan.status = ScanStatus.COMPLETED
         scan.failure_reason = ""
