@@ -11,10 +11,10 @@ from django.contrib.auth.forms import (
     AdminUserCreationForm,
     UserChangeForm,
 )
-from django.db.models import QuerySet
+from django.db.models import Count, QuerySet
 from django.http import HttpRequest
 
-from accounts.models import User
+from accounts.models import Department, User
 from accounts.services import user_set_active, user_set_password, user_set_role
 from engine.errors import EngineError
 
@@ -48,7 +48,7 @@ class UserAdmin(DjangoUserAdmin):
     add_form = UserCreationAdminForm
     change_password_form = PasswordChangeAdminForm
     list_display = ("username", "role", "is_active", "last_login", "date_joined")
-    list_filter = ("role", "is_active")
+    list_filter = ("role", "is_active", "departments")
     search_fields = ("username", "first_name", "last_name", "email")
     ordering = ("username",)
     actions = ["activate_users", "deactivate_users"]
@@ -58,6 +58,8 @@ class UserAdmin(DjangoUserAdmin):
         (None, {"fields": ("username", "password")}),
         ("Personal info", {"fields": ("first_name", "last_name", "email")}),
         ("Access", {"fields": ("role", "is_active", "is_staff", "is_superuser")}),
+        # Which patients a clinical user sees (patients.models.PatientQuerySet.visible_to).
+        ("Departments", {"fields": ("departments",)}),
         ("Important dates", {"fields": ("last_login", "date_joined")}),
     )
     add_fieldsets = (
@@ -70,6 +72,7 @@ class UserAdmin(DjangoUserAdmin):
         ),
     )
     readonly_fields = ("is_staff", "is_superuser", "last_login", "date_joined")
+    filter_horizontal = ("departments",)
 
     def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> Any:
         fields = tuple(super().get_readonly_fields(request, obj))
@@ -115,3 +118,40 @@ class UserAdmin(DjangoUserAdmin):
     @admin.action(description="Deactivate selected accounts", permissions=["change"])
     def deactivate_users(self, request: HttpRequest, queryset: QuerySet[User]) -> None:
         self._set_active(request, queryset, False)
+
+
+@admin.register(Department)
+class DepartmentAdmin(admin.ModelAdmin):
+    """Departments: names and counts. Members are set on each user's page; which patients
+    belong where is set by clinical staff (patients.services), never shown here."""
+
+    list_display = ("name", "slug", "member_count", "patient_count")
+    prepopulated_fields = {"slug": ("name",)}
+    search_fields = ("name", "slug")
+    ordering = ("name",)
+    actions = None
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Department]:
+        return (
+            super()
+            .get_queryset(request)
+            .annotate(
+                member_total=Count("members", distinct=True),
+                patient_total=Count("patients", distinct=True),
+            )
+        )
+
+    @admin.display(description="members", ordering="member_total")
+    def member_count(self, obj: Department) -> int:
+        return int(obj.member_total)  # type: ignore[attr-defined]
+
+    @admin.display(description="patients", ordering="patient_total")
+    def patient_count(self, obj: Department) -> int:
+        return int(obj.patient_total)  # type: ignore[attr-defined]
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        # A department that still has patients keeps them visible to its staff; removing it
+        # would hide those records from everyone.
+        if obj is not None and obj.patients.exists():
+            return False
+        return super().has_delete_permission(request, obj)
