@@ -210,3 +210,48 @@ def test_queue_depth_is_the_length_of_the_redis_list(db: Any, settings: Any) -> 
 def test_without_redis_there_is_no_queue_depth(db: Any, settings: Any) -> None:
     settings.CELERY_BROKER_URL = "memory://"
     assert not any(name == "medimg_queue_depth" for name, _ in scrape())
+
+
+@pytest.mark.slow
+def test_multiprocess_mode_adds_up_every_process(tmp_path: Any) -> None:
+    """gunicorn and Celery processes sharing PROMETHEUS_MULTIPROC_DIR: one scrape sees all."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    env = {
+        **{k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "REDIS_URL"}},
+        "SQLITE_PATH": str(tmp_path / "db.sqlite3"),
+        "PROMETHEUS_MULTIPROC_DIR": str(tmp_path),
+        "DJANGO_SETTINGS_MODULE": "medimg.settings",
+        "MEDIMG_KEY_DIR": str(tmp_path / "keys"),
+    }
+    setup = "import django; django.setup(); from medimg import metrics; "
+    for _ in range(2):
+        subprocess.run(
+            [sys.executable, "-c", setup + "metrics.observe_processing('completed', 1.5, 4)"],
+            cwd=root,
+            env=env,
+            check=True,
+            capture_output=True,
+        )
+    scrape_code = (
+        setup + "from prometheus_client import generate_latest; "
+        "import sys; sys.stdout.write(generate_latest(metrics.metrics_registry()).decode())"
+    )
+    text = subprocess.run(
+        [sys.executable, "-c", scrape_code],
+        cwd=root,
+        env=env,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    samples = {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+    assert value(samples, "medimg_scans_processed_total", status="completed") == 2
+    assert value(samples, "medimg_scan_regions_sum") == 8
