@@ -25,10 +25,6 @@ import secrets
 from dataclasses import dataclass
 from typing import Any
 
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from django.conf import settings
 from django.core.cache import cache
 from django.http import HttpRequest
@@ -38,6 +34,7 @@ from accounts import keyexchange
 from audit.models import Action, Outcome
 from audit.services import audit_record
 from engine import errors
+from engine.crypto import transfer
 from engine.errors import EngineError
 
 KEY_EXCHANGE_SECONDS = 120
@@ -60,25 +57,24 @@ def session_key_seconds() -> int:
 
 
 def _cache_wrap_key() -> bytes:
-    return HKDF(
-        algorithm=hashes.SHA256(), length=32, salt=b"medimg/cache-wrap/v1", info=b"session-keys"
-    ).derive(settings.SECRET_KEY.encode())
+    return transfer.hkdf_sha256(
+        settings.SECRET_KEY.encode(), salt=b"medimg/cache-wrap/v1", info=b"session-keys"
+    )
 
 
 def _put(name: str, secret: bytes, timeout: int) -> None:
-    nonce = secrets.token_bytes(12)
-    cache.set(
-        name, nonce + AESGCM(_cache_wrap_key()).encrypt(nonce, secret, name.encode()), timeout
-    )
+    # nonce (12) | ciphertext || tag, the entry's name as associated data.
+    cache.set(name, transfer.aead_seal(_cache_wrap_key(), secret, aad=name.encode()), timeout)
 
 
 def _get(name: str) -> bytes | None:
     blob = cache.get(name)
-    if not isinstance(blob, bytes) or len(blob) < 28:
+    if not isinstance(blob, bytes) or len(blob) < transfer.NONCE_BYTES + transfer.TAG_BYTES:
         return None
+    nonce, sealed = blob[: transfer.NONCE_BYTES], blob[transfer.NONCE_BYTES :]
     try:
-        return AESGCM(_cache_wrap_key()).decrypt(blob[:12], blob[12:], name.encode())
-    except InvalidTag:
+        return transfer.aead_open(_cache_wrap_key(), nonce, sealed, aad=name.encode())
+    except transfer.SealError:
         return None
 
 

@@ -62,13 +62,11 @@ from dataclasses import dataclass
 from typing import IO
 
 import numpy as np
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from engine.crypto.keytext import KeyConfigError, decode_key
+from engine.crypto.transfer import SealError, aead_open, aead_seal, hkdf_sha256
 from engine.errors import CryptoError
 
 KEY_BYTES = 32
@@ -196,15 +194,13 @@ def _check_key(key: bytes) -> None:
 
 def _seal(key: bytes, key_id: str, plaintext: bytes, aad: bytes) -> bytes:
     _check_key(key)
-    header = _header(key_id)
-    nonce = os.urandom(NONCE_BYTES)  # Random 96-bit nonce: never reused under one key in practice.
-    return header + nonce + AESGCM(key).encrypt(nonce, bytes(plaintext), header + aad)
+    return aead_seal(key, plaintext, header=_header(key_id), aad=aad)
 
 
 def _open(key: bytes, header: bytes, nonce: bytes, sealed: bytes, aad: bytes) -> bytes:
     try:
-        return AESGCM(key).decrypt(nonce, sealed, header + aad)
-    except (InvalidTag, ValueError, TypeError):
+        return aead_open(key, nonce, sealed, header=header, aad=aad)
+    except SealError:
         raise CryptoError() from None
 
 
@@ -307,9 +303,7 @@ def derivative_digest(
     never matches, and KEK rotation (which re-wraps, never changes, data keys) keeps it valid.
     """
     _check_key(data_key)
-    mac_key = HKDF(
-        algorithm=hashes.SHA256(), length=32, salt=b"medimg/derivative-mac/v1", info=b"derivative"
-    ).derive(data_key)
+    mac_key = hkdf_sha256(data_key, salt=b"medimg/derivative-mac/v1", info=b"derivative")
     context = _canonical(
         "derivative", {"scan": _ref(scan_ref), "kind": str(kind), "frame": int(frame)}
     )

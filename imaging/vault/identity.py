@@ -34,11 +34,10 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import IO, Any
 
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from django.conf import settings
 
 from engine.crypto import envelope as crypto
+from engine.crypto.transfer import hkdf_sha256
 from engine.dicom import deid
 from engine.dicom import io as dicom
 from engine.errors import ImagingError
@@ -90,12 +89,7 @@ class DeidOutcome:
 
 def _derive(purpose: str) -> bytes:
     secret = load_or_create_dev_key("MEDIMG_DEID_SECRET", settings.MEDIMG_DEID_SECRET)
-    return HKDF(
-        algorithm=hashes.SHA256(),
-        length=32,
-        salt=None,
-        info=f"medimg/deid/{purpose}/v1".encode(),
-    ).derive(secret)
+    return hkdf_sha256(secret, salt=None, info=f"medimg/deid/{purpose}/v1".encode())
 
 
 @functools.cache
