@@ -18,6 +18,7 @@ flags, created_by, author) are ignored or refused wherever they are posted.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 from urllib.parse import quote
 
@@ -27,6 +28,7 @@ from django.http import HttpResponse
 from rest_framework.test import APIClient
 
 from accounts.models import User
+from gateway.models import DicomInstance
 from imaging.models import Region, Scan, ScanStatus, SegmentationJob, SegmentationModel
 from imaging.tests import factories
 from medimg.tests.test_url_policy import ADMIN_PREFIX, ROLES, view_methods, walk_urlconf
@@ -41,8 +43,18 @@ MISSING = {
     "region_id": "987654",
     "segmentation_id": "987654",
     "study_uid": "1.2.826.0.1.999999",
+    # DICOMweb (gateway.urls): study, series and instance UIDs, frame numbers.
+    "study": "1.2.826.0.1.999999",
+    "series": "1.2.826.0.1.999999.1",
+    "instance": "1.2.826.0.1.999999.1.1",
+    "numbers": "1",
 }
 NOT_CLINICAL = ("anonymous", "outsider", "admin")
+DICOM_SERIES = "1.2.826.0.1.424242.1"
+DICOM_INSTANCE = "1.2.826.0.1.424242.1.1"
+# Path parameters that name no patient data: the password-reset link's user and token
+# (accounts; a reset link is answered the same to everyone and tested with the mail).
+NOT_PATIENT_DATA = frozenset({"uidb64", "token"})
 
 
 @pytest.fixture
@@ -76,7 +88,43 @@ def objects(technician: Any) -> dict[str, str]:
         "region_id": str(region.pk),
         "segmentation_id": str(job.pk),
         "study_uid": scan.study_uid,
+        # DICOMweb names the study as the scan does; `dicom_objects` adds an instance.
+        "study": scan.study_uid,
+        "series": DICOM_SERIES,
+        "instance": DICOM_INSTANCE,
+        "numbers": "1",
     }
+
+
+@pytest.fixture
+def dicom_objects(objects: dict[str, str]) -> dict[str, str]:
+    """The patient also has a completed DICOM scan whose de-identified instance DICOMweb
+    lists (its stored files are not there: QIDO reads only the instance row)."""
+    patient = Patient.objects.get(pk=objects["patient_id"])
+    dicom_scan = Scan.objects.create(
+        patient=patient,
+        original_filename="idor.dcm",
+        format="dicom",
+        status=ScanStatus.COMPLETED,
+        size_bytes=1,
+        width=8,
+        height=8,
+        pixel_dtype="uint8",
+        pixels_sha256="1" * 64,
+        original_path="scans/idor/dicom.enc",
+        wrapped_key=b"",
+        key_id="dev",
+        study_uid=objects["study"],
+    )
+    DicomInstance.objects.create(
+        scan=dicom_scan,
+        study_uid=objects["study"],
+        series_uid=DICOM_SERIES,
+        sop_instance_uid=DICOM_INSTANCE,
+        sop_class_uid="1.2.840.10008.5.1.4.1.1.7",
+        modality="OT",
+    )
+    return objects
 
 
 def object_endpoints() -> list[tuple[str, str]]:
@@ -85,14 +133,15 @@ def object_endpoints() -> list[tuple[str, str]]:
     for route, view in walk_urlconf():
         if route.startswith(ADMIN_PREFIX) or "<" not in route:
             continue
+        names = set(re.findall(r"<(?:[^>:]+:)?([^>]+)>", route))
+        if names <= NOT_PATIENT_DATA:
+            continue
         for method in sorted(view_methods(view)) or ["GET"]:
             found.append((route, method))
     return found
 
 
 def _path(route: str, values: dict[str, str]) -> str:
-    import re
-
     def fill(match: re.Match[str]) -> str:
         name = match.group(1)
         assert name in values, f"add an object for <{name}> to this file's fixtures"
@@ -116,6 +165,7 @@ def test_it_finds_the_object_endpoints_to_attack() -> None:
     routes = {route for route, _ in object_endpoints()}
     # The walker must see the nested includes, or the attack below proves nothing.
     assert {"api/images/<int:scan_id>/restore/", "api/regions/<int:region_id>/"} <= routes
+    assert "dicomweb/studies/<str:study>/metadata" in routes
     assert len(routes) >= 10
 
 
@@ -130,7 +180,9 @@ def test_it_gives_no_object_to_a_role_that_may_not_see_it_nor_leaks_which_exist(
         missing = _send(client, method, _path(route, MISSING))
         where = f"{role} {method} /{route}: existing {existing.status_code}, missing "
         where += str(missing.status_code)
-        if missing.status_code >= 500 or 200 <= missing.status_code < 300:
+        # 204: a DICOMweb search under a missing study found nothing (no content, no data).
+        empty_search = missing.status_code == 204
+        if missing.status_code >= 500 or (200 <= missing.status_code < 300 and not empty_search):
             problems.append(where)
         if role in NOT_CLINICAL:
             body = existing.content.decode("utf-8", "replace")
@@ -147,8 +199,14 @@ def test_it_gives_no_object_to_a_role_that_may_not_see_it_nor_leaks_which_exist(
 
 @pytest.mark.parametrize("role", ["other_technician", "other_doctor"])
 def test_another_department_gets_404_on_every_object_and_no_list_shows_it(
-    request: pytest.FixtureRequest, objects: dict[str, str], role: str
+    request: pytest.FixtureRequest, dicom_objects: dict[str, str], role: str
 ) -> None:
+    objects = dicom_objects
+    # The walk means something: the same-department doctor finds the study over DICOMweb.
+    colleague = _client(request, "doctor")
+    found = colleague.get("/dicomweb/studies")
+    assert found.status_code == 200 and objects["study"] in found.content.decode()
+
     client = _client(request, role)
     problems = []
     for route, method in object_endpoints():
@@ -156,8 +214,9 @@ def test_another_department_gets_404_on_every_object_and_no_list_shows_it(
         missing = _send(client, method, _path(route, MISSING))
         where = f"{role} {method} /{route}: existing {existing.status_code}, missing "
         where += str(missing.status_code)
-        # 400: the body was refused before any object was looked up (the same as missing).
-        if existing.status_code not in {400, 403, 404}:
+        # 400: the body was refused before any object was looked up; 204: a DICOMweb search
+        # found nothing (both the same as for the missing object).
+        if existing.status_code not in {204, 400, 403, 404}:
             problems.append(where + " (reached another department's patient)")
         if existing.status_code != missing.status_code:
             problems.append(where + " (existence oracle)")
@@ -167,6 +226,8 @@ def test_another_department_gets_404_on_every_object_and_no_list_shows_it(
         response = client.get(path)
         assert response.status_code == 200, path
         assert response.json()["count"] == 0, path
+    studies = client.get("/dicomweb/studies")
+    assert studies.status_code in {200, 204} and objects["study"] not in studies.content.decode()
     assert not problems, "\n".join(problems)
 
 
