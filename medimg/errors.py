@@ -1,4 +1,4 @@
-"""Domain errors and the one DRF exception handler.
+"""The one DRF exception handler: every API error as JSON.
 
 Every API error leaves as `{"error": {"code": ..., "message": ...}}` (plus `fields` for
 validation errors). A refusal is an `engine.errors.EngineError` (its code, message and status);
@@ -19,14 +19,6 @@ from rest_framework.response import Response
 from engine.errors import EngineError, ErrorCode
 
 logger = logging.getLogger(__name__)
-
-
-class ApplicationError(EngineError):
-    """The old name of a refusal, kept only while raise sites move to engine.errors'
-    constructors; catch EngineError."""
-
-    def __init__(self, code: str, message: str, *, status_code: int | None = None) -> None:
-        super().__init__(code, message, status_code or status.HTTP_400_BAD_REQUEST)
 
 
 def error_body(code: str, message: str, **extra: Any) -> dict[str, Any]:

@@ -31,10 +31,10 @@ from rest_framework.views import APIView
 from accounts.permissions import IsAdmin, IsClinical, IsDoctor, IsTechnician
 from accounts.session_keys import SealContext, seal_for, session_key_for_request
 from audit.models import Action
+from engine import errors
 from imaging.models import Region
 from imaging.selectors import scans as selectors
 from imaging.services import restore, upload
-from medimg.errors import ApplicationError
 from patients.selectors import patient_lookup
 
 _ERROR = OpenApiResponse(description='`{"error": {"code", "message"}}`')
@@ -587,7 +587,7 @@ class ScanRestoreApi(_AuditedRefusal):
 
         body = request.data
         if not isinstance(body, Mapping):
-            raise ApplicationError("invalid", "The body must be a JSON object.")
+            raise errors.invalid("The body must be a JSON object.")
         # Frame and window have their own codes (invalid_frame, invalid_window); the rest
         # goes through the serializer.
         frame = frame_param(body)

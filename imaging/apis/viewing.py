@@ -15,11 +15,11 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from accounts.permissions import IsAdmin, IsClinical, IsDoctor
+from engine import errors
 from engine.pixels import qc
 from imaging.apis.scans import _binary, _FirstRendererNegotiation
 from imaging.selectors import qc as selectors_qc
 from imaging.selectors import viewing as selectors_viewing
-from medimg.errors import ApplicationError
 from patients.selectors import patient_get
 
 _ERROR = OpenApiResponse(description='`{"error": {"code", "message"}}`')
@@ -164,7 +164,7 @@ def _cluster_params(request: Request) -> tuple[int, int]:
     try:
         k = int(raw)
     except ValueError:
-        raise ApplicationError("invalid_k", f"k must be between 2 and {qc.MAX_K}.") from None
+        raise errors.invalid_k(qc.MAX_K) from None
     return frame, k
 
 

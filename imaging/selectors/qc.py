@@ -19,9 +19,9 @@ from django.shortcuts import get_object_or_404
 
 from audit.models import Action
 from audit.services import audit_record
+from engine import errors
 from engine.pixels import qc
 from imaging.models import Scan, ScanFormat, ScanStatus
-from medimg.errors import ApplicationError
 
 CLUSTER_CACHE_SECONDS = 600
 
@@ -115,13 +115,11 @@ def scan_clusters(
 
     scan = get_object_or_404(Scan.objects.visible_to(user), pk=scan_id)
     if scan.status != ScanStatus.COMPLETED:
-        raise ApplicationError(
-            "scan_not_ready", "The scan has not finished processing.", status_code=409
-        )
+        raise errors.scan_not_ready()
     if not 0 <= frame < scan.frames:
-        raise ApplicationError("invalid_frame", f"frame must be between 0 and {scan.frames - 1}.")
+        raise errors.invalid_frame(scan.frames - 1)
     if not 2 <= k <= qc.MAX_K:
-        raise ApplicationError("invalid_k", f"k must be between 2 and {qc.MAX_K}.")
+        raise errors.invalid_k(qc.MAX_K)
     run = scan.redacted_pixels_path
     key = f"medimg:qc-clusters:v1:{scan.pk}:{run}:{frame}:{k}"
     cached = cache.get(key)

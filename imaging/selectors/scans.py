@@ -15,9 +15,9 @@ from django.shortcuts import get_object_or_404
 
 from audit.models import Action
 from audit.services import audit_record
+from engine import errors
 from imaging.models import Fingerprint, Region, Scan, ScanStatus
 from imaging.vault import derivatives
-from medimg.errors import ApplicationError
 from patients.models import Patient
 
 # Region columns a summary needs: never the ciphertext, which can be large.
@@ -149,14 +149,10 @@ def scan_display_png(
         Scan.objects.visible_to(user).only("id", "status", *derivatives.FIELDS), pk=scan_id
     )
     if scan.status != ScanStatus.COMPLETED:
-        raise ApplicationError(
-            "scan_not_ready", "The scan has not finished processing.", status_code=409
-        )
+        raise errors.scan_not_ready()
     paths = (scan.frame_paths or {}).get(kind) or []
     if not 0 <= frame < len(paths):
-        raise ApplicationError(
-            "invalid_frame", f"frame must be between 0 and {max(len(paths) - 1, 0)}."
-        )
+        raise errors.invalid_frame(max(len(paths) - 1, 0))
     content = derivatives.frame_read_audited(
         scan, kind, frame, actor=user, request=request, details={"view": kind, "frame": frame}
     )
@@ -178,13 +174,11 @@ def _scan_windowed_png(
     from imaging.vault.redacted import redacted_render, scan_header, scan_window
 
     if scan.format != ScanFormat.DICOM:
-        raise ApplicationError("invalid_window", "Windows apply to DICOM images only.")
+        raise errors.invalid_window("Windows apply to DICOM images only.")
     if scan.status != ScanStatus.COMPLETED:
-        raise ApplicationError(
-            "scan_not_ready", "The scan has not finished processing.", status_code=409
-        )
+        raise errors.scan_not_ready()
     if not 0 <= frame < scan.frames:
-        raise ApplicationError("invalid_frame", f"frame must be between 0 and {scan.frames - 1}.")
+        raise errors.invalid_frame(scan.frames - 1)
     header = scan_header(scan)
     choice = scan_window(scan, header, window)
     image = redacted_render(scan, frame, choice, header=header)

@@ -15,11 +15,11 @@ from django.shortcuts import get_object_or_404
 
 from audit.models import Action
 from audit.services import audit_record
+from engine import errors
 from engine.crypto import envelope as crypto
 from imaging.models import JobStatus, Scan, SegmentationJob, SegmentationModel
 from imaging.vault.keys import open_data_key
 from imaging.vault.storage import storage_read
-from medimg.errors import ApplicationError
 
 
 def segmentation_model_list() -> QuerySet[SegmentationModel]:
@@ -34,9 +34,7 @@ def segmentation_model_get(*, name: str) -> SegmentationModel:
     models = segmentation_model_list()
     model = models.filter(name=name).first()
     if model is None:
-        raise ApplicationError(
-            "unknown_model", f"No enabled segmentation model is named {name!r}.", status_code=400
-        )
+        raise errors.unknown_model(name)
     return model
 
 
@@ -79,9 +77,7 @@ def segmentation_get_for_user(
 
 def _require_completed(job: SegmentationJob) -> None:
     if job.status != JobStatus.COMPLETED:
-        raise ApplicationError(
-            "segmentation_not_ready", "The segmentation has not finished.", status_code=409
-        )
+        raise errors.segmentation_not_ready()
 
 
 def _open(job: SegmentationJob, path: str, part: str, frame: int = 0) -> bytes:
@@ -101,9 +97,7 @@ def segmentation_overlay(
     _require_completed(job)
     paths = job.results.get("overlay_paths") or [job.overlay_path]
     if not 0 <= frame < len(paths):
-        raise ApplicationError(
-            "invalid_frame", f"frame must be between 0 and {max(len(paths) - 1, 0)}."
-        )
+        raise errors.invalid_frame(max(len(paths) - 1, 0))
     content = _open(job, paths[frame], "overlay", frame)
     audit_record(
         action=Action.SEGMENTATION_VIEWED,
@@ -124,12 +118,7 @@ def segmentation_dicom_seg(
     )
     _require_completed(job)
     if not job.seg_path:
-        raise ApplicationError(
-            "no_dicom_seg",
-            "This segmentation has no DICOM SEG: the input was not DICOM, or a multi-frame "
-            "image without patient geometry.",
-            status_code=404,
-        )
+        raise errors.no_dicom_seg()
     content = _open(job, job.seg_path, "seg")
     audit_record(
         action=Action.SEGMENTATION_VIEWED,

@@ -27,9 +27,9 @@ from PIL import Image
 
 from audit.models import Action
 from audit.services import audit_record
+from engine import errors
 from imaging.models import Scan, ScanStatus
 from imaging.vault import derivatives
-from medimg.errors import ApplicationError
 
 SIZES = (128, 256, 512)
 DEFAULT_SIZE = 256
@@ -80,16 +80,14 @@ def scan_thumbnail(
     With `if_none_match` equal to the current version, nothing is read or rendered and the
     content is empty (the caller answers 304)."""
     if size not in SIZES:
-        raise ApplicationError("invalid_size", f"size must be one of {', '.join(map(str, SIZES))}.")
+        raise errors.invalid_size(SIZES)
     scan = get_object_or_404(
         Scan.objects.visible_to(user).only("id", "status", "updated_at", *derivatives.FIELDS),
         pk=scan_id,
     )
     paths = (scan.frame_paths or {}).get("redacted") or []
     if scan.status != ScanStatus.COMPLETED or not paths:
-        raise ApplicationError(
-            "scan_not_ready", "The scan has not finished processing.", status_code=409
-        )
+        raise errors.scan_not_ready()
     version = thumbnail_version(scan, size)
     audit_record(
         action=Action.SCAN_VIEWED,

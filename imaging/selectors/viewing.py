@@ -13,8 +13,8 @@ from django.shortcuts import get_object_or_404
 
 from audit.models import Action
 from audit.services import audit_record
+from engine import errors
 from imaging.models import Scan, ScanFormat, ScanStatus
-from medimg.errors import ApplicationError
 from patients.models import Patient
 
 # What a study listing shows of each scan: never keys, paths or ciphertext.
@@ -46,9 +46,7 @@ def scan_frames_info(
 
     scan = get_object_or_404(Scan.objects.visible_to(user), pk=scan_id)
     if scan.status != ScanStatus.COMPLETED:
-        raise ApplicationError(
-            "scan_not_ready", "The scan has not finished processing.", status_code=409
-        )
+        raise errors.scan_not_ready()
     header = scan_header(scan) if scan.format == ScanFormat.DICOM else None
     audit_record(
         action=Action.SCAN_VIEWED,

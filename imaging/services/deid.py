@@ -27,15 +27,15 @@ from django.http import Http404, HttpRequest
 
 from audit.models import Action, Outcome
 from audit.services import audit_record
+from engine import errors
 from engine.crypto import envelope as crypto
-from engine.errors import CryptoError, ImagingError
+from engine.errors import CryptoError, EngineError, ImagingError
 from imaging.models import Scan, ScanFormat, ScanStatus
 from imaging.services.restore import Rendered, restore_failed
 from imaging.vault.derivatives import frame_read
 from imaging.vault.identity import identity_open, identity_view
 from imaging.vault.keys import open_data_key
 from imaging.vault.storage import storage_read
-from medimg.errors import ApplicationError
 from patients.models import Patient
 
 logger = logging.getLogger(__name__)
@@ -59,7 +59,7 @@ def _audit_call(
     where = {"target": target, "target_type": target_type, "target_id": target_id}
     try:
         result = work()
-    except ApplicationError as refusal:
+    except EngineError as refusal:
         audit_record(
             action=action,
             actor=actor,
@@ -86,11 +86,9 @@ def _audit_call(
 
 def _require_dicom_done(scan: Scan) -> None:
     if scan.status != ScanStatus.COMPLETED:
-        raise ApplicationError(
-            "scan_not_ready", "The scan has not finished processing.", status_code=409
-        )
+        raise errors.scan_not_ready()
     if scan.format != ScanFormat.DICOM:
-        raise ApplicationError("invalid_format", "Only DICOM scans have a DICOM header.")
+        raise errors.invalid_format("Only DICOM scans have a DICOM header.")
 
 
 # --- Identity -------------------------------------------------------------------------------
@@ -102,11 +100,7 @@ def scan_identity(*, scan: Scan, actor: Any, request: HttpRequest | None = None)
     def work() -> dict[str, Any]:
         _require_dicom_done(scan)
         if not scan.identity_ciphertext:
-            raise ApplicationError(
-                "identity_unavailable",
-                "This scan was processed before its header identity was kept.",
-                status_code=409,
-            )
+            raise errors.identity_unavailable()
         document = identity_open(
             bytes(scan.identity_ciphertext), data_key=open_data_key(scan), scan_ref=str(scan.uid)
         )
@@ -134,10 +128,7 @@ def _exportable(scan: Scan) -> str:
     return ""
 
 
-_REFUSALS = {
-    "scan_not_ready": "The scan has not finished processing.",
-    "needs_review": "The detector asked for a review of this scan's pixels; review it first.",
-}
+_REFUSALS = {"scan_not_ready": errors.scan_not_ready, "needs_review": errors.needs_review}
 
 
 def _deidentified_dicom(scan: Scan) -> bytes:
@@ -155,12 +146,12 @@ def scan_export(
 
     def work() -> Rendered:
         if fmt not in EXPORT_FORMATS:
-            raise ApplicationError("invalid_format", "format must be dicom.")
+            raise errors.invalid_format("format must be dicom.")
         if scan.format != ScanFormat.DICOM:
-            raise ApplicationError("invalid_format", "format=dicom is only for DICOM uploads.")
+            raise errors.invalid_format("format=dicom is only for DICOM uploads.")
         refusal = _exportable(scan)
         if refusal:
-            raise ApplicationError(refusal, _REFUSALS[refusal], status_code=409)
+            raise _REFUSALS[refusal]()
         return Rendered(
             _deidentified_dicom(scan), "application/dicom", f"scan-{scan.pk}-deidentified.dcm"
         )
@@ -243,11 +234,7 @@ def _zip_plan(scans: Sequence[Scan]) -> tuple[list[dict[str, Any]], list[dict[st
             }
         )
     if not entries:
-        raise ApplicationError(
-            "nothing_to_export",
-            "No scan here is processed and cleared for export.",
-            status_code=409,
-        )
+        raise errors.nothing_to_export()
     return entries, skipped
 
 

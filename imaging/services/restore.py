@@ -17,15 +17,15 @@ from django.http import HttpRequest
 
 from audit.models import Action, Outcome
 from audit.services import audit_record
+from engine import errors
 from engine.detection import pipeline
-from engine.errors import CryptoError, ImagingError
+from engine.errors import CryptoError, EngineError, ImagingError
 from engine.pixels.rendering import render_frame_uint8
 from engine.pixels.restoration import apply_clahe, encode_image
 from imaging.models import Region, Scan, ScanFormat, ScanStatus
 from imaging.vault.keys import open_data_key, open_original
 from imaging.vault.pixels import scan_restore_pixels
 from imaging.vault.redacted import WindowRequest, scan_header, scan_window
-from medimg.errors import ApplicationError
 
 logger = logging.getLogger(__name__)
 
@@ -33,14 +33,12 @@ logger = logging.getLogger(__name__)
 RESTORE_FORMATS = ("png", "jpeg", "dicom")
 
 
-def restore_failed() -> ApplicationError:
+def restore_failed() -> EngineError:
     # One answer for every integrity failure (tampered nonce, ciphertext, tag, context or
     # wrapped key; lost key): it tells a client nothing about which check failed.
-    return ApplicationError(
-        "restore_failed",
+    return errors.restore_failed(
         "The stored image failed its integrity check and cannot be restored. "
-        "The event has been logged.",
-        status_code=500,
+        "The event has been logged."
     )
 
 
@@ -89,7 +87,7 @@ def _refusals_audited(
     """Run the pre-checks; a refusal (bad format, not ready) is audited before it is raised."""
     try:
         check()
-    except ApplicationError as refusal:
+    except EngineError as refusal:
         audit_record(
             action=action,
             actor=actor,
@@ -103,14 +101,12 @@ def _refusals_audited(
 
 def _require_completed(scan: Scan) -> None:
     if scan.status != ScanStatus.COMPLETED:
-        raise ApplicationError(
-            "scan_not_ready", "The scan has not finished processing.", status_code=409
-        )
+        raise errors.scan_not_ready()
 
 
 def _frame_index(scan: Scan, frame: int) -> int:
     if not 0 <= frame < scan.frames:
-        raise ApplicationError("invalid_frame", f"frame must be between 0 and {scan.frames - 1}.")
+        raise errors.invalid_frame(scan.frames - 1)
     return frame
 
 
@@ -142,21 +138,17 @@ def scan_restore(
 
     def check() -> None:
         if settings.MEDIMG_RESTORE_REASON_REQUIRED and not reason:
-            raise ApplicationError(
-                "reason_required", "Give a reason for restoring the original image."
-            )
+            raise errors.reason_required()
         if fmt not in RESTORE_FORMATS:
-            raise ApplicationError("invalid_format", "format must be png, jpeg or dicom.")
+            raise errors.invalid_format("format must be png, jpeg or dicom.")
         if fmt == "dicom" and scan.format != ScanFormat.DICOM:
-            raise ApplicationError("invalid_format", "format=dicom is only for DICOM uploads.")
+            raise errors.invalid_format("format=dicom is only for DICOM uploads.")
         if fmt == "dicom" and enhance:
-            raise ApplicationError("invalid_format", "enhance applies to png and jpeg only.")
+            raise errors.invalid_format("enhance applies to png and jpeg only.")
         _require_completed(scan)
         _frame_index(scan, frame)
         if not window.empty and (scan.format != ScanFormat.DICOM or fmt == "dicom"):
-            raise ApplicationError(
-                "invalid_window", "Windows apply to png or jpeg renderings of DICOM images."
-            )
+            raise errors.invalid_window("Windows apply to png or jpeg renderings of DICOM images.")
 
     _refusals_audited(
         check,
@@ -198,7 +190,7 @@ def _display_frame(
     header = scan_header(scan)
     try:
         choice = scan_window(scan, header, window)
-    except ApplicationError as refusal:
+    except EngineError as refusal:
         audit_record(
             action=Action.SCAN_RESTORED,
             actor=actor,

@@ -35,9 +35,10 @@ from django.utils import timezone
 
 from audit.models import Action
 from audit.services import audit_record
+from engine import errors
 from engine.detection import pipeline
 from engine.detection.groups import group_numbers
-from engine.errors import CryptoError, ImagingError
+from engine.errors import CryptoError, EngineError, ImagingError
 from engine.intake.validation import validate_upload
 from engine.pixels.grid import GridBox, draw_grid
 from imaging.jobs.processing import outputs_write, scan_files, scan_set_deidentified
@@ -45,7 +46,6 @@ from imaging.models import Fingerprint, Region, RegionSource, Scan, ScanStatus
 from imaging.vault.keys import open_data_key, open_original
 from imaging.vault.pixels import pixels_digest
 from imaging.vault.storage import storage_delete
-from medimg.errors import ApplicationError
 
 MANUAL_LABEL = "phi_text"
 LABEL_PATTERN = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
@@ -64,21 +64,15 @@ class _Rebuilt:
 
 def _require_completed(scan: Scan) -> None:
     if scan.status != ScanStatus.COMPLETED:
-        raise ApplicationError(
-            "scan_not_ready", "The scan has not finished processing.", status_code=409
-        )
+        raise errors.scan_not_ready()
 
 
 def _check_box(scan: Scan, box: Sequence[int], frame: int) -> tuple[int, int, int, int]:
     if not 0 <= frame < scan.frames:
-        raise ApplicationError("invalid_frame", f"frame must be between 0 and {scan.frames - 1}.")
+        raise errors.invalid_frame(scan.frames - 1)
     x1, y1, x2, y2 = (int(v) for v in box)
     if not (0 <= x1 < x2 <= scan.width and 0 <= y1 < y2 <= scan.height):
-        raise ApplicationError(
-            "box_out_of_bounds",
-            f"The box must lie inside the {scan.width} × {scan.height} image, with x1 < x2 "
-            "and y1 < y2.",
-        )
+        raise errors.box_out_of_bounds(scan.width, scan.height)
     return x1, y1, x2, y2
 
 
@@ -100,12 +94,8 @@ def _open_original(scan: Scan) -> tuple[bytes, Any]:
     return data_key, image
 
 
-def _edit_failed() -> ApplicationError:
-    return ApplicationError(
-        "review_failed",
-        "The stored image failed its integrity check; the regions were not changed.",
-        status_code=500,
-    )
+def _edit_failed() -> EngineError:
+    return errors.review_failed()
 
 
 def _boxes(regions: Sequence[Region]) -> list[pipeline.Box]:
@@ -225,9 +215,7 @@ def region_add(
     `actor` may see `scan`.
     """
     if not LABEL_PATTERN.match(label or ""):
-        raise ApplicationError(
-            "invalid_label", "label must be lower-case letters, digits or _ (at most 32)."
-        )
+        raise errors.invalid_label()
     written: list[str] = []
     try:
         with transaction.atomic():
@@ -310,12 +298,8 @@ def _check_region_opens(scan: Scan, region: Region, data_key: bytes) -> None:
         raise _edit_failed() from None
 
 
-def _removal_not_pending() -> ApplicationError:
-    return ApplicationError(
-        "no_removal_pending",
-        "No removal of this region is waiting for a decision.",
-        status_code=409,
-    )
+def _removal_not_pending() -> EngineError:
+    return errors.no_removal_pending()
 
 
 def region_removal_request(
@@ -332,11 +316,7 @@ def region_removal_request(
         _require_completed(scan)
         region = Region.objects.get(pk=region.pk, scan=scan)
         if region.removal_pending:
-            raise ApplicationError(
-                "removal_already_requested",
-                "A removal of this region is already waiting for a doctor.",
-                status_code=409,
-            )
+            raise errors.removal_already_requested()
         try:
             data_key = open_data_key(scan)
         except CryptoError:

@@ -30,11 +30,12 @@ from django.utils.text import slugify
 
 from audit.models import Action, Outcome
 from audit.services import audit_record
+from engine import errors
+from engine.errors import EngineError
 from engine.segmentation.model import ModelConfig
 from imaging.jobs.segmentation import MODEL_FILES, series_members, weights_directory
 from imaging.models import Scan, ScanStatus, SegmentationJob, SegmentationModel
 from imaging.tasks import run_segmentation
-from medimg.errors import ApplicationError
 
 logger = logging.getLogger(__name__)
 
@@ -117,24 +118,18 @@ def segmentation_models_register() -> list[SegmentationModel]:
 
 
 def _refuse(
-    code: str,
-    message: str,
-    status_code: int,
-    *,
-    scan: Scan,
-    actor: Any,
-    request: Any,
-    details: dict,
-) -> ApplicationError:
+    refusal: EngineError, *, scan: Scan, actor: Any, request: Any, details: dict
+) -> EngineError:
+    """`refusal`, audited first."""
     audit_record(
         action=Action.SEGMENTATION_REQUESTED,
         actor=actor,
         target=scan,
         outcome=Outcome.REFUSED,
         request=request,
-        details={**details, "error": code},
+        details={**details, "error": refusal.code},
     )
-    return ApplicationError(code, message, status_code=status_code)
+    return refusal
 
 
 def segmentation_request(
@@ -152,9 +147,7 @@ def segmentation_request(
     details: dict[str, Any] = {"model": model.name}
     if scan.status != ScanStatus.COMPLETED:
         raise _refuse(
-            "scan_not_ready",
-            "The scan has not finished processing.",
-            409,
+            errors.scan_not_ready(),
             scan=scan,
             actor=actor,
             request=request,
@@ -162,9 +155,7 @@ def segmentation_request(
         )
     if not model.enabled:
         raise _refuse(
-            "model_disabled",
-            "This segmentation model is disabled.",
-            400,
+            errors.model_disabled(),
             scan=scan,
             actor=actor,
             request=request,
@@ -175,9 +166,7 @@ def segmentation_request(
         spacing = [float(v) for v in pixel_spacing_mm]
         if len(spacing) != 2 or not all(0 < v < 100 for v in spacing):
             raise _refuse(
-                "invalid_spacing",
-                "pixel_spacing_mm is [row, column] in mm, each above 0 and below 100.",
-                400,
+                errors.invalid_spacing(),
                 scan=scan,
                 actor=actor,
                 request=request,
@@ -188,10 +177,7 @@ def segmentation_request(
         members = series_members(scan)
         if len(members) < 2:
             raise _refuse(
-                "not_a_series",
-                "Only a DICOM image whose series has two or more completed single-frame "
-                "slices of one size can be segmented as a series.",
-                400,
+                errors.not_a_series(),
                 scan=scan,
                 actor=actor,
                 request=request,

@@ -24,6 +24,7 @@ from django.http import HttpRequest
 from accounts.session_keys import SealContext, unseal_from
 from audit.models import Action
 from audit.services import audit_record
+from engine import errors
 from engine.errors import ImagingError
 from engine.intake.archive import is_zip, zip_members_iter
 from engine.intake.validation import limit_for, sniff_kind, too_large, validate_upload
@@ -32,7 +33,6 @@ from imaging.services.processing import scan_process_on_commit
 from imaging.vault.keys import new_scan_key, seal_original
 from imaging.vault.pixels import pixels_digest
 from imaging.vault.storage import storage_delete, storage_write
-from medimg.errors import ApplicationError
 from patients.models import Patient
 from patients.services import patient_create
 
@@ -100,9 +100,7 @@ def _read_uploads(
         yield _read_upload(upload, seal=seal, patient_id=patient_id)
         return
     limit = settings.UPLOAD_ARCHIVE_MAX_BYTES
-    too_large = ApplicationError(
-        "archive_too_large", "The archive is larger than the upload limit.", status_code=413
-    )
+    too_large = errors.archive_too_large("The archive is larger than the upload limit.")
     if int(upload.size or 0) > limit:
         raise too_large
     data = upload.read(limit + 1)
@@ -119,7 +117,7 @@ def _read_uploads(
         try:
             image = validate_upload(name=member.name, data=member.data, **upload_limits())
         except ImagingError as refusal:
-            raise ImagingError(refusal.code, f"{member.name}: {refusal.message}") from None
+            raise refusal.naming(member.name) from None
         yield _Accepted(name=member.name[-255:], size=len(member.data), image=image)
         del image, member  # Not held while the next member decodes.
 
@@ -154,8 +152,7 @@ def _originals_store(accepted: Iterable[_Accepted], *, written: list[str]) -> li
     for one in accepted:
         decoded += int(one.image.pixels.nbytes)
         if decoded > budget:
-            raise ImagingError(
-                "decoded_too_large",
+            raise errors.decoded_too_large(
                 f"The files of this upload decode to more than the {budget:,} bytes one "
                 "request may hold: send them in several uploads.",
             )
@@ -174,11 +171,7 @@ def _original_store(accepted: _Accepted, *, written: list[str]) -> _Original:
         path = storage_write(f"scans/{uid}/original.enc", blob)
     except OSError:
         logger.exception("storing upload for scan %s failed", uid)
-        raise ApplicationError(
-            "storage_unavailable",
-            "The image could not be stored. Nothing was saved; please try again.",
-            status_code=503,
-        ) from None
+        raise errors.storage_unavailable() from None
     written.append(path)
     pixels: np.ndarray = image.pixels
     return _Original(
@@ -231,7 +224,7 @@ def scan_upload(
     body sealed under the client's session key and is opened first.
     """
     if not uploads:
-        raise ApplicationError("no_files", "Attach at least one image file.")
+        raise errors.no_files()
     # Lazily: each file is decoded, checked and written before the next is read.
     read = partial(_read_uploads, seal=seal, patient_id=str(patient.pk))
     accepted = chain.from_iterable(map(read, uploads))

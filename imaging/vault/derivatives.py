@@ -26,15 +26,14 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
-from django.http import HttpRequest
-
 from audit.models import Action, Outcome
 from audit.services import audit_record
+from django.http import HttpRequest
+from engine import errors
 from engine.crypto import envelope as crypto
 from engine.errors import CryptoError
 from imaging.vault.keys import open_data_key
 from imaging.vault.storage import storage_read
-from medimg.errors import ApplicationError
 
 logger = logging.getLogger(__name__)
 
@@ -101,10 +100,8 @@ def frame_read_audited(
             request=request,
             details={**details, "error": "restore_failed"},
         )
-        raise ApplicationError(
-            "restore_failed",
-            "The stored image failed its integrity check. The event has been logged.",
-            status_code=500,
+        raise errors.restore_failed(
+            "The stored image failed its integrity check. The event has been logged."
         ) from None
 
 
@@ -113,7 +110,6 @@ def scan_frame_digests_backfill(*, scan_id: int) -> bool:
     is nothing to do (already bound, not completed, no frames). OSError or CryptoError when a
     file is missing or the scan's key does not open."""
     from django.db import transaction
-
     from imaging.models import Scan, ScanStatus
 
     with transaction.atomic():

@@ -36,11 +36,11 @@ from typing import IO, Any
 
 from django.conf import settings
 
+from engine import errors
 from engine.crypto import envelope as crypto
 from engine.crypto.transfer import hkdf_sha256
 from engine.dicom import deid
 from engine.dicom import io as dicom
-from engine.errors import ImagingError
 from medimg.keys import load_or_create_dev_key
 
 IDENTITY_VERSION = 1
@@ -189,7 +189,7 @@ def dicom_deidentify(
             pixels_flagged=not pixels_clean,
         )
     except deid.DeidError as exc:
-        raise ImagingError("corrupt_image", "The DICOM header could not be de-identified.") from exc
+        raise errors.corrupt_image("The DICOM header could not be de-identified.") from exc
     data = result.data
     if redacted_header is not None:
         whole = io.BytesIO() if out is None else None

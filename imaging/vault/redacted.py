@@ -23,8 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from pydicom.dataset import Dataset
-
+from engine import errors
 from engine.crypto import envelope as crypto
 from engine.dicom.ultrasound import ultrasound_regions
 from engine.pixels import rendering
@@ -33,7 +32,7 @@ from imaging.models import Region, Scan, ScanFormat
 from imaging.vault.keys import open_data_key
 from imaging.vault.pixels import redacted_pixels_unseal
 from imaging.vault.storage import storage_read
-from medimg.errors import ApplicationError
+from pydicom.dataset import Dataset
 
 
 @dataclass(frozen=True)
@@ -56,10 +55,10 @@ def frame_param(params: Mapping[str, Any], *, frames: int | None = None) -> int:
         try:
             frame = int(str(raw))
         except ValueError:
-            raise ApplicationError("invalid_frame", "frame must be a whole number.") from None
+            raise errors.invalid_frame(None) from None
     if frame < 0 or (frames is not None and frame >= frames):
         top = max((frames or 1) - 1, 0)
-        raise ApplicationError("invalid_frame", f"frame must be between 0 and {top}.")
+        raise errors.invalid_frame(top)
     return frame
 
 
@@ -70,9 +69,9 @@ def _number(params: Mapping[str, Any], name: str) -> float | None:
     try:
         value = float(str(raw))
     except ValueError:
-        raise ApplicationError("invalid_window", f"{name} must be a number.") from None
+        raise errors.invalid_window(f"{name} must be a number.") from None
     if not math.isfinite(value):
-        raise ApplicationError("invalid_window", f"{name} must be a finite number.")
+        raise errors.invalid_window(f"{name} must be a finite number.")
     return value
 
 
@@ -118,7 +117,7 @@ def scan_window(
     if request.empty:
         return None
     if scan.format != ScanFormat.DICOM or header is None:
-        raise ApplicationError("invalid_window", "Windows apply to DICOM images only.")
+        raise errors.invalid_window("Windows apply to DICOM images only.")
     return rendering.window_choice(
         header, window=request.window, centre=request.centre, width=request.width
     )
