@@ -26,12 +26,15 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
+from django.db import transaction
+from django.http import HttpRequest
+
 from audit.models import Action, Outcome
 from audit.services import audit_record
-from django.http import HttpRequest
 from engine import errors
 from engine.crypto import envelope as crypto
 from engine.errors import CryptoError
+from imaging.models import Scan, ScanStatus
 from imaging.vault.keys import open_data_key
 from imaging.vault.storage import storage_read
 
@@ -109,9 +112,6 @@ def scan_frame_digests_backfill(*, scan_id: int) -> bool:
     """Bind a legacy scan's stored frames (no digests yet) as they are now; False when there
     is nothing to do (already bound, not completed, no frames). OSError or CryptoError when a
     file is missing or the scan's key does not open."""
-    from django.db import transaction
-    from imaging.models import Scan, ScanStatus
-
     with transaction.atomic():
         scan = Scan.objects.select_for_update().get(pk=scan_id)
         paths = scan.frame_paths or {}

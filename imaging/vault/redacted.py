@@ -23,8 +23,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from pydicom.dataset import Dataset
+
 from engine import errors
 from engine.crypto import envelope as crypto
+from engine.dicom.io import read_dataset
 from engine.dicom.ultrasound import ultrasound_regions
 from engine.pixels import rendering
 from engine.pixels.redaction import fill_regions
@@ -32,7 +35,6 @@ from imaging.models import Region, Scan, ScanFormat
 from imaging.vault.keys import open_data_key
 from imaging.vault.pixels import redacted_pixels_unseal
 from imaging.vault.storage import storage_read
-from pydicom.dataset import Dataset
 
 
 @dataclass(frozen=True)
@@ -89,8 +91,6 @@ def window_request(params: Mapping[str, Any]) -> WindowRequest:
 def scan_header(scan: Scan) -> Dataset:
     """The redacted dataset's header: it describes the decoded pixels (RGB for YBR sources).
     CryptoError if the stored dataset fails its integrity check."""
-    from engine.dicom.io import read_dataset
-
     scan_ref = str(scan.uid)
     data_key = open_data_key(scan)
     dataset = crypto.decrypt_blob(

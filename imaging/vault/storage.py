@@ -16,6 +16,7 @@ import tempfile
 from pathlib import Path
 from typing import IO, Any
 
+from django.core.files import File
 from django.core.files.base import ContentFile
 from django.core.files.storage import FileSystemStorage, default_storage
 
@@ -79,8 +80,6 @@ def storage_write(name: str, data: bytes) -> str:
 
 def storage_write_file(name: str, handle: IO[bytes]) -> str:
     """Write an open file's contents under `name`, in chunks (never all in memory)."""
-    from django.core.files import File
-
     handle.seek(0)
     return default_storage.save(name, File(handle))
 
