@@ -1,4 +1,4 @@
-"""MONAI U-Net inference, and train + evaluate through the management commands."""
+"""MONAI U-Net inference, and train + evaluate through `python -m model.segmentation.cli`."""
 
 from __future__ import annotations
 
@@ -9,8 +9,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from django.core.management import call_command
-from django.core.management.base import CommandError
 from PIL import Image
 
 from engine.segmentation.model import (
@@ -21,6 +19,7 @@ from engine.segmentation.model import (
     build_network,
 )
 from engine.segmentation.preprocessing import PreprocessConfig
+from model.segmentation import cli
 from model.segmentation.train import export_onnx
 
 CLASSES = {0: "background", 1: "square", 2: "disc"}
@@ -108,27 +107,29 @@ def test_it_gives_the_same_answer_from_onnx_and_torch(tmp_path: Path) -> None:
     assert np.allclose(by_torch.probabilities, by_onnx.probabilities, atol=1e-4)
 
 
-def test_it_trains_and_evaluates_through_the_management_commands(tmp_path: Path) -> None:
+def test_it_trains_and_evaluates_through_the_cli(tmp_path: Path) -> None:
     write_shapes_dataset(tmp_path / "train", 8, seed=0)
     write_shapes_dataset(tmp_path / "test", 4, seed=1)
     out = tmp_path / "model"
     stdout = StringIO()
-    call_command(
-        "train_segmentation",
-        "--data", str(tmp_path / "train"),
-        "--model", "residual",
-        "--out", str(out),
-        "--val-fraction", "0.25",
-        "--channels", "8,16,32",
-        "--epochs", "30",
-        "--batch-size", "4",
-        "--max-steps", "30",
-        "--learning-rate", "1e-2",
-        # One thread: with the CPU shared, two OpenMP threads spin against each other
-        # (measured 16 ms vs ~800 ms per step here).
-        "--threads", "1",
-        stdout=stdout,
-    )  # fmt: skip
+    assert cli.main(
+        [
+            "train",
+            "--data", str(tmp_path / "train"),
+            "--model", "residual",
+            "--out", str(out),
+            "--val-fraction", "0.25",
+            "--channels", "8,16,32",
+            "--epochs", "30",
+            "--batch-size", "4",
+            "--max-steps", "30",
+            "--learning-rate", "1e-2",
+            # One thread: with the CPU shared, two OpenMP threads spin against each other
+            # (measured 16 ms vs ~800 ms per step here).
+            "--threads", "1",
+        ],
+        out=stdout,
+    ) == 0  # fmt: skip
     assert {p.name for p in out.iterdir()} >= {
         "weights.pt", "model.onnx", "config.json", "MODEL_CARD.md", "training_log.json"
     }  # fmt: skip
@@ -140,15 +141,17 @@ def test_it_trains_and_evaluates_through_the_management_commands(tmp_path: Path)
     assert log["history"][-1]["steps"] == 30 and "val_mean_dice" in log["history"][-1]
 
     report_out = StringIO()
-    call_command(
-        "evaluate_segmentation",
-        "--model", str(out),
-        "--data", str(tmp_path / "test"),
-        "--resamples", "200",
-        "--threads", "1",
-        "--card-section", "Held-out shapes",
-        stdout=report_out,
-    )  # fmt: skip
+    assert cli.main(
+        [
+            "evaluate",
+            "--model", str(out),
+            "--data", str(tmp_path / "test"),
+            "--resamples", "200",
+            "--threads", "1",
+            "--card-section", "Held-out shapes",
+        ],
+        out=report_out,
+    ) == 0  # fmt: skip
     report = json.loads(report_out.getvalue())
     assert report["cases"] == 4
     square = report["classes"]["square"]
@@ -163,10 +166,12 @@ def test_it_trains_and_evaluates_through_the_management_commands(tmp_path: Path)
     assert set(report["timing"]["stages_ms_per_slice"]) == {"clip", "normalise", "network"}
     card = (out / "MODEL_CARD.md").read_text()
     assert "### Held-out shapes" in card
-    assert f"train_segmentation --data {tmp_path / 'train'} --model residual" in card
+    assert f"model.segmentation.cli train --data {tmp_path / 'train'} --model residual" in card
     assert "--channels 8,16,32" in card and "--max-steps 30" in card
 
 
-def test_it_reports_a_missing_model_as_a_command_error(tmp_path: Path) -> None:
-    with pytest.raises(CommandError, match="config.json"):
-        call_command("evaluate_segmentation", "--model", str(tmp_path), "--data", str(tmp_path))
+def test_it_reports_a_missing_model_as_an_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert cli.main(["evaluate", "--model", str(tmp_path), "--data", str(tmp_path)]) == 1
+    assert f"error: {tmp_path} has no config.json" in capsys.readouterr().err
