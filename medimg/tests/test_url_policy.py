@@ -48,7 +48,17 @@ ROLES = ("anonymous", "outsider", "technician", "doctor", "admin")
 OTHER_DEPARTMENT_ROLES = {"other_technician": "technician", "other_doctor": "doctor"}
 NOT_FOUND = "404"
 # Path parameters that name patient data: a URL with one is out of reach of other departments.
-PATIENT_DATA_PARAMS = ("patient_id", "scan_id", "study_uid", "region_id", "segmentation_id")
+PATIENT_DATA_PARAMS = (
+    "patient_id",
+    "scan_id",
+    "study_uid",
+    "region_id",
+    "segmentation_id",
+    # DICOMweb (gateway.urls)
+    "study",
+    "series",
+    "instance",
+)
 
 # Everything under this prefix is Django admin: one row group, sampled by the rows below
 # whose route starts with it (admin_view guards every admin page the same way).
@@ -221,6 +231,11 @@ def path_values(patient_for_policy: Patient, scan_for_policy: Any) -> dict[str, 
         "study_uid": scan_for_policy.study_uid,
         "region_id": str(scan_for_policy.regions.get().pk),
         "segmentation_id": str(_policy_segmentation(scan_for_policy).pk),
+        # DICOMweb: the policy scan's study; series and instance as a DICOM scan would have.
+        "study": scan_for_policy.study_uid,
+        "series": "2.25.1234.1",
+        "instance": "2.25.1234.1.1",
+        "numbers": "1",
     }
 
 
