@@ -31,12 +31,12 @@ from engine.crypto import envelope as crypto
 from engine.crypto.sealed_frames import FileFrames, SealedFramesWriter
 from engine.detection import pipeline
 from engine.dicom.io import read_dataset
-from engine.dicom.ultrasound import ultrasound_regions
 from engine.errors import CryptoError, ImagingError
 from engine.intake.validation import validate_upload
 from engine.pixels.metrics import hamming
 from engine.pixels.qc import image_statistics
 from engine.pixels.restoration import encode_image
+from imaging.jobs.batch import pipeline_options
 from imaging.models import (
     PHASH_PIECE_CHARS,
     PHASH_PIECES,
@@ -328,15 +328,9 @@ def scan_process(*, scan_id: int, detector: pipeline.Detector | None = None) -> 
                 data_key=data_key,
                 scan_ref=scan_ref,
                 detector=detector,
-                classes=settings.IMAGING_REDACT_CLASSES,
-                padding=settings.IMAGING_BOX_PADDING,
-                verify_rounds=settings.IMAGING_VERIFY_ROUNDS,
-                verify_scope=settings.IMAGING_VERIFY_SCOPE,
                 timings=timings,
                 sink=sink,
-                reuse_static=settings.IMAGING_CINE_REUSE,
-                change_threshold=settings.IMAGING_CINE_CHANGE_THRESHOLD,
-                data_regions=_data_regions(scan, image),
+                **pipeline_options(image),
             )
             if image.notes:
                 # What decoding or rendering worked around: the scan's processing notes.
@@ -372,15 +366,6 @@ def scan_process(*, scan_id: int, detector: pipeline.Detector | None = None) -> 
     except BaseException:
         storage_delete(*written)
         raise
-
-
-def _data_regions(scan: Scan, image: Any) -> list[tuple[int, int, int, int]]:
-    """An ultrasound's data regions (engine.dicom.ultrasound): ink outside them is annotation."""
-    if scan.format != ScanFormat.DICOM:
-        return []
-
-    header = read_dataset(image.clean_bytes, stop_before_pixels=True)
-    return [region.box for region in ultrasound_regions(header)]
 
 
 def _qc_statistics(scan: Scan, image: Any, redacted_pixels: np.ndarray) -> dict[str, Any]:

@@ -15,8 +15,10 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 
 from engine.detection import detector as detection
+from engine.dicom.deid_table.counts import counts, markdown
 from imaging.management.commands.deidentify import mapping_open
 from imaging.models import Scan, ScanStatus
+from imaging.tests import factories
 from imaging.tests.deid_checks import private_tags, read, surviving_phi
 from imaging.tests.fixtures.samples import deid_bytes, dicom_bytes, png_bytes, real_rgb
 from imaging.vault import identity
@@ -177,8 +179,6 @@ def test_it_removes_burned_in_text_with_the_yolo_detector(tmp_path: Path, yolo: 
 
 
 def test_it_documents_the_counts_the_table_gives() -> None:
-    from imaging.deid_table.counts import counts, markdown
-
     docs = (Path(__file__).resolve().parents[2] / "docs" / "deidentification.md").read_text()
     block = docs.split("<!-- counts:start -->\n", 1)[1].split("\n<!-- counts:end -->", 1)[0]
     assert block == markdown()
@@ -186,3 +186,29 @@ def test_it_documents_the_counts_the_table_gives() -> None:
     assert sum(default.values()) == 656 and default["K"] == 0
     # The comparison with the 2020 table that medimg used before.
     assert "DICOM PS3.15 2020a/b (432 rows) against DICOM PS3.15 2026c (656 rows)" in block
+
+
+SEEN: list[tuple[int, ...]] = []
+
+
+def recording_detector(frame: np.ndarray) -> list[Any]:
+    """The bright-text detector, noting the shape of every image it is shown."""
+    SEEN.append(tuple(frame.shape))
+    return factories.bright_text_detector(frame)
+
+
+@pytest.mark.parametrize("scope", ["full", "bands"])
+def test_it_verifies_with_the_scope_uploads_use(tmp_path: Path, settings: Any, scope: str) -> None:
+    settings.IMAGING_DETECTOR = "imaging.tests.test_deidentify_command.recording_detector"
+    settings.IMAGING_VERIFY_SCOPE = scope
+    frames = factories.text_image(240, 180, channels=1)[None]
+    source = write(tmp_path / "in.dcm", factories.dicom_bytes(frames))
+    SEEN.clear()
+    records, error = deidentify(str(source), "--out", str(tmp_path / "out"))
+
+    assert error is None and records[0]["regions"] >= 2
+    whole = [shape for shape in SEEN if shape[:2] == (180, 240)]
+    # The first pass sees the whole frame; "full" verification sees it again, "bands" only
+    # strips around what was filled.
+    assert len(whole) == (2 if scope == "full" else 1), SEEN
+    assert (len(SEEN) > len(whole)) == (scope == "bands"), SEEN

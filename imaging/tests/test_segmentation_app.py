@@ -24,7 +24,7 @@ from imaging.models import JobStatus, Scan, SegmentationJob, SegmentationModel
 from imaging.selectors.segmentation import segmentation_mask
 from imaging.tests import factories
 from imaging.tests.deid_checks import dciodvfy_available, dciodvfy_errors
-from imaging.vault.keys import unwrap_data_key
+from imaging.vault.keys import open_data_key, open_original, unwrap_data_key
 from imaging.vault.storage import storage_read
 
 DISC_CLASSES = {0: "background", 1: "disc"}
@@ -428,9 +428,7 @@ def test_it_segments_a_series_as_one_volume_with_volumes_in_ml_and_one_seg(
     seg = api.get(f"/api/segmentations/{job.id}/seg/")
     assert seg.status_code == 200
     sources = [
-        segmentation_jobs._deidentified_source(
-            m, segmentation_jobs._original(m), segmentation_jobs._data_key(m)
-        )
+        segmentation_jobs._deidentified_source(m, open_original(m), open_data_key(m))
         for m in members
     ]
     back, names = labels_from_seg(seg.content, sources)

@@ -20,6 +20,7 @@ from imaging.services import upload
 from imaging.tasks import process_scan
 from imaging.tests import factories
 from imaging.tests.conftest import as_upload, media_files, wait_for_status
+from imaging.vault import keys as vault_keys
 from imaging.vault.keys import unwrap_data_key
 from imaging.vault.pixels import scan_restore_pixels
 from imaging.vault.storage import storage_read
@@ -137,7 +138,7 @@ def test_a_rerun_removes_the_previous_runs_files(
 def test_a_transient_storage_error_is_retried(
     uploaded_scan: Scan, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    real_read = jobs.storage_read
+    real_read = vault_keys.storage_read
     calls = {"n": 0}
 
     def flaky_read(name: str) -> bytes:
@@ -146,7 +147,7 @@ def test_a_transient_storage_error_is_retried(
             raise OSError(5, "Input/output error")
         return real_read(name)
 
-    monkeypatch.setattr(jobs, "storage_read", flaky_read)
+    monkeypatch.setattr(vault_keys, "storage_read", flaky_read)
 
     process_scan.delay(scan_id=uploaded_scan.pk)
 
@@ -161,7 +162,7 @@ def test_it_marks_the_scan_failed_when_retries_run_out(
     def broken_disk(name: str) -> bytes:
         raise OSError(5, "Input/output error")
 
-    monkeypatch.setattr(jobs, "storage_read", broken_disk)
+    monkeypatch.setattr(vault_keys, "storage_read", broken_disk)
 
     with pytest.raises(OSError):
         process_scan.delay(scan_id=uploaded_scan.pk)

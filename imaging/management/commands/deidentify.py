@@ -43,9 +43,15 @@ from engine.crypto import envelope as crypto
 from engine.detection import pipeline
 from engine.dicom import deid
 from engine.errors import ImagingError
-from engine.intake.validation import sniff_kind, validate_upload
-from imaging.management.commands.redact import Command as RedactCommand
-from imaging.management.commands.redact import FileFailed, write_atomic
+from engine.intake.validation import sniff_kind
+from imaging.jobs.batch import (
+    FileFailed,
+    batch_detector,
+    failure_record,
+    file_decode,
+    pipeline_options,
+    write_atomic,
+)
 from imaging.vault.identity import DeidOutcome, dicom_deidentify, identity_document, uid_secret
 from imaging.vault.keys import unwrap_data_key, wrap_data_key
 
@@ -169,7 +175,7 @@ class Command(BaseCommand):
         out_dir: Path = options["out"]
         if out_dir.exists() and not out_dir.is_dir():
             raise CommandError(f"--out {out_dir} is not a folder")
-        detector = RedactCommand()._detector(options["weights"], options["backend"])
+        detector = batch_detector(options["weights"], options["backend"])
         inputs = list(iter_inputs(options["inputs"], member_limit=settings.UPLOAD_MAX_BYTES))
         if not inputs:
             raise CommandError("no DICOM files found in the inputs")
@@ -210,12 +216,7 @@ class Command(BaseCommand):
         started = time.perf_counter()
         try:
             data = load()
-            image = validate_upload(
-                name=Path(label.split("!")[-1]).name,
-                data=data,
-                max_bytes=max(len(data), settings.UPLOAD_MAX_BYTES),
-                max_pixels=settings.UPLOAD_MAX_PIXELS,
-            )
+            image = file_decode(Path(label.split("!")[-1]).name, data)
             if image.kind != "dicom":
                 raise FileFailed("not_dicom", f"This is a {image.kind.upper()} file, not DICOM.")
             result = pipeline.pipeline_run(
@@ -223,9 +224,9 @@ class Command(BaseCommand):
                 data_key=data_key,
                 scan_ref=scan_ref,
                 detector=detector,
-                classes=settings.IMAGING_REDACT_CLASSES,
-                padding=settings.IMAGING_BOX_PADDING,
-                verify_rounds=settings.IMAGING_VERIFY_ROUNDS,
+                # The settings an upload's processing runs with (the verification scope, the
+                # cine settings, an ultrasound's data regions): the same redaction.
+                **pipeline_options(image),
             )
             outcome = dicom_deidentify(
                 data,
@@ -253,13 +254,13 @@ class Command(BaseCommand):
             write_atomic(out_dir / f"{name}.dcm", outcome.data)
             write_atomic(out_dir / f"{name}.json", json.dumps(report, indent=2).encode() + b"\n")
         except ImagingError as exc:
-            return self._failure(label, exc.code, exc.message, started), None
+            return failure_record(label, exc.code, exc.message, started), None
         except FileFailed as exc:
-            return self._failure(label, exc.code, exc.message, started), None
+            return failure_record(label, exc.code, exc.message, started), None
         except pipeline.DetectionError as exc:
-            return self._failure(label, "detection_failed", str(exc), started), None
+            return failure_record(label, "detection_failed", str(exc), started), None
         except (OSError, ValueError) as exc:
-            return self._failure(label, "write_failed", str(exc), started), None
+            return failure_record(label, "write_failed", str(exc), started), None
         entry = {
             "input": label,
             "scan_ref": scan_ref,
@@ -296,14 +297,6 @@ class Command(BaseCommand):
             counter += 1
         used.add(name)
         return name
-
-    @staticmethod
-    def _failure(label: str, code: str, message: str, started: float) -> dict[str, Any]:
-        return {
-            "input": label,
-            "error": {"code": code, "message": message},
-            "ms": round((time.perf_counter() - started) * 1000.0, 1),
-        }
 
     @staticmethod
     def _write_mapping(

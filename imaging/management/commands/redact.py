@@ -15,8 +15,9 @@ image it writes `<stem>.redacted.<ext>` under DIR in the image's own format:
 With `--preview-png`, also `<stem>.redacted.preview.png` (8-bit rendering; one file per frame,
 `.preview-<n>.png`, for multi-frame DICOM).
 
-The work is the web pipeline's own code: `validate_upload` decodes and checks the file, the
-configured detector (`settings.IMAGING_DETECTOR`) runs on the display frames through
+The work is the web pipeline's own code, chosen as processing chooses it (imaging.jobs.batch):
+`validate_upload` decodes and checks the file, the configured detector
+(`settings.IMAGING_DETECTOR`) runs on the display frames through
 `pipeline.detect_frames`, `pipeline.padded_boxes` pads and orders the boxes and
 `pipeline.fill_frames` fills them, with `IMAGING_REDACT_CLASSES` and `IMAGING_BOX_PADDING` as
 defaults. Nothing is encrypted or stored: this tool throws the regions away. Files are read
@@ -32,10 +33,7 @@ or `unreadable_file`/`write_failed`), the others go on, and the command exits wi
 
 from __future__ import annotations
 
-import functools
 import json
-import os
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -47,8 +45,9 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from engine.detection import pipeline
 from engine.dicom import io as dicom
 from engine.errors import ImagingError
-from engine.intake.validation import DecodedImage, sniff_kind, validate_upload
+from engine.intake.validation import DecodedImage, sniff_kind
 from engine.pixels.restoration import encode_image
+from imaging.jobs.batch import FileFailed, batch_detector, failure_record, file_decode, write_atomic
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".dcm", ".dicom"})
 SUFFIX_FOR_KIND = {"jpeg": ".jpg", "png": ".png", "dicom": ".dcm"}
@@ -59,15 +58,6 @@ KIND_SUFFIXES = {
 }
 SNIFF_BYTES = 132  # enough for the DICOM preamble and "DICM"
 JPEG_QUALITY = 95
-
-
-class FileFailed(Exception):
-    """One input could not be redacted; `code` goes into its JSON line."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
 
 
 def iter_inputs(paths: list[str]) -> Iterator[Path]:
@@ -102,22 +92,6 @@ def output_name(source: Path, kind: str) -> str:
     # "scan.dcm" read as PNG is a PNG; a DICOM without a suffix keeps its whole name.
     stem = source.stem if suffix in IMAGE_SUFFIXES else source.name
     return f"{stem}.redacted{SUFFIX_FOR_KIND[kind]}"
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """Temp file in the same folder, fsync, rename: a crash never leaves half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as out:
-            os.fchmod(out.fileno(), 0o644)  # mkstemp makes 0600; outputs are for sharing.
-            out.write(data)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
 
 
 def encode_redacted(image: DecodedImage, source: bytes, redacted: Any) -> bytes:
@@ -168,7 +142,7 @@ class Command(BaseCommand):
             classes = tuple(settings.IMAGING_REDACT_CLASSES)
         else:
             classes = tuple(c.strip() for c in options["classes"].split(",") if c.strip())
-        detector = self._detector(options["weights"], options["backend"])
+        detector = batch_detector(options["weights"], options["backend"])
 
         inputs = list(iter_inputs(options["inputs"]))
         if not inputs:
@@ -191,27 +165,6 @@ class Command(BaseCommand):
             # After every file: one bad file must not stop a batch.
             raise CommandError(f"{failed} of {len(inputs)} files could not be redacted")
 
-    def _detector(self, weights: str | None, backend: str | None) -> pipeline.Detector:
-        from engine.detection import detector as detection
-
-        detector = pipeline.default_detector()
-        if weights is None and backend is None:
-            if detector is detection.detect and not detection.weights_path().is_file():
-                # Every file would fail the same way: say it once, before starting.
-                raise CommandError(
-                    f"detector weights not found: {detection.weights_path()} "
-                    "(train the detector, or pass --weights and --backend)"
-                )
-            return detector
-        if detector is not detection.detect:
-            raise CommandError(
-                "--weights/--backend apply to the YOLO detector, but IMAGING_DETECTOR is "
-                f"{settings.IMAGING_DETECTOR}"
-            )
-        if weights is not None and not Path(weights).is_file():
-            raise CommandError(f"detector weights not found: {weights}")
-        return functools.partial(detection.detect, weights=weights, backend=backend)
-
     def _one(
         self,
         source: Path,
@@ -231,12 +184,7 @@ class Command(BaseCommand):
             except OSError as exc:
                 raise FileFailed("unreadable_file", f"{exc.strerror or exc}") from exc
             with pipeline.timed(stages, "decode_ms"):
-                image = validate_upload(
-                    name=source.name,
-                    data=data,
-                    max_bytes=max(len(data), settings.UPLOAD_MAX_BYTES),
-                    max_pixels=settings.UPLOAD_MAX_PIXELS,
-                )
+                image = file_decode(source.name, data)
             height, width = int(image.display.shape[1]), int(image.display.shape[2])
             with pipeline.timed(stages, "detect_ms"):
                 found = pipeline.detect_frames(image.display, detector, classes=classes)
@@ -248,12 +196,12 @@ class Command(BaseCommand):
                 write_atomic(target, encode_redacted(image, data, redacted))
                 previews = self._previews(target, image, boxes) if preview else []
         except ImagingError as exc:
-            return self._failure(source, exc.code, exc.message, started)
+            return failure_record(str(source), exc.code, exc.message, started)
         except FileFailed as exc:
-            return self._failure(source, exc.code, exc.message, started)
+            return failure_record(str(source), exc.code, exc.message, started)
         except (OSError, ValueError) as exc:
             # A full disk, or pixels no encoder takes: this file fails, the batch goes on.
-            return self._failure(source, "write_failed", str(exc), started)
+            return failure_record(str(source), "write_failed", str(exc), started)
         return {
             "input": str(source),
             "output": str(target),
@@ -271,14 +219,6 @@ class Command(BaseCommand):
             "preview": [str(p) for p in previews],
             "ms": round((time.perf_counter() - started) * 1000.0, 1),
             "stages_ms": {k: round(v, 1) for k, v in stages.items()},
-        }
-
-    @staticmethod
-    def _failure(source: Path, code: str, message: str, started: float) -> dict[str, Any]:
-        return {
-            "input": str(source),
-            "error": {"code": code, "message": message},
-            "ms": round((time.perf_counter() - started) * 1000.0, 1),
         }
 
     @staticmethod
