@@ -23,7 +23,7 @@ the upgrade: it trusts what it finds).
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from django.db import transaction
@@ -46,7 +46,7 @@ FIELDS = ("uid", "wrapped_key", "frame_paths", "frame_digests")
 
 
 def frame_digests(
-    data_key: bytes, *, scan_ref: str, frames: dict[str, Sequence[bytes]]
+    data_key: bytes, *, scan_ref: str, frames: Mapping[str, Sequence[bytes]]
 ) -> dict[str, list[str]]:
     """The digests to store beside `frames` ({"redacted": [png, ...], "grid": [...]})."""
     return {
