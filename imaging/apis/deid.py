@@ -15,7 +15,8 @@ from rest_framework.response import Response
 
 from accounts.permissions import IsDoctor
 from audit.models import Action
-from imaging.apis.scans import _ERROR, _AuditedRefusal, _binary, _FirstRendererNegotiation
+from imaging.apis.common import AuditedRefusal, FirstRendererNegotiation, binary_response
+from imaging.apis.scans import _ERROR
 from imaging.selectors import scans as selectors
 from imaging.services import deid as deid_services
 from patients.selectors import patient_lookup
@@ -64,7 +65,7 @@ class IdentityOutputSerializer(serializers.Serializer):
         ref_name = "ScanIdentity"
 
 
-class ScanIdentityApi(_AuditedRefusal):
+class ScanIdentityApi(AuditedRefusal):
     permission_classes = [IsDoctor]
     refused_action = Action.SCAN_RESTORED
     target_type = "scan"
@@ -89,9 +90,9 @@ class ScanIdentityApi(_AuditedRefusal):
         return response
 
 
-class ScanExportApi(_AuditedRefusal):
+class ScanExportApi(AuditedRefusal):
     permission_classes = [IsDoctor]
-    content_negotiation_class = _FirstRendererNegotiation
+    content_negotiation_class = FirstRendererNegotiation
     refused_action = Action.SCAN_VIEWED
     target_type = "scan"
     target_kwarg = "scan_id"
@@ -121,12 +122,12 @@ class ScanExportApi(_AuditedRefusal):
         rendered = deid_services.scan_export(
             scan=scan, actor=request.user, fmt=params.validated_data["format"], request=request
         )
-        return _attachment(_binary(rendered))
+        return _attachment(binary_response(rendered))
 
 
-class PatientExportApi(_AuditedRefusal):
+class PatientExportApi(AuditedRefusal):
     permission_classes = [IsDoctor]
-    content_negotiation_class = _FirstRendererNegotiation
+    content_negotiation_class = FirstRendererNegotiation
     refused_action = Action.PATIENT_VIEWED
     target_type = "patient"
     target_kwarg = "patient_id"
@@ -151,9 +152,9 @@ class PatientExportApi(_AuditedRefusal):
         return _streamed(stream)
 
 
-class StudyExportApi(_AuditedRefusal):
+class StudyExportApi(AuditedRefusal):
     permission_classes = [IsDoctor]
-    content_negotiation_class = _FirstRendererNegotiation
+    content_negotiation_class = FirstRendererNegotiation
     refused_action = Action.SCAN_VIEWED
     target_type = "study"
     target_kwarg = "study_uid"

@@ -19,10 +19,8 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import serializers, status
 from rest_framework.exceptions import MethodNotAllowed
-from rest_framework.negotiation import BaseContentNegotiation
 from rest_framework.parsers import JSONParser, MultiPartParser
 from rest_framework.permissions import BasePermission
-from rest_framework.renderers import BaseRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.settings import api_settings
@@ -32,6 +30,12 @@ from accounts.permissions import IsAdmin, IsClinical, IsDoctor, IsTechnician
 from accounts.session_keys import SealContext, seal_for, session_key_for_request
 from audit.models import Action
 from engine import errors
+from imaging.apis.common import (
+    PNG_RESPONSE,
+    AuditedRefusal,
+    FirstRendererNegotiation,
+    binary_response,
+)
 from imaging.models import Region
 from imaging.selectors import scans as selectors
 from imaging.services import restore, upload
@@ -40,42 +44,6 @@ from patients.selectors import patient_lookup
 _ERROR = OpenApiResponse(description='`{"error": {"code", "message"}}`')
 # What an image endpoint refuses with: bad parameters, no or wrong login, unknown, not ready.
 _ERRORS_4XX = {400: _ERROR, 401: _ERROR, 403: _ERROR, 404: _ERROR, 409: _ERROR}
-_PNG = OpenApiResponse(OpenApiTypes.BINARY, description="A PNG image.")
-
-
-class _FirstRendererNegotiation(BaseContentNegotiation):
-    """Binary endpoints own `?format=` (restore's png/jpeg/dicom), so DRF's format-suffix
-    negotiation must not read it; the image itself is returned as HttpResponse anyway and
-    errors render as JSON."""
-
-    def select_parser(self, request: Request, parsers: list[Any]) -> Any:
-        return parsers[0]
-
-    def select_renderer(
-        self, request: Request, renderers: list[BaseRenderer], format_suffix: str | None = None
-    ) -> tuple[BaseRenderer, str]:
-        return renderers[0], renderers[0].media_type
-
-
-def _binary(
-    rendered: restore.Rendered | bytes,
-    *,
-    content_type: str = "image/png",
-    filename: str = "image.png",
-) -> HttpResponse:
-    if isinstance(rendered, restore.Rendered):
-        content, content_type, filename = (
-            rendered.content,
-            rendered.content_type,
-            rendered.filename,
-        )
-    else:
-        content = rendered
-    response = HttpResponse(content, content_type=content_type)
-    response["Content-Disposition"] = f'inline; filename="{filename}"'
-    # Restored images carry identity: never in a shared or browser cache.
-    response["Cache-Control"] = "no-store, private"
-    return response
 
 
 def _deliver(
@@ -83,9 +51,9 @@ def _deliver(
 ) -> HttpResponse:
     """The image as is, or sealed for the client's session key when it sent X-Medimg-Seal."""
     if seal is None:
-        return _binary(rendered)
+        return binary_response(rendered)
     sealed = seal_for(seal, rendered.content, purpose=purpose, **fields)
-    response = _binary(
+    response = binary_response(
         restore.Rendered(sealed, "application/octet-stream", f"{rendered.filename}.sealed")
     )
     response["X-Medimg-Sealed"] = seal.key_id
@@ -105,26 +73,6 @@ class _PermissionsByMethod(APIView):
     def get_permissions(self) -> list[BasePermission]:
         classes = self.permissions_by_method.get(self.request.method or "", [IsClinical])
         return [permission() for permission in classes]
-
-
-class _AuditedRefusal(APIView):
-    """A refused restore or decryption is audited under its own action, not only as a 403."""
-
-    refused_action: ClassVar[Action]
-    target_type: ClassVar[str]
-    target_kwarg: ClassVar[str]
-
-    def permission_denied(
-        self, request: Request, message: str | None = None, code: str | None = None
-    ) -> None:
-        restore.access_refused_record(
-            action=self.refused_action,
-            actor=request.user,
-            target_type=self.target_type,
-            target_id=self.kwargs.get(self.target_kwarg, ""),
-            request=request,
-        )
-        super().permission_denied(request, message=message, code=code)
 
 
 # --- Serializers ----------------------------------------------------------------------------
@@ -384,7 +332,7 @@ class ScanStatusApi(APIView):
 
 class _ScanDisplayApi(APIView):
     permission_classes = [IsClinical]
-    content_negotiation_class = _FirstRendererNegotiation
+    content_negotiation_class = FirstRendererNegotiation
     kind: ClassVar[str]
 
     def get(self, request: Request, scan_id: int) -> HttpResponse:
@@ -401,7 +349,7 @@ class _ScanDisplayApi(APIView):
             request=request,
             window=window or WindowRequest(),
         )
-        return _binary(content, filename=f"scan-{scan.pk}-{self.kind}-{frame}.png")
+        return binary_response(content, filename=f"scan-{scan.pk}-{self.kind}-{frame}.png")
 
 
 class ScanRedactedApi(_ScanDisplayApi):
@@ -419,7 +367,7 @@ class ScanRedactedApi(_ScanDisplayApi):
         ),
         parameters=[WindowInputSerializer],
         responses={
-            (200, "image/png"): _PNG,
+            (200, "image/png"): PNG_RESPONSE,
             **_ERRORS_4XX,
         },
     )
@@ -439,7 +387,7 @@ class ScanGridApi(_ScanDisplayApi):
         ),
         parameters=[FrameInputSerializer],
         responses={
-            (200, "image/png"): _PNG,
+            (200, "image/png"): PNG_RESPONSE,
             **_ERRORS_4XX,
         },
     )
@@ -464,9 +412,9 @@ class ScanRegionListApi(APIView):
         return Response(RegionOutputSerializer(regions, many=True).data)
 
 
-class RegionDecryptApi(_AuditedRefusal):
+class RegionDecryptApi(AuditedRefusal):
     permission_classes = [IsDoctor]
-    content_negotiation_class = _FirstRendererNegotiation
+    content_negotiation_class = FirstRendererNegotiation
     refused_action = Action.REGION_DECRYPTED
     target_type = "region"
     target_kwarg = "region_id"
@@ -487,7 +435,7 @@ class RegionDecryptApi(_AuditedRefusal):
             "`seal_required`."
         ),
         responses={
-            (200, "image/png"): _PNG,
+            (200, "image/png"): PNG_RESPONSE,
             401: _ERROR,
             403: _ERROR,
             404: _ERROR,
@@ -504,9 +452,9 @@ class RegionDecryptApi(_AuditedRefusal):
         return _deliver(rendered, seal, purpose="region", region=region.pk)
 
 
-class ScanRestoreApi(_AuditedRefusal):
+class ScanRestoreApi(AuditedRefusal):
     permission_classes = [IsDoctor]
-    content_negotiation_class = _FirstRendererNegotiation
+    content_negotiation_class = FirstRendererNegotiation
     parser_classes = [JSONParser]
     refused_action = Action.SCAN_RESTORED
     target_type = "scan"
@@ -567,7 +515,7 @@ class ScanRestoreApi(_AuditedRefusal):
         ),
         request=InputSerializer,
         responses={
-            (200, "image/png"): _PNG,
+            (200, "image/png"): PNG_RESPONSE,
             (200, "image/jpeg"): OpenApiResponse(OpenApiTypes.BINARY),
             (200, "application/dicom"): OpenApiResponse(OpenApiTypes.BINARY),
             (200, "application/octet-stream"): OpenApiResponse(

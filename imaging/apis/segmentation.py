@@ -22,7 +22,13 @@ from rest_framework.response import Response
 
 from accounts.permissions import IsDoctor
 from audit.models import Action
-from imaging.apis.scans import _ERROR, _PNG, _AuditedRefusal, _binary, _FirstRendererNegotiation
+from imaging.apis.common import (
+    PNG_RESPONSE,
+    AuditedRefusal,
+    FirstRendererNegotiation,
+    binary_response,
+)
+from imaging.apis.scans import _ERROR
 from imaging.models import Scan, SegmentationJob, SegmentationModel
 from imaging.selectors import segmentation as selectors
 from imaging.services.segmentation import segmentation_request
@@ -79,7 +85,7 @@ class JobOutputSerializer(serializers.Serializer):
         return bool(job.seg_path)
 
 
-class _DoctorApi(_AuditedRefusal):
+class _DoctorApi(AuditedRefusal):
     permission_classes = [IsDoctor]
     refused_action = Action.SEGMENTATION_VIEWED
     target_type = "segmentationjob"
@@ -196,14 +202,20 @@ class FrameSerializer(serializers.Serializer):
 
 
 class SegmentationOverlayApi(_DoctorApi):
-    content_negotiation_class = _FirstRendererNegotiation
+    content_negotiation_class = FirstRendererNegotiation
 
     @extend_schema(
         operation_id="segmentations_overlay",
         summary="Overlay PNG: the redacted image with the classes tinted, and a legend",
         description="Role: doctor. `?frame=N`. 409 `segmentation_not_ready`. Audited.",
         parameters=[FrameSerializer],
-        responses={(200, "image/png"): _PNG, 400: _ERROR, 403: _ERROR, 404: _ERROR, 409: _ERROR},
+        responses={
+            (200, "image/png"): PNG_RESPONSE,
+            400: _ERROR,
+            403: _ERROR,
+            404: _ERROR,
+            409: _ERROR,
+        },
     )
     def get(self, request: Request, segmentation_id: int) -> HttpResponse:
         params = FrameSerializer(data=request.query_params)
@@ -212,11 +224,11 @@ class SegmentationOverlayApi(_DoctorApi):
         job, content = selectors.segmentation_overlay(
             user=request.user, job_id=segmentation_id, frame=frame, request=request
         )
-        return _binary(content, filename=f"segmentation-{job.pk}-overlay-{frame}.png")
+        return binary_response(content, filename=f"segmentation-{job.pk}-overlay-{frame}.png")
 
 
 class SegmentationDicomSegApi(_DoctorApi):
-    content_negotiation_class = _FirstRendererNegotiation
+    content_negotiation_class = FirstRendererNegotiation
 
     @extend_schema(
         operation_id="segmentations_dicom_seg",
@@ -232,7 +244,7 @@ class SegmentationDicomSegApi(_DoctorApi):
         job, content = selectors.segmentation_dicom_seg(
             user=request.user, job_id=segmentation_id, request=request
         )
-        response = _binary(
+        response = binary_response(
             content, content_type="application/dicom", filename=f"segmentation-{job.pk}.dcm"
         )
         response["Content-Disposition"] = f'attachment; filename="segmentation-{job.pk}.dcm"'

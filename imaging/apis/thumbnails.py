@@ -11,13 +11,14 @@ from rest_framework.request import Request
 from rest_framework.views import APIView
 
 from accounts.permissions import IsClinical
-from imaging.apis.scans import _ERROR, _FirstRendererNegotiation
+from imaging.apis.common import FirstRendererNegotiation
+from imaging.apis.scans import _ERROR
 from imaging.selectors import thumbnails
 
 
 class ScanThumbnailApi(APIView):
     permission_classes = [IsClinical]
-    content_negotiation_class = _FirstRendererNegotiation
+    content_negotiation_class = FirstRendererNegotiation
 
     class InputSerializer(serializers.Serializer):
         size = serializers.ChoiceField(

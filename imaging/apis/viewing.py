@@ -17,7 +17,7 @@ from rest_framework.views import APIView
 from accounts.permissions import IsAdmin, IsClinical, IsDoctor
 from engine import errors
 from engine.pixels import qc
-from imaging.apis.scans import _binary, _FirstRendererNegotiation
+from imaging.apis.common import FirstRendererNegotiation, binary_response
 from imaging.selectors import qc as selectors_qc
 from imaging.selectors import viewing as selectors_viewing
 from patients.selectors import patient_get
@@ -218,7 +218,7 @@ class ScanClustersApi(APIView):
 
 class ScanClustersImageApi(APIView):
     permission_classes = [IsClinical]
-    content_negotiation_class = _FirstRendererNegotiation
+    content_negotiation_class = FirstRendererNegotiation
 
     @extend_schema(
         operation_id="images_clusters_image",
@@ -239,7 +239,7 @@ class ScanClustersImageApi(APIView):
         result = selectors_qc.scan_clusters(
             user=request.user, scan_id=scan_id, frame=frame, k=k, request=request
         )
-        response = _binary(result.png, filename=f"scan-{scan_id}-clusters-{frame}-k{k}.png")
+        response = binary_response(result.png, filename=f"scan-{scan_id}-clusters-{frame}-k{k}.png")
         if result.silhouette is not None:
             response["X-Medimg-Silhouette"] = f"{result.silhouette:.4f}"
         return response
