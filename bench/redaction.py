@@ -102,9 +102,9 @@ def ours_once(
 
 
 def run_ours(cases: list[Any], paths: list[Path], repeat: int, out_dir: Path) -> list[dict]:
-    from engine.detection import pipeline
+    from imaging.jobs.detector import default_detector
 
-    detector = pipeline.default_detector()
+    detector = default_detector()
     ours_once(paths[0].read_bytes(), detector, out_dir / "warm.dcm", "warm")
     rows = []
     for case, path in zip(cases, paths, strict=True):

@@ -509,8 +509,10 @@ IMAGING_CINE_REUSE = env_bool("IMAGING_CINE_REUSE", True)
 IMAGING_CINE_CHANGE_THRESHOLD = env_float("IMAGING_CINE_CHANGE_THRESHOLD", 6.0)
 # An upload whose perceptual hash is this close (Hamming bits) to another's is flagged.
 IMAGING_DUPLICATE_MAX_DISTANCE = env_int("IMAGING_DUPLICATE_MAX_DISTANCE", 6, minimum=0)
-# The detector the pipeline calls (dotted path to a function: uint8 frame -> detections).
-IMAGING_DETECTOR = env_str("IMAGING_DETECTOR") or "engine.detection.detector.detect"
+# The detector the pipeline calls (dotted path to a function: uint8 frame -> detections);
+# imaging.jobs.detector.detect is the YOLO detector tuned by IMAGING_DETECTOR_WEIGHTS, _BACKEND,
+# _CONFIDENCE, _IOU, _IMGSZ and _TILE_ABOVE when they are set (else the engine's defaults).
+IMAGING_DETECTOR = env_str("IMAGING_DETECTOR") or "imaging.jobs.detector.detect"
 # Transient failures (storage, database) are retried with exponential backoff this often.
 IMAGING_TASK_MAX_RETRIES = env_int("IMAGING_TASK_MAX_RETRIES", 5, minimum=0)
 # Runs of one scan's processing in all (retries and requeues counted): past it the scan is

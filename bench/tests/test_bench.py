@@ -10,9 +10,9 @@ from django.conf import settings
 
 from bench.cases import generated_case, generated_frame, real_cases
 from bench.redaction import ours_once, score
-from engine.detection import pipeline
 from engine.detection.detector import Detection
 from engine.intake.validation import validate_upload
+from imaging.jobs.detector import default_detector
 
 
 def test_it_draws_generated_text_inside_its_truth_boxes() -> None:
@@ -57,7 +57,7 @@ def test_it_scores_perfect_boxes_as_full_recall_and_none_as_zero() -> None:
 @pytest.mark.slow
 def test_it_redacts_a_generated_scan_with_the_real_detector(tmp_path: Path) -> None:
     case = generated_case(512)
-    detector = pipeline.default_detector()
+    detector = default_detector()
     ms, found = ours_once(case.dicom, detector, tmp_path / "out.dcm", "bench-test")
     assert ms > 0 and (tmp_path / "out.dcm").stat().st_size > 512 * 512
     report = score([case], [{"ms": [ms], "detections": found}], settings.IMAGING_BOX_PADDING)

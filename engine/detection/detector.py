@@ -2,9 +2,8 @@
 
     detect(frame) -> list[Detection]      # frame: (H, W) or (H, W, 3) uint8, RGB
 
-Plain module, no ORM. Defaults come from Django settings when Django is configured
-(IMAGING_DETECTOR_WEIGHTS, _BACKEND, _CONFIDENCE, _IOU, _IMGSZ, _TILE_ABOVE), else from the
-constants below; every one can also be passed explicitly.
+Pure: every parameter is an argument, defaulting to DEFAULTS below; nothing is read from
+settings (imaging.jobs.detector applies the IMAGING_DETECTOR_* settings).
 
 How an image is looked at:
 - one pass over the whole image, scaled so its long side is `imgsz` (640);
@@ -54,23 +53,9 @@ class Detection:
     confidence: float
 
 
-def setting(name: str) -> Any:
-    """IMAGING_DETECTOR_<NAME> from Django settings when configured, else the built-in default."""
-    try:
-        from django.conf import settings
-
-        if settings.configured:
-            return getattr(settings, f"IMAGING_DETECTOR_{name.upper()}", DEFAULTS[name])
-    except ImportError:
-        pass
-    return DEFAULTS[name]
-
-
 def weights_path(backend: str | None = None) -> Path:
-    configured = setting("weights")
-    if configured:
-        return Path(configured)
-    suffix = ".onnx" if (backend or setting("backend")) == "onnx" else ".pt"
+    """The shipped weights for `backend` (the default backend when None)."""
+    suffix = ".onnx" if (backend or DEFAULTS["backend"]) == "onnx" else ".pt"
     return MODEL_DIR / f"best{suffix}"
 
 
@@ -232,11 +217,11 @@ def detect(
     `padding` > 0 grows each box with `engine.pixels.redaction.pad_box` (it also grows with the box
     height); the pipeline pads itself, so the default is the detector's own box.
     """
-    confidence = setting("confidence") if confidence is None else confidence
-    iou = setting("iou") if iou is None else iou
-    imgsz = int(setting("imgsz") if imgsz is None else imgsz)
-    tile_above = int(setting("tile_above") if tile_above is None else tile_above)
-    backend = backend or setting("backend")
+    confidence = DEFAULTS["confidence"] if confidence is None else confidence
+    iou = DEFAULTS["iou"] if iou is None else iou
+    imgsz = int(DEFAULTS["imgsz"] if imgsz is None else imgsz)
+    tile_above = int(DEFAULTS["tile_above"] if tile_above is None else tile_above)
+    backend = backend or DEFAULTS["backend"]
     if backend not in ("onnx", "torch"):
         raise ValueError(f"unknown detector backend {backend!r}")
     runner = get_runner(backend, Path(weights) if weights else weights_path(backend))

@@ -1,7 +1,7 @@
 """The processing pipeline on arrays and bytes: no ORM, no storage, so the task and the
 benchmark run exactly the same code.
 
-    pipeline_run(image=decoded, data_key=key, scan_ref=uid) -> PipelineResult
+    pipeline_run(image=decoded, data_key=key, scan_ref=uid, detector=detect) -> PipelineResult
 
 Stages, each timed, frame by frame: detect (static overlays reused, see below), pad and
 crop, encrypt each region (AES-256-GCM, associated data binding scan, index, frame and box),
@@ -19,8 +19,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from django.conf import settings
-from django.utils.module_loading import import_string
 
 from engine.crypto import envelope as crypto
 
@@ -85,13 +83,6 @@ def timed(timings: dict[str, float], stage: str) -> Iterator[None]:
         yield
     finally:
         timings[stage] = timings.get(stage, 0.0) + (time.perf_counter() - start) * 1000.0
-
-
-def default_detector() -> Detector:
-    # Imported late: loading torch and the weights belongs to the worker, not to every
-    # process that imports the services (the web process never detects).
-    detector: Detector = import_string(settings.IMAGING_DETECTOR)
-    return detector
 
 
 def as_box(frame: int, detection: Any) -> Box:
@@ -483,7 +474,7 @@ def pipeline_run(
     image: Any,
     data_key: bytes,
     scan_ref: str,
-    detector: Detector | None = None,
+    detector: Detector,
     classes: Sequence[str] = (),
     padding: int = 4,
     verify_rounds: int = 2,
@@ -518,7 +509,7 @@ def pipeline_run(
 
     if verify_scope not in VERIFY_SCOPES:
         raise ValueError(f"unknown verification scope {verify_scope!r}")
-    counted = _CountingDetector(detector or default_detector())
+    counted = _CountingDetector(detector)
     timings = {} if timings is None else timings
     frames, height, width = int(image.frames), int(image.height), int(image.width)
 

@@ -25,11 +25,11 @@ from typing import Any
 from django.conf import settings
 from django.core.management.base import CommandError
 
-from engine.detection import detector as detection
 from engine.detection import pipeline
 from engine.dicom.io import read_dataset
 from engine.dicom.ultrasound import ultrasound_regions
 from engine.intake.validation import DecodedImage, validate_upload
+from imaging.jobs import detector as configured
 
 
 class FileFailed(Exception):
@@ -65,23 +65,23 @@ def pipeline_options(image: Any) -> dict[str, Any]:
 def batch_detector(weights: str | None = None, backend: str | None = None) -> pipeline.Detector:
     """The configured detector (IMAGING_DETECTOR), or with --weights/--backend the YOLO
     detector on those weights. CommandError when it could not run a single file."""
-    detector = pipeline.default_detector()
+    detector = configured.default_detector()
     if weights is None and backend is None:
-        if detector is detection.detect and not detection.weights_path().is_file():
+        if detector is configured.detect and not configured.weights_path().is_file():
             # Every file would fail the same way: say it once, before starting.
             raise CommandError(
-                f"detector weights not found: {detection.weights_path()} "
+                f"detector weights not found: {configured.weights_path()} "
                 "(train the detector, or pass --weights and --backend)"
             )
         return detector
-    if detector is not detection.detect:
+    if detector is not configured.detect:
         raise CommandError(
             "--weights/--backend apply to the YOLO detector, but IMAGING_DETECTOR is "
             f"{settings.IMAGING_DETECTOR}"
         )
     if weights is not None and not Path(weights).is_file():
         raise CommandError(f"detector weights not found: {weights}")
-    return functools.partial(detection.detect, weights=weights, backend=backend)
+    return functools.partial(configured.detect, weights=weights, backend=backend)
 
 
 def file_decode(name: str, data: bytes) -> DecodedImage:

@@ -37,6 +37,7 @@ from engine.pixels.metrics import hamming
 from engine.pixels.qc import image_statistics
 from engine.pixels.restoration import encode_image
 from imaging.jobs.batch import pipeline_options
+from imaging.jobs.detector import default_detector
 from imaging.models import (
     PHASH_PIECE_CHARS,
     PHASH_PIECES,
@@ -327,7 +328,7 @@ def scan_process(*, scan_id: int, detector: pipeline.Detector | None = None) -> 
                 image=image,
                 data_key=data_key,
                 scan_ref=scan_ref,
-                detector=detector,
+                detector=detector or default_detector(),
                 timings=timings,
                 sink=sink,
                 **pipeline_options(image),

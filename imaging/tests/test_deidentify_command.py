@@ -159,7 +159,7 @@ def test_it_reports_bad_files_writes_nothing_for_them_and_exits_non_zero(tmp_pat
 
 @pytest.fixture
 def yolo(settings: Any) -> None:
-    settings.IMAGING_DETECTOR = "engine.detection.detector.detect"
+    settings.IMAGING_DETECTOR = "imaging.jobs.detector.detect"
     path = detection.weights_path()
     if not path.is_file():
         pytest.skip(f"no detector weights at {path} (not trained yet)")

@@ -14,6 +14,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from engine.detection import detector as detection
 from engine.pixels.redaction import pad_box
+from imaging.jobs import detector as configured
 
 FIXTURES = Path(__file__).resolve().parents[2] / "model" / "detector" / "testset" / "fixtures"
 FIXTURE_INDEX = json.loads((FIXTURES / "fixtures.json").read_text())
@@ -190,6 +191,23 @@ def test_it_loads_the_model_once_for_many_threads(
 def test_it_reads_defaults_from_django_settings(settings: Any) -> None:
     settings.IMAGING_DETECTOR_IMGSZ = 512
     settings.IMAGING_DETECTOR_CONFIDENCE = 0.5
-    assert detection.setting("imgsz") == 512 and detection.setting("confidence") == 0.5
+    assert configured.setting("imgsz") == 512 and configured.setting("confidence") == 0.5
     del settings.IMAGING_DETECTOR_IMGSZ
-    assert detection.setting("imgsz") == detection.DEFAULTS["imgsz"]
+    assert configured.setting("imgsz") == detection.DEFAULTS["imgsz"]
+
+
+def test_the_engine_detector_reads_no_settings_and_the_worker_one_applies_them(
+    settings: Any, tmp_path: Path
+) -> None:
+    missing = tmp_path / "nowhere.onnx"
+    settings.IMAGING_DETECTOR_WEIGHTS = str(missing)
+    frame = np.zeros((32, 32), np.uint8)
+    with pytest.raises(FileNotFoundError, match="nowhere.onnx"):
+        configured.detect(frame)
+    assert configured.weights_path() == missing
+    assert detection.weights_path() == detection.MODEL_DIR / "best.onnx"
+    # A configuration that names the engine's detector gets the settings-aware one.
+    settings.IMAGING_DETECTOR = "engine.detection.detector.detect"
+    assert configured.default_detector() is configured.detect
+    settings.IMAGING_DETECTOR = "imaging.tests.factories.bright_text_detector"
+    assert configured.default_detector().__name__ == "bright_text_detector"

@@ -39,7 +39,7 @@ MULTI_FRAME = "OBXXXX1A_2frame.dcm"  # palette colour, two frames, text on both
 @pytest.fixture
 def yolo(settings: Any) -> None:
     """The configured YOLO detector; skipped only when its weights file does not exist."""
-    settings.IMAGING_DETECTOR = "engine.detection.detector.detect"
+    settings.IMAGING_DETECTOR = "imaging.jobs.detector.detect"
     path = detection.weights_path()
     if not path.is_file():
         pytest.skip(f"no detector weights at {path} (not trained yet)")
@@ -269,7 +269,7 @@ def test_weights_are_refused_for_a_detector_that_is_not_yolo(bright: None, tmp_p
 
 
 def test_missing_weights_stop_the_command_before_any_file(settings: Any, tmp_path: Path) -> None:
-    settings.IMAGING_DETECTOR = "engine.detection.detector.detect"
+    settings.IMAGING_DETECTOR = "imaging.jobs.detector.detect"
     settings.IMAGING_DETECTOR_WEIGHTS = str(tmp_path / "nowhere.onnx")
     source = write(tmp_path / BURNED_IN, dicom_bytes(BURNED_IN))
     out = io.StringIO()

@@ -88,7 +88,7 @@ def test_annotation_boxes_skip_what_is_covered_or_inside() -> None:
 def test_an_uploaded_ultrasound_keeps_no_ink_outside_its_regions_and_restores_exactly(
     upload: Any, settings: Any, api: Any, doctor: Any
 ) -> None:
-    settings.IMAGING_DETECTOR = "engine.detection.detector.detect"
+    settings.IMAGING_DETECTOR = "imaging.jobs.detector.detect"
     data = GREYSCALE.read_bytes()
     response = upload(("us.dcm", data))
     assert response.status_code == 201, response.content

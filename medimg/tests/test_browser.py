@@ -55,7 +55,7 @@ sync_api = pytest.importorskip("playwright.sync_api", reason="needs the playwrig
 @pytest.fixture
 def in_process(eager_tasks: None, settings: Any) -> None:
     """Eager tasks and the project's real detector."""
-    settings.IMAGING_DETECTOR = "engine.detection.detector.detect"
+    settings.IMAGING_DETECTOR = "imaging.jobs.detector.detect"
 
 
 @pytest.fixture

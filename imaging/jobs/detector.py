@@ -1,0 +1,66 @@
+"""The detector a worker runs, configured from Django settings.
+
+    default_detector() -> Detector      # whatever settings.IMAGING_DETECTOR names
+    detect(frame, **overrides)          # engine.detection.detector.detect with IMAGING_DETECTOR_*
+    weights_path(backend=None) -> Path  # IMAGING_DETECTOR_WEIGHTS, else the shipped weights
+    setting(name)                       # IMAGING_DETECTOR_<NAME>, else the engine's default
+
+The engine's detector (engine.detection.detector) takes every parameter as an argument and
+reads no settings; this module is where settings meet it. `settings.IMAGING_DETECTOR` is a
+dotted path (tests name small detectors of their own); the default is `detect` here.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from django.conf import settings
+from django.utils.module_loading import import_string
+
+from engine.detection import detector as detection
+from engine.detection.pipeline import Detector
+
+_TUNING = ("confidence", "iou", "imgsz", "tile_above")
+
+
+def setting(name: str) -> Any:
+    """IMAGING_DETECTOR_<NAME> from Django settings, else the engine's built-in default."""
+    return getattr(settings, f"IMAGING_DETECTOR_{name.upper()}", detection.DEFAULTS[name])
+
+
+def weights_path(backend: str | None = None) -> Path:
+    """IMAGING_DETECTOR_WEIGHTS when set, else the shipped weights for `backend`
+    (IMAGING_DETECTOR_BACKEND when None)."""
+    configured = setting("weights")
+    if configured:
+        return Path(configured)
+    return detection.weights_path(backend or setting("backend"))
+
+
+def detect(
+    frame: np.ndarray,
+    *,
+    backend: str | None = None,
+    weights: Path | str | None = None,
+    **overrides: Any,
+) -> list[detection.Detection]:
+    """The YOLO detector with the settings' parameters; any of them may be overridden
+    (`backend`, `weights`, `confidence`, `iou`, `imgsz`, `tile_above`, `padding`)."""
+    backend = backend or setting("backend")
+    params = {name: setting(name) for name in _TUNING} | overrides
+    return detection.detect(
+        frame,
+        backend=backend,
+        weights=Path(weights) if weights else weights_path(backend),
+        **params,
+    )
+
+
+def default_detector() -> Detector:
+    """The detector settings.IMAGING_DETECTOR names. The engine's own `detect` knows no
+    settings: a configuration naming it (the default before the engine was made pure) gets
+    `detect` above, the same detector with IMAGING_DETECTOR_* applied."""
+    detector: Detector = import_string(settings.IMAGING_DETECTOR)
+    return detect if detector is detection.detect else detector
