@@ -15,6 +15,7 @@ from django.http import HttpRequest
 
 import imaging.admin_segmentation  # noqa: F401  (registers SegmentationModel)
 from imaging.models import Scan, ScanStatus
+from imaging.services.processing import scans_reprocess
 
 
 @admin.register(Scan)
@@ -69,8 +70,6 @@ class ScanAdmin(admin.ModelAdmin):
 
     @admin.action(description="Re-run processing for the selected failed or stuck scans")
     def requeue(self, request: HttpRequest, queryset: QuerySet[Scan]) -> None:
-        from imaging.services.processing import scans_reprocess
-
         eligible = queryset.exclude(status=ScanStatus.COMPLETED)
         ids = scans_reprocess(
             scan_ids=list(eligible.values_list("id", flat=True)), actor=request.user

@@ -14,6 +14,7 @@ from django import forms
 from django.contrib import admin
 
 from imaging.models import SegmentationModel
+from imaging.services.segmentation import segmentation_model_validate
 
 
 class SegmentationModelForm(forms.ModelForm):
@@ -29,8 +30,6 @@ class SegmentationModelForm(forms.ModelForm):
         }
 
     def clean(self) -> dict[str, Any]:
-        from imaging.services.segmentation import segmentation_model_validate
-
         data = super().clean()
         upload = data.get("weights")
         if not upload and not data.get("weights_path"):

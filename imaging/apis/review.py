@@ -26,6 +26,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from accounts.permissions import IsClinical, IsDoctor, IsTechnician
+from engine.detection.groups import region_groups
 from imaging.apis.scans import _ERROR, RegionDecryptApi, RegionOutputSerializer, ScanRegionListApi
 from imaging.selectors import scans as selectors
 from imaging.services import review
@@ -249,8 +250,6 @@ class ScanRegionGroupsApi(APIView):
         responses={200: OutputSerializer(many=True), 401: _ERROR, 403: _ERROR, 404: _ERROR},
     )
     def get(self, request: Request, scan_id: int) -> Response:
-        from engine.detection.groups import region_groups
-
         scan = selectors.scan_status_for_user(user=request.user, scan_id=scan_id)
         groups = region_groups(list(selectors.region_list_for_scan(scan=scan)))
         rows = [

@@ -39,6 +39,7 @@ from imaging.apis.common import (
 from imaging.models import Region
 from imaging.selectors import scans as selectors
 from imaging.services import restore, upload
+from imaging.vault.redacted import WindowRequest, frame_param, window_request
 from patients.selectors import patient_lookup
 
 _ERROR = OpenApiResponse(description='`{"error": {"code", "message"}}`')
@@ -336,8 +337,6 @@ class _ScanDisplayApi(APIView):
     kind: ClassVar[str]
 
     def get(self, request: Request, scan_id: int) -> HttpResponse:
-        from imaging.vault.redacted import WindowRequest, frame_param, window_request
-
         frame = frame_param(request.query_params)
         # Windows re-render the redacted pixels: the redacted view only (the grid is drawn).
         window = window_request(request.query_params) if self.kind == "redacted" else None
@@ -531,8 +530,6 @@ class ScanRestoreApi(AuditedRefusal):
         },
     )
     def post(self, request: Request, scan_id: int) -> HttpResponse:
-        from imaging.vault.redacted import frame_param, window_request
-
         body = request.data
         if not isinstance(body, Mapping):
             raise errors.invalid("The body must be a JSON object.")

@@ -20,6 +20,7 @@ from engine.pixels import qc
 from imaging.apis.common import FirstRendererNegotiation, binary_response
 from imaging.selectors import qc as selectors_qc
 from imaging.selectors import viewing as selectors_viewing
+from imaging.vault.redacted import frame_param
 from patients.selectors import patient_get
 
 _ERROR = OpenApiResponse(description='`{"error": {"code", "message"}}`')
@@ -157,8 +158,6 @@ class PatientStudiesApi(APIView):
 
 
 def _cluster_params(request: Request) -> tuple[int, int]:
-    from imaging.vault.redacted import frame_param
-
     frame = frame_param(request.query_params)
     raw = request.query_params.get("k", "3")
     try:

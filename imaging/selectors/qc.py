@@ -20,8 +20,11 @@ from django.shortcuts import get_object_or_404
 from audit.models import Action
 from audit.services import audit_record
 from engine import errors
-from engine.pixels import qc
+from engine.pixels import qc, rendering
+from engine.pixels.redaction import fill_regions
+from engine.pixels.restoration import encode_image
 from imaging.models import Scan, ScanFormat, ScanStatus
+from imaging.vault.redacted import scan_header, scan_redacted_pixels
 
 CLUSTER_CACHE_SECONDS = 600
 
@@ -89,9 +92,6 @@ class ClusterResult:
 
 
 def _frame_intensities(scan: Scan, pixels: np.ndarray, frame: int) -> tuple[np.ndarray, str]:
-    from engine.pixels import rendering
-    from imaging.vault.redacted import scan_header
-
     one = pixels[frame]
     if scan.format == ScanFormat.DICOM:
         header = scan_header(scan)
@@ -109,10 +109,6 @@ def scan_clusters(
 ) -> ClusterResult:
     """K-means (k clusters) of one frame of the REDACTED pixels, the redacted regions left
     out of the fit and shown grey. Cached per scan, run, frame and k. Audited as scan_viewed."""
-    from engine.pixels.redaction import fill_regions
-    from engine.pixels.restoration import encode_image
-    from imaging.vault.redacted import scan_redacted_pixels
-
     scan = get_object_or_404(Scan.objects.visible_to(user), pk=scan_id)
     if scan.status != ScanStatus.COMPLETED:
         raise errors.scan_not_ready()

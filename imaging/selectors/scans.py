@@ -16,9 +16,13 @@ from django.shortcuts import get_object_or_404
 from audit.models import Action
 from audit.services import audit_record
 from engine import errors
-from imaging.models import Fingerprint, Region, Scan, ScanStatus
+from engine.pixels.metrics import hamming
+from engine.pixels.restoration import encode_image
+from imaging.models import Fingerprint, Region, Scan, ScanFormat, ScanStatus
 from imaging.vault import derivatives
+from imaging.vault.redacted import redacted_render, scan_header, scan_window
 from patients.models import Patient
+from patients.selectors import patient_lookup
 
 # Region columns a summary needs: never the ciphertext, which can be large.
 REGION_SUMMARY_FIELDS = (
@@ -58,8 +62,6 @@ def patient_scan_list(
 ) -> QuerySet[Scan]:
     """A patient's scans (`scan_list_for_patient`), for a patient `user` may see, or Http404.
     Audited as a view of the patient: the list names the patient's files."""
-    from patients.selectors import patient_lookup
-
     patient = patient_lookup(user=user, patient_id=patient_id)
     audit_record(
         action=Action.PATIENT_VIEWED,
@@ -169,10 +171,6 @@ def scan_display_png(
 def _scan_windowed_png(
     *, scan: Scan, frame: int, window: Any, user: Any, request: HttpRequest | None
 ) -> bytes:
-    from engine.pixels.restoration import encode_image
-    from imaging.models import ScanFormat
-    from imaging.vault.redacted import redacted_render, scan_header, scan_window
-
     if scan.format != ScanFormat.DICOM:
         raise errors.invalid_window("Windows apply to DICOM images only.")
     if scan.status != ScanStatus.COMPLETED:
@@ -209,8 +207,6 @@ def scan_similar(
 
     Only scans `user` may see are candidates. Audited as a view of `scan` that names every
     scan listed: the answer carries other patients' ids and file names."""
-    from engine.pixels.metrics import hamming
-
     own = Fingerprint.objects.filter(scan=scan).values_list("perceptual_hash", flat=True).first()
     distances: list[tuple[int, int]] = []
     if own is not None:

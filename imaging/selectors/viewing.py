@@ -15,6 +15,7 @@ from audit.models import Action
 from audit.services import audit_record
 from engine import errors
 from imaging.models import Scan, ScanFormat, ScanStatus
+from imaging.vault.redacted import scan_display_info, scan_header
 from patients.models import Patient
 
 # What a study listing shows of each scan: never keys, paths or ciphertext.
@@ -42,8 +43,6 @@ def scan_frames_info(
     """Frames and windows the viewer may ask for (imaging.vault.redacted.scan_display_info).
 
     Audited as scan_viewed (view "frames"): a DICOM's header is read to answer."""
-    from imaging.vault.redacted import scan_display_info, scan_header
-
     scan = get_object_or_404(Scan.objects.visible_to(user), pk=scan_id)
     if scan.status != ScanStatus.COMPLETED:
         raise errors.scan_not_ready()

@@ -31,6 +31,8 @@ from django.utils.module_loading import import_string
 
 from engine.crypto import envelope as crypto
 from engine.detection import pipeline
+from engine.intake.validation import validate_upload
+from engine.pixels.restoration import encode_image
 from imaging.vault.keys import new_scan_key
 
 STAGES = (
@@ -57,8 +59,6 @@ class BenchImage:
 
 def generated_image(size: int, seed: int = 0) -> BenchImage:
     """A size×size RGB scan-like image with burned-in text lines, as PNG."""
-    from engine.pixels.restoration import encode_image
-
     rng = np.random.default_rng(seed)
     yy, xx = np.mgrid[0:size, 0:size]
     base = 70 + 50 * np.sin(xx / (size / 14)) * np.cos(yy / (size / 9))
@@ -109,9 +109,6 @@ def real_images() -> list[BenchImage]:
 
 def run_once(image: BenchImage, detector: pipeline.Detector) -> dict[str, float]:
     """One image through the worker's steps; returns stage timings in ms."""
-    from engine.intake.validation import validate_upload
-    from engine.pixels.restoration import encode_image
-
     timings: dict[str, float] = {}
     start = time.perf_counter()
     with pipeline.timed(timings, "decode_ms"):
