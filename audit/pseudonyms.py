@@ -26,7 +26,9 @@ No ORM and no app imports here: the functions take plain values.
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import quote, unquote
 
+from django.urls import Resolver404, resolve
 from django.utils.crypto import salted_hmac
 
 REFERENCE_SALT = "patients.Patient.reference"
@@ -40,6 +42,10 @@ PATIENT_ID_KEYS = ("patient", "patient_id")
 # What new events write instead: a reference, and the search term's keyed hash.
 SEARCH_KEY = "search"
 SEARCH_HASH_KEY = "search_hmac"
+# A refused request's path (audit.middleware) names the patient when its URL does; the URL
+# parameters that hold a hospital id.
+PATH_KEY = "path"
+PATIENT_PATH_KWARGS = ("patient_id",)
 # Marks an event written with pseudonyms (in `details`, so it is covered by the hash).
 MARK_KEY = "pseudonyms"
 MARK_VERSION = 1
@@ -58,6 +64,31 @@ def search_term_hash(term: str) -> str:
         return ""
     digest = salted_hmac(SEARCH_SALT, text, algorithm="sha256")
     return digest.hexdigest()[:SEARCH_HASH_LENGTH]
+
+
+def path_pseudonymised(path: str) -> str:
+    """A request path with the hospital id in it replaced by `patient-<reference>`.
+
+    The path is matched against the URL conf; a path that matches no URL is returned as it
+    is (a refused request reached a view, so its path matches one).
+    """
+    try:
+        match = resolve(path)
+    except (Resolver404, ValueError, TypeError):
+        return path
+    segments = path.split("/")
+    for name in PATIENT_PATH_KWARGS:
+        value = match.kwargs.get(name)
+        if not isinstance(value, str) or not value:
+            continue
+        shown = f"patient-{patient_reference(value)}"
+        segments = [
+            shown
+            if segment in (value, quote(value, safe="")) or unquote(segment) == value
+            else segment
+            for segment in segments
+        ]
+    return "/".join(segments)
 
 
 def is_pseudonymised(details: Any) -> bool:
@@ -83,6 +114,8 @@ def pseudonymised_fields(
     if SEARCH_KEY in details:
         term = details.pop(SEARCH_KEY)
         details[SEARCH_HASH_KEY] = search_term_hash(term) if isinstance(term, str) else ""
+    if isinstance(details.get(PATH_KEY), str):
+        details[PATH_KEY] = path_pseudonymised(details[PATH_KEY])
     return target_id, details
 
 

@@ -10,6 +10,7 @@ import tempfile
 from dataclasses import dataclass
 from datetime import date
 from typing import IO, Any
+from urllib.parse import quote
 
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import models, transaction
@@ -24,10 +25,12 @@ from audit.models import Action, AuditAnchor, AuditEvent, Outcome
 from audit.pseudonyms import (
     MARK_KEY,
     MARK_VERSION,
+    PATH_KEY,
     PATIENT_ID_KEYS,
     PATIENT_TARGET,
     SEARCH_HASH_KEY,
     SEARCH_KEY,
+    path_pseudonymised,
     patient_reference,
     search_term_hash,
 )
@@ -98,6 +101,11 @@ def _without_identifiers(
             term = details.pop(SEARCH_KEY)
             details[SEARCH_HASH_KEY] = search_term_hash(str(term or ""))
             marked = True
+        if isinstance(details.get(PATH_KEY), str):
+            path = path_pseudonymised(details[PATH_KEY])
+            if path != details[PATH_KEY]:
+                details[PATH_KEY] = path
+                marked = True
     if marked:
         details = {**(details or {}), MARK_KEY: MARK_VERSION}
     return target_id, details
@@ -261,6 +269,9 @@ def audit_find_patient_events(
         about_patient |= Q(**{f"details__{key}__in": [hospital_id, reference]})
     about_patient |= Q(**{f"details__{SEARCH_HASH_KEY}": term_hash})
     about_patient |= Q(**{f"details__{SEARCH_KEY}__iexact": hospital_id})
+    # Refused requests whose URL named the patient: by reference, or (older) by the id.
+    about_patient |= Q(**{f"details__{PATH_KEY}__icontains": f"/patient-{reference}/"})
+    about_patient |= Q(**{f"details__{PATH_KEY}__icontains": f"/{quote(hospital_id, safe='')}/"})
     events = AuditEvent.objects.pseudonymised().filter(about_patient).order_by("-sequence")
     searched = audit_record(
         action=Action.AUDIT_PATIENT_SEARCHED,

@@ -54,12 +54,16 @@ def _old_event(action: str, **fields: Any) -> AuditEvent:
 
 
 @pytest.fixture
-def planted(technician: Any, doctor: Any) -> Patient:
-    """The id in old events (target, search, details) and through every patient service."""
+def planted(technician: Any, doctor: Any, outsider: Any) -> Patient:
+    """The id in old events (target, search, details, a refused URL) and through every
+    patient service and a refused request today."""
     _old_event(Action.PATIENT_VIEWED, target_type="patient", target_id=HOSPITAL_ID)
     _old_event(Action.PATIENT_LISTED, details={"search": HOSPITAL_ID.lower(), "ordering": "id"})
     _old_event(Action.SCAN_VIEWED, target_type="study", target_id="1.2.3", details={
         "patient": HOSPITAL_ID, "view": "export",
+    })  # fmt: skip
+    _old_event(Action.REQUEST_REFUSED, outcome=Outcome.REFUSED, details={
+        "method": "GET", "path": f"/api/patients/{HOSPITAL_ID}/notes/", "status": 403,
     })  # fmt: skip
     patient = patient_create(id=HOSPITAL_ID, name="Planted Patient", created_by=technician)
     patient_get(user=doctor, patient_id=HOSPITAL_ID)
@@ -73,7 +77,10 @@ def planted(technician: Any, doctor: Any) -> Patient:
         target_id="1.2.4",
         details={"patient": HOSPITAL_ID, "view": "export"},
     )
-    assert AuditEvent.objects.count() >= 8
+    refused = APIClient()
+    refused.force_login(outsider)
+    assert refused.get(f"/api/patients/{HOSPITAL_ID}/").status_code == 403
+    assert AuditEvent.objects.count() >= 10
     return patient
 
 
@@ -176,7 +183,7 @@ def test_the_signed_export_shows_no_hospital_id_and_still_verifies(
     report = verify_export(io.BytesIO(body), public_key=signing_key().public_key())
     assert report.ok, report
     assert report.events == body.count(b"\n") - 1
-    assert "3 events are shown with pseudonyms" in report.message
+    assert "4 events are shown with pseudonyms" in report.message
     # The stored chain is untouched: every old event keeps its bytes and verifies.
     assert audit_chain_verify().ok
 
@@ -212,8 +219,9 @@ def test_an_investigator_finds_old_and_new_events_by_hospital_id(
 
     found = list(audit_find_patient_events(hospital_id=f" {HOSPITAL_ID} ", actor=admin))
 
-    # Old: target, clear search, details. New: created, viewed, listed, note, study view.
-    assert len(found) == 8
+    # Old: target, clear search, details, refused URL. New: created, viewed, listed, note,
+    # study view, refused URL.
+    assert len(found) == 10
     assert not any(_contains(repr((e.target_id, e.details)).encode()) for e in found)
     searched = AuditEvent.objects.get(sequence=before + 1)
     assert (searched.action, searched.actor, searched.target_id) == (
@@ -221,7 +229,7 @@ def test_an_investigator_finds_old_and_new_events_by_hospital_id(
         admin,
         planted.reference,
     )
-    assert searched.details["found"] == 8
+    assert searched.details["found"] == 10
     assert not _contains(repr(searched.details).encode())
 
 
