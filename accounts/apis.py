@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.conf import settings
 from django.contrib.auth.validators import UnicodeUsernameValidator
-from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import serializers, status
 from rest_framework.permissions import AllowAny, IsAuthenticated
 from rest_framework.request import Request
@@ -18,9 +18,8 @@ from accounts.permissions import IsClinical
 from accounts.services import auth_logout, auth_token_obtain, auth_token_refresh, user_register
 from accounts.session_keys import key_exchange_begin, key_exchange_complete
 from audit.services import client_ip
+from medimg.api import ERROR_ELIDED, error_responses
 from medimg.ratelimit import rate_limit_hit, rate_limit_retry_after
-
-_ERROR = OpenApiResponse(description='`{"error": {"code": ..., "message": ...}}`')
 
 
 def _password_field() -> serializers.CharField:
@@ -105,7 +104,7 @@ class RegisterApi(_PublicAuthApi):
             "`throttled`, with Retry-After)."
         ),
         request=InputSerializer,
-        responses={202: OutputSerializer, 400: _ERROR, 429: _ERROR},
+        responses={202: OutputSerializer, **error_responses(400, 429, error=ERROR_ELIDED)},
         auth=[],
     )
     def post(self, request: Request) -> Response:
@@ -151,7 +150,10 @@ class TokenObtainApi(_PublicAuthApi):
             "even with the right password. Successes and failures are audited."
         ),
         request=InputSerializer,
-        responses={200: TokenPairOutputSerializer, 400: _ERROR, 401: _ERROR, 429: _ERROR},
+        responses={
+            200: TokenPairOutputSerializer,
+            **error_responses(400, 401, 429, error=ERROR_ELIDED),
+        },
         auth=[],
     )
     def post(self, request: Request) -> Response:
@@ -177,7 +179,7 @@ class TokenRefreshApi(_PublicAuthApi):
             "is refused with 401 `token_not_valid`. Inactive accounts: 401."
         ),
         request=InputSerializer,
-        responses={200: TokenPairOutputSerializer, 400: _ERROR, 401: _ERROR},
+        responses={200: TokenPairOutputSerializer, **error_responses(400, 401, error=ERROR_ELIDED)},
         auth=[],
     )
     def post(self, request: Request) -> Response:
@@ -204,7 +206,7 @@ class LogoutApi(_PublicAuthApi):
             "An invalid or already blacklisted token: 401 `token_not_valid`."
         ),
         request=InputSerializer,
-        responses={204: None, 400: _ERROR, 401: _ERROR},
+        responses={204: None, **error_responses(400, 401, error=ERROR_ELIDED)},
         auth=[],
     )
     def post(self, request: Request) -> Response:
@@ -233,7 +235,7 @@ class MeApi(APIView):
         description=(
             "Any authenticated user (every role). Returns the caller's id, username and role."
         ),
-        responses={200: OutputSerializer, 401: _ERROR},
+        responses={200: OutputSerializer, **error_responses(401, error=ERROR_ELIDED)},
     )
     def get(self, request: Request) -> Response:
         return Response(self.OutputSerializer(request.user).data)
@@ -305,7 +307,7 @@ class KeyExchangeApi(APIView):
                 "group", str, enum=list(keyexchange.GROUPS), default=keyexchange.X25519
             )
         ],
-        responses={200: OfferSerializer, 400: _ERROR, 401: _ERROR, 403: _ERROR},
+        responses={200: OfferSerializer, **error_responses(400, 401, 403, error=ERROR_ELIDED)},
     )
     def get(self, request: Request) -> Response:
         group = request.query_params.get("group", keyexchange.X25519)
@@ -338,7 +340,7 @@ class KeyExchangeApi(APIView):
             "expired, reused or another user's exchange id: 400 `invalid_exchange`."
         ),
         request=InputSerializer,
-        responses={201: OutputSerializer, 400: _ERROR, 401: _ERROR, 403: _ERROR},
+        responses={201: OutputSerializer, **error_responses(400, 401, 403, error=ERROR_ELIDED)},
     )
     def post(self, request: Request) -> Response:
         serializer = self.InputSerializer(data=request.data)

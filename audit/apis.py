@@ -19,8 +19,7 @@ from audit.chain import HASHED_FIELDS
 from audit.models import Action, AuditEvent, Outcome
 from audit.selectors import audit_chain_verify, audit_event_list
 from audit.services import audit_export
-
-_ERROR = OpenApiResponse(description='`{"error": {"code", "message"}}`')
+from medimg.api import error_responses
 
 
 class JSONLinesRenderer(renderers.BaseRenderer):
@@ -75,7 +74,7 @@ class AuditEventListApi(APIView):
             "`action`, `actor` (username), `outcome` and whole UTC days `since`/`until`."
         ),
         parameters=[FilterSerializer],
-        responses={200: OutputSerializer(many=True), 400: _ERROR, 401: _ERROR, 403: _ERROR},
+        responses={200: OutputSerializer(many=True), **error_responses(400, 401, 403)},
     )
     def get(self, request: Request) -> Response:
         filters = self.FilterSerializer(data=request.query_params)
@@ -112,7 +111,7 @@ class AuditVerifyApi(APIView):
             "Admins only (others: 403; anonymous: 401). Walks the whole chain against its "
             "signed head, like `manage.py audit_verify`, and names the first bad sequence."
         ),
-        responses={200: OutputSerializer, 401: _ERROR, 403: _ERROR},
+        responses={200: OutputSerializer, **error_responses(401, 403)},
     )
     def get(self, request: Request) -> Response:
         report = audit_chain_verify()
@@ -141,9 +140,7 @@ class AuditExportApi(APIView):
             (200, "application/x-ndjson"): OpenApiResponse(
                 response=OpenApiTypes.BINARY, description="The signed JSON Lines export."
             ),
-            400: _ERROR,
-            401: _ERROR,
-            403: _ERROR,
+            **error_responses(400, 401, 403),
         },
     )
     def get(self, request: Request) -> HttpResponse:

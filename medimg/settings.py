@@ -394,7 +394,7 @@ SPECTACULAR_SETTINGS = {
     "REDOC_DIST": "SIDECAR",
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",
-        "medimg.openapi.add_common_errors",
+        "medimg.api.add_common_errors",
     ],
 }
 

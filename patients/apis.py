@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from drf_spectacular.utils import OpenApiResponse, extend_schema
+from drf_spectacular.utils import extend_schema
 from rest_framework import serializers, status
 from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
 from rest_framework.permissions import BasePermission
@@ -19,9 +19,8 @@ from rest_framework.views import APIView
 
 from accounts.permissions import IsClinical, IsDoctor, IsTechnician
 from imaging.services.upload import patient_create_with_images
+from medimg.api import error_responses
 from patients import selectors, services
-
-_ERROR = OpenApiResponse(description='`{"error": {"code", "message"}}`')
 
 
 class _PermissionsByMethod(APIView):
@@ -150,7 +149,7 @@ class PatientListCreateApi(_PermissionsByMethod):
             "Audited as patient_listed with the search term."
         ),
         parameters=[FilterSerializer],
-        responses={200: OutputSerializer(many=True), 400: _ERROR, 401: _ERROR, 403: _ERROR},
+        responses={200: OutputSerializer(many=True), **error_responses(400, 401, 403)},
     )
     def get(self, request: Request) -> Response:
         filters = self.FilterSerializer(data=request.query_params)
@@ -175,10 +174,7 @@ class PatientListCreateApi(_PermissionsByMethod):
         },
         responses={
             201: PatientDetailOutputSerializer,
-            400: _ERROR,
-            401: _ERROR,
-            403: _ERROR,
-            409: _ERROR,
+            **error_responses(400, 401, 403, 409),
         },
     )
     def post(self, request: Request) -> Response:
@@ -230,7 +226,7 @@ class PatientDetailApi(_PermissionsByMethod):
             "Roles: technician, doctor. Admins and users without a role get 403; an unknown "
             "id is a 404. Audited as patient_viewed."
         ),
-        responses={200: PatientDetailOutputSerializer, 401: _ERROR, 403: _ERROR, 404: _ERROR},
+        responses={200: PatientDetailOutputSerializer, **error_responses(401, 403, 404)},
     )
     def get(self, request: Request, patient_id: str) -> Response:
         patient = selectors.patient_get(user=request.user, patient_id=patient_id, request=request)
@@ -246,10 +242,7 @@ class PatientDetailApi(_PermissionsByMethod):
         request=InputSerializer,
         responses={
             200: PatientDetailOutputSerializer,
-            400: _ERROR,
-            401: _ERROR,
-            403: _ERROR,
-            404: _ERROR,
+            **error_responses(400, 401, 403, 404),
         },
     )
     def patch(self, request: Request, patient_id: str) -> Response:
@@ -291,7 +284,7 @@ class PatientNoteListCreateApi(_PermissionsByMethod):
             "Roles: technician, doctor. Admins and users without a role get 403; an unknown "
             "patient is a 404. Oldest first, paginated. Audited as patient_viewed."
         ),
-        responses={200: OutputSerializer(many=True), 401: _ERROR, 403: _ERROR, 404: _ERROR},
+        responses={200: OutputSerializer(many=True), **error_responses(401, 403, 404)},
     )
     def get(self, request: Request, patient_id: str) -> Response:
         notes = selectors.patient_note_list(
@@ -307,7 +300,7 @@ class PatientNoteListCreateApi(_PermissionsByMethod):
             "Notes are dated and never edited. Audited as patient_note_added."
         ),
         request=InputSerializer,
-        responses={201: OutputSerializer, 400: _ERROR, 401: _ERROR, 403: _ERROR, 404: _ERROR},
+        responses={201: OutputSerializer, **error_responses(400, 401, 403, 404)},
     )
     def post(self, request: Request, patient_id: str) -> Response:
         patient = selectors.patient_lookup(user=request.user, patient_id=patient_id)

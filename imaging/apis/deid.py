@@ -16,13 +16,13 @@ from rest_framework.response import Response
 from accounts.permissions import IsDoctor
 from audit.models import Action
 from imaging.apis.common import AuditedRefusal, FirstRendererNegotiation, binary_response
-from imaging.apis.scans import _ERROR
 from imaging.selectors import scans as selectors
 from imaging.services import deid as deid_services
+from medimg.api import error_responses
 from patients.selectors import patient_lookup
 
 _ZIP = OpenApiResponse(OpenApiTypes.BINARY, description="A zip of de-identified files.")
-_ERRORS = {400: _ERROR, 401: _ERROR, 403: _ERROR, 404: _ERROR, 409: _ERROR, 500: _ERROR}
+_ERRORS = error_responses(400, 401, 403, 404, 409, 500)
 
 
 def _streamed(stream: deid_services.StreamedZip) -> StreamingHttpResponse:

@@ -27,9 +27,10 @@ from rest_framework.views import APIView
 
 from accounts.permissions import IsClinical, IsDoctor, IsTechnician
 from engine.detection.groups import region_groups
-from imaging.apis.scans import _ERROR, RegionDecryptApi, RegionOutputSerializer, ScanRegionListApi
+from imaging.apis.scans import RegionDecryptApi, RegionOutputSerializer, ScanRegionListApi
 from imaging.selectors import scans as selectors
 from imaging.services import review
+from medimg.api import error_responses
 
 
 def _permissions(view: APIView, table: dict[str, list[type[BasePermission]]]) -> list:
@@ -70,12 +71,7 @@ class ScanRegionsApi(ScanRegionListApi):
         request=InputSerializer,
         responses={
             201: RegionOutputSerializer,
-            400: _ERROR,
-            401: _ERROR,
-            403: _ERROR,
-            404: _ERROR,
-            409: _ERROR,
-            500: _ERROR,
+            **error_responses(400, 401, 403, 404, 409, 500),
         },
     )
     def post(self, request: Request, scan_id: int) -> Response:
@@ -126,11 +122,7 @@ class RegionApi(RegionDecryptApi):
         request=None,
         responses={
             202: RegionOutputSerializer,
-            401: _ERROR,
-            403: _ERROR,
-            404: _ERROR,
-            409: _ERROR,
-            500: _ERROR,
+            **error_responses(401, 403, 404, 409, 500),
         },
     )
     def delete(self, request: Request, region_id: int) -> Response:
@@ -166,12 +158,7 @@ class RegionRemovalApi(APIView):
         responses={
             200: RegionOutputSerializer,
             204: None,
-            400: _ERROR,
-            401: _ERROR,
-            403: _ERROR,
-            404: _ERROR,
-            409: _ERROR,
-            500: _ERROR,
+            **error_responses(400, 401, 403, 404, 409, 500),
         },
     )
     def post(self, request: Request, region_id: int) -> Response:
@@ -209,7 +196,7 @@ class ScanReviewApi(APIView):
             "regions_edited (change confirmed)."
         ),
         request=None,
-        responses={200: OutputSerializer, 401: _ERROR, 403: _ERROR, 404: _ERROR, 409: _ERROR},
+        responses={200: OutputSerializer, **error_responses(401, 403, 404, 409)},
     )
     def post(self, request: Request, scan_id: int) -> Response:
         scan = selectors.scan_status_for_user(user=request.user, scan_id=scan_id)
@@ -247,7 +234,7 @@ class ScanRegionGroupsApi(APIView):
             "Roles: technician, doctor. One row per label and box, with the frames it is on: a "
             "cine's overlay text is sealed frame by frame but listed once (frames 1-100)."
         ),
-        responses={200: OutputSerializer(many=True), 401: _ERROR, 403: _ERROR, 404: _ERROR},
+        responses={200: OutputSerializer(many=True), **error_responses(401, 403, 404)},
     )
     def get(self, request: Request, scan_id: int) -> Response:
         scan = selectors.scan_status_for_user(user=request.user, scan_id=scan_id)

@@ -40,11 +40,10 @@ from imaging.models import Region
 from imaging.selectors import scans as selectors
 from imaging.services import restore, upload
 from imaging.vault.redacted import WindowRequest, frame_param, window_request
+from medimg.api import error_responses
 from patients.selectors import patient_lookup
 
-_ERROR = OpenApiResponse(description='`{"error": {"code", "message"}}`')
 # What an image endpoint refuses with: bad parameters, no or wrong login, unknown, not ready.
-_ERRORS_4XX = {400: _ERROR, 401: _ERROR, 403: _ERROR, 404: _ERROR, 409: _ERROR}
 
 
 def _deliver(
@@ -234,9 +233,7 @@ class PatientScanListCreateApi(_PermissionsByMethod):
         ),
         responses={
             200: ScanListOutputSerializer(many=True),
-            401: _ERROR,
-            403: _ERROR,
-            404: _ERROR,
+            **error_responses(401, 403, 404),
         },
     )
     def get(self, request: Request, patient_id: str) -> Response:
@@ -272,11 +269,7 @@ class PatientScanListCreateApi(_PermissionsByMethod):
         request={"multipart/form-data": InputSerializer},
         responses={
             201: ScanListOutputSerializer(many=True),
-            400: _ERROR,
-            401: _ERROR,
-            403: _ERROR,
-            404: _ERROR,
-            413: _ERROR,
+            **error_responses(400, 401, 403, 404, 413),
         },
     )
     def post(self, request: Request, patient_id: str) -> Response:
@@ -307,7 +300,7 @@ class ScanDetailApi(APIView):
             "Roles: technician, doctor. Others get 403; an unknown id is a 404. "
             "Audited as scan_viewed."
         ),
-        responses={200: ScanDetailOutputSerializer, 401: _ERROR, 403: _ERROR, 404: _ERROR},
+        responses={200: ScanDetailOutputSerializer, **error_responses(401, 403, 404)},
     )
     def get(self, request: Request, scan_id: int) -> Response:
         scan = selectors.scan_get_for_user(user=request.user, scan_id=scan_id, request=request)
@@ -324,7 +317,7 @@ class ScanStatusApi(APIView):
             "Roles: technician, doctor. uploaded -> processing -> completed | failed "
             "(failure_reason says why)."
         ),
-        responses={200: ScanStatusOutputSerializer, 401: _ERROR, 403: _ERROR, 404: _ERROR},
+        responses={200: ScanStatusOutputSerializer, **error_responses(401, 403, 404)},
     )
     def get(self, request: Request, scan_id: int) -> Response:
         scan = selectors.scan_status_for_user(user=request.user, scan_id=scan_id)
@@ -367,7 +360,7 @@ class ScanRedactedApi(_ScanDisplayApi):
         parameters=[WindowInputSerializer],
         responses={
             (200, "image/png"): PNG_RESPONSE,
-            **_ERRORS_4XX,
+            **error_responses(400, 401, 403, 404, 409),
         },
     )
     def get(self, request: Request, scan_id: int) -> HttpResponse:
@@ -387,7 +380,7 @@ class ScanGridApi(_ScanDisplayApi):
         parameters=[FrameInputSerializer],
         responses={
             (200, "image/png"): PNG_RESPONSE,
-            **_ERRORS_4XX,
+            **error_responses(400, 401, 403, 404, 409),
         },
     )
     def get(self, request: Request, scan_id: int) -> HttpResponse:
@@ -403,7 +396,7 @@ class ScanRegionListApi(APIView):
         description=(
             "Roles: technician, doctor. Boxes, classes and confidences; never pixels or ciphertext."
         ),
-        responses={200: RegionOutputSerializer(many=True), 401: _ERROR, 403: _ERROR, 404: _ERROR},
+        responses={200: RegionOutputSerializer(many=True), **error_responses(401, 403, 404)},
     )
     def get(self, request: Request, scan_id: int) -> Response:
         scan = selectors.scan_status_for_user(user=request.user, scan_id=scan_id)
@@ -435,11 +428,7 @@ class RegionDecryptApi(AuditedRefusal):
         ),
         responses={
             (200, "image/png"): PNG_RESPONSE,
-            401: _ERROR,
-            403: _ERROR,
-            404: _ERROR,
-            409: _ERROR,
-            500: _ERROR,
+            **error_responses(401, 403, 404, 409, 500),
         },
     )
     def get(self, request: Request, region_id: int) -> HttpResponse:
@@ -520,13 +509,7 @@ class ScanRestoreApi(AuditedRefusal):
             (200, "application/octet-stream"): OpenApiResponse(
                 OpenApiTypes.BINARY, description="Sealed under the X-Medimg-Seal session key."
             ),
-            400: _ERROR,
-            401: _ERROR,
-            403: _ERROR,
-            404: _ERROR,
-            405: _ERROR,
-            409: _ERROR,
-            500: _ERROR,
+            **error_responses(400, 401, 403, 404, 405, 409, 500),
         },
     )
     def post(self, request: Request, scan_id: int) -> HttpResponse:
@@ -593,7 +576,7 @@ class ScanSimilarApi(APIView):
             "Roles: technician, doctor. Only scans the caller may see; nearest first. Audited "
             "as scan_viewed (view similar) with the ids of the scans listed."
         ),
-        responses={200: OutputSerializer(many=True), 401: _ERROR, 403: _ERROR, 404: _ERROR},
+        responses={200: OutputSerializer(many=True), **error_responses(401, 403, 404)},
     )
     def get(self, request: Request, scan_id: int) -> Response:
         scan = selectors.scan_status_for_user(user=request.user, scan_id=scan_id)
@@ -654,7 +637,7 @@ class ProcessingStatsApi(APIView):
             "p95 times, regions per image and detected classes, for uploads in [since, until)."
         ),
         parameters=[InputSerializer],
-        responses={200: OutputSerializer, 400: _ERROR, 401: _ERROR, 403: _ERROR},
+        responses={200: OutputSerializer, **error_responses(400, 401, 403)},
     )
     def get(self, request: Request) -> Response:
         params = self.InputSerializer(data=request.query_params)

@@ -28,10 +28,10 @@ from imaging.apis.common import (
     FirstRendererNegotiation,
     binary_response,
 )
-from imaging.apis.scans import _ERROR
 from imaging.models import Scan, SegmentationJob, SegmentationModel
 from imaging.selectors import segmentation as selectors
 from imaging.services.segmentation import segmentation_request
+from medimg.api import error_responses
 
 _DICOM = OpenApiResponse(OpenApiTypes.BINARY, description="A DICOM SEG (Part 10 file).")
 # Kept out of API answers: storage names are internal.
@@ -104,7 +104,7 @@ class SegmentationModelListApi(_DoctorApi):
             "model.onnx, weights.pt or TorchScript model.pt) are registered on first use; "
             "admins add or disable models in Django admin."
         ),
-        responses={200: ModelOutputSerializer(many=True), 401: _ERROR, 403: _ERROR},
+        responses={200: ModelOutputSerializer(many=True), **error_responses(401, 403)},
     )
     def get(self, request: Request) -> Response:
         models = selectors.segmentation_model_list()
@@ -138,7 +138,7 @@ class ScanSegmentationsApi(_DoctorApi):
         operation_id="images_segmentations",
         summary="The image's segmentations, newest first",
         description="Role: doctor. Audited as segmentation_viewed.",
-        responses={200: JobOutputSerializer(many=True), 401: _ERROR, 403: _ERROR, 404: _ERROR},
+        responses={200: JobOutputSerializer(many=True), **error_responses(401, 403, 404)},
     )
     def get(self, request: Request, scan_id: int) -> Response:
         scan = get_object_or_404(Scan.objects.visible_to(request.user), pk=scan_id)
@@ -157,7 +157,7 @@ class ScanSegmentationsApi(_DoctorApi):
             "segmentation_requested."
         ),
         request=InputSerializer,
-        responses={202: JobOutputSerializer, 400: _ERROR, 401: _ERROR, 403: _ERROR, 404: _ERROR},
+        responses={202: JobOutputSerializer, **error_responses(400, 401, 403, 404)},
     )
     def post(self, request: Request, scan_id: int) -> Response:
         scan = get_object_or_404(Scan.objects.visible_to(request.user), pk=scan_id)
@@ -185,7 +185,7 @@ class SegmentationDetailApi(_DoctorApi):
             "pixels per class, areas_mm2 for one image or volumes_ml for frames with a slice "
             "spacing, the colours the overlay uses. Audited as segmentation_viewed."
         ),
-        responses={200: JobOutputSerializer, 401: _ERROR, 403: _ERROR, 404: _ERROR},
+        responses={200: JobOutputSerializer, **error_responses(401, 403, 404)},
     )
     def get(self, request: Request, segmentation_id: int) -> Response:
         job = selectors.segmentation_get_for_user(
@@ -211,10 +211,7 @@ class SegmentationOverlayApi(_DoctorApi):
         parameters=[FrameSerializer],
         responses={
             (200, "image/png"): PNG_RESPONSE,
-            400: _ERROR,
-            403: _ERROR,
-            404: _ERROR,
-            409: _ERROR,
+            **error_responses(400, 403, 404, 409),
         },
     )
     def get(self, request: Request, segmentation_id: int) -> HttpResponse:
@@ -238,7 +235,7 @@ class SegmentationDicomSegApi(_DoctorApi):
             "for PNG/JPEG inputs and multi-frame images without patient geometry; 409 "
             "`segmentation_not_ready`. Audited."
         ),
-        responses={(200, "application/dicom"): _DICOM, 403: _ERROR, 404: _ERROR, 409: _ERROR},
+        responses={(200, "application/dicom"): _DICOM, **error_responses(403, 404, 409)},
     )
     def get(self, request: Request, segmentation_id: int) -> HttpResponse:
         job, content = selectors.segmentation_dicom_seg(

@@ -12,8 +12,8 @@ from rest_framework.views import APIView
 
 from accounts.permissions import IsClinical
 from imaging.apis.common import FirstRendererNegotiation
-from imaging.apis.scans import _ERROR
 from imaging.selectors import thumbnails
+from medimg.api import error_responses
 
 
 class ScanThumbnailApi(APIView):
@@ -43,11 +43,7 @@ class ScanThumbnailApi(APIView):
         responses={
             (200, "image/png"): OpenApiResponse(OpenApiTypes.BINARY, description="A PNG."),
             304: OpenApiResponse(description="Not modified."),
-            400: _ERROR,
-            401: _ERROR,
-            403: _ERROR,
-            404: _ERROR,
-            409: _ERROR,
+            **error_responses(400, 401, 403, 404, 409),
         },
     )
     def get(self, request: Request, scan_id: int) -> HttpResponse:

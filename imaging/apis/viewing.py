@@ -21,9 +21,8 @@ from imaging.apis.common import FirstRendererNegotiation, binary_response
 from imaging.selectors import qc as selectors_qc
 from imaging.selectors import viewing as selectors_viewing
 from imaging.vault.redacted import frame_param
+from medimg.api import error_responses
 from patients.selectors import patient_get
-
-_ERROR = OpenApiResponse(description='`{"error": {"code", "message"}}`')
 
 
 class WindowPresetSerializer(serializers.Serializer):
@@ -92,7 +91,7 @@ class ScanFramesApi(APIView):
         summary="Frames and display windows of an image",
         description="Roles: technician, doctor. 409 `scan_not_ready` before processing "
         "completes. Audited as scan_viewed.",
-        responses={200: OutputSerializer, 401: _ERROR, 403: _ERROR, 404: _ERROR, 409: _ERROR},
+        responses={200: OutputSerializer, **error_responses(401, 403, 404, 409)},
     )
     def get(self, request: Request, scan_id: int) -> Response:
         info = selectors_viewing.scan_frames_info(
@@ -149,7 +148,7 @@ class PatientStudiesApi(APIView):
             "study UID (JPEG/PNG) come last, in one study with study_uid null. Audited as "
             "patient_viewed."
         ),
-        responses={200: OutputSerializer(many=True), 401: _ERROR, 403: _ERROR, 404: _ERROR},
+        responses={200: OutputSerializer(many=True), **error_responses(401, 403, 404)},
     )
     def get(self, request: Request, patient_id: str) -> Response:
         patient = patient_get(user=request.user, patient_id=patient_id, request=request)
@@ -200,11 +199,7 @@ class ScanClustersApi(APIView):
         ),
         responses={
             200: OutputSerializer,
-            400: _ERROR,
-            401: _ERROR,
-            403: _ERROR,
-            404: _ERROR,
-            409: _ERROR,
+            **error_responses(400, 401, 403, 404, 409),
         },
     )
     def get(self, request: Request, scan_id: int) -> Response:
@@ -226,11 +221,7 @@ class ScanClustersImageApi(APIView):
         "(black) up, redacted regions grey. Header X-Medimg-Silhouette carries the score.",
         responses={
             (200, "image/png"): OpenApiResponse(OpenApiTypes.BINARY),
-            400: _ERROR,
-            401: _ERROR,
-            403: _ERROR,
-            404: _ERROR,
-            409: _ERROR,
+            **error_responses(400, 401, 403, 404, 409),
         },
     )
     def get(self, request: Request, scan_id: int) -> HttpResponse:
@@ -305,7 +296,7 @@ class QcOutliersApi(APIView):
             "each (modality, scanner) group of at least `min_group` completed scans; |z| over "
             "`threshold` is an outlier. Admins get the statistics without scan or patient ids."
         ),
-        responses={200: OutputSerializer, 401: _ERROR, 403: _ERROR},
+        responses={200: OutputSerializer, **error_responses(401, 403)},
     )
     def get(self, request: Request) -> Response:
         return Response(self.OutputSerializer(selectors_qc.qc_outliers(user=request.user)).data)
