@@ -63,6 +63,7 @@ from imaging.vault import identity
 from imaging.vault.derivatives import frame_read
 from imaging.vault.keys import open_data_key, open_original
 from imaging.vault.pixels import redacted_pixels_unseal, scan_restore_pixels
+from imaging.vault.redacted import open_redacted_dataset
 from imaging.vault.storage import storage_delete, storage_read, storage_write
 
 logger = logging.getLogger(__name__)
@@ -203,11 +204,7 @@ def _deidentified_source(scan: Scan, original: bytes, data_key: bytes) -> bytes:
     """The de-identified DICOM the SEG references: the stored redacted dataset when it is
     de-identified, else the same de-identification the upload pipeline applies."""
     scan_ref = str(scan.uid)
-    stored = crypto.decrypt_blob(
-        data_key,
-        storage_read(scan.redacted_path),
-        aad=crypto.redacted_dataset_aad(scan_ref=scan_ref),
-    )
+    stored = open_redacted_dataset(scan, data_key=data_key)
     header = read_dataset(stored, stop_before_pixels=True)
     if str(header.get("PatientIdentityRemoved", "")).upper() == "YES":
         return stored

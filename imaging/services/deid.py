@@ -28,14 +28,13 @@ from django.http import Http404, HttpRequest
 from audit.models import Action, Outcome
 from audit.services import audit_record
 from engine import errors
-from engine.crypto import envelope as crypto
 from engine.errors import CryptoError, EngineError, ImagingError
 from imaging.models import Scan, ScanFormat, ScanStatus
 from imaging.services.restore import Rendered, restore_failed
 from imaging.vault.derivatives import frame_read
 from imaging.vault.identity import identity_open, identity_view
 from imaging.vault.keys import open_data_key
-from imaging.vault.storage import storage_read
+from imaging.vault.redacted import open_redacted_dataset
 from patients.models import Patient
 
 logger = logging.getLogger(__name__)
@@ -132,11 +131,7 @@ _REFUSALS = {"scan_not_ready": errors.scan_not_ready, "needs_review": errors.nee
 
 
 def _deidentified_dicom(scan: Scan) -> bytes:
-    return crypto.decrypt_blob(
-        open_data_key(scan),
-        storage_read(scan.redacted_path),
-        aad=crypto.redacted_dataset_aad(scan_ref=scan.uid),
-    )
+    return open_redacted_dataset(scan)
 
 
 def scan_export(

@@ -3,6 +3,7 @@ REDACTED pixels (restore's windowed rendering, of the restored pixels, is in ser
 
     frame_param(params) -> int                       # `?frame=N`, 0-based; invalid_frame
     window_request(params) -> WindowRequest          # `?window=` or `?wc=&ww=`; invalid_window
+    open_redacted_dataset(scan, *, data_key=None) -> bytes   # the stored de-identified DICOM
     scan_header(scan) -> Dataset                     # the redacted dataset, pixels not read
     scan_redacted_pixels(scan) -> np.ndarray         # the redacted array (original dtype)
     scan_window(scan, header, request) -> Window | None
@@ -88,18 +89,23 @@ def window_request(params: Mapping[str, Any]) -> WindowRequest:
     )
 
 
+def open_redacted_dataset(scan: Scan, *, data_key: bytes | None = None) -> bytes:
+    """The scan's stored redacted dataset (for a DICOM scan, the de-identified file exports
+    hand out), decrypted (`data_key`: the scan's, when the caller has it already).
+    CryptoError when it fails its integrity check, OSError when it cannot be read."""
+    blob = storage_read(scan.redacted_path)
+    if data_key is None:
+        data_key = open_data_key(scan)
+    return crypto.decrypt_blob(
+        data_key, blob, aad=crypto.redacted_dataset_aad(scan_ref=str(scan.uid))
+    )
+
+
 def scan_header(scan: Scan) -> Dataset:
     """The redacted dataset's header: it describes the decoded pixels (RGB for YBR sources).
     CryptoError if the stored dataset fails its integrity check."""
-    scan_ref = str(scan.uid)
-    data_key = open_data_key(scan)
-    dataset = crypto.decrypt_blob(
-        data_key,
-        storage_read(scan.redacted_path),
-        aad=crypto.redacted_dataset_aad(scan_ref=scan_ref),
-    )
     # Overlay data sits before the pixel data, so the header keeps it.
-    return read_dataset(dataset, stop_before_pixels=True)
+    return read_dataset(open_redacted_dataset(scan), stop_before_pixels=True)
 
 
 def scan_redacted_pixels(scan: Scan) -> np.ndarray:
