@@ -79,7 +79,7 @@ def _weights_kind(data: bytes) -> str | None:
     if data[:4] == b"PK\x03\x04":  # TorchScript archives are zip files
         return "torchscript"
     try:
-        import onnx
+        import onnx  # third-party and heavy: only an admin's upload of weights needs it
 
         onnx.load_model_from_string(data)
     except Exception:
