@@ -4,7 +4,7 @@ Writes (`key_exchange_begin`, `key_exchange_complete`, `session_keys_revoke`), t
 imaging APIs need (`session_key_for_request`, from the `X-Medimg-Seal: <key id>` and
 `X-Medimg-Seal-Nonce: <fresh nonce>` headers, refusing a replayed nonce) and
 the two calls that seal a download or open a sealed upload with it (`seal_for`,
-`unseal_from`). The crypto itself is accounts.keyexchange.
+`unseal_from`). The crypto itself is engine.crypto.transfer.
 
 Everything secret that goes into the cache (the server's ephemeral private key between GET and
 POST, and each session key) is first sealed with AES-256-GCM under a key derived from
@@ -30,7 +30,6 @@ from django.core.cache import cache
 from django.http import HttpRequest
 from rest_framework.authentication import SessionAuthentication
 
-from accounts import keyexchange
 from audit.models import Action, Outcome
 from audit.services import audit_record
 from engine import errors
@@ -126,9 +125,9 @@ def _invalid_exchange() -> EngineError:
 
 def key_exchange_begin(*, user: Any, group: str) -> ExchangeOffer:
     """A fresh server key for `group`, kept (sealed) for KEY_EXCHANGE_SECONDS for `user` only."""
-    if group not in keyexchange.GROUPS:
-        raise errors.invalid_group(keyexchange.GROUPS)
-    pair = keyexchange.generate_server_key(group)
+    if group not in transfer.GROUPS:
+        raise errors.invalid_group(transfer.GROUPS)
+    pair = transfer.generate_server_key(group)
     exchange_id = secrets.token_urlsafe(24)
     entry = bytes([len(group)]) + group.encode() + len(pair.public).to_bytes(2, "big")
     _put(
@@ -173,9 +172,9 @@ def key_exchange_complete(
     """
     group, server_public, server_private = _take_exchange(user=user, exchange_id=exchange_id)
     try:
-        client_public = keyexchange.b64decode_public_key(public_key, group=group)
-        secret = keyexchange.shared_secret(group, server_private, client_public)
-    except keyexchange.InvalidPublicKey as exc:
+        client_public = transfer.b64decode_public_key(public_key, group=group)
+        secret = transfer.shared_secret(group, server_private, client_public)
+    except transfer.InvalidPublicKey as exc:
         audit_record(
             action=Action.KEY_EXCHANGED,
             actor=user,
@@ -184,7 +183,7 @@ def key_exchange_complete(
             details={"group": group, "reason": "invalid_public_key"},
         )
         raise errors.invalid_public_key(str(exc)) from None
-    session_key, key_id = keyexchange.derive_session_key(
+    session_key, key_id = transfer.derive_session_key(
         secret,
         group=group,
         user_id=user.pk,
@@ -211,7 +210,7 @@ def key_exchange_complete(
 
 def session_key_get(*, user_id: int, key_id: str) -> bytes | None:
     """The live session key `key_id` of `user_id`, or None (unknown, expired or revoked)."""
-    if not keyexchange.KEY_ID_RE.match(key_id):
+    if not transfer.KEY_ID_RE.match(key_id):
         return None
     entry = _get(_session_name(user_id, key_id))
     if entry is None:
@@ -278,7 +277,7 @@ def session_key_for_request(
             raise errors.seal_required(SEAL_HEADER, SEAL_NONCE_HEADER)
         return None
     key_id = raw.strip()
-    if not keyexchange.KEY_ID_RE.match(key_id):
+    if not transfer.KEY_ID_RE.match(key_id):
         raise errors.invalid_seal_header(SEAL_HEADER)
     user = getattr(request, "user", None)
     if user is None or not user.is_authenticated:
@@ -302,8 +301,8 @@ def seal_for(context: SealContext, data: bytes, *, purpose: str, **fields: objec
     """Seal a download for the client holding `context`'s key, bound to `purpose`, `fields`
     and the request's nonce (for a restore: `seal_for(ctx, png, purpose="restore",
     scan=scan.pk, format="png")`, associated data `transfer_aad("restore", ..., nonce=)`)."""
-    aad = keyexchange.transfer_aad(purpose, **fields, nonce=context.nonce)
-    return keyexchange.seal(context.key, data, key_id=context.key_id, aad=aad)
+    aad = transfer.transfer_aad(purpose, **fields, nonce=context.nonce)
+    return transfer.seal(context.key, data, key_id=context.key_id, aad=aad)
 
 
 def unseal_from(context: SealContext, data: bytes, *, purpose: str, **fields: object) -> bytes:
@@ -311,8 +310,8 @@ def unseal_from(context: SealContext, data: bytes, *, purpose: str, **fields: ob
 
     The request's nonce is part of the associated data: a body sealed for another request
     (a replay under a fresh nonce) does not open."""
-    aad = keyexchange.transfer_aad(purpose, **fields, nonce=context.nonce)
+    aad = transfer.transfer_aad(purpose, **fields, nonce=context.nonce)
     try:
-        return keyexchange.unseal(context.key, data, key_id=context.key_id, aad=aad)
-    except keyexchange.SealError:
+        return transfer.unseal(context.key, data, key_id=context.key_id, aad=aad)
+    except transfer.SealError:
         raise errors.invalid_sealed_body() from None
