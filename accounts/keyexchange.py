@@ -2,8 +2,9 @@
 
 Written once in `engine.crypto.transfer` (its docstring specifies the groups, the session-key
 derivation and the sealed-transfer format); this module only names it for `accounts.apis`,
-`accounts.session_keys`, `accounts.client` and their tests. The endpoints and the cache that
-keeps exchanges and session keys are `accounts.session_keys`.
+`accounts.client` and their tests (`accounts.apis`' help text, part of the OpenAPI schema,
+points here). The endpoints and the cache that keeps exchanges and session keys are
+`accounts.session_keys`, which calls `engine.crypto.transfer` directly.
 """
 
 from __future__ import annotations
