@@ -30,7 +30,7 @@ from imaging.apis.common import (
 )
 from imaging.models import Scan, SegmentationJob, SegmentationModel
 from imaging.selectors import segmentation as selectors
-from imaging.services.segmentation import segmentation_request
+from imaging.services.segmentation import segmentation_models_register, segmentation_request
 from medimg.api import error_responses
 
 _DICOM = OpenApiResponse(OpenApiTypes.BINARY, description="A DICOM SEG (Part 10 file).")
@@ -107,6 +107,7 @@ class SegmentationModelListApi(_DoctorApi):
         responses={200: ModelOutputSerializer(many=True), **error_responses(401, 403)},
     )
     def get(self, request: Request) -> Response:
+        segmentation_models_register()  # new model directories on disk
         models = selectors.segmentation_model_list()
         return Response(ModelOutputSerializer(models, many=True).data)
 
@@ -163,6 +164,7 @@ class ScanSegmentationsApi(_DoctorApi):
         scan = get_object_or_404(Scan.objects.visible_to(request.user), pk=scan_id)
         params = self.InputSerializer(data=request.data)
         params.is_valid(raise_exception=True)
+        segmentation_models_register()
         model = selectors.segmentation_model_get(name=params.validated_data["model"])
         job = segmentation_request(
             scan=scan,

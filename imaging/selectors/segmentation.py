@@ -23,10 +23,8 @@ from imaging.vault.storage import storage_read
 
 
 def segmentation_model_list() -> QuerySet[SegmentationModel]:
-    """Enabled models, after registering any new model directory on disk."""
-    from imaging.services.segmentation import segmentation_models_register
-
-    segmentation_models_register()
+    """Enabled models. A read: the API registers new model directories on disk first
+    (imaging.services.segmentation.segmentation_models_register)."""
     return SegmentationModel.objects.filter(enabled=True).order_by("name")
 
 
