@@ -72,7 +72,7 @@ class AuditEventQuerySet(models.QuerySet["AuditEvent"]):
         The mapping happens in memory as rows are read; the stored rows, and so the chain,
         never change. Such an instance refuses to be saved.
         """
-        clone = self._chain()
+        clone = self.all()
         clone._iterable_class = _PseudonymisedIterable
         return clone
 
