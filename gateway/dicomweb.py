@@ -38,16 +38,24 @@ from rest_framework.exceptions import AuthenticationFailed
 from accounts.tokens import MedimgJWTAuthentication
 from audit.models import Action
 from audit.services import audit_record
+from engine.errors import EngineError
 from gateway.dicomweb_index import instances_index_missing
 from gateway.models import DicomInstance
 from gateway.receive import Refused, instance_receive
 from imaging.models import Scan, ScanFormat, ScanStatus
 from imaging.services.deid import scan_export
 from imaging.vault.redacted import redacted_render, scan_header
-from medimg.errors import ApplicationError
 
 DICOM_JSON = "application/dicom+json"
 MAX_RESULTS = 1000
+
+
+class DicomwebError(Exception):
+    """A refusal of this module's own (codes outside the API's vocabulary)."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message = status, code, message
 
 
 def _error(status: int, code: str, message: str) -> JsonResponse:
@@ -79,8 +87,10 @@ def _clinical(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
         request.user = user
         try:
             return view(request, *args, **kwargs)
-        except ApplicationError as refusal:
-            return _error(refusal.status_code, refusal.code, refusal.message)
+        except EngineError as refusal:
+            return _error(refusal.status_code, str(refusal.code), refusal.message)
+        except DicomwebError as refusal:
+            return _error(refusal.status, refusal.code, refusal.message)
 
     return wrapper
 
@@ -253,7 +263,7 @@ def _multipart_parts(content_type: str, body: bytes) -> Iterator[tuple[dict[str,
         if name.lower() == "boundary":
             boundary = value.strip().strip('"')
     if not boundary:
-        raise ApplicationError("invalid_multipart", "The body has no multipart boundary.")
+        raise DicomwebError(400, "invalid_multipart", "The body has no multipart boundary.")
     delimiter = b"--" + boundary.encode()
     chunks = body.split(delimiter)
     for chunk in chunks[1:]:
@@ -342,7 +352,7 @@ def _stow(request: HttpRequest, study_uid: str | None = None) -> HttpResponse:
 def _instances(request: HttpRequest, **scope: str) -> list[DicomInstance]:
     instances = list(instances_visible(request.user).filter(**scope)[:MAX_RESULTS])
     if not instances:
-        raise ApplicationError("not_found", "No such study, series or instance.", status_code=404)
+        raise DicomwebError(404, "not_found", "No such study, series or instance.")
     return instances
 
 

@@ -31,12 +31,12 @@ from pynetdicom import AE
 
 from audit.models import Outcome
 from audit.services import audit_record
+from engine.errors import EngineError
 from gateway.config import destinations_seed
 from gateway.models import DestinationKind, ForwardDestination, ForwardSend, SendStatus
 from gateway.receive import ACTION_FORWARDED
 from imaging.models import Scan, ScanFormat, ScanStatus
 from imaging.services.deid import scan_export
-from medimg.errors import ApplicationError
 
 logger = logging.getLogger(__name__)
 
@@ -146,7 +146,7 @@ def _store_stow(destination: ForwardDestination, data: bytes) -> None:
 def _send(send: ForwardSend) -> None:
     try:
         data = scan_export(scan=send.scan, actor=None).content
-    except ApplicationError as refusal:
+    except EngineError as refusal:
         raise SendError(refusal.code) from None
     if send.destination.kind == DestinationKind.STOW:
         _store_stow(send.destination, data)
