@@ -47,7 +47,10 @@ from engine.errors import ImagingError
 from engine.intake.archive import is_zip
 from engine.intake.validation import validate_upload
 from imaging.models import Scan, ScanStatus
+from imaging.services.restore import scan_restore
+from imaging.services.upload import scan_upload
 from imaging.vault.keys import unwrap_data_key
+from imaging.vault.pixels import scan_restore_pixels
 from imaging.vault.storage import storage_read
 
 CLASSES = ("valid", "no_pixels", "broken", "not_part10")
@@ -209,10 +212,6 @@ def walk_one(
     redact: bool = True,
 ) -> Outcome:
     """One file through intake, processing, de-identification, restore and `redact`."""
-    from imaging.services.restore import scan_restore
-    from imaging.services.upload import scan_upload
-    from imaging.vault.pixels import scan_restore_pixels
-
     hooks = {"capture_on_commit": capture_on_commit}
 
     data = entry.path.read_bytes()
@@ -273,9 +272,6 @@ def _walk_series(
 ) -> Outcome:
     """A zip of a series (deid-data's cines): uploaded whole, every scan processed, and
     restore checks each scan's pixels against the digest taken at upload."""
-    from imaging.services.upload import scan_upload
-    from imaging.vault.pixels import scan_restore_pixels
-
     outcome = Outcome(entry, "accepted")
     try:
         with capture_on_commit(execute=True):

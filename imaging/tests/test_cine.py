@@ -17,12 +17,17 @@ from django.urls import reverse
 
 from bench.cine import cine_dicom, cine_frame
 from engine.crypto import envelope as crypto
+from engine.crypto.sealed_frames import FileFrames
 from engine.detection import pipeline
 from engine.detection.detector import detect
 from engine.detection.groups import frames_label, region_groups
+from engine.dicom import deid
+from engine.dicom import io as dicom
+from engine.errors import CryptoError
 from engine.intake.validation import validate_upload
 from imaging.models import Scan, ScanStatus
 from imaging.tests import factories
+from imaging.vault import identity
 from imaging.vault.pixels import scan_restore_pixels
 
 CALLS: list[tuple[int, ...]] = []
@@ -281,11 +286,6 @@ def test_the_deidentified_copy_written_frame_by_frame_is_the_whole_file_deidenti
 
     from pydicom.data import get_testdata_file
 
-    from engine.crypto.sealed_frames import FileFrames
-    from engine.dicom import deid
-    from engine.dicom import io as dicom
-    from imaging.vault import identity
-
     data = cine_dicom(5, 48, 64) if name == "cine" else Path(get_testdata_file(name)).read_bytes()
     pixels = dicom.decode_pixels(dicom.read_dataset(data)).copy()
     pixels.reshape(-1)[::7] = 0  # "redacted"
@@ -317,8 +317,6 @@ def test_the_deidentified_copy_written_frame_by_frame_is_the_whole_file_deidenti
 
 
 def test_a_blob_encrypted_from_a_file_opens_as_an_encrypted_blob(tmp_path: Any) -> None:
-    from engine.errors import CryptoError
-
     key = crypto.new_data_key()
     plaintext = np.random.default_rng(3).bytes(3 * 2**20 + 5)
     with open(tmp_path / "plain", "w+b") as plain, open(tmp_path / "sealed", "w+b") as sealed:

@@ -11,10 +11,13 @@ import pytest
 from django.db import connection
 from PIL import Image
 
+from accounts import keyexchange
+from accounts.session_keys import session_key_get
 from audit.models import Action, AuditEvent, Outcome
 from engine.crypto import envelope as crypto
 from imaging.models import Region, Scan, ScanStatus
 from imaging.tests import factories
+from imaging.tests.conftest import as_upload, media_files
 from imaging.vault.pixels import scan_restore_pixels
 
 pytestmark = pytest.mark.django_db
@@ -293,8 +296,6 @@ def _session_key(api: Any, user: Any) -> tuple[str, bytes]:
     from cryptography.hazmat.primitives.asymmetric import x25519
     from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-    from accounts.session_keys import session_key_get
-
     api.force_authenticate(user)
     offer = api.get("/api/auth/key-exchange/").json()
     client = x25519.X25519PrivateKey.generate()
@@ -314,8 +315,6 @@ def _session_key(api: Any, user: Any) -> tuple[str, bytes]:
 def test_it_seals_a_restore_for_the_clients_session_key(
     api: Any, doctor: Any, completed_scan: Scan, text_png: tuple[bytes, np.ndarray]
 ) -> None:
-    from accounts import keyexchange
-
     key_id, key = _session_key(api, doctor)
     nonce = secrets.token_hex(16)
 
@@ -354,8 +353,6 @@ def test_it_seals_a_restore_for_the_clients_session_key(
 
 
 def test_it_seals_a_decrypted_region(api: Any, doctor: Any, completed_scan: Scan) -> None:
-    from accounts import keyexchange
-
     region = completed_scan.regions.order_by("index").first()
     assert region is not None
     key_id, key = _session_key(api, doctor)
@@ -398,9 +395,6 @@ def test_it_accepts_a_sealed_upload_and_refuses_a_tampered_one(
     bright_detector: None,
     django_capture_on_commit_callbacks: Any,
 ) -> None:
-    from accounts import keyexchange
-    from imaging.tests.conftest import as_upload, media_files
-
     pixels = factories.text_image(200, 150, seed=9)
     key_id, key = _session_key(api, technician)
     nonce = secrets.token_hex(16)

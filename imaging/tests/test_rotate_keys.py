@@ -17,6 +17,7 @@ from django.core.management import CommandError, call_command
 from PIL import Image
 
 from audit.models import Action, AuditEvent, Outcome
+from engine.errors import CryptoError
 from imaging.models import Scan
 from imaging.vault.pixels import scan_restore_pixels
 from imaging.vault.storage import storage_read
@@ -99,7 +100,6 @@ def test_it_cannot_restore_without_the_old_kek_if_nothing_was_rotated(
     under_k1: None, settings: Any, completed_scan: Scan
 ) -> None:
     # The control for the test above: dropping k1 without rotating loses the scan.
-    from engine.errors import CryptoError
 
     _use(settings, f"k2:{K2}", "k2")
 

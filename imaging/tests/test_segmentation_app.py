@@ -18,13 +18,17 @@ from PIL import Image
 
 from audit.models import Action, AuditEvent, Outcome
 from engine.crypto import envelope as crypto
+from engine.dicom.seg import labels_from_seg
 from engine.errors import CryptoError
+from engine.segmentation.model import ModelConfig, Segmenter, build_network
+from imaging.admin_segmentation import SegmentationModelForm
 from imaging.jobs import segmentation as segmentation_jobs
 from imaging.models import JobStatus, Scan, SegmentationJob, SegmentationModel
 from imaging.selectors.segmentation import segmentation_mask
 from imaging.tests import factories
 from imaging.tests.deid_checks import dciodvfy_available, dciodvfy_errors
 from imaging.vault.keys import open_data_key, open_original, unwrap_data_key
+from imaging.vault.pixels import scan_restore_pixels
 from imaging.vault.storage import storage_read
 
 DISC_CLASSES = {0: "background", 1: "disc"}
@@ -96,9 +100,6 @@ def segment(api: Any, doctor: Any, django_capture_on_commit_callbacks: Any) -> A
 
 def _expected_labels(scan: Scan, model_dir: Path) -> np.ndarray:
     """What the model gives on the ORIGINAL pixels, computed outside the app."""
-    from engine.segmentation.model import Segmenter
-    from imaging.vault.pixels import scan_restore_pixels
-
     pixels = scan_restore_pixels(scan=scan)
     grey = segmentation_jobs._grey(pixels)
     result = Segmenter.load(model_dir, backend="onnx", threads=1).segment(
@@ -331,9 +332,6 @@ def test_it_runs_an_admin_uploaded_onnx_or_torchscript_model(
     import torch
     from django.core.files.uploadedfile import SimpleUploadedFile
 
-    from engine.segmentation.model import ModelConfig, Segmenter, build_network
-    from imaging.admin_segmentation import SegmentationModelForm
-
     config = json.loads((discs / "config.json").read_text())
     expected = _expected_labels(completed_scan, discs)
 
@@ -403,8 +401,6 @@ def _mr_series(count: int = 4) -> list[bytes]:
 def test_it_segments_a_series_as_one_volume_with_volumes_in_ml_and_one_seg(
     api: Any, discs: Path, bright_detector: None, upload: Any, segment: Any
 ) -> None:
-    from engine.dicom.seg import labels_from_seg
-
     response = upload(*[(f"s{i}.dcm", data) for i, data in enumerate(_mr_series())])
     scans = list(Scan.objects.filter(pk__in=[item["id"] for item in response.json()]))
     assert len({s.series_uid for s in scans}) == 1 and scans[0].series_uid

@@ -12,9 +12,10 @@ import pytest
 from PIL import Image, ImageDraw
 
 from imaging.jobs import segmentation as segmentation_jobs
-from imaging.models import JobStatus, Scan, SegmentationJob
+from imaging.models import JobStatus, Scan, ScanStatus, SegmentationJob
 from imaging.selectors.segmentation import segmentation_mask
 from imaging.tests import factories
+from imaging.tests.conftest import as_upload, wait_for_status
 
 ROOT = Path(__file__).resolve().parents[2]
 MODELS = ROOT / "model" / "segmentation"
@@ -81,9 +82,6 @@ def test_a_real_worker_runs_a_segmentation_job_from_the_segment_queue(
     celery_worker: Any, api: Any, technician: Any, doctor: Any, patient: Any
 ) -> None:
     import time
-
-    from imaging.models import ScanStatus
-    from imaging.tests.conftest import as_upload, wait_for_status
 
     image = np.asarray(Image.open(HELDOUT / "images" / f"{CASE}.png"))
     api.force_authenticate(technician)

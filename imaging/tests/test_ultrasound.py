@@ -13,6 +13,7 @@ from django.urls import reverse
 
 from engine.crypto import envelope as crypto
 from engine.detection import pipeline
+from engine.detection.detector import detect
 from engine.dicom.ultrasound import INK_LEVEL, annotation_boxes, ultrasound_regions
 from engine.intake.validation import validate_upload
 from imaging.models import Scan, ScanStatus
@@ -115,8 +116,6 @@ def test_an_uploaded_ultrasound_keeps_no_ink_outside_its_regions_and_restores_ex
 def test_a_real_cine_is_detected_again_only_where_its_annotation_changes(settings: Any) -> None:
     """deid-data's 30-frame cine: the sector reaches into any fixed margin, so the change
     test looks outside the data regions instead (and at the boxes)."""
-    from engine.detection.detector import detect
-
     path = FOLDER / "ultrasound-multiframe.dcm"
     image = _decode(path.read_bytes())
     regions = [r.box for r in ultrasound_regions(pydicom.dcmread(path, stop_before_pixels=True))]

@@ -19,6 +19,7 @@ from imaging.tests import factories
 from imaging.tests.conftest import as_upload, media_files
 from imaging.vault.keys import current_kek_id, unwrap_data_key
 from imaging.vault.storage import AtomicFileSystemStorage, storage_read
+from patients.models import Patient
 
 pytestmark = pytest.mark.django_db
 
@@ -310,8 +311,6 @@ def test_it_creates_a_patient_with_images_in_one_request(
 
 
 def test_a_refused_image_creates_no_patient(api: Any, technician: Any, settings: Any) -> None:
-    from patients.models import Patient
-
     api.force_authenticate(technician)
     response = api.post(
         "/api/patients/",

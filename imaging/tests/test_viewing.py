@@ -21,6 +21,7 @@ from imaging.models import Scan, ScanStatus
 from imaging.tests import factories
 from imaging.tests.conftest import media_files
 from imaging.tests.fixtures import samples
+from imaging.tests.test_pages import assert_csp_ready
 from imaging.vault.pixels import scan_restore_pixels
 from imaging.vault.redacted import scan_redacted_pixels
 
@@ -348,8 +349,6 @@ def test_it_refuses_qc_to_technicians_and_outsiders(api, technician, outsider):
 
 
 def test_the_qc_page_lists_outliers(client: Client, doctor, admin, technician, patient):
-    from imaging.tests.test_pages import assert_csp_ready
-
     for value in (40, 41, 42, 40, 41):
         _qc_scan(patient, value)
     odd = _qc_scan(patient, 400)
@@ -387,8 +386,6 @@ def test_it_clusters_a_slice_of_the_redacted_pixels(api, technician, outsider, c
 
 
 def test_the_cluster_page_shows_the_map_and_score(client: Client, doctor, admin, ct_scan):
-    from imaging.tests.test_pages import assert_csp_ready
-
     scan, _pixels, _data = ct_scan
     client.force_login(doctor)
     response = client.get(f"/scans/{scan.pk}/clusters/?frame=1&k=4")
