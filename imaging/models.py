@@ -1,8 +1,8 @@
 """Scans, their encrypted regions and their fingerprints.
 
 A Scan row exists only once its encrypted original is safely on storage (see
-`imaging.services.scans.scan_upload`). Regions and the fingerprint are written by the processing
-task in one transaction, so a scan has either all of them or none.
+`imaging.services.upload.scan_upload`). Regions and the fingerprint are written by the processing
+job (`imaging.jobs.processing`) in one transaction, so a scan has either all of them or none.
 """
 
 from __future__ import annotations
