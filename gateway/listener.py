@@ -21,6 +21,8 @@ import ipaddress
 import logging
 import socket
 import ssl
+import threading
+from contextlib import nullcontext
 from typing import Any
 
 from django.db import DatabaseError, close_old_connections, connection
@@ -71,6 +73,9 @@ TRANSFER_SYNTAXES = [
     JPEG2000,
     RLELossless,
 ]
+# SQLite takes one writer at a time: the associations' stores take turns in this process
+# instead of meeting "database is locked" (PostgreSQL stores them side by side).
+_SQLITE_WRITER = threading.Lock()
 # The peer of an accepted association, kept on the pynetdicom Association object.
 _PEER_ATTRIBUTE = "medimg_peer"
 
@@ -96,6 +101,10 @@ def peer_for(*, ae_title: str, address: str) -> DicomPeer | None:
     return None
 
 
+def _db_turn() -> Any:
+    return _SQLITE_WRITER if connection.vendor == "sqlite" else nullcontext()
+
+
 def _source(event: Any) -> dict[str, Any]:
     assoc = event.assoc
     # Until the association is negotiated, the titles are only in the request primitive.
@@ -110,24 +119,31 @@ def _source(event: Any) -> dict[str, Any]:
     }
 
 
+def _peer_accept(source: dict[str, Any]) -> DicomPeer | None:
+    """The peer to accept, audited either way; None to reject."""
+    peer = peer_for(ae_title=source["calling_ae"], address=source["address"])
+    if peer is not None and peer.upload_user_id is None:
+        peer = None  # Nowhere to file its instances.
+    audit_record(
+        action=ACTION_ASSOCIATION,
+        actor=peer.upload_user if peer is not None else None,
+        username="" if peer is not None else f"dicom:{source['calling_ae']}"[:150],
+        outcome=Outcome.SUCCESS if peer is not None else Outcome.REFUSED,
+        target_type="dicompeer",
+        target_id=peer.pk if peer is not None else "",
+        details={**source, "result": "accepted" if peer is not None else "rejected"},
+    )
+    if peer is not None:
+        DicomPeer.objects.filter(pk=peer.pk).update(last_association_at=timezone.now())
+    return peer
+
+
 def _on_requested(event: Any) -> None:
     """Accept the association only from a configured peer (audited either way)."""
     source = _source(event)
     try:
-        peer = peer_for(ae_title=source["calling_ae"], address=source["address"])
-        if peer is not None and peer.upload_user_id is None:
-            peer = None  # Nowhere to file its instances.
-        audit_record(
-            action=ACTION_ASSOCIATION,
-            actor=peer.upload_user if peer is not None else None,
-            username="" if peer is not None else f"dicom:{source['calling_ae']}"[:150],
-            outcome=Outcome.SUCCESS if peer is not None else Outcome.REFUSED,
-            target_type="dicompeer",
-            target_id=peer.pk if peer is not None else "",
-            details={**source, "result": "accepted" if peer is not None else "rejected"},
-        )
-        if peer is not None:
-            DicomPeer.objects.filter(pk=peer.pk).update(last_association_at=timezone.now())
+        with _db_turn():
+            peer = _peer_accept(source)
     except DatabaseError:
         logger.exception("checking the calling peer failed")
         peer = None
@@ -161,7 +177,8 @@ def _on_store(event: Any) -> int:
         logger.exception("reading a C-STORE dataset failed")
         return STATUS_UNABLE_TO_PROCESS
     try:
-        scan = instance_receive(data=data, uploaded_by=peer.upload_user, source=source)
+        with _db_turn():
+            scan = instance_receive(data=data, uploaded_by=peer.upload_user, source=source)
     except Refused as refusal:
         logger.info("C-STORE from %s refused: %s", source["calling_ae"], refusal)
         return refusal.status

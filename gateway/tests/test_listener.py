@@ -143,3 +143,37 @@ def test_a_dataset_without_patient_id_is_refused(listener: int, peer: Any, tmp_p
     assert "Received Store Response (Error: CannotUnderstand" in output, output
     assert Scan.objects.count() == 0
     assert Patient.objects.count() == 0
+
+
+def test_dicom_tls(peer: Any, tmp_path: Path, transactional_db: Any) -> None:
+    """--tls-cert/--tls-key: echoscu over TLS is answered; in clear it gets nothing."""
+    from gateway.listener import listener_start, tls_context
+    from gateway.tests.conftest import free_port
+
+    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
+    subprocess.run(
+        [need("openssl"), "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+         "-subj", "/CN=127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True, timeout=60,
+    )  # fmt: skip
+    port = free_port()
+    server = listener_start(
+        host="127.0.0.1",
+        port=port,
+        ae_title=LISTENER_AET,
+        ssl_context=tls_context(cert=str(cert), key=str(key)),
+    )
+    try:
+        base = [need("echoscu"), "-v", "-aet", "MODALITY1", "-aec", LISTENER_AET]
+        secure = subprocess.run(
+            [*base, "+tla", "+cf", str(cert), "127.0.0.1", str(port)],
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert secure.returncode == 0, secure.stdout + secure.stderr
+        clear = subprocess.run(
+            [*base, "-to", "5", "-ta", "5", "127.0.0.1", str(port)],
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert clear.returncode != 0
+    finally:
+        server.shutdown()
