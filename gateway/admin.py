@@ -6,10 +6,13 @@ de-identified header values, but admins see no clinical data at all).
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
+from gateway.forward import forward_health
 from gateway.models import DicomPeer, ForwardDestination, ForwardSend, SendStatus
 from gateway.tasks import forward_instance
 
@@ -50,6 +53,11 @@ class ForwardSendAdmin(admin.ModelAdmin):
 
     def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
         return False
+
+    def changelist_view(self, request: HttpRequest, extra_context: Any = None) -> Any:
+        """The list, under the gateway's health: last association, waiting and failed sends."""
+        extra_context = {**(extra_context or {}), "gateway_health": forward_health()}
+        return super().changelist_view(request, extra_context=extra_context)
 
     @admin.action(description="Retry the selected failed or waiting sends now")
     def retry_now(self, request: HttpRequest, queryset: QuerySet[ForwardSend]) -> None:

@@ -286,6 +286,24 @@ def _stow_limit() -> int:
     return int(settings.UPLOAD_ARCHIVE_MAX_BYTES)
 
 
+def _sent_uids(data: bytes) -> tuple[str, str]:
+    """SOP Class and Instance UID of a part, as sent; empty when it cannot be read."""
+    try:
+        header = dcmread(io.BytesIO(data), stop_before_pixels=True)
+        return str(header.get("SOPClassUID", "")), str(header.get("SOPInstanceUID", ""))
+    except Exception:  # noqa: BLE001 - an unreadable part is answered without its UIDs
+        return "", ""
+
+
+def _reference(sop_class: str, sop_instance: str) -> dict[str, Any]:
+    item: dict[str, Any] = {}
+    if sop_class:
+        item.update(_tag("00081150", "UI", [sop_class]))
+    if sop_instance:
+        item.update(_tag("00081155", "UI", [sop_instance]))
+    return item
+
+
 def _stow(request: HttpRequest, study_uid: str | None = None) -> HttpResponse:
     user = request.user
     if not getattr(user, "is_technician", False):
@@ -307,23 +325,24 @@ def _stow(request: HttpRequest, study_uid: str | None = None) -> HttpResponse:
     for headers, content in _multipart_parts(content_type, body):
         part_type = headers.get("content-type", "application/dicom").split(";")[0].strip()
         if part_type.lower() != "application/dicom":
-            failed.append({"status": 0xC000, "code": "unsupported_media_type"})
+            failed.append({"status": 0xC000, "uids": ("", "")})
             continue
+        uids = _sent_uids(content)
         try:
             scan = instance_receive(data=content, uploaded_by=user, source=source, request=request)
         except Refused as refusal:
-            failed.append({"status": refusal.status, "code": refusal.code})
+            failed.append({"status": refusal.status, "uids": uids})
             continue
-        referenced.append({"scan": scan.pk})
+        referenced.append({"scan": scan.pk, "uids": uids})
     response: dict[str, Any] = {}
     if referenced:
         response.update(
             _tag(
                 "00081199",
                 "SQ",
-                # The scans' de-identified UIDs are known once processed; the scan ids are
-                # what the API names them by.
-                [_tag("00081150", "UI", [str(scan["scan"])]) for scan in referenced],
+                # The UIDs as sent (the sender's own): the de-identified ones exist once the
+                # scan is processed, and QIDO finds them then.
+                [_reference(*entry["uids"]) for entry in referenced],
             )
         )
     if failed:
@@ -332,10 +351,7 @@ def _stow(request: HttpRequest, study_uid: str | None = None) -> HttpResponse:
                 "00081198",
                 "SQ",
                 [
-                    {
-                        **_tag("00081197", "US", [entry["status"]]),
-                        **_tag("00081196", "US", [entry["status"]]),
-                    }
+                    {**_reference(*entry["uids"]), **_tag("00081197", "US", [entry["status"]])}
                     for entry in failed
                 ],
             )

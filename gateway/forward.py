@@ -33,7 +33,13 @@ from audit.models import Outcome
 from audit.services import audit_record
 from engine.errors import EngineError
 from gateway.config import destinations_seed
-from gateway.models import DestinationKind, ForwardDestination, ForwardSend, SendStatus
+from gateway.models import (
+    DestinationKind,
+    DicomPeer,
+    ForwardDestination,
+    ForwardSend,
+    SendStatus,
+)
 from gateway.receive import ACTION_FORWARDED
 from imaging.models import Scan, ScanFormat, ScanStatus
 from imaging.services.deid import scan_export
@@ -224,8 +230,6 @@ def forwards_due(*, late_by: float = 0.0) -> list[int]:
 
 def forward_health() -> dict[str, Any]:
     """For the admin statistics page: last association, queue depth, failed sends."""
-    from gateway.models import DicomPeer
-
     last = DicomPeer.objects.exclude(last_association_at=None).order_by("-last_association_at")
     first = last.first()
     return {

@@ -39,12 +39,14 @@ def client(server: Any, user: Any, password: str) -> DICOMwebClient:
 
 
 @pytest.fixture
-def stored(live_server: Any, technician: Any, password: str, tmp_path: Path) -> Any:
+def stored(serial_live_server: Any, technician: Any, password: str, tmp_path: Path) -> Any:
     """A two-instance study stored over STOW-RS by the technician and processed."""
     study = study_files(tmp_path / "study", count=2)
     datasets = [dcmread(p) for p in study.files]
-    result = client(live_server, technician, password).store_instances(datasets)
-    assert len(result.ReferencedSOPSequence) == 2
+    result = client(serial_live_server, technician, password).store_instances(datasets)
+    assert sorted(item.ReferencedSOPInstanceUID for item in result.ReferencedSOPSequence) == (
+        sorted(study.sop_uids)
+    )
     assert "FailedSOPSequence" not in result
     scans = list(Scan.objects.order_by("instance_number"))
     assert [s.status for s in scans] == [ScanStatus.COMPLETED] * 2
@@ -53,9 +55,9 @@ def stored(live_server: Any, technician: Any, password: str, tmp_path: Path) -> 
 
 
 def test_qido_and_wado_round_trip(
-    live_server: Any, stored: Any, doctor: Any, password: str
+    serial_live_server: Any, stored: Any, doctor: Any, password: str
 ) -> None:
-    web = client(live_server, doctor, password)
+    web = client(serial_live_server, doctor, password)
     studies = web.search_for_studies()
     assert len(studies) == 1
     study_uid = studies[0]["0020000D"]["Value"][0]
@@ -102,7 +104,7 @@ def test_qido_and_wado_round_trip(
     series_metadata = web.retrieve_series_metadata(study_uid, series_uid)
     assert len(series_metadata) == 2
     rendered = requests.get(
-        f"{live_server.url}/dicomweb/studies/{study_uid}/series/{series_uid}/instances/"
+        f"{serial_live_server.url}/dicomweb/studies/{study_uid}/series/{series_uid}/instances/"
         f"{instances[0]['00080018']['Value'][0]}/rendered",
         headers=web._session.headers,
         timeout=30,
@@ -111,34 +113,40 @@ def test_qido_and_wado_round_trip(
 
 
 def test_other_departments_and_anonymous_callers_see_nothing(
-    live_server: Any, stored: Any, other_doctor: Any, admin: Any, password: str
+    serial_live_server: Any, stored: Any, other_doctor: Any, admin: Any, password: str
 ) -> None:
-    assert client(live_server, other_doctor, password).search_for_studies() == []
+    assert client(serial_live_server, other_doctor, password).search_for_studies() == []
     instance = DicomInstance.objects.first()
     assert instance is not None
     path = (
         f"/dicomweb/studies/{instance.study_uid}/series/{instance.series_uid}"
         f"/instances/{instance.sop_instance_uid}"
     )
-    other = {"Authorization": f"Bearer {token(live_server, other_doctor, password)}"}
-    assert requests.get(f"{live_server.url}{path}", headers=other, timeout=30).status_code == 404
-    assert requests.get(f"{live_server.url}{path}", timeout=30).status_code == 401
-    assert requests.get(f"{live_server.url}/dicomweb/studies", timeout=30).status_code == 401
+    other = {"Authorization": f"Bearer {token(serial_live_server, other_doctor, password)}"}
+    assert (
+        requests.get(f"{serial_live_server.url}{path}", headers=other, timeout=30).status_code
+        == 404
+    )
+    assert requests.get(f"{serial_live_server.url}{path}", timeout=30).status_code == 401
+    assert requests.get(f"{serial_live_server.url}/dicomweb/studies", timeout=30).status_code == 401
 
 
 def test_stow_refuses_a_malformed_dataset_and_stores_nothing(
-    live_server: Any, technician: Any, doctor: Any, password: str, tmp_path: Path
+    serial_live_server: Any, technician: Any, doctor: Any, password: str, tmp_path: Path
 ) -> None:
     study = study_files(tmp_path / "study", count=1)
     bad = dcmread(study.files[0])
     bad.PixelData = bytes(bad.PixelData)[:100]
     with pytest.raises(requests.HTTPError) as refused:
-        client(live_server, technician, password).store_instances([bad])
+        client(serial_live_server, technician, password).store_instances([bad])
     assert refused.value.response.status_code == 409
-    assert "00081198" in refused.value.response.json()
+    failed = refused.value.response.json()["00081198"]["Value"]
+    assert [(f["00081155"]["Value"], f["00081197"]["Value"]) for f in failed] == [
+        ([str(bad.SOPInstanceUID)], [0xA900])
+    ]
     assert Scan.objects.count() == 0 and Patient.objects.count() == 0
     # Doctors do not store.
     with pytest.raises(requests.HTTPError) as forbidden:
-        client(live_server, doctor, password).store_instances([dcmread(study.files[0])])
+        client(serial_live_server, doctor, password).store_instances([dcmread(study.files[0])])
     assert forbidden.value.response.status_code == 403
     assert Scan.objects.count() == 0

@@ -147,7 +147,7 @@ def test_forwarding_while_orthanc_is_down_completes_once_it_is_up(
 
 
 def test_a_send_gives_up_after_the_attempt_cap(
-    listener: int, peer: Any, tmp_path: Path, settings: Any
+    listener: int, peer: Any, tmp_path: Path, settings: Any, client: Any, admin: Any
 ) -> None:
     settings.DICOM_FORWARD_MAX_ATTEMPTS = 2
     settings.DICOM_FORWARD_BACKOFF_SECONDS = 0.1
@@ -162,6 +162,14 @@ def test_a_send_gives_up_after_the_attempt_cap(
     assert (send.status, send.attempts) == (SendStatus.FAILED, 2)
     time.sleep(0.2)
     assert forward_due_sends(late_by=0) == []
+
+    # Admins see it: the sends list, under the gateway's health.
+    client.force_login(admin)
+    page = client.get("/admin/gateway/forwardsend/").content.decode()
+    assert "DICOM gateway health" in page
+    assert '<th scope="row">Failed sends</th><td>1</td>' in page
+    assert "association_failed" in page
+    assert PHI["PatientName"] not in page
 
 
 def test_stow_rs_forwarding_and_orthanc_as_a_sending_peer(
