@@ -79,7 +79,7 @@ def run_segmentation(*, job_id: int) -> str | None:
 
 
 @shared_task
-def requeue_stuck_scans(*, older_than_seconds: int = 600) -> int:
+def requeue_stuck_scans(*, older_than_seconds: int | None = None) -> int:
     """For celery beat: re-enqueue scans whose message was lost or whose worker died (those
     out of attempts are failed instead). imaging.services.processing.scans_requeue does the
     same for a person."""

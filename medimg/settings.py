@@ -277,7 +277,6 @@ CELERY_BEAT_SCHEDULE = {
     "requeue-stuck-scans": {
         "task": "imaging.tasks.requeue_stuck_scans",
         "schedule": env_int("IMAGING_REQUEUE_EVERY_SECONDS", 300, minimum=10),
-        "kwargs": {"older_than_seconds": 600},
     },
     # The whole audit chain verified; a failure mails ALERT_EMAIL (medimg.tasks).
     "verify-audit-chain": {
@@ -521,6 +520,9 @@ IMAGING_TASK_MAX_RETRIES = env_int("IMAGING_TASK_MAX_RETRIES", 5, minimum=0)
 IMAGING_MAX_ATTEMPTS = env_int(
     "IMAGING_MAX_ATTEMPTS", 2 * (IMAGING_TASK_MAX_RETRIES + 1), minimum=1
 )
+# A scan left uploaded or processing this long is stuck (a lost message or a dead worker):
+# the beat task requeue_stuck_scans and services.processing.scans_requeue enqueue it again.
+IMAGING_STUCK_AFTER_SECONDS = env_int("IMAGING_STUCK_AFTER_SECONDS", 600, minimum=1)
 # Redacted thumbnails stay cached this long (keys change whenever the redacted image does).
 IMAGING_THUMBNAIL_CACHE_SECONDS = env_int("IMAGING_THUMBNAIL_CACHE_SECONDS", 86_400, minimum=1)
 

@@ -66,6 +66,8 @@ PRESETS: dict[str, tuple[float, float]] = {
     "liver": (30.0, 150.0),
 }
 SPECIAL_WINDOWS = ("file", "auto")
+# Every value `?window=` takes (the API's choices, in this order).
+WINDOW_NAMES: tuple[str, ...] = (*PRESETS, *SPECIAL_WINDOWS)
 OVERLAY_GROUPS = tuple(range(0x6000, 0x6020, 2))
 OVERLAY_VALUE = 255
 
@@ -359,9 +361,7 @@ def window_choice(
         if str(ds.get("Modality", "")).upper() != "CT":
             raise errors.invalid_window("Window presets are in Hounsfield units: CT only.")
         return Window("preset", name, *PRESETS[name])
-    raise errors.invalid_window(
-        "window must be one of " + ", ".join([*PRESETS, *SPECIAL_WINDOWS]) + "."
-    )
+    raise errors.invalid_window("window must be one of " + ", ".join(WINDOW_NAMES) + ".")
 
 
 def window_options(ds: Dataset) -> dict[str, Any]:

@@ -30,6 +30,7 @@ from accounts.permissions import IsAdmin, IsClinical, IsDoctor, IsTechnician
 from accounts.session_keys import SealContext, seal_for, session_key_for_request
 from audit.models import Action
 from engine import errors
+from engine.pixels.rendering import WINDOW_NAMES
 from imaging.apis.common import (
     PNG_RESPONSE,
     AuditedRefusal,
@@ -175,11 +176,6 @@ class FrameInputSerializer(serializers.Serializer):
         ref_name = "ScanFrameQuery"
 
 
-_WINDOW_NAMES = ["brain", "subdural", "stroke", "lung", "mediastinum", "bone", "abdomen"] + [
-    "liver",
-    "file",
-    "auto",
-]
 _WINDOW_HELP = (
     "DICOM greyscale only: a CT preset (Hounsfield units), `file` (the file's own window or "
     "VOI LUT) or `auto` (0.5-99.5 percentiles). 400 `invalid_window` for JPEG/PNG, colour "
@@ -188,7 +184,7 @@ _WINDOW_HELP = (
 
 
 class WindowInputSerializer(FrameInputSerializer):
-    window = serializers.ChoiceField(choices=_WINDOW_NAMES, required=False, help_text=_WINDOW_HELP)
+    window = serializers.ChoiceField(choices=WINDOW_NAMES, required=False, help_text=_WINDOW_HELP)
     wc = serializers.FloatField(required=False, help_text="Window centre (with ww).")
     ww = serializers.FloatField(required=False, help_text="Window width, at least 1 (with wc).")
 
@@ -460,7 +456,7 @@ class ScanRestoreApi(AuditedRefusal):
         )
         frame = serializers.IntegerField(default=0, min_value=0)
         window = serializers.ChoiceField(
-            choices=_WINDOW_NAMES, required=False, help_text=_WINDOW_HELP
+            choices=WINDOW_NAMES, required=False, help_text=_WINDOW_HELP
         )
         wc = serializers.FloatField(required=False, help_text="Window centre (with ww).")
         ww = serializers.FloatField(required=False, help_text="Window width (with wc).")

@@ -528,11 +528,13 @@ def scan_mark_failed(*, scan_id: int, reason: FailureReason | str) -> Scan | Non
         return scan
 
 
-def scans_stuck(*, older_than_seconds: int) -> list[int]:
-    """The ids of scans stuck in uploaded/processing for longer than `older_than_seconds` (a
-    lost message or a dead worker) that may run again; those already tried
-    IMAGING_MAX_ATTEMPTS times are failed here (too_many_attempts) instead. The caller
-    enqueues the ids."""
+def scans_stuck(*, older_than_seconds: int | None = None) -> list[int]:
+    """The ids of scans stuck in uploaded/processing for longer than `older_than_seconds`
+    (IMAGING_STUCK_AFTER_SECONDS when None: a lost message or a dead worker) that may run
+    again; those already tried IMAGING_MAX_ATTEMPTS times are failed here (too_many_attempts)
+    instead. The caller enqueues the ids."""
+    if older_than_seconds is None:
+        older_than_seconds = settings.IMAGING_STUCK_AFTER_SECONDS
     cutoff = timezone.now() - timezone.timedelta(seconds=older_than_seconds)
     stuck = Scan.objects.filter(
         status__in=[ScanStatus.UPLOADED, ScanStatus.PROCESSING], updated_at__lt=cutoff

@@ -29,7 +29,7 @@ def scan_process_on_commit(scan_id: int) -> None:
     transaction.on_commit(lambda: process_scan.delay(scan_id=scan_id), robust=True)
 
 
-def scans_requeue(*, older_than_seconds: int = 600) -> list[int]:
+def scans_requeue(*, older_than_seconds: int | None = None) -> list[int]:
     """Enqueue scans stuck in uploaded/processing (a lost message or a dead worker); those
     already tried IMAGING_MAX_ATTEMPTS times are failed (too_many_attempts) instead."""
     ids = scans_stuck(older_than_seconds=older_than_seconds)

@@ -394,6 +394,15 @@ def test_the_requeue_still_retries_a_scan_below_the_cap(stored_scan: Scan, setti
 
 
 @pytest.mark.django_db
+def test_the_requeue_waits_the_configured_stuck_time(stored_scan: Scan, settings: Any) -> None:
+    _stuck(stored_scan, attempts=0)  # an hour ago
+    settings.IMAGING_STUCK_AFTER_SECONDS = 2 * 3600
+    assert services.scans_requeue() == []
+    settings.IMAGING_STUCK_AFTER_SECONDS = 1800
+    assert services.scans_requeue() == [stored_scan.pk]
+
+
+@pytest.mark.django_db
 def test_a_redelivered_message_past_the_cap_fails_the_scan_without_running(
     stored_scan: Scan, settings: Any
 ) -> None:

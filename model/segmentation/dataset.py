@@ -227,18 +227,3 @@ def iter_cases(root: Path, names: list[str] | None = None) -> Iterator[Case]:
     classes = load_classes(root)
     for name in names if names is not None else case_names(root):
         yield load_case(root, name, classes)
-
-
-def dataset_slices(cases: list[Case]) -> tuple[np.ndarray, np.ndarray] | None:
-    """All 2D slices of the cases as (N, H, W) images and masks, when they share one size."""
-    images, masks = [], []
-    for case in cases:
-        if case.image.ndim == 2:
-            images.append(case.image)
-            masks.append(case.mask)
-        else:
-            images.extend(case.image)
-            masks.extend(case.mask)
-    if len({image.shape for image in images}) != 1:
-        return None
-    return np.stack(images), np.stack(masks)
