@@ -1,4 +1,4 @@
-"""Evaluate a trained segmentation model on a data set; called by `manage.py evaluate_segmentation`.
+"""Evaluate a trained segmentation model on a data set (`python -m model.segmentation.cli`).
 
 Each case is segmented whole (a volume slice by slice for a 2D network) with the model's own
 preprocessing, and scored per class with model/segmentation/metrics.py using the case's pixel

@@ -1,7 +1,7 @@
 """Train a MONAI U-Net on a data set in the model/segmentation/dataset.py convention.
 
-Called by `python manage.py train_segmentation` (see that command for the options). Writes to
-OUT: weights.pt (best state_dict), model.onnx (same network, checked against torch),
+Called by `python -m model.segmentation.cli train` (model/segmentation/cli.py has the options).
+Writes to OUT: weights.pt (best state_dict), model.onnx (same network, checked against torch),
 config.json (network, classes, preprocessing, training record), training_log.json (loss and
 validation Dice per epoch, k-fold results) and MODEL_CARD.md from MODEL_CARD.template.md.
 

@@ -5,7 +5,7 @@ the three held-out slabs; unseen slabs, unseen augmentation seeds; `manifest.jso
 The full held-out evaluation (400 slices, bootstrap CIs) is in the model card; this checks
 the grey/white-matter target on the sample (a strict xfail: the shipped weights miss it, by
 the figures in the card), that both backends keep the measured figures, and that
-evaluate_segmentation reproduces the card's section for the sample.
+`cli evaluate` reproduces the card's section for the sample.
 """
 
 from __future__ import annotations
