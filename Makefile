@@ -47,6 +47,8 @@ corpus: install
 lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/lint-imports --no-cache
+	env -u DATABASE_URL -u REDIS_URL $(VENV)/bin/mypy
 	env -u DATABASE_URL -u REDIS_URL $(PY) manage.py makemigrations --check --dry-run
 
 format: install
