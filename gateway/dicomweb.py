@@ -27,6 +27,7 @@ from typing import Any
 from django.conf import settings
 from django.db.models import Q, QuerySet
 from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.middleware.csrf import CsrfViewMiddleware
 from django.views.decorators.csrf import csrf_exempt
 from PIL import Image
 from pydicom import dcmread
@@ -476,7 +477,12 @@ def _rendered(request: HttpRequest, **scope: str) -> HttpResponse:
 def studies(request: HttpRequest) -> HttpResponse:
     if request.method == "POST":
         if request.META.get("HTTP_AUTHORIZATION", "")[:7].lower() != "bearer ":
-            return _error(401, "not_authenticated", "STOW-RS needs a Bearer token.")
+            # A session's POST carries its CSRF token, as the API's SessionAuthentication asks.
+            refused = CsrfViewMiddleware(lambda r: HttpResponse()).process_view(
+                request, None, (), {}
+            )
+            if refused is not None:
+                return _error(403, "csrf_failed", "CSRF check failed: send the CSRF token.")
         return _stow(request)
     if request.method != "GET":
         return _error(405, "method_not_allowed", "GET or POST.")

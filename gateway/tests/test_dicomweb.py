@@ -150,3 +150,38 @@ def test_stow_refuses_a_malformed_dataset_and_stores_nothing(
         client(serial_live_server, doctor, password).store_instances([dcmread(study.files[0])])
     assert forbidden.value.response.status_code == 403
     assert Scan.objects.count() == 0
+
+
+def test_stow_with_a_session_needs_the_csrf_token(
+    serial_live_server: Any, technician: Any, password: str, tmp_path: Path
+) -> None:
+    study = study_files(tmp_path / "study", count=1)
+    session = requests.Session()
+    login = session.get(f"{serial_live_server.url}/login/", timeout=30)
+    assert login.ok
+    session.post(
+        f"{serial_live_server.url}/login/",
+        data={
+            "username": technician.username,
+            "password": password,
+            "csrfmiddlewaretoken": session.cookies["csrftoken"],
+        },
+        headers={"Referer": f"{serial_live_server.url}/login/"},
+        timeout=30,
+    )
+    boundary = "policyboundary"
+    body = (
+        f"--{boundary}\r\nContent-Type: application/dicom\r\n\r\n".encode()
+        + study.files[0].read_bytes()
+        + f"\r\n--{boundary}--\r\n".encode()
+    )
+    headers = {"Content-Type": f'multipart/related; type="application/dicom"; boundary={boundary}'}
+    url = f"{serial_live_server.url}/dicomweb/studies"
+    refused = session.post(url, data=body, headers=headers, timeout=60)
+    assert refused.status_code == 403, refused.text
+    assert Scan.objects.count() == 0
+    headers["X-CSRFToken"] = session.cookies["csrftoken"]
+    headers["Referer"] = url
+    stored = session.post(url, data=body, headers=headers, timeout=60)
+    assert stored.status_code == 200, stored.text
+    assert Scan.objects.get().status == ScanStatus.COMPLETED
