@@ -20,8 +20,9 @@ from axes.utils import reset
 from django.http import HttpRequest, HttpResponse, JsonResponse
 
 from audit.services import client_ip
+from engine.errors import ErrorCode
 
-LOCKED_CODE = "locked_out"
+LOCKED_CODE = ErrorCode.LOCKED_OUT
 LOCKED_MESSAGE = "Too many failed logins for this account from here. Try again later."
 
 

@@ -23,6 +23,7 @@ from django.shortcuts import redirect
 from django.urls import reverse
 
 from accounts.otp import otp_device_for, otp_required_for
+from engine.errors import ErrorCode
 
 
 def _error(code: str, message: str) -> JsonResponse:
@@ -55,14 +56,16 @@ class OtpRequiredMiddleware:
         api = request.path.startswith("/api/")
         if otp_device_for(user) is not None:
             if api:
-                return _error("otp_required", "Give your two-factor code at /login/otp/ first.")
+                return _error(
+                    ErrorCode.OTP_REQUIRED, "Give your two-factor code at /login/otp/ first."
+                )
             return redirect(
                 f"{reverse('login-otp')}?{urlencode({'next': request.get_full_path()})}"
             )
         if otp_required_for(user):
             if api:
                 return _error(
-                    "otp_enrolment_required",
+                    ErrorCode.OTP_ENROLMENT_REQUIRED,
                     "Administrators must set up two-factor login at /account/2fa/ first.",
                 )
             return redirect("otp-enrol")

@@ -134,7 +134,7 @@ def user_register(
             outcome=Outcome.REFUSED,
             username=username,
             request=request,
-            details={"requested_role": role, "reason": "username_taken"},
+            details={"requested_role": role, "reason": ErrorCode.USERNAME_TAKEN},
         )
         return None
     audit_record(
@@ -335,21 +335,23 @@ def auth_token_obtain(
     device = otp_device_for(user)
     if device is None and otp_required_for(user):
         raise _otp_failure(
-            "otp_enrolment_required",
+            ErrorCode.OTP_ENROLMENT_REQUIRED,
             "Administrators must set up two-factor login (page /account/2fa/) first.",
         )
     if device is not None:
         if not otp:
-            raise _otp_failure("otp_required", "This account needs its two-factor code: `otp`.")
+            raise _otp_failure(
+                ErrorCode.OTP_REQUIRED, "This account needs its two-factor code: `otp`."
+            )
         if otp_verify(user=user, code=otp) is None:
-            request.login_failure_reason = "otp_invalid"
+            request.login_failure_reason = ErrorCode.OTP_INVALID
             user_login_failed.send(
                 sender=__name__, credentials={"username": username}, request=request
             )
             if getattr(request, "axes_locked_out", False):
                 cool_off = int(settings.AXES_COOLOFF_TIME.total_seconds())
                 raise Throttled(wait=cool_off, detail="Too many failed logins. Try again later.")
-            raise _otp_failure("otp_invalid", "That two-factor code is not right.")
+            raise _otp_failure(ErrorCode.OTP_INVALID, "That two-factor code is not right.")
     lockout_reset(username=username, request=request)
     refresh = token_pair_for(user)
     update_last_login(None, user)

@@ -118,16 +118,13 @@ def scan_identity(*, scan: Scan, actor: Any, request: HttpRequest | None = None)
 # --- Export ---------------------------------------------------------------------------------
 
 
-def _exportable(scan: Scan) -> str:
-    """The refusal code when the scan may not leave as research data, else "" (it may)."""
+def _export_refusal(scan: Scan) -> EngineError | None:
+    """Why the scan may not leave as research data; None when it may."""
     if scan.status != ScanStatus.COMPLETED:
-        return "scan_not_ready"
+        return errors.scan_not_ready()
     if scan.needs_review and scan.reviewed_at is None:
-        return "needs_review"
-    return ""
-
-
-_REFUSALS = {"scan_not_ready": errors.scan_not_ready, "needs_review": errors.needs_review}
+        return errors.needs_review()
+    return None
 
 
 def _deidentified_dicom(scan: Scan) -> bytes:
@@ -144,9 +141,9 @@ def scan_export(
             raise errors.invalid_format("format must be dicom.")
         if scan.format != ScanFormat.DICOM:
             raise errors.invalid_format("format=dicom is only for DICOM uploads.")
-        refusal = _exportable(scan)
+        refusal = _export_refusal(scan)
         if refusal:
-            raise _REFUSALS[refusal]()
+            raise refusal
         return Rendered(
             _deidentified_dicom(scan), "application/dicom", f"scan-{scan.pk}-deidentified.dcm"
         )
@@ -200,9 +197,9 @@ def _zip_plan(scans: Sequence[Scan]) -> tuple[list[dict[str, Any]], list[dict[st
     entries: list[dict[str, Any]] = []
     skipped: list[dict[str, Any]] = []
     for scan in scans:
-        refusal = _exportable(scan)
+        refusal = _export_refusal(scan)
         if refusal:
-            skipped.append({"scan": scan.pk, "reason": refusal})
+            skipped.append({"scan": scan.pk, "reason": refusal.code})
             continue
         if scan.format == ScanFormat.DICOM:
             # Named by the remapped UIDs only: no file name or header value of the upload.

@@ -16,7 +16,7 @@ from django.views import View
 
 from accounts.models import Role
 from accounts.selectors import user_pending_activation_count
-from engine.errors import EngineError
+from engine.errors import EngineError, ErrorCode
 from imaging.selectors.worklist import region_removal_worklist, scan_review_worklist
 from patients.selectors import patient_list
 from patients.services import patient_create
@@ -26,11 +26,11 @@ SEARCH_MAX_LENGTH = 100
 
 # Which form field a patients-service error belongs to, so it shows next to that field.
 _ERROR_FIELDS = {
-    "invalid_patient_id": "id",
-    "patient_exists": "id",
-    "invalid_name": "name",
-    "invalid_age": "age",
-    "invalid_note": "note",
+    ErrorCode.INVALID_PATIENT_ID: "id",
+    ErrorCode.PATIENT_EXISTS: "id",
+    ErrorCode.INVALID_NAME: "name",
+    ErrorCode.INVALID_AGE: "age",
+    ErrorCode.INVALID_NOTE: "note",
 }
 
 

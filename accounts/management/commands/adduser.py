@@ -10,7 +10,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from accounts.models import Role
 from accounts.services import PasswordRejected, user_create
-from engine.errors import EngineError
+from engine.errors import EngineError, ErrorCode
 
 PASSWORD_ENV = "MEDIMG_PASSWORD"
 
@@ -33,7 +33,7 @@ class Command(BaseCommand):
         except PasswordRejected as exc:
             raise CommandError("Password refused: " + " ".join(exc.messages)) from None
         except EngineError as exc:
-            if exc.code == "username_taken":
+            if exc.code == ErrorCode.USERNAME_TAKEN:
                 raise CommandError(f"User {username!r} already exists.") from None
             raise CommandError(exc.message) from None
         self.stdout.write(self.style.SUCCESS(f"Created {user.role} {user.username!r} (active)."))
