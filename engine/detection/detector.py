@@ -23,7 +23,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import cv2
 import numpy as np
@@ -89,7 +89,9 @@ def load_torch_runner(path: Path) -> Runner:
     from ultralytics import YOLO
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    model = YOLO(str(path)).model.to(device).eval()
+    # Ultralytics types `.model` loosely (a str before loading): it is the torch module here.
+    network: Any = YOLO(str(path)).model
+    model = network.to(device).eval()
     model = model.float() if device == "cpu" else model.half()
 
     def run(batch: np.ndarray) -> np.ndarray:
@@ -97,7 +99,7 @@ def load_torch_runner(path: Path) -> Runner:
             tensor = torch.from_numpy(batch).to(device)
             output = model(tensor.half() if device == "cuda" else tensor)
             output = output[0] if isinstance(output, (list, tuple)) else output
-            return output.float().cpu().numpy()
+            return cast("np.ndarray", output.float().cpu().numpy())
 
     return run
 

@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -422,12 +422,12 @@ FrameSink = Callable[[FrameOutput], None]
 def frame_pixels(image: Any, index: int) -> np.ndarray:
     """Frame `index` of a DecodedImage's pixels, read lazily where the image can."""
     reader = getattr(image, "frame_pixels", None)
-    return reader(index) if reader is not None else image.pixels[index]
+    return cast("np.ndarray", reader(index) if reader is not None else image.pixels[index])
 
 
 def frame_display(image: Any, index: int) -> np.ndarray:
     reader = getattr(image, "frame_display", None)
-    return reader(index) if reader is not None else image.display[index]
+    return cast("np.ndarray", reader(index) if reader is not None else image.display[index])
 
 
 def region_group_key(label: str, coords: Sequence[int]) -> tuple[str, int, int, int, int]:
@@ -634,11 +634,11 @@ def pipeline_run(
             if marks:
                 annotations += len(marks)
                 with timed(timings, "encrypt_ms"):
-                    for coords in marks:
+                    for mark in marks:
                         frame_regions.append(
                             seal_region(
                                 pixels=pixels,
-                                box=Box(f, ANNOTATION_LABEL, 1.0, *coords),
+                                box=Box(f, ANNOTATION_LABEL, 1.0, *mark),
                                 index=len(regions) + len(frame_regions),
                                 data_key=data_key,
                                 scan_ref=scan_ref,

@@ -78,8 +78,8 @@ from pydicom.uid import (
 )
 
 from engine import errors
-from engine.dicom import guards as intake_guards
 from engine.errors import ImagingError
+from engine.intake import guards as intake_guards
 
 PREAMBLE_BYTES = 128
 DICOM_MAGIC = b"DICM"
@@ -188,7 +188,7 @@ def read_dataset(
 
     Elements after the pixel data are legal DICOM and are accepted (see element_structure).
 
-    Before pydicom parses anything deeply, `engine.dicom.guards` walks the elements:
+    Before pydicom parses anything deeply, `engine.intake.guards` walks the elements:
     dicom_too_deep, too_many_elements, and decoded_too_large for a deflated data set that
     inflates past max_inflated_bytes (intake_guards.MAX_INFLATED_BYTES when None).
     """
@@ -372,9 +372,10 @@ def decode_pixels(ds: Dataset) -> np.ndarray:
             warnings.simplefilter("ignore")
             array = ds.pixel_array
     except Exception as exc:  # Truncated or undecodable pixel data.
-        array = _gdcm_decode(ds, shape)
-        if array is None:
+        decoded = _gdcm_decode(ds, shape)
+        if decoded is None:
             raise errors.corrupt_image("The DICOM pixel data could not be decoded.") from exc
+        array = decoded
     if shape.frames == 1 and array.ndim == (3 if shape.samples > 1 else 2):
         array = array[np.newaxis, ...]
     expected: tuple[int, ...] = (shape.frames, shape.rows, shape.columns)
@@ -633,7 +634,10 @@ def _write_compressed(ds_bytes: bytes, redacted_pixels: Any, *, syntax: str) -> 
     ds.PixelData = data
     ds["PixelData"].VR = "OB" if little.dtype.itemsize == 1 else "OW"
     ds["PixelData"].is_undefined_length = False
-    written = _compress_lossless(ds, OUTPUT_SYNTAXES[syntax], written)
+    target = OUTPUT_SYNTAXES[syntax]
+    if target is None:
+        raise ValueError(f"{syntax} is not a compressed output syntax")
+    written = _compress_lossless(ds, target, written)
     return _little_endian_file(ds, written)
 
 

@@ -39,7 +39,7 @@ Checks, in order, each with its ImagingError code:
     dicom_too_deep, too_many_elements, decoded_too_large (a deflated data set inflating past
                         max_decoded_bytes), inconsistent_image (a compressed frame whose own
                         JPEG/JPEG-LS/JPEG 2000 header disagrees with Rows and Columns): the
-                        checks of `engine.dicom.guards`, before pydicom parses deeply and
+                        checks of `engine.intake.guards`, before pydicom parses deeply and
                         before any frame is decoded.
 
 DecodedImage, what the pipeline works on:
@@ -86,16 +86,16 @@ import struct
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import cv2
 import numpy as np
 from PIL import Image, ImageOps
 
 from engine import errors
-from engine.dicom import guards as intake_guards
 from engine.dicom import io as dicom
 from engine.errors import ImagingError
+from engine.intake import guards as intake_guards
 from engine.pixels import rendering
 from engine.pixels.restoration import encode_image
 
@@ -141,7 +141,7 @@ class FrameStack:
     @property
     def nbytes(self) -> int:
         """What the whole stack decodes to (none of it is held)."""
-        return self.size * self.dtype.itemsize
+        return cast("int", self.size * self.dtype.itemsize)
 
     def __len__(self) -> int:
         return self._count
@@ -159,7 +159,7 @@ class FrameStack:
             return self.frame(int(key))
         if isinstance(key, tuple) and key and isinstance(key[0], (int, np.integer)):
             return self.frame(int(key[0]))[key[1:]]
-        return np.asarray(self)[key]
+        return cast("np.ndarray", np.asarray(self)[key])
 
     def __iter__(self) -> Iterator[np.ndarray]:
         for index in range(self._count):
@@ -427,7 +427,7 @@ def _pillow_decode(data: bytes, fmt: str, max_pixels: int) -> Image.Image:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data), formats=[fmt])
+            image: Image.Image = Image.open(io.BytesIO(data), formats=[fmt])
             width, height = image.size
             # Dimensions from the header, before any pixel is decoded.
             if width * height > max_pixels:

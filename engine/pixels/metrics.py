@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import cv2
 import imagehash
@@ -122,18 +122,18 @@ def _ssim_frame(original: np.ndarray, redacted: np.ndarray, data_range: float) -
         fresh = ~done[y0:y1, x0:x1]
         deficit += float((1.0 - values)[fresh].sum())
         done[y0:y1, x0:x1] = True
-    return 1.0 - deficit / interior
+    return cast("float", 1.0 - deficit / interior)
 
 
 def _changed(original: np.ndarray, redacted: np.ndarray) -> np.ndarray:
     """(H, W) bool: where any channel differs."""
     if original.ndim == 2:
-        return original != redacted
+        return cast("np.ndarray", original != redacted)
     # An OR over channel planes: `.any(axis=2)` over 3 channels is 20x slower.
     changed = original[..., 0] != redacted[..., 0]
     for channel in range(1, original.shape[2]):
         changed |= original[..., channel] != redacted[..., channel]
-    return changed
+    return cast("np.ndarray", changed)
 
 
 def ssim(original: np.ndarray, redacted: np.ndarray, *, frames: bool = False) -> float:

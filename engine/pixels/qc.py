@@ -30,7 +30,7 @@ import math
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -79,7 +79,7 @@ def intensity_values(
     flat = values.reshape(-1)
     if flat.size > MAX_VALUES:
         flat = flat[:: int(math.ceil(flat.size / MAX_VALUES))]
-    return flat[np.isfinite(flat)]
+    return cast("np.ndarray", flat[np.isfinite(flat)])
 
 
 def otsu_threshold(values: np.ndarray) -> float | None:
@@ -204,8 +204,8 @@ def outliers(
         if len(members) < min_group:
             continue
         for metric in metrics:
-            present = [(m, _number((m.get("qc") or {}).get(metric))) for m in members]
-            present = [(m, v) for m, v in present if v is not None]
+            numbers = [(m, _number((m.get("qc") or {}).get(metric))) for m in members]
+            present = [(m, v) for m, v in numbers if v is not None]
             if len(present) < min_group:
                 continue
             values = [v for _, v in present]
@@ -328,4 +328,4 @@ def cluster_image(labels: np.ndarray) -> np.ndarray:
     """Cluster labels as (H, W, 3) uint8 colours (PALETTE); -1 (outside the mask) is grey."""
     image = PALETTE[np.clip(labels, 0, MAX_K - 1)]
     image[labels < 0] = OUTSIDE
-    return image
+    return cast("np.ndarray", image)

@@ -7,6 +7,7 @@ Boxes are (x0, y0, x1, y1), half-open, in pixel coordinates. Shared by the pipel
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from typing import cast
 
 import numpy as np
 
@@ -49,7 +50,7 @@ INK_CONTRAST = 48  # grey levels from the line's background that count as ink
 
 def _luminance(pixels: np.ndarray) -> np.ndarray:
     if pixels.ndim == 3:
-        return pixels[..., :3].astype(np.float32).mean(axis=2)
+        return cast("np.ndarray", pixels[..., :3].astype(np.float32).mean(axis=2))
     return pixels.astype(np.float32)
 
 
@@ -69,7 +70,7 @@ def complete_line(frame: np.ndarray, box: Sequence[float]) -> Coords:
     bins = np.minimum(inside, 255).astype(np.int64) // 16
     common = int(np.bincount(bins, minlength=16).argmax())
     background = float(np.median(inside[bins == common]))
-    ink = (np.abs(band - background) > INK_CONTRAST).any(axis=0)
+    ink = np.asarray((np.abs(band - background) > INK_CONTRAST).any(axis=0))
     reach = int(LINE_MAX_GROWTH * line_height)
     gap = max(3, int(LINE_GAP * line_height))
 

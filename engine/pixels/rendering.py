@@ -42,7 +42,7 @@ from __future__ import annotations
 import math
 import warnings
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pydicom
@@ -124,7 +124,7 @@ def _functional_item(ds: Dataset, index: int, sequence: str) -> Dataset | None:
             continue
         macro = items[position].get(sequence)
         if macro:
-            return macro[0]
+            return cast("Dataset | None", macro[0])
     return None
 
 
@@ -224,7 +224,7 @@ def stretch_to_uint8(values: np.ndarray) -> np.ndarray:
     if high <= low:
         return np.zeros(values.shape, dtype=np.uint8)
     scaled = (values - low) / (high - low) * 255.0
-    return np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
+    return cast("np.ndarray", np.clip(np.rint(scaled), 0, 255).astype(np.uint8))
 
 
 def _windowed(
@@ -239,7 +239,7 @@ def _windowed(
     voi.WindowWidth = width
     voi.VOILUTFunction = function
     out = apply_windowing(np.asarray(values, dtype=np.float64), voi)
-    return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+    return cast("np.ndarray", np.clip(np.rint(out), 0, 255).astype(np.uint8))
 
 
 def _file_window(header: Dataset) -> tuple[float, float, str] | None:

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import io
 from collections.abc import Iterable, Sequence
+from typing import cast
 
 import cv2
 import numpy as np
@@ -106,7 +107,7 @@ def apply_clahe(image: np.ndarray, *, clip_limit: float = 2.0, tiles: int = 8) -
         result = cv2.cvtColor(lab, cv2.COLOR_LAB2RGB)
     if image.shape[2] == 4:
         result = np.dstack([result, image[..., 3]])
-    return result
+    return cast("np.ndarray", result)
 
 
 def _png(array: np.ndarray) -> bytes:

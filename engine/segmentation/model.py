@@ -33,7 +33,7 @@ import json
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import numpy as np
 
@@ -83,7 +83,7 @@ class NetworkConfig:
 def build_network(config: NetworkConfig) -> Any:
     from monai.networks.nets import AttentionUnet, UNet
 
-    common = {
+    common: dict[str, Any] = {
         "spatial_dims": config.spatial_dims,
         "in_channels": config.in_channels,
         "out_channels": config.out_channels,
@@ -152,7 +152,8 @@ def prepare_input_timed(
     if data.ndim == 2 or config.network.spatial_dims == 3:
         done = preprocess(data, config.preprocessing)
         return done.image, done.timings_ms
-    slices, timings = [], {}
+    slices: list[np.ndarray] = []
+    timings: dict[str, float] = {}
     for plane in data:
         done = preprocess(plane, config.preprocessing)
         slices.append(done.image)
@@ -243,7 +244,9 @@ class Segmenter:
         def run(batch: np.ndarray) -> np.ndarray:
             logits = session.run(None, {input_name: batch})[0]
             shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
-            return (shifted / shifted.sum(axis=1, keepdims=True)).astype(np.float32)
+            return cast(
+                "np.ndarray", (shifted / shifted.sum(axis=1, keepdims=True)).astype(np.float32)
+            )
 
         return cls(config, run, "onnx")
 
@@ -280,7 +283,7 @@ class Segmenter:
         divisor = self.config.network.divisor
         if prepared.ndim == 2 or self.config.network.spatial_dims == 3:
             batch, crop = pad_to_multiple(prepared[None, None], divisor)
-            return self._run(np.ascontiguousarray(batch))[crop][0]
+            return cast("np.ndarray", self._run(np.ascontiguousarray(batch))[crop][0])
         outputs = []
         for start in range(0, prepared.shape[0], self.batch_size):
             chunk = prepared[start : start + self.batch_size, None]

@@ -24,7 +24,7 @@ segmented slice by slice is cleaned as a volume), face connectivity.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 from scipy import ndimage
@@ -88,7 +88,7 @@ def _largest_component(mask: np.ndarray, structure: np.ndarray) -> np.ndarray:
         return mask
     sizes = np.bincount(components.ravel())
     sizes[0] = 0
-    return components == int(np.argmax(sizes))
+    return cast("np.ndarray", components == int(np.argmax(sizes)))
 
 
 def _small_components(mask: np.ndarray, structure: np.ndarray, min_size: int) -> np.ndarray:
@@ -98,7 +98,7 @@ def _small_components(mask: np.ndarray, structure: np.ndarray, min_size: int) ->
     sizes = np.bincount(components.ravel())
     small = sizes < min_size
     small[0] = False
-    return small[components]
+    return cast("np.ndarray", small[components])
 
 
 def postprocess(labels: np.ndarray, config: PostprocessConfig) -> np.ndarray:

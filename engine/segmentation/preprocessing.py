@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import numpy as np
 
@@ -108,7 +108,7 @@ def n4_bias_correct(
     corrector.Execute(small, small_mask)
     log_field = corrector.GetLogBiasFieldAsImage(sitk_image)
     field = np.exp(sitk.GetArrayFromImage(log_field)).astype(np.float32)
-    return positive / field + offset - 1.0
+    return cast("np.ndarray", positive / field + offset - 1.0)
 
 
 def denoise_nlm(
@@ -151,7 +151,7 @@ def minmax(image: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
     data = np.asarray(image, dtype=np.float32)
     values = _values(data, mask)
     lo, hi = float(values.min()), float(values.max())
-    return np.clip((data - lo) / (hi - lo if hi > lo else 1.0), 0.0, 1.0)
+    return cast("np.ndarray", np.clip((data - lo) / (hi - lo if hi > lo else 1.0), 0.0, 1.0))
 
 
 def preprocess(
