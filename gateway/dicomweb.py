@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from functools import wraps
@@ -115,7 +116,7 @@ def instances_visible(user: Any) -> QuerySet[DicomInstance]:
 
 def _matching(instances: QuerySet[DicomInstance], params: Any) -> QuerySet[DicomInstance]:
     """The usual QIDO keys, by keyword or tag: UIDs (lists), Modality, StudyDate (ranges),
-    InstanceNumber. Other keys match nothing that was removed: they are ignored."""
+    InstanceNumber (the text keys: _attribute_matching). Other keys are ignored."""
     aliases = {
         "0020000D": "StudyInstanceUID",
         "0020000E": "SeriesInstanceUID",
@@ -153,6 +154,52 @@ def _matching(instances: QuerySet[DicomInstance], params: Any) -> QuerySet[Dicom
         elif key == "InstanceNumber" and value.isdigit():
             instances = instances.filter(instance_number=int(value))
     return instances
+
+
+# Attributes matched on the de-identified values the index keeps (DICOM wildcards * and ?;
+# person names and descriptions case-insensitively, as OHIF's study list asks).
+_TEXT_KEYS = {
+    "PatientID": ("00100020", "study_json", False),
+    "PatientName": ("00100010", "study_json", True),
+    "AccessionNumber": ("00080050", "study_json", False),
+    "StudyID": ("00200010", "study_json", False),
+    "StudyDescription": ("00081030", "study_json", True),
+    "SeriesDescription": ("0008103E", "series_json", True),
+    "SeriesNumber": ("00200011", "series_json", False),
+}
+_TEXT_TAGS = {tag: keyword for keyword, (tag, _, _) in _TEXT_KEYS.items()}
+
+
+def _json_value(item: dict[str, Any], tag: str) -> str:
+    values = item.get(tag, {}).get("Value") or [""]
+    value = values[0]
+    if isinstance(value, dict):  # PN: {"Alphabetic": "..."}
+        value = value.get("Alphabetic", "")
+    return str(value)
+
+
+def _wildcard(pattern: str, value: str, *, fold: bool) -> bool:
+    if fold:
+        pattern, value = pattern.casefold(), value.casefold()
+    expression = "".join(".*" if c == "*" else "." if c == "?" else re.escape(c) for c in pattern)
+    return re.fullmatch(expression, value, flags=re.DOTALL) is not None
+
+
+def _attribute_matching(instances: Iterable[DicomInstance], params: Any) -> list[DicomInstance]:
+    """The instances whose de-identified attributes match the text keys asked for."""
+    wanted = []
+    for raw_key, value in params.items():
+        keyword = _TEXT_TAGS.get(raw_key.upper(), raw_key)
+        if keyword in _TEXT_KEYS and value and value != "*":
+            wanted.append((*_TEXT_KEYS[keyword], value))
+    found = list(instances)
+    for tag, field_name, fold, pattern in wanted:
+        found = [
+            i
+            for i in found
+            if _wildcard(pattern, _json_value(getattr(i, field_name), tag), fold=fold)
+        ]
+    return found
 
 
 def _limit(params: Any) -> tuple[int, int]:
@@ -247,6 +294,7 @@ def _qido(
     request: HttpRequest, level: str, rows: Callable[..., list[dict]], **scope: str
 ) -> HttpResponse:
     instances = _matching(instances_visible(request.user).filter(**scope), request.GET)
+    instances = _attribute_matching(instances, request.GET)
     offset, limit = _limit(request.GET)
     items = rows(request, instances)[offset : offset + limit]
     _audit_query(request, level, len(items))

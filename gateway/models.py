@@ -135,3 +135,19 @@ class DicomInstance(models.Model):
 
     def __str__(self) -> str:
         return f"instance of scan {self.scan_id}"
+
+
+class ReceivedInstance(models.Model):
+    """An instance already received, by a keyed hash of its SOP Instance UID as sent (the UID
+    is an identifier: it is not kept in clear). A peer that sends the same instance again
+    (a retry after a lost response, a PACS re-sending a study) is answered with success and
+    nothing is stored twice. `scan` is empty while the first copy is being stored."""
+
+    sop_hash = models.CharField(max_length=64, unique=True)
+    scan = models.ForeignKey(
+        Scan, null=True, blank=True, on_delete=models.CASCADE, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return f"received instance of scan {self.scan_id}"

@@ -19,14 +19,16 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.core.files.uploadedfile import SimpleUploadedFile
-from django.db import DatabaseError
+from django.db import DatabaseError, IntegrityError, transaction
 from django.http import HttpRequest
+from django.utils.crypto import salted_hmac
 from pydicom import dcmread
 from pydicom.errors import InvalidDicomError
 
 from audit.models import Outcome
 from audit.services import audit_record
 from engine.errors import EngineError, ErrorCode, ImagingError
+from gateway.models import ReceivedInstance
 from imaging.models import Scan
 from imaging.services.upload import patient_create_with_images, scan_upload
 from patients.models import Patient
@@ -38,6 +40,8 @@ logger = logging.getLogger(__name__)
 ACTION_ASSOCIATION = "dicom_association"
 ACTION_RECEIVED = "dicom_received"
 ACTION_FORWARDED = "dicom_forwarded"
+
+RECEIVED_SALT = "medimg.gateway.received-instance"
 
 # DICOM C-STORE statuses (PS3.4 B.2.3)
 STATUS_SUCCESS = 0x0000
@@ -108,6 +112,29 @@ def _store(*, data: bytes, header: Any, uploaded_by: Any, request: HttpRequest |
     raise Refused(STATUS_UNABLE_TO_PROCESS, "patient_exists")
 
 
+def received_hash(sop_instance_uid: str) -> str:
+    """The keyed hash an instance's SOP Instance UID (as sent) is remembered by."""
+    if not sop_instance_uid:
+        raise Refused(STATUS_CANNOT_UNDERSTAND, "no_sop_instance_uid")
+    return salted_hmac(RECEIVED_SALT, sop_instance_uid, algorithm="sha256").hexdigest()
+
+
+def _received_claim(sop_hash: str) -> Scan | None:
+    """None when this instance is new (it is now claimed: the caller stores it); the scan it
+    was stored as when it came before. Refused (0xA700, the peer retries later) while another
+    association is still storing the same instance."""
+    try:
+        with transaction.atomic():
+            ReceivedInstance.objects.create(sop_hash=sop_hash)
+        return None
+    except IntegrityError:
+        pass
+    earlier = ReceivedInstance.objects.filter(sop_hash=sop_hash).select_related("scan").first()
+    if earlier is None or earlier.scan is None:
+        raise Refused(STATUS_OUT_OF_RESOURCES, "being_stored")
+    return earlier.scan
+
+
 def instance_receive(
     *,
     data: bytes,
@@ -118,12 +145,25 @@ def instance_receive(
     """Store one received Part 10 file as a scan; Refused (audited) when it is refused.
 
     `source` names where it came from for the audit log (protocol, peer AE title, address).
+    An instance received before (same SOP Instance UID) is answered with its scan and not
+    stored again (audited with duplicate=True).
     """
     try:
         if uploaded_by is None:
             raise Refused(STATUS_OUT_OF_RESOURCES, "no_upload_user")
         header = _header(data)
-        scan = _store(data=data, header=header, uploaded_by=uploaded_by, request=request)
+        sop_hash = received_hash(str(header.get("SOPInstanceUID", "") or ""))
+        earlier = _received_claim(sop_hash)
+        if earlier is None:
+            try:
+                scan = _store(data=data, header=header, uploaded_by=uploaded_by, request=request)
+            except BaseException:
+                ReceivedInstance.objects.filter(sop_hash=sop_hash, scan=None).delete()
+                raise
+            ReceivedInstance.objects.filter(sop_hash=sop_hash).update(scan=scan)
+        else:
+            scan = earlier
+            source = {**source, "duplicate": True}
     except Refused as refusal:
         _audit_refusal(refusal, uploaded_by=uploaded_by, source=source, request=request)
         raise

@@ -71,6 +71,16 @@ def test_qido_and_wado_round_trip(
     assert web.search_for_instances(study_uid, series_uid, search_filters={"InstanceNumber": "2"})
     assert web.search_for_studies(search_filters={"StudyInstanceUID": "1.2.3.999"}) == []
     assert web.search_for_studies(search_filters={"StudyInstanceUID": stored.study_uid}) == []
+    # Text keys match the de-identified values (wildcards; names case-insensitively); the
+    # hospital's own id finds nothing here.
+    pseudonym = studies[0]["00100020"]["Value"][0]  # engine.dicom.deid's pseudonym
+    assert pseudonym and pseudonym != PHI["PatientID"]
+    assert len(web.search_for_studies(search_filters={"PatientID": pseudonym})) == 1
+    assert len(web.search_for_studies(search_filters={"00100020": pseudonym[:3] + "*"})) == 1
+    assert web.search_for_studies(search_filters={"PatientID": pseudonym + "X"}) == []
+    assert web.search_for_studies(search_filters={"PatientID": PHI["PatientID"]}) == []
+    assert web.search_for_studies(search_filters={"PatientName": "GATEWAYTEST*"}) == []
+    assert web.search_for_studies(search_filters={"AccessionNumber": PHI["AccessionNumber"]}) == []
     listing = str([studies, series, instances])
     for value in PHI.values():
         assert value not in listing

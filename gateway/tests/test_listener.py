@@ -10,9 +10,10 @@ import pytest
 from pydicom import dcmread
 
 from audit.models import AuditEvent, Outcome
-from gateway.models import DicomInstance
+from gateway.listener import listener_start, tls_context
+from gateway.models import DicomInstance, ReceivedInstance
 from gateway.receive import ACTION_ASSOCIATION, ACTION_RECEIVED
-from gateway.tests.conftest import LISTENER_AET, need, storescu
+from gateway.tests.conftest import LISTENER_AET, free_port, need, storescu
 from gateway.tests.dicom_files import PHI, study_files
 from imaging.models import Scan, ScanStatus
 from patients.models import Patient
@@ -147,9 +148,6 @@ def test_a_dataset_without_patient_id_is_refused(listener: int, peer: Any, tmp_p
 
 def test_dicom_tls(peer: Any, tmp_path: Path, transactional_db: Any) -> None:
     """--tls-cert/--tls-key: echoscu over TLS is answered; in clear it gets nothing."""
-    from gateway.listener import listener_start, tls_context
-    from gateway.tests.conftest import free_port
-
     key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
     subprocess.run(
         [need("openssl"), "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
@@ -177,3 +175,35 @@ def test_dicom_tls(peer: Any, tmp_path: Path, transactional_db: Any) -> None:
         assert clear.returncode != 0
     finally:
         server.shutdown()
+
+
+def test_an_instance_sent_again_is_not_stored_twice(
+    listener: int, peer: Any, tmp_path: Path, settings: Any
+) -> None:
+    """A retry after a lost response, or a PACS sending the study again: success, one copy."""
+    study = study_files(tmp_path / "study", count=2)
+    assert storescu(listener, *study.files).returncode == 0
+    scans = sorted(Scan.objects.values_list("pk", flat=True))
+    files = media_files(settings)
+
+    again = storescu(listener, *study.files)
+    output = again.stdout + again.stderr
+    assert output.count("Received Store Response (Success)") == 2, output
+    assert sorted(Scan.objects.values_list("pk", flat=True)) == scans
+    assert media_files(settings) == files
+    duplicates = AuditEvent.objects.filter(action=ACTION_RECEIVED, details__duplicate=True)
+    assert sorted(int(e.target_id) for e in duplicates) == scans
+    # The UIDs are remembered by a keyed hash only.
+    kept = str(list(ReceivedInstance.objects.values_list("sop_hash", flat=True)))
+    assert not any(uid in kept for uid in study.sop_uids)
+
+
+def test_a_refused_instance_can_be_sent_again_once_mended(
+    listener: int, peer: Any, tmp_path: Path
+) -> None:
+    study = study_files(tmp_path / "study", count=1)
+    bad = _malformed(tmp_path / "bad.dcm", study.files[0])  # the same SOP Instance UID
+    assert "Success" not in storescu(listener, bad).stdout
+    result = storescu(listener, study.files[0])
+    assert "Received Store Response (Success)" in result.stdout + result.stderr
+    assert Scan.objects.count() == 1
