@@ -149,7 +149,7 @@ def audit_record(
         "user_agent": _text(user_agent, USER_AGENT_MAX),
         "details": _jsonable(details),
     }
-    return _append(fields)
+    return append_entry(fields)
 
 
 def _locked_anchor() -> AuditAnchor:
@@ -163,7 +163,9 @@ def _locked_anchor() -> AuditAnchor:
     return anchor
 
 
-def _append(fields: dict[str, Any]) -> AuditEvent:
+def append_entry(fields: dict[str, Any]) -> AuditEvent:
+    """Chain one row as given: the append behind `audit_record`. Record events through
+    `audit_record`; this is public for tests that plant events in an older format."""
     with transaction.atomic():
         # Serialise appends: two writers must not fork the chain. The anchor row is the lock
         # on PostgreSQL; SQLite ignores FOR UPDATE, but its transactions are IMMEDIATE

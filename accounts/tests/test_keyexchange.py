@@ -73,7 +73,7 @@ def _complete(api: Any, exchange_id: str, public_key: bytes | str) -> Any:
     return api.post(URL, {"exchange_id": exchange_id, "public_key": text}, format="json")
 
 
-def _x25519_exchange(api: Any, user: Any) -> tuple[str, bytes]:
+def x25519_exchange(api: Any, user: Any) -> tuple[str, bytes]:
     offer = _begin(api, user)
     client = x25519.X25519PrivateKey.generate()
     client_pub = client.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
@@ -148,7 +148,7 @@ def test_it_agrees_an_x25519_session_key_end_to_end(api: Any, doctor: Any) -> No
     assert offer["parameters"] is None
     assert offer["expires_in"] == 120
 
-    key_id, key = _x25519_exchange(api, doctor)
+    key_id, key = x25519_exchange(api, doctor)
 
     assert session_key_get(user_id=doctor.pk, key_id=key_id) == key
     event = AuditEvent.objects.get(action=Action.KEY_EXCHANGED)
@@ -189,13 +189,13 @@ def test_it_gives_each_exchange_its_own_server_key_and_session_key(api: Any, doc
     assert first["exchange_id"] != second["exchange_id"]
     assert first["server_public_key"] != second["server_public_key"]
 
-    (id_a, key_a), (id_b, key_b) = _x25519_exchange(api, doctor), _x25519_exchange(api, doctor)
+    (id_a, key_a), (id_b, key_b) = x25519_exchange(api, doctor), x25519_exchange(api, doctor)
 
     assert id_a != id_b and key_a != key_b
 
 
 def test_it_keeps_no_key_in_the_clear_in_the_cache(api: Any, doctor: Any) -> None:
-    key_id, key = _x25519_exchange(api, doctor)
+    key_id, key = x25519_exchange(api, doctor)
 
     stored = cache.get(f"kx:session-key:{doctor.pk}:{key_id}")
 
@@ -376,7 +376,7 @@ def test_it_expires_an_exchange(api: Any, doctor: Any, monkeypatch: Any) -> None
 
 def test_it_expires_session_keys(api: Any, doctor: Any, settings: Any) -> None:
     settings.SESSION_KEY_SECONDS = 1
-    key_id, key = _x25519_exchange(api, doctor)
+    key_id, key = x25519_exchange(api, doctor)
     assert session_key_get(user_id=doctor.pk, key_id=key_id) == key
 
     time.sleep(1.5)
@@ -388,7 +388,7 @@ def test_it_ends_session_keys_at_jwt_logout(api: Any, doctor: Any, password: str
     pair = api.post(
         "/api/auth/token/", {"username": doctor.username, "password": password}, format="json"
     ).json()
-    key_id, _ = _x25519_exchange(api, doctor)
+    key_id, _ = x25519_exchange(api, doctor)
     api.force_authenticate(None)
 
     assert (
@@ -398,14 +398,14 @@ def test_it_ends_session_keys_at_jwt_logout(api: Any, doctor: Any, password: str
 
     assert session_key_get(user_id=doctor.pk, key_id=key_id) is None
     # A key agreed after logging in again works.
-    new_id, new_key = _x25519_exchange(api, doctor)
+    new_id, new_key = x25519_exchange(api, doctor)
     assert session_key_get(user_id=doctor.pk, key_id=new_id) == new_key
 
 
 def test_it_ends_session_keys_at_session_logout(
     client: Any, api: Any, technician: Any, password: str
 ) -> None:
-    key_id, _ = _x25519_exchange(api, technician)
+    key_id, _ = x25519_exchange(api, technician)
     assert client.login(username=technician.username, password=password)
 
     client.post("/logout/")
@@ -416,8 +416,8 @@ def test_it_ends_session_keys_at_session_logout(
 def test_it_ends_only_the_logged_out_users_keys(
     api: Any, doctor: Any, technician: Any, client: Any, password: str
 ) -> None:
-    doctors_id, doctors_key = _x25519_exchange(api, doctor)
-    technicians_id, _ = _x25519_exchange(api, technician)
+    doctors_id, doctors_key = x25519_exchange(api, doctor)
+    technicians_id, _ = x25519_exchange(api, technician)
     assert client.login(username=technician.username, password=password)
 
     client.post("/logout/")
@@ -441,7 +441,7 @@ def _request(user: Any, seal: str | None, nonce: str | None = None) -> Any:
 
 
 def test_it_finds_the_session_key_named_by_the_seal_header(api: Any, doctor: Any) -> None:
-    key_id, key = _x25519_exchange(api, doctor)
+    key_id, key = x25519_exchange(api, doctor)
 
     found = session_key_for_request(_request(doctor, key_id))
 
@@ -458,7 +458,7 @@ def test_it_refuses_a_malformed_seal_header(doctor: Any) -> None:
 def test_it_refuses_another_users_or_an_unknown_session_key(
     api: Any, doctor: Any, technician: Any
 ) -> None:
-    key_id, _ = _x25519_exchange(api, doctor)
+    key_id, _ = x25519_exchange(api, doctor)
 
     for user, seal in ((technician, key_id), (doctor, "0" * 32)):
         with pytest.raises(EngineError) as caught:
@@ -467,7 +467,7 @@ def test_it_refuses_another_users_or_an_unknown_session_key(
 
 
 def test_it_refuses_a_sealed_request_without_a_fresh_nonce(api: Any, doctor: Any) -> None:
-    key_id, _ = _x25519_exchange(api, doctor)
+    key_id, _ = x25519_exchange(api, doctor)
     nonce = secrets.token_hex(16)
     for bad in ("", "0" * 31, "G" * 32, nonce.upper()):
         request = RequestFactory().get(
@@ -503,7 +503,7 @@ def test_it_requires_a_seal_only_when_the_setting_says_so_and_only_where_asked(
 
 
 def test_it_seals_and_unseals_with_the_documented_header(api: Any, doctor: Any) -> None:
-    key_id, key = _x25519_exchange(api, doctor)
+    key_id, key = x25519_exchange(api, doctor)
     aad = keyexchange.transfer_aad("restore", scan="1b4e28ba", format="png")
 
     sealed = keyexchange.seal(key, b"pixels", key_id=key_id, aad=aad)
@@ -515,8 +515,8 @@ def test_it_seals_and_unseals_with_the_documented_header(api: Any, doctor: Any) 
 
 
 def test_it_refuses_a_tampered_or_misdirected_sealed_message(api: Any, doctor: Any) -> None:
-    key_id, key = _x25519_exchange(api, doctor)
-    other_id, other_key = _x25519_exchange(api, doctor)
+    key_id, key = x25519_exchange(api, doctor)
+    other_id, other_key = x25519_exchange(api, doctor)
     aad = keyexchange.transfer_aad("upload", patient="MRN-1", filename="a.png")
     sealed = keyexchange.seal(key, b"an upload", key_id=key_id, aad=aad)
 
@@ -540,7 +540,7 @@ def test_it_refuses_a_tampered_or_misdirected_sealed_message(api: Any, doctor: A
 
 
 def test_it_seals_a_download_and_opens_an_upload_for_one_client(api: Any, doctor: Any) -> None:
-    key_id, key = _x25519_exchange(api, doctor)
+    key_id, key = x25519_exchange(api, doctor)
     context = session_key_for_request(_request(doctor, key_id))
     assert context is not None
 

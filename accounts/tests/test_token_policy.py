@@ -17,7 +17,7 @@ from rest_framework_simplejwt.tokens import AccessToken, RefreshToken
 
 from accounts.services import user_set_active, user_set_password
 from accounts.session_keys import session_key_get
-from accounts.tests.test_keyexchange import _x25519_exchange
+from accounts.tests.test_keyexchange import x25519_exchange
 
 pytestmark = pytest.mark.django_db
 
@@ -115,7 +115,7 @@ def test_it_refuses_a_token_without_an_issue_time_once_tokens_were_revoked(
 
 
 def test_it_ends_session_keys_when_the_password_changes(api: Any, doctor: Any) -> None:
-    key_id, _ = _x25519_exchange(api, doctor)
+    key_id, _ = x25519_exchange(api, doctor)
 
     user_set_password(user=doctor, password=NEW_PASSWORD)
 
@@ -129,7 +129,7 @@ def test_it_revokes_tokens_on_deactivation_even_after_reactivation(
     api: Any, admin: Any, technician: Any, password: str
 ) -> None:
     pair = _login(api, technician, password)
-    key_id, _ = _x25519_exchange(api, technician)
+    key_id, _ = x25519_exchange(api, technician)
     api.force_authenticate(None)
 
     user_set_active(user=technician, active=False, actor=admin)

@@ -2,7 +2,7 @@
 both in events written before pseudonyms (stored as they were) and through today's services,
 and then searched for in every admin page, the audit API and the signed export.
 
-Events from before pseudonyms are written with `_append`, the chain's one append path, with
+Events from before pseudonyms are written with `append_entry`, the chain's one append path, with
 the fields the old `audit_record` wrote: a patient target by hospital id, a clear search term,
 a hospital id in the details.
 """
@@ -25,7 +25,7 @@ from audit.export import verify_export
 from audit.models import Action, AuditEvent, Outcome
 from audit.pseudonyms import patient_reference, search_term_hash
 from audit.selectors import audit_chain_verify, audit_event_list
-from audit.services import _append, audit_export, audit_find_patient_events, audit_record
+from audit.services import append_entry, audit_export, audit_find_patient_events, audit_record
 from patients.models import Patient
 from patients.selectors import patient_get, patient_list
 from patients.services import patient_create, patient_note_add
@@ -50,7 +50,7 @@ def _old_event(action: str, **fields: Any) -> AuditEvent:
         "details": {},
         **fields,
     }
-    return _append(row)
+    return append_entry(row)
 
 
 @pytest.fixture

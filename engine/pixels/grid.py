@@ -63,7 +63,7 @@ def _font(size: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
     return ImageFont.load_default(size)
 
 
-def _text_colour(background: tuple[int, int, int]) -> tuple[int, int, int]:
+def text_colour(background: tuple[int, int, int]) -> tuple[int, int, int]:
     red, green, blue = background
     luminance = 0.2126 * red + 0.7152 * green + 0.0722 * blue
     return (0, 0, 0) if luminance > 140 else (255, 255, 255)
@@ -103,7 +103,7 @@ def draw_grid(image_uint8: np.ndarray, regions: Iterable[GridBox]) -> np.ndarray
         draw.text(
             (band_x + pad - left, band_y + pad - top),
             caption,
-            fill=_text_colour(colour),
+            fill=text_colour(colour),
             font=font,
         )
     return np.asarray(canvas, dtype=np.uint8).copy()

@@ -7,20 +7,20 @@ from typing import Any
 import pytest
 
 from imaging.vault import identity
-from medimg.tests.test_settings import _manage, _production_env
+from medimg.tests.test_settings import production_env, run_manage
 
 
 def test_it_refuses_to_start_production_without_the_deid_secret() -> None:
-    env = _production_env()
+    env = production_env()
     del env["MEDIMG_DEID_SECRET"]
-    result = _manage(env, "check")
+    result = run_manage(env, "check")
     assert result.returncode != 0
     assert "MEDIMG_DEID_SECRET" in result.stderr
 
 
 @pytest.mark.parametrize("entry", ["00081030", "0009100", "GEMS:0008:01", "GEMS:0009:1000"])
 def test_it_refuses_a_safe_private_entry_that_is_not_private(entry: str) -> None:
-    result = _manage(_production_env(DEID_SAFE_PRIVATE=f"00091001,{entry}"), "check")
+    result = run_manage(production_env(DEID_SAFE_PRIVATE=f"00091001,{entry}"), "check")
     assert result.returncode != 0
     assert "DEID_SAFE_PRIVATE" in result.stderr and entry in result.stderr
 
@@ -29,7 +29,7 @@ def test_it_refuses_a_safe_private_entry_that_is_not_private(entry: str) -> None
     ("name", "value"), [("DEID_DESCRIPTORS", "keep"), ("DICOM_OUTPUT_SYNTAX", "jpeg-lossy")]
 )
 def test_it_refuses_an_unknown_descriptors_mode_or_output_syntax(name: str, value: str) -> None:
-    result = _manage(_production_env(**{name: value}), "check")
+    result = run_manage(production_env(**{name: value}), "check")
     assert result.returncode != 0
     assert name in result.stderr and value in result.stderr
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from engine.pixels.grid import FONT_PATH, PALETTE, GridBox, _text_colour, draw_grid
+from engine.pixels.grid import FONT_PATH, PALETTE, GridBox, draw_grid, text_colour
 from imaging.tests.fixtures import samples
 
 
@@ -39,7 +39,7 @@ def test_it_writes_the_caption_in_a_band():
     band = grid[80:100, 100:200]
     colour = np.array(PALETTE[2])
     assert (band == colour).all(axis=2).any()
-    text = np.array(_text_colour(PALETTE[2]))
+    text = np.array(text_colour(PALETTE[2]))
     assert (band == text).all(axis=2).any()  # Caption pixels in the contrasting colour.
     assert GridBox(number=3, box=(0, 0, 1, 1), label="name", confidence=0.5).caption == "3 name 50%"
     assert GridBox(number=4, box=(0, 0, 1, 1), label="id").caption == "4 id"
@@ -57,8 +57,8 @@ def test_it_keeps_captions_inside_the_image_at_the_top_edge():
 
 
 def test_it_contrasts_caption_text_with_the_band():
-    assert _text_colour((240, 228, 66)) == (0, 0, 0)
-    assert _text_colour((0, 114, 178)) == (255, 255, 255)
+    assert text_colour((240, 228, 66)) == (0, 0, 0)
+    assert text_colour((0, 114, 178)) == (255, 255, 255)
     assert FONT_PATH.exists()
 
 

@@ -16,7 +16,7 @@ from medimg import settings as medimg_settings
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def _production_env(**overrides: str) -> dict[str, str]:
+def production_env(**overrides: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "REDIS_URL"}}
     env.update(
         MEDIMG_ENV="production",
@@ -35,7 +35,7 @@ def _production_env(**overrides: str) -> dict[str, str]:
     return env
 
 
-def _manage(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+def run_manage(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "manage.py", *args],
         cwd=ROOT,
@@ -83,27 +83,27 @@ def test_it_refuses_an_unknown_database_scheme() -> None:
 
 
 def test_production_refuses_to_start_without_a_real_secret_key() -> None:
-    env = _production_env()
+    env = production_env()
     del env["SECRET_KEY"]
-    result = _manage(env, "check")
+    result = run_manage(env, "check")
     assert result.returncode != 0
     assert "SECRET_KEY" in result.stderr
 
 
 def test_production_refuses_a_short_secret_key() -> None:
-    result = _manage(_production_env(SECRET_KEY="short"), "check")
+    result = run_manage(production_env(SECRET_KEY="short"), "check")
     assert result.returncode != 0
     assert "SECRET_KEY" in result.stderr
 
 
 def test_production_refuses_debug() -> None:
-    result = _manage(_production_env(DEBUG="true"), "check")
+    result = run_manage(production_env(DEBUG="true"), "check")
     assert result.returncode != 0
     assert "DEBUG" in result.stderr
 
 
 def test_production_passes_the_deploy_checklist() -> None:
-    result = _manage(_production_env(), "check", "--deploy", "--fail-level", "WARNING")
+    result = run_manage(production_env(), "check", "--deploy", "--fail-level", "WARNING")
     assert result.returncode == 0, result.stdout + result.stderr
 
 
@@ -157,7 +157,7 @@ def test_it_refuses_the_published_development_secret_key_in_every_mode(
 ) -> None:
     published = "django-insecure-medimg-development-only-never-in-production"
     env = (
-        _production_env(SECRET_KEY=published)
+        production_env(SECRET_KEY=published)
         if mode == "production"
         else _development_env(tmp_path, MEDIMG_ENV=mode, SECRET_KEY=published)
     )
@@ -170,7 +170,7 @@ def test_it_refuses_the_published_development_secret_key_in_every_mode(
 
 
 def test_production_refuses_to_generate_a_secret_key(tmp_path: Path) -> None:
-    env = _production_env(MEDIMG_KEY_DIR=str(tmp_path / "keys"))
+    env = production_env(MEDIMG_KEY_DIR=str(tmp_path / "keys"))
     del env["SECRET_KEY"]
 
     result = _import_settings(env)
@@ -180,7 +180,7 @@ def test_production_refuses_to_generate_a_secret_key(tmp_path: Path) -> None:
 
 
 def test_production_refuses_to_start_without_a_shared_cache() -> None:
-    result = _import_settings(_production_env(REDIS_URL=""))
+    result = _import_settings(production_env(REDIS_URL=""))
     assert result.returncode != 0
     assert "REDIS_URL" in result.stderr
 
