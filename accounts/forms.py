@@ -22,7 +22,7 @@ class LockoutMixin:
 
     def clean(self) -> dict[str, Any]:
         try:
-            return super().clean()  # type: ignore[misc,no-any-return]
+            return super().clean()  # type: ignore[misc]
         except forms.ValidationError:
             if getattr(self.request, "axes_locked_out", False):
                 raise forms.ValidationError(LOCKED_MESSAGE, code="locked") from None

@@ -34,9 +34,7 @@ class LockoutBackend(AxesStandaloneBackend):
     passed on to the next backend instead of raising like axes' own class does.
     """
 
-    def authenticate(  # type: ignore[override]
-        self, request: HttpRequest | None, *args: Any, **kwargs: Any
-    ) -> None:
+    def authenticate(self, request: HttpRequest | None, *args: Any, **kwargs: Any) -> None:
         if request is None:
             return None
         try:
