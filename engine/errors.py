@@ -130,7 +130,7 @@ MESSAGES: dict[str, str] = {
         "The DICOM file holds no image (a report, key object selection, presentation state, "
         "RT object or waveform): only images can be de-identified here."
     ),
-    # Small files that would cost a great deal to parse or decode (engine.intake.guards).
+    # Small files that would cost a great deal to parse or decode (engine.dicom.guards).
     ErrorCode.DICOM_TOO_DEEP: "The DICOM file nests sequences deeper than the limit allows.",
     ErrorCode.TOO_MANY_ELEMENTS: ("The DICOM file holds more data elements than the limit allows."),
     ErrorCode.DECODED_TOO_LARGE: "The upload decodes to more data than the limit allows.",

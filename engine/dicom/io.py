@@ -78,8 +78,8 @@ from pydicom.uid import (
 )
 
 from engine import errors
+from engine.dicom import guards as intake_guards
 from engine.errors import ImagingError
-from engine.intake import guards as intake_guards
 
 PREAMBLE_BYTES = 128
 DICOM_MAGIC = b"DICM"
@@ -188,7 +188,7 @@ def read_dataset(
 
     Elements after the pixel data are legal DICOM and are accepted (see element_structure).
 
-    Before pydicom parses anything deeply, `engine.intake.guards` walks the elements:
+    Before pydicom parses anything deeply, `engine.dicom.guards` walks the elements:
     dicom_too_deep, too_many_elements, and decoded_too_large for a deflated data set that
     inflates past max_inflated_bytes (intake_guards.MAX_INFLATED_BYTES when None).
     """

@@ -39,7 +39,7 @@ Checks, in order, each with its ImagingError code:
     dicom_too_deep, too_many_elements, decoded_too_large (a deflated data set inflating past
                         max_decoded_bytes), inconsistent_image (a compressed frame whose own
                         JPEG/JPEG-LS/JPEG 2000 header disagrees with Rows and Columns): the
-                        checks of `engine.intake.guards`, before pydicom parses deeply and
+                        checks of `engine.dicom.guards`, before pydicom parses deeply and
                         before any frame is decoded.
 
 DecodedImage, what the pipeline works on:
@@ -93,9 +93,9 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from engine import errors
+from engine.dicom import guards as intake_guards
 from engine.dicom import io as dicom
 from engine.errors import ImagingError
-from engine.intake import guards as intake_guards
 from engine.pixels import rendering
 from engine.pixels.restoration import encode_image
 

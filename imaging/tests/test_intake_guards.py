@@ -32,8 +32,8 @@ from pydicom.uid import (
 )
 
 from audit.models import Action, AuditEvent
+from engine.dicom import guards as intake_guards
 from engine.errors import ImagingError
-from engine.intake import guards as intake_guards
 from engine.intake.validation import validate_upload
 from imaging.models import FailureReason, Scan, ScanStatus
 from imaging.services import processing as services
@@ -183,7 +183,7 @@ import json, resource, sys, time
 resource.setrlimit(resource.RLIMIT_AS, (6 << 30, 6 << 30))
 import django
 django.setup()
-from imaging import dicom
+from engine.dicom import io as dicom
 from engine.errors import ImagingError
 from engine.intake.validation import validate_upload
 data = open(sys.argv[1], "rb").read()
