@@ -23,6 +23,7 @@ from gateway.tasks import forward_due_sends, forward_instance
 from gateway.tests.conftest import storescu
 from gateway.tests.dicom_files import PHI, study_files
 from imaging.models import Scan, ScanStatus
+from imaging.services.review import scan_confirm_review
 from patients.models import Patient
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -202,3 +203,23 @@ def test_stow_rs_forwarding_and_orthanc_as_a_sending_peer(
     for instance_id in stored:
         data = research.get(f"/instances/{instance_id}/file").content
         assert_nothing_identifying(data, study.files, study.study_uid)
+
+
+def test_a_scan_that_needs_review_is_forwarded_once_the_review_is_confirmed(
+    listener: int, peer: Any, technician: Any, orthanc_factory: Any, tmp_path: Path, settings: Any
+) -> None:
+    settings.IMAGING_DETECTOR = "gateway.tests.detectors.second_look_detector"
+    orthanc = orthanc_factory()
+    orthanc.destination()
+    study = study_files(tmp_path / "study", count=1)
+    assert storescu(listener, *study.files).returncode == 0
+    scan = Scan.objects.get()
+    assert (scan.status, scan.needs_review) == (ScanStatus.COMPLETED, True)
+    # Not yet: its pixels may still show text.
+    assert not ForwardSend.objects.exists()
+    assert orthanc.instances() == []
+
+    scan_confirm_review(scan=scan, actor=technician)
+    send = ForwardSend.objects.get()
+    assert (send.scan_id, send.status, send.attempts) == (scan.pk, SendStatus.SENT, 1)
+    assert len(orthanc.instances()) == 1
