@@ -8,7 +8,7 @@ import json
 from typing import Any
 
 from engine.dicom import deid
-from imaging.deid_table import generate
+from engine.dicom.deid_table import generate
 
 OLD_ROWS = [
     {"tag": "(0010,0010)", "name": "Patient's Name", "stdCompIOD": "Y", "basicProfile": "Z"},

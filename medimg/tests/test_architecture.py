@@ -181,6 +181,24 @@ def import_cycles(graph: dict[str, set[str]]) -> list[list[str]]:
     return sorted(components)
 
 
+def missing_modules(root: Path, modules: dict[str, Path], packages: Iterable[str]) -> list[str]:
+    """`path:line: name` for each import of ours that names no module (a path left behind by
+    a move): `from pkg import name` is fine when `name` is defined in `pkg`."""
+    found = []
+    for importer, path in modules.items():
+        for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                names = [_from_module(modules, importer, node)]
+            else:
+                continue
+            for name in names:
+                if _is_ours(name, packages) and name not in modules:
+                    found.append(f"{path.relative_to(root)}:{node.lineno}: {name}")
+    return sorted(found)
+
+
 def lint_imports(*args: str) -> subprocess.CompletedProcess[str]:
     executable = Path(sys.executable).parent / "lint-imports"
     command = str(executable) if executable.exists() else shutil.which("lint-imports")
@@ -203,6 +221,12 @@ def test_no_module_imports_a_private_name_of_another() -> None:
     assert len(modules) > 300  # the whole project was read
     found = private_imports(PROJECT, modules, PACKAGES)
     assert not found, "private names imported across modules:\n" + "\n".join(found)
+
+
+def test_every_import_of_ours_names_a_module_that_exists() -> None:
+    modules = project_modules(PROJECT, PACKAGES, LOOSE_MODULES)
+    found = missing_modules(PROJECT, modules, PACKAGES)
+    assert not found, "imports of modules that do not exist:\n" + "\n".join(found)
 
 
 def test_there_are_no_import_cycles_between_our_modules() -> None:
@@ -252,6 +276,27 @@ def test_the_private_import_check_finds_a_private_name_and_spares_the_rest(
         "shop/cart.py:4: from shop._impl import _secret",
         "till/screen.py:1: from shop import _impl",
         "till/screen.py:2: from shop import _impl",
+    ]
+
+
+def test_the_missing_module_check_finds_a_path_left_behind(tmp_path: Path) -> None:
+    _write(
+        tmp_path,
+        {
+            "shop/__init__.py": "",
+            "shop/till/__init__.py": "",
+            "shop/till/screen.py": "",
+            "shop/cart.py": (
+                "import shop.till.screen\nfrom shop.till import screen\n"
+                "from . import till\nimport numpy\n"
+                "def f():\n    from shop.old_till import screen\n    import shop.till.gone\n"
+            ),
+        },
+    )
+    modules = project_modules(tmp_path, ["shop"])
+    assert missing_modules(tmp_path, modules, ["shop"]) == [
+        "shop/cart.py:6: shop.old_till",
+        "shop/cart.py:7: shop.till.gone",
     ]
 
 
