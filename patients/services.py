@@ -7,6 +7,7 @@ wrong role write clinical data.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from django.db import IntegrityError, transaction
@@ -138,7 +139,11 @@ def patient_update(
     if unknown:
         # A programming error, not a client one: the API only passes validated fields.
         raise TypeError(f"patient_update() got fields it cannot change: {sorted(unknown)}")
-    cleaners = {"name": _clean_name, "age": _clean_age, "note": _clean_note}
+    cleaners: dict[str, Callable[[Any], Any]] = {
+        "name": _clean_name,
+        "age": _clean_age,
+        "note": _clean_note,
+    }
     changed = []
     for field, value in fields.items():
         cleaned = cleaners[field](value)
