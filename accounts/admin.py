@@ -38,7 +38,8 @@ class PasswordChangeAdminForm(AdminPasswordChangeForm):
         usable = self.cleaned_data.get("set_usable_password", True)
         password = self.cleaned_data["password1"] if usable else None
         if not commit:
-            return super().set_password_and_save(user, commit=False, **kwargs)
+            # Django 5.1's BaseUserCreationForm method, not in django-stubs yet.
+            return super().set_password_and_save(user, commit=False, **kwargs)  # type: ignore[misc]
         return user_set_password(user=user, password=password)
 
 

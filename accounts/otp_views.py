@@ -61,7 +61,10 @@ def _pending_user(request: HttpRequest) -> tuple[Any, dict[str, Any]] | None:
     if not isinstance(pending, dict) or time.time() - pending.get("at", 0) > PENDING_SECONDS:
         request.session.pop(PENDING_KEY, None)
         return None
-    user = User.objects.filter(pk=pending.get("user_id"), is_active=True).first()
+    user_id = pending.get("user_id")
+    if user_id is None:
+        return None
+    user = User.objects.filter(pk=user_id, is_active=True).first()
     return (user, pending) if user is not None else None
 
 
@@ -83,7 +86,8 @@ class OtpLoginView(View):
 
     def get(self, request: HttpRequest) -> HttpResponse:
         if request.user.is_authenticated:
-            if request.user.is_verified():  # type: ignore[union-attr]
+            # is_verified is set on the user by django-otp's middleware.
+            if request.user.is_verified():  # type: ignore[attr-defined]
                 return redirect(_safe_next(request, request.GET.get("next")))
         elif _pending_user(request) is None:
             return redirect("login")

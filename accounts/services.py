@@ -354,7 +354,7 @@ def auth_token_obtain(
             raise _otp_failure(ErrorCode.OTP_INVALID, "That two-factor code is not right.")
     lockout_reset(username=username, request=request)
     refresh = token_pair_for(user)
-    update_last_login(None, user)
+    update_last_login(None, user)  # type: ignore[arg-type]  # a receiver; the sender is unused
     details: dict[str, Any] = {"method": "jwt"}
     if device is not None:
         details["otp"] = True

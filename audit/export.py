@@ -170,7 +170,8 @@ def _check_signature(
         return _fail(
             walker, ExportReason.CONTENT_MISMATCH, "the events are not the ones that were signed"
         )
-    first = walker.expected_sequence - walker.count if walker.count else None
+    expected = walker.expected_sequence
+    first = expected - walker.count if walker.count and expected is not None else None
     if (meta.get("count"), meta.get("first_sequence"), meta.get("last_sequence")) != (
         walker.count,
         first,

@@ -372,8 +372,8 @@ def create_backup(out: Path) -> dict[str, Any]:
     # 3. Every stored file.
     for name in stored_files():
         stored = f"{MEDIA_DIR}/{name}.enc"
-        with default_storage.open(name, "rb") as source:
-            written = encrypt_stream(source, out / stored, key=key, name=f"{MEDIA_DIR}/{name}")
+        with default_storage.open(name, "rb") as stored_file:
+            written = encrypt_stream(stored_file, out / stored, key=key, name=f"{MEDIA_DIR}/{name}")
         record("media", name, stored, written)
 
     manifest = {

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from django.contrib.auth.mixins import LoginRequiredMixin
 from django.core.exceptions import PermissionDenied
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, HttpResponseBase
 from django.shortcuts import render
 from django.views import View
 
@@ -37,7 +37,7 @@ def _cluster_rows(result: ClusterResult | None) -> list[dict[str, object]]:
 class DoctorOrAdminPageMixin(LoginRequiredMixin):
     """Anonymous users go to the login page; technicians and users without a role get 403."""
 
-    def dispatch(self, request: HttpRequest, *args: object, **kwargs: object) -> HttpResponse:
+    def dispatch(self, request: HttpRequest, *args: object, **kwargs: object) -> HttpResponseBase:
         user = request.user
         allowed = getattr(user, "is_active", False) and getattr(user, "role", "") in (
             Role.DOCTOR,
@@ -45,7 +45,7 @@ class DoctorOrAdminPageMixin(LoginRequiredMixin):
         )
         if user.is_authenticated and not allowed:
             raise PermissionDenied
-        return super().dispatch(request, *args, **kwargs)  # type: ignore[no-any-return]
+        return super().dispatch(request, *args, **kwargs)
 
 
 class QcOutliersPageView(DoctorOrAdminPageMixin, View):
