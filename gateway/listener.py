@@ -171,6 +171,7 @@ def _on_store(event: Any) -> int:
     close_old_connections()
     source = _source(event)
     source["peer"] = peer.pk
+    source["transfer_syntax"] = str(event.context.transfer_syntax)
     try:
         data = event.encoded_dataset(include_meta=True)
     except Exception:  # noqa: BLE001 - a dataset we cannot even re-encode is refused

@@ -79,10 +79,16 @@ def peer(transactional_db: Any, technician: Any) -> DicomPeer:
     )
 
 
-def storescu(port: int, *files: Path, aet: str = "MODALITY1", called: str = LISTENER_AET) -> Any:
+def storescu(
+    port: int,
+    *files: Path,
+    aet: str = "MODALITY1",
+    called: str = LISTENER_AET,
+    options: tuple[str, ...] = (),
+) -> Any:
     """Send files with dcmtk's storescu; returns the completed process (stdout+stderr)."""
     return subprocess.run(
-        [need("storescu"), "-v", "-aet", aet, "-aec", called, "127.0.0.1", str(port)]
+        [need("storescu"), "-v", *options, "-aet", aet, "-aec", called, "127.0.0.1", str(port)]
         + [str(f) for f in files],
         capture_output=True,
         text=True,
