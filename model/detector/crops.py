@@ -99,6 +99,8 @@ def make_crop_dataset(
         for image_path in sorted((src / "images" / split).glob("*.jpg")):
             rng = random.Random(f"{seed}-{image_path.stem}")
             image = cv2.imread(str(image_path))
+            if image is None:
+                raise ValueError(f"{image_path} could not be read")
             height, width = image.shape[:2]
             boxes = read_yolo_labels(
                 src / "labels" / split / f"{image_path.stem}.txt", height, width

@@ -25,6 +25,7 @@ import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -91,7 +92,7 @@ def _read_png(path: Path) -> np.ndarray:
 
     with Image.open(path) as image:
         if image.mode in ("RGB", "RGBA", "P", "LA"):
-            image = image.convert("L")
+            return np.asarray(image.convert("L"))
         return np.asarray(image)
 
 
@@ -107,7 +108,8 @@ def _png_spacing(root: Path, case: str) -> tuple[float, float]:
 def _read_nifti(path: Path) -> tuple[np.ndarray, tuple[float, ...]]:
     import nibabel as nib
 
-    image = nib.load(path)
+    # nibabel types load() as its base class; a .nii(.gz) loads as a Nifti1Image.
+    image: Any = nib.load(path)
     data = np.asarray(image.dataobj)
     zooms = tuple(float(z) for z in image.header.get_zooms()[: data.ndim])
     if data.ndim == 3 and data.shape[2] == 1:

@@ -86,9 +86,9 @@ def _stack(images: list[np.ndarray], masks: list[np.ndarray]) -> tuple[np.ndarra
     y = np.zeros((len(masks), 1, *shape), dtype=np.uint8)  # int64 only per batch: 8x smaller
     for i, (image, mask) in enumerate(zip(images, masks, strict=True)):
         x[i, 0] = float(image.min())
-        region = tuple(slice(0, n) for n in image.shape)
-        x[(i, 0, *region)] = image
-        y[(i, 0, *region)] = mask
+        where: tuple[int | slice, ...] = (i, 0, *(slice(0, n) for n in image.shape))
+        x[where] = image
+        y[where] = mask
     return x, y
 
 
@@ -413,6 +413,7 @@ def train(options: TrainOptions, log: Callable[[str], None] = print) -> dict[str
     by_name = {case.name: case for case in cases}
     names = sorted(by_name)
     val_cases: list[Case] | None = None
+    val_arrays: tuple[np.ndarray, np.ndarray] | None
     if options.val_dir is not None:
         val_cases = list(iter_cases(options.val_dir))
     if options.folds and options.folds >= 2:

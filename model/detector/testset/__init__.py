@@ -72,6 +72,11 @@ def load_frame(package: str, file: str, frame: int = 0) -> np.ndarray:
     return to_display_uint8(pixels, str(ds.PhotometricInterpretation), ds)
 
 
+def _four(box: list[int]) -> tuple[int, int, int, int]:
+    x0, y0, x1, y1 = box
+    return x0, y0, x1, y1
+
+
 def load_ground_truth(path: Path = GROUND_TRUTH) -> list[TestImage]:
     entries = json.loads(path.read_text())["images"]
     return [
@@ -79,7 +84,9 @@ def load_ground_truth(path: Path = GROUND_TRUTH) -> list[TestImage]:
             package=e["package"],
             file=e["file"],
             frame=e.get("frame", 0),
-            boxes=tuple(TruthBox(b["cls"], *b["box"], b.get("text", "")) for b in e["boxes"]),
+            boxes=tuple(
+                TruthBox(b["cls"], *_four(b["box"]), b.get("text", "")) for b in e["boxes"]
+            ),
         )
         for e in entries
     ]
