@@ -3,6 +3,7 @@
 from django.urls import path
 
 from imaging.apis import deid as deid_apis
+from imaging.apis import patients as apis_patients
 from imaging.apis import review as apis_review
 from imaging.apis import scans as apis
 from imaging.apis import segmentation as apis_segmentation
@@ -10,6 +11,9 @@ from imaging.apis import thumbnails as apis_thumbnails
 from imaging.apis import viewing as apis_viewing
 
 urlpatterns = [
+    # The patient list and create (with optional first images); the rest of /api/patients/
+    # is patients.urls.
+    path("patients/", apis_patients.PatientListCreateApi.as_view(), name="patient-list"),
     path(
         "patients/<str:patient_id>/images/",
         apis.PatientScanListCreateApi.as_view(),
