@@ -143,7 +143,7 @@ class PatientExportApi(AuditedRefusal):
         ),
         responses={(200, "application/zip"): _ZIP, **_ERRORS},
     )
-    def get(self, request: Request, patient_id: str) -> HttpResponse:
+    def get(self, request: Request, patient_id: str) -> StreamingHttpResponse:
         patient = patient_lookup(user=request.user, patient_id=patient_id)
         scans = deid_services.scans_for_patient_export(user=request.user, patient=patient)
         stream = deid_services.patient_export(
@@ -172,7 +172,7 @@ class StudyExportApi(AuditedRefusal):
         ),
         responses={(200, "application/zip"): _ZIP, **_ERRORS},
     )
-    def get(self, request: Request, patient_id: str, study_uid: str) -> HttpResponse:
+    def get(self, request: Request, patient_id: str, study_uid: str) -> StreamingHttpResponse:
         patient = patient_lookup(user=request.user, patient_id=patient_id)
         scans = deid_services.scans_for_study_export(
             user=request.user, patient=patient, study_uid=study_uid

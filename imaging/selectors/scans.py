@@ -275,7 +275,7 @@ def processing_stats(*, since: datetime | None, until: datetime | None) -> dict[
     )
 
     def column(i: int) -> list[float]:
-        return [float(row[i]) for row in timings if row[i] is not None]
+        return [float(value) for row in timings if (value := row[i]) is not None]
 
     return {
         "since": since,

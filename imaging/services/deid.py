@@ -232,7 +232,9 @@ def _zip_plan(scans: Sequence[Scan]) -> tuple[list[dict[str, Any]], list[dict[st
 
 def _zip_chunks(entries: list[dict[str, Any]], skipped: list[dict[str, Any]]) -> Iterator[bytes]:
     sink = _Sink()
-    with zipfile.ZipFile(sink, "w", compression=zipfile.ZIP_DEFLATED) as archive:  # type: ignore[arg-type]
+    # The sink has write and flush only (no tell or seek: a streaming zip); typeshed's
+    # overloads ask for a seekable file.
+    with zipfile.ZipFile(sink, "w", compression=zipfile.ZIP_DEFLATED) as archive:  # type: ignore[call-overload]
         for entry in entries:
             for name, scan, frame in entry["files"]:
                 data = (
