@@ -15,6 +15,7 @@ import secrets
 import tempfile
 import time
 from collections.abc import Iterable
+from datetime import timedelta
 from functools import partial
 from typing import Any
 
@@ -223,7 +224,8 @@ class _Literal(Value):
     """A whole number written into the SQL rather than bound: SQLite uses an expression index
     (the hash pieces' `SUBSTR("perceptual_hash", 1, 2)`) only for the same literal expression."""
 
-    def as_sql(self, compiler: Any, connection: Any) -> tuple[str, list[Any]]:
+    # Django's own as_sql methods return a list of parameters, as this does; the stubs say tuple.
+    def as_sql(self, compiler: Any, connection: Any) -> tuple[str, list[Any]]:  # type: ignore[override]
         return str(int(self.value)), []
 
 
@@ -535,7 +537,7 @@ def scans_stuck(*, older_than_seconds: int | None = None) -> list[int]:
     instead. The caller enqueues the ids."""
     if older_than_seconds is None:
         older_than_seconds = settings.IMAGING_STUCK_AFTER_SECONDS
-    cutoff = timezone.now() - timezone.timedelta(seconds=older_than_seconds)
+    cutoff = timezone.now() - timedelta(seconds=older_than_seconds)
     stuck = Scan.objects.filter(
         status__in=[ScanStatus.UPLOADED, ScanStatus.PROCESSING], updated_at__lt=cutoff
     )
