@@ -9,6 +9,7 @@ get the statistics only, no patient id and no link.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,7 +30,7 @@ from imaging.vault.redacted import scan_header, scan_redacted_pixels
 CLUSTER_CACHE_SECONDS = 600
 
 
-def _group_of(scan_row: dict[str, Any]) -> tuple[str, str]:
+def _group_of(scan_row: Mapping[str, Any]) -> tuple[str, str]:
     stats = scan_row["qc"] or {}
     modality = scan_row["modality"] or stats.get("modality") or str(scan_row["format"]).upper()
     scanner = scan_row["scanner"] or stats.get("scanner") or ""
@@ -42,7 +43,7 @@ def qc_outliers(
     """{"outliers": [...], "groups": [{"modality", "scanner", "scans"}], "threshold",
     "metrics", "min_group"}; see engine.pixels.qc.outliers for an outlier's shape (plus
     "patient" for users who may see the scan)."""
-    rows = []
+    rows: list[dict[str, Any]] = []
     for row in (
         Scan.objects.filter(status=ScanStatus.COMPLETED)
         .exclude(qc={})
@@ -64,8 +65,8 @@ def qc_outliers(
         if outlier["id"] not in visible:
             outlier["id"] = None  # Not the caller's to open: the statistics alone.
     groups: dict[tuple[str, str], int] = {}
-    for row in rows:
-        key = (row["modality"], row["scanner"])
+    for entry in rows:
+        key = (entry["modality"], entry["scanner"])
         groups[key] = groups.get(key, 0) + 1
     return {
         "threshold": threshold,

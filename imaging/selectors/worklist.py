@@ -7,6 +7,7 @@ it waits for a doctor)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from django.db.models import Count, QuerySet
@@ -21,7 +22,7 @@ WORKLIST_SIZE = 10
 
 def scan_review_worklist(
     *, user: Any, request: HttpRequest | None = None, limit: int = WORKLIST_SIZE
-) -> tuple[list[Scan], int]:
+) -> tuple[Sequence[Scan], int]:
     """Up to `limit` completed, unconfirmed scans (needs-review and duplicates first, then the
     oldest), and how many there are in all. Audited: it names patients and their images."""
     pending: QuerySet[Scan] = Scan.objects.visible_to(user).filter(

@@ -99,9 +99,9 @@ def real_images() -> list[BenchImage]:
         from pydicom.data import get_testdata_file
 
         for name in ("CT_small.dcm", "MR_small.dcm", "US1_J2KR.dcm"):
-            path = get_testdata_file(name)
-            if path:
-                found.append(BenchImage(f"pydicom/{name}", Path(path).read_bytes()))
+            test_file = get_testdata_file(name)
+            if isinstance(test_file, str):
+                found.append(BenchImage(f"pydicom/{name}", Path(test_file).read_bytes()))
     except Exception:  # noqa: BLE001 - test data is optional for a benchmark
         pass
     return found
