@@ -16,7 +16,7 @@ A removal shows the region's pixels to everyone who sees the redacted image, so 
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import ClassVar, NoReturn
 
 from drf_spectacular.utils import extend_schema
 from rest_framework import serializers, status
@@ -52,7 +52,8 @@ class ScanRegionsApi(ScanRegionListApi):
         x2 = serializers.IntegerField(min_value=1)
         y2 = serializers.IntegerField(min_value=1)
         frame = serializers.IntegerField(min_value=0, default=0)
-        label = serializers.CharField(default=review.MANUAL_LABEL, max_length=32)
+        # A field named like the Field attribute `label` (the stubs type that attribute).
+        label = serializers.CharField(default=review.MANUAL_LABEL, max_length=32)  # type: ignore[assignment]
 
         class Meta:
             ref_name = "RegionAdd"
@@ -101,7 +102,7 @@ class RegionApi(RegionDecryptApi):
 
     def permission_denied(
         self, request: Request, message: str | None = None, code: str | None = None
-    ) -> None:
+    ) -> NoReturn:
         # Only a refused GET is a refused decryption; a refused DELETE is a plain 403
         # (the refused-request middleware still logs it).
         if request.method == "GET":
@@ -211,7 +212,8 @@ class ScanRegionGroupsApi(APIView):
 
     class OutputSerializer(serializers.Serializer):
         number = serializers.IntegerField(help_text="The number drawn on the grid image.")
-        label = serializers.CharField(help_text="Detector class, e.g. phi_text.")
+        # A field named like the Field attribute `label` (the stubs type that attribute).
+        label = serializers.CharField(help_text="Detector class, e.g. phi_text.")  # type: ignore[assignment]
         box = serializers.ListField(
             child=serializers.IntegerField(), help_text="[x1, y1, x2, y2], x2/y2 exclusive."
         )

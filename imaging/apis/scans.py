@@ -83,7 +83,8 @@ class RegionOutputSerializer(serializers.Serializer):
     id = serializers.IntegerField()
     index = serializers.IntegerField(help_text="The number drawn on the grid image, minus one.")
     frame = serializers.IntegerField()
-    label = serializers.CharField(help_text="Detector class, e.g. phi_text.")
+    # A field named like the Field attribute `label` (the stubs type that attribute).
+    label = serializers.CharField(help_text="Detector class, e.g. phi_text.")  # type: ignore[assignment]
     confidence = serializers.FloatField()
     box = serializers.SerializerMethodField(help_text="[x1, y1, x2, y2], padded, x2/y2 exclusive.")
     dtype = serializers.CharField()
@@ -544,7 +545,8 @@ class ScanRestoreApi(AuditedRefusal):
             enhance=query["enhance"],
         )
 
-    def http_method_not_allowed(self, request: Request, *args: Any, **kwargs: Any) -> Any:
+    # DRF calls it with its Request (Django's View types it with HttpRequest).
+    def http_method_not_allowed(self, request: Request, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
         if request.method == "GET":
             # Restore used to be a GET; say what changed rather than a bare 405.
             raise MethodNotAllowed(

@@ -43,7 +43,8 @@ class ModelOutputSerializer(serializers.Serializer):
     title = serializers.CharField()
     classes = serializers.SerializerMethodField()
     network = serializers.SerializerMethodField()
-    source = serializers.SerializerMethodField(help_text="directory (model/segmentation) or admin")
+    # A field named like the Field attribute `source` (the stubs type that attribute).
+    source = serializers.SerializerMethodField(help_text="directory (model/segmentation) or admin")  # type: ignore[assignment]
 
     class Meta:
         ref_name = "SegmentationModel"
