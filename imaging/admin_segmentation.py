@@ -30,7 +30,8 @@ class SegmentationModelForm(forms.ModelForm):
         }
 
     def clean(self) -> dict[str, Any]:
-        data = super().clean()
+        super().clean()
+        data = self.cleaned_data
         upload = data.get("weights")
         if not upload and not data.get("weights_path"):
             raise forms.ValidationError("Upload weights or give a model directory.")
