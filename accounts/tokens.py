@@ -19,7 +19,7 @@ PyJWT then refuses a token whose `iss` or `aud` is missing or different.
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 from django.utils import timezone
 from drf_spectacular.contrib.rest_framework_simplejwt import SimpleJWTScheme
@@ -43,7 +43,9 @@ class MedimgAccessToken(_PreciseIssuedAt, AccessToken):
     pass
 
 
-class MedimgRefreshToken(_PreciseIssuedAt, RefreshToken):
+# The stubs give BlacklistMixin.for_user and Token.for_user different signatures; RefreshToken
+# combines them already, and so does this subclass.
+class MedimgRefreshToken(_PreciseIssuedAt, RefreshToken):  # type: ignore[misc]
     access_token_class = MedimgAccessToken
 
 
@@ -53,7 +55,8 @@ SESSION_CLAIM = "sid"
 def token_pair_for(user: Any, *, session_id: str | None = None) -> MedimgRefreshToken:
     """A refresh token (and, through it, access tokens) for `user` in login session
     `session_id`; a new login starts a session named after its first refresh token."""
-    refresh = MedimgRefreshToken.for_user(user)
+    # for_user builds `cls(...)`: a MedimgRefreshToken.
+    refresh = cast(MedimgRefreshToken, MedimgRefreshToken.for_user(user))
     refresh[SESSION_CLAIM] = session_id or refresh[jwt_settings.JTI_CLAIM]
     return refresh
 

@@ -37,6 +37,7 @@ import sys
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from scipy import ndimage
@@ -76,7 +77,9 @@ def load_template() -> Template:
 
     def volume(kind: str) -> np.ndarray:
         path = data_dir / f"mni_icbm152_{kind}_tal_nlin_sym_09a_converted.nii.gz"
-        return np.asarray(nib.load(path).get_fdata(dtype=np.float32)) / 255.0
+        # nibabel types load() as its base class; these files load as Nifti1Image.
+        image: Any = nib.load(path)
+        return np.asarray(image.get_fdata(dtype=np.float32)) / 255.0
 
     t1, gm, wm = volume("t1"), volume("gm"), volume("wm")
     inside = ndimage.binary_fill_holes(t1 > 0.02) | (gm + wm > 0.5)
@@ -176,7 +179,7 @@ def synthesise(probabilities: np.ndarray, rng: np.random.Generator) -> np.ndarra
     if rng.random() < 0.5:
         means[0] = rng.uniform(0.0, 0.1)  # skull-stripped scans have a dark background
     spreads = rng.uniform(0.0, 0.08, size=4)
-    image = np.zeros(size, dtype=np.float32)
+    image: np.ndarray = np.zeros(size, dtype=np.float32)
     for k in range(4):
         texture = means[k] + spreads[k] * rng.standard_normal(size).astype(np.float32)
         image += probabilities[k] * texture
@@ -190,7 +193,7 @@ def synthesise(probabilities: np.ndarray, rng: np.random.Generator) -> np.ndarra
         image = ndimage.zoom(small, np.array(size) / np.array(small.shape), order=1)
         image = _pad_to(image, size[0], float(image.min()))
     # Bias field: smooth, multiplicative, up to about +/-40 %.
-    bias = np.exp(rng.uniform(0.0, 0.35) * _smooth_field(rng, size, rng.integers(3, 6)))
+    bias = np.exp(rng.uniform(0.0, 0.35) * _smooth_field(rng, size, int(rng.integers(3, 6))))
     image = image * bias
     sigma = rng.uniform(0.0, 0.06)
     if rng.random() < 0.5:  # Rician: magnitude of a complex signal with Gaussian noise
