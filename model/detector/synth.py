@@ -83,10 +83,11 @@ def synthetic_background(rng: random.Random, height: int, width: int) -> np.ndar
     """Ultrasound-like speckle fans, gradients, blobs or flat dark fields."""
     nprng = np.random.default_rng(rng.getrandbits(32))
     kind = rng.random()
-    image = np.zeros((height, width), np.float32)
+    image: np.ndarray = np.zeros((height, width), np.float32)
     if kind < 0.45:
         # Speckle inside a sector, like a B-mode ultrasound.
-        speckle = nprng.rayleigh(1.0, (height // 2 + 1, width // 2 + 1)).astype(np.float32)
+        coarse = (height // 2 + 1, width // 2 + 1)
+        speckle: np.ndarray = nprng.rayleigh(1.0, coarse).astype(np.float32)
         speckle = cv2.resize(speckle, (width, height), interpolation=cv2.INTER_LINEAR)
         depth = np.linspace(1.0, 0.3, height, dtype=np.float32)[:, None]
         yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
@@ -208,7 +209,7 @@ def draw_doppler_overlay(image: np.ndarray, rng: random.Random) -> None:
     bw, bh = int(w * rng.uniform(0.15, 0.5)), int(h * rng.uniform(0.15, 0.5))
     x, y = rng.randint(0, w - bw), rng.randint(0, h - bh)
     nprng = np.random.default_rng(rng.getrandbits(32))
-    field_ = cv2.GaussianBlur(
+    field_: np.ndarray = cv2.GaussianBlur(
         nprng.normal(0, 1, (bh, bw)).astype(np.float32), (0, 0), rng.uniform(3, 10)
     )
     field_ /= max(float(np.abs(field_).max()), 1e-6)
@@ -370,7 +371,7 @@ BOX_LIGHT = ((255, 255, 255), (230, 230, 230), (200, 200, 200), (250, 240, 190),
 def render_line_mask(text: str, font: ImageFont.FreeTypeFont, antialias: bool) -> np.ndarray:
     """Coverage mask (0..255) of one text line, tightly cropped to its ink."""
     left, top, right, bottom = font.getbbox(text)
-    canvas = Image.new("L", (right - left + 4, bottom - top + 4), 0)
+    canvas = Image.new("L", (int(right - left) + 4, int(bottom - top) + 4), 0)
     draw = ImageDraw.Draw(canvas)
     if not antialias:
         draw.fontmode = "1"
@@ -497,7 +498,7 @@ def render_code(rng: random.Random, size: int) -> np.ndarray:
         qr.add_data(f"{payload}^{phi_text.random_name(rng)}")
         qr.make(fit=True)
         img = qr.make_image(fill_color="black", back_color="white").get_image().convert("RGB")
-        img = img.resize((size, size), Image.NEAREST)
+        img = img.resize((size, size), Image.Resampling.NEAREST)
     else:
         import barcode
         from barcode.writer import ImageWriter
@@ -517,7 +518,7 @@ def render_code(rng: random.Random, size: int) -> np.ndarray:
         )
         img = Image.open(buffer).convert("RGB")
         scale = size / img.width
-        img = img.resize((size, max(8, int(img.height * scale))), Image.BILINEAR)
+        img = img.resize((size, max(8, int(img.height * scale))), Image.Resampling.BILINEAR)
     return np.asarray(img)
 
 
@@ -591,7 +592,7 @@ def draw_banner(comp: Composer, fonts: list[Path], size: int) -> None:
     while x < w - size * 2:
         text, cls = make_line(rng, phi_share=0.7)
         label = comp.draw_text(text, cls, x, y, style)
-        advance = (label.x1 - label.x0) if label else font.getbbox(text)[2]
+        advance = (label.x1 - label.x0) if label else int(font.getbbox(text)[2])
         x += advance + rng.randint(size, size * 5)
 
 
@@ -638,7 +639,9 @@ def degrade(image: np.ndarray, rng: random.Random) -> np.ndarray:
     if rng.random() < 0.4:
         ok, encoded = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, rng.randint(35, 95)])
         if ok:
-            image = cv2.imdecode(encoded, cv2.IMREAD_UNCHANGED)
+            decoded = cv2.imdecode(encoded, cv2.IMREAD_UNCHANGED)
+            if decoded is not None:
+                image = decoded
     if rng.random() < 0.15:
         image = cv2.cvtColor(cv2.cvtColor(image, cv2.COLOR_RGB2GRAY), cv2.COLOR_GRAY2RGB)
     return image
