@@ -95,19 +95,26 @@ def generated_frame(size: int, seed: int = 0) -> tuple[np.ndarray, list[TruthBox
     grey = np.clip(base + rng.normal(0, 8, (size, size)), 0, 190).astype(np.uint8)
     image = Image.fromarray(grey)
     draw = ImageDraw.Draw(image)
-    font = ImageFont.truetype(str(FONT), max(12, size // 48))
+    font_size = max(12, size // 48)
+    font = ImageFont.truetype(str(FONT), font_size)
+
+    def bbox(at: tuple[int, int], word: str) -> tuple[int, int, int, int]:
+        # Whole pixels for a FreeType font at a whole size (Pillow's types allow floats).
+        x0, y0, x1, y1 = draw.textbbox(at, word, font=font)
+        return int(x0), int(y0), int(x1), int(y1)
+
     boxes: list[TruthBox] = []
     x, y = size // 64, size // 64
     for _, _, shown in GENERATED_FIELDS:
         for word in shown.split(" "):
-            x0, y0, x1, y1 = draw.textbbox((x, y), word, font=font)
+            x0, y0, x1, y1 = bbox((x, y), word)
             if x1 >= size:  # next line
                 x, y = size // 64, y1 + size // 64
-                x0, y0, x1, y1 = draw.textbbox((x, y), word, font=font)
+                x0, y0, x1, y1 = bbox((x, y), word)
             draw.text((x, y), word, fill=235, font=font)
             boxes.append(TruthBox("phi_text", x0, y0, x1, y1, word))
-            x = x1 + font.size // 2
-        x += font.size
+            x = x1 + font_size // 2
+        x += font_size
     return np.asarray(image), boxes
 
 
