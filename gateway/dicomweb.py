@@ -114,6 +114,13 @@ def instances_visible(user: Any) -> QuerySet[DicomInstance]:
     return DicomInstance.objects.filter(scan__in=scans.values("pk")).select_related("scan")
 
 
+def _study_visible(user: Any, study_uid: str) -> bool:
+    """A study-scoped search (studies/{study}/series|instances) names a resource: one the user
+    cannot see answers 404, as retrieval does, not an empty 204 (issue 20: other departments
+    get the same answer as for a study that does not exist)."""
+    return instances_visible(user).filter(study_uid=study_uid).exists()
+
+
 def _matching(instances: QuerySet[DicomInstance], params: Any) -> QuerySet[DicomInstance]:
     """The usual QIDO keys, by keyword or tag: UIDs (lists), Modality, StudyDate (ranges),
     InstanceNumber (the text keys: _attribute_matching). Other keys are ignored."""
@@ -539,6 +546,8 @@ def studies(request: HttpRequest) -> HttpResponse:
 
 @_clinical
 def series(request: HttpRequest, study: str | None = None) -> HttpResponse:
+    if study and not _study_visible(request.user, study):
+        return _error(404, "not_found", "No such study.")
     scope = {"study_uid": study} if study else {}
     return _qido(request, "series", _series_rows, **scope)
 
@@ -547,6 +556,8 @@ def series(request: HttpRequest, study: str | None = None) -> HttpResponse:
 def instances(
     request: HttpRequest, study: str | None = None, series: str | None = None
 ) -> HttpResponse:
+    if study and not _study_visible(request.user, study):
+        return _error(404, "not_found", "No such study.")
     scope = {"study_uid": study} if study else {}
     if series:
         scope["series_uid"] = series

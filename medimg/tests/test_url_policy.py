@@ -72,6 +72,7 @@ _API_DOCTOR = (UNAUTHENTICATED, FORBIDDEN, FORBIDDEN, ALLOW, FORBIDDEN)
 _API_SIGNED_IN = (UNAUTHENTICATED, ALLOW, ALLOW, ALLOW, ALLOW)
 _ADMIN_PAGE = (ADMIN_LOGIN, ADMIN_LOGIN, ADMIN_LOGIN, ADMIN_LOGIN, ALLOW)
 _EVERYONE = (ALLOW, ALLOW, ALLOW, ALLOW, ALLOW)
+_DICOMWEB_STUDY = (UNAUTHENTICATED, FORBIDDEN, NOT_FOUND, NOT_FOUND, FORBIDDEN)
 # Clinical pages: anonymous users to the login page; admins and outsiders refused.
 _PAGE_CLINICAL = (LOGIN, FORBIDDEN, ALLOW, ALLOW, FORBIDDEN)
 # Admin pages: anonymous users to the login page; every other role refused.
@@ -125,6 +126,38 @@ POLICY: list[Rule] = [
     Rule("", "POST", (LOGIN, FORBIDDEN, ALLOW, FORBIDDEN, FORBIDDEN),
          body={"id": "MRN-HOME", "name": "New"}, form=True),
     Rule("login/", "GET", _EVERYONE),
+    # ---- DICOMweb (gateway): clinical roles, scoped like the API ---------------------------
+    # The policy scan is an unprocessed PNG, which DICOMweb never serves: a study-scoped
+    # resource answers 404 to every clinical role here (access to a served study is tested
+    # in gateway/tests/test_dicomweb.py).
+    Rule("dicomweb/studies", "GET", _API_CLINICAL),
+    Rule("dicomweb/series", "GET", _API_CLINICAL),
+    Rule("dicomweb/instances", "GET", _API_CLINICAL),
+    Rule("dicomweb/studies/<str:study>", "GET", _DICOMWEB_STUDY),
+    Rule("dicomweb/studies/<str:study>/metadata", "GET", _DICOMWEB_STUDY),
+    Rule("dicomweb/studies/<str:study>/series", "GET", _DICOMWEB_STUDY),
+    Rule("dicomweb/studies/<str:study>/instances", "GET", _DICOMWEB_STUDY),
+    Rule("dicomweb/studies/<str:study>/series/<str:series>", "GET", _DICOMWEB_STUDY),
+    Rule("dicomweb/studies/<str:study>/series/<str:series>/metadata", "GET", _DICOMWEB_STUDY),
+    Rule("dicomweb/studies/<str:study>/series/<str:series>/instances", "GET", _DICOMWEB_STUDY),
+    Rule("dicomweb/studies/<str:study>/series/<str:series>/instances/<str:instance>",
+         "GET", _DICOMWEB_STUDY),
+    Rule("dicomweb/studies/<str:study>/series/<str:series>/instances/<str:instance>/metadata",
+         "GET", _DICOMWEB_STUDY),
+    Rule("dicomweb/studies/<str:study>/series/<str:series>/instances/<str:instance>/frames/<str:numbers>",
+         "GET", _DICOMWEB_STUDY),
+    Rule("dicomweb/studies/<str:study>/series/<str:series>/instances/<str:instance>/rendered",
+         "GET", _DICOMWEB_STUDY),
+    Rule("healthz", "GET", _EVERYONE),
+    Rule("healthz/ready", "GET", _EVERYONE),
+    Rule("metrics", "GET", _EVERYONE),
+    Rule("password-reset/", "GET", _EVERYONE),
+    Rule("password-reset/", "POST", _EVERYONE, body={"email": "nobody@example.org"}, form=True),
+    Rule("password-reset/sent/", "GET", _EVERYONE),
+    Rule("password-reset/<uidb64>/<token>/", "GET", _EVERYONE, path="/password-reset/MQ/x-y/"),
+    Rule("password-reset/<uidb64>/<token>/", "POST", _EVERYONE, path="/password-reset/MQ/x-y/",
+         body={"new_password1": "x", "new_password2": "x"}, form=True),
+    Rule("password-reset/done/", "GET", _EVERYONE),
     Rule("login/", "POST", _EVERYONE, body={"username": "nobody", "password": "x"}, form=True),
     # Logging out always lands on the login page, whoever asks.
     Rule("logout/", "POST", (LOGIN, LOGIN, LOGIN, LOGIN, LOGIN), body={}, form=True),
@@ -346,7 +379,10 @@ def test_it_has_no_stale_or_duplicate_rows() -> None:
     for rule in POLICY:
         assert rule.key not in seen, f"duplicate row {rule.key}"
         seen.add(rule.key)
-        assert set(rule.outcomes) <= {ALLOW, UNAUTHENTICATED, FORBIDDEN, LOGIN, ADMIN_LOGIN}
+        allowed = {ALLOW, UNAUTHENTICATED, FORBIDDEN, LOGIN, ADMIN_LOGIN}
+        if rule.outcomes == _DICOMWEB_STUDY:
+            allowed.add(NOT_FOUND)  # Only these rows: the policy scan is not a served study.
+        assert set(rule.outcomes) <= allowed
         if rule.route.startswith(ADMIN_PREFIX):
             # Admin samples only need to reach a real admin page.
             match = resolve(rule.path or "/" + rule.route)
