@@ -80,10 +80,12 @@ def fresh_database() -> None:
 
 def create_users(password: str) -> None:
     code = (
-        "from accounts.models import User, Role\n"
+        "from accounts.models import Department, User, Role\n"
+        "dept, _ = Department.objects.get_or_create(slug='load', defaults={'name': 'Load test'})\n"
         f"User.objects.create_user(username='{TECH}', password='{password}', "
-        "role=Role.TECHNICIAN)\n"
-        f"User.objects.create_user(username='{DOCTOR}', password='{password}', role=Role.DOCTOR)\n"
+        "role=Role.TECHNICIAN).departments.add(dept)\n"
+        f"User.objects.create_user(username='{DOCTOR}', password='{password}', "
+        "role=Role.DOCTOR).departments.add(dept)\n"
     )
     subprocess.run([PY, "manage.py", "shell", "-c", code], cwd=ROOT, env=env(), check=True)
 

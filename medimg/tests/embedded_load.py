@@ -32,7 +32,7 @@ def main(rounds: int) -> dict[str, object]:
     from django.core.management import call_command
     from django.test import Client
 
-    from accounts.models import Role, User
+    from accounts.models import Department, Role, User
 
     settings.ALLOWED_HOSTS = [*settings.ALLOWED_HOSTS, "testserver"]
     settings.MEDIA_ROOT = os.path.join(folder, "media")
@@ -45,6 +45,10 @@ def main(rounds: int) -> dict[str, object]:
         for i in range(6)
     ]
     technician = User.objects.create_user(username="tech", password=password, role=Role.TECHNICIAN)
+    # Everyone in one department, so the doctors see the technician's patients (issue 20).
+    radiology = Department.objects.create(name="Radiology", slug="radiology")
+    for user in (*doctors, technician):
+        user.departments.add(radiology)
     patient_ids = [f"H-{1000 + i}" for i in range(3)]
     setup = Client()
     setup.force_login(technician)
