@@ -204,6 +204,49 @@ class Region(models.Model):
         return self.removal_requested_at is not None
 
 
+class LeftoverDetection(models.Model):
+    """Text the verification pass (the detector run again over the redacted frame) still
+    found: where it was, so the review page can draw it and the technician can resolve it.
+
+    Resolved when a region on its frame covers its box (the pipeline's later round, or a box
+    the technician adds) or when a technician dismisses it with a typed reason; the review
+    cannot be confirmed, and "needs review" cannot clear, while one is unresolved
+    (imaging.services.review)."""
+
+    scan = models.ForeignKey(Scan, on_delete=models.CASCADE, related_name="leftovers")
+    frame = models.PositiveIntegerField(default=0)
+    label = models.CharField(max_length=32)
+    confidence = models.FloatField()
+    # The detector's box in original pixel coordinates, x2/y2 exclusive (not padded).
+    x1 = models.PositiveIntegerField()
+    y1 = models.PositiveIntegerField()
+    x2 = models.PositiveIntegerField()
+    y2 = models.PositiveIntegerField()
+    dismissed_at = models.DateTimeField(null=True, blank=True)
+    dismissed_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+    )
+    dismiss_reason = models.CharField(max_length=500, blank=True)
+
+    class Meta:
+        ordering = ["scan_id", "frame", "id"]
+
+    def __str__(self) -> str:
+        return f"leftover detection {self.pk} of scan {self.scan_id}"
+
+    @property
+    def box(self) -> tuple[int, int, int, int]:
+        return (self.x1, self.y1, self.x2, self.y2)
+
+    @property
+    def dismissed(self) -> bool:
+        return self.dismissed_at is not None
+
+
 PHASH_PIECES = 8  # pieces of a perceptual hash indexed for the duplicate search
 PHASH_PIECE_CHARS = 2  # hex characters per piece (8 bits)
 
