@@ -44,6 +44,18 @@ class Action(models.TextChoices):
     SEGMENTATION_COMPLETED = "segmentation_completed"
     SEGMENTATION_FAILED = "segmentation_failed"
     SEGMENTATION_VIEWED = "segmentation_viewed"
+    # The DICOM gateway (gateway/). An association: outcome success (accepted) or refused
+    # (rejected). An instance by C-STORE or STOW-RS: success (stored, or a duplicate
+    # answered) or refused (the DICOM status in details). A forward: success (sent) or
+    # failure (the error in details).
+    DICOM_ASSOCIATION = "dicom_association", "DICOM association"
+    DICOM_RECEIVED = "dicom_received", "DICOM instance received"
+    DICOM_FORWARDED = "dicom_forwarded", "DICOM forward"
+    # DICOMweb reads: a QIDO-RS search (level and result count) and a WADO-RS metadata read
+    # (one per instance). Pixels served by WADO-RS are the de-identified export, audited by
+    # the export service as scan_viewed view=export.
+    DICOMWEB_SEARCHED = "dicomweb_searched", "DICOMweb search"
+    DICOMWEB_RETRIEVED = "dicomweb_retrieved", "DICOMweb retrieval"
 
 
 class Outcome(models.TextChoices):

@@ -289,11 +289,11 @@ def _instance_rows(request: HttpRequest, instances: Iterable[DicomInstance]) -> 
 
 def _audit_query(request: HttpRequest, level: str, count: int) -> None:
     audit_record(
-        action=Action.SCAN_VIEWED,
+        action=Action.DICOMWEB_SEARCHED,
         actor=request.user,
         request=request,
         target_type="scan",
-        details={"view": "dicomweb-qido", "level": level, "results": count},
+        details={"level": level, "results": count},
     )
 
 
@@ -462,11 +462,11 @@ def _metadata(request: HttpRequest, **scope: str) -> HttpResponse:
             item.update(_tag("00020010", "UI", [str(meta.TransferSyntaxUID)]))
         items.append(item)
         audit_record(
-            action=Action.SCAN_VIEWED,
+            action=Action.DICOMWEB_RETRIEVED,
             actor=request.user,
             target=instance.scan,
             request=request,
-            details={"view": "dicomweb-metadata"},
+            details={"part": "metadata"},
         )
     return HttpResponse(json.dumps(items), content_type=DICOM_JSON)
 

@@ -25,7 +25,7 @@ from django.utils.crypto import salted_hmac
 from pydicom import dcmread
 from pydicom.errors import InvalidDicomError
 
-from audit.models import Outcome
+from audit.models import Action, Outcome
 from audit.services import audit_record
 from engine.errors import EngineError, ErrorCode, ImagingError
 from gateway.models import ReceivedInstance
@@ -36,10 +36,10 @@ from patients.services import validate_patient_id
 
 logger = logging.getLogger(__name__)
 
-# Audit actions of the gateway (strings: audit.models.Action does not list them yet).
-ACTION_ASSOCIATION = "dicom_association"
-ACTION_RECEIVED = "dicom_received"
-ACTION_FORWARDED = "dicom_forwarded"
+# The gateway's audit actions (kept under these names for the gateway's callers and tests).
+ACTION_ASSOCIATION = Action.DICOM_ASSOCIATION
+ACTION_RECEIVED = Action.DICOM_RECEIVED
+ACTION_FORWARDED = Action.DICOM_FORWARDED
 
 RECEIVED_SALT = "medimg.gateway.received-instance"
 
