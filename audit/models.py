@@ -56,6 +56,14 @@ class Action(models.TextChoices):
     # the export service as scan_viewed view=export.
     DICOMWEB_SEARCHED = "dicomweb_searched", "DICOMweb search"
     DICOMWEB_RETRIEVED = "dicomweb_retrieved", "DICOMweb retrieval"
+    # Emergency (break-glass) access, patients.emergency: a grant opened (target the patient,
+    # details the grant, reason and expiry), refused (an unknown id; details the id's keyed
+    # hash), ended early by its user, and marked reviewed by an admin. Every other event by a
+    # user who sees the patient only through a grant carries `break_glass: <grant id>`.
+    BREAK_GLASS_OPENED = "break_glass_opened", "Emergency access opened"
+    BREAK_GLASS_REFUSED = "break_glass_refused", "Emergency access refused"
+    BREAK_GLASS_ENDED = "break_glass_ended", "Emergency access ended early"
+    BREAK_GLASS_REVIEWED = "break_glass_reviewed", "Emergency access reviewed"
 
 
 class Outcome(models.TextChoices):

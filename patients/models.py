@@ -98,7 +98,7 @@ class PatientNote(models.Model):
 
 class BreakGlassGrantQuerySet(models.QuerySet["BreakGlassGrant"]):
     def active(self) -> BreakGlassGrantQuerySet:
-        return self.filter(expires_at__gt=timezone.now())
+        return self.filter(expires_at__gt=timezone.now(), ended_at__isnull=True)
 
 
 class BreakGlassGrant(models.Model):
@@ -106,7 +106,9 @@ class BreakGlassGrant(models.Model):
     teams, with a typed reason, until `expires_at`. While unexpired, the patient is visible to
     the user (PatientQuerySet.visible_to); an admin marks each grant reviewed afterwards.
 
-    Grants are never deleted or shortened: they are the record of who broke the glass.
+    Grants are never deleted: they are the record of who broke the glass. Its user may end one
+    early (`ended_at`; `expires_at` keeps the time it was granted until). The workflow is
+    patients.emergency.
     """
 
     user = models.ForeignKey(
@@ -118,6 +120,7 @@ class BreakGlassGrant(models.Model):
     reason = models.TextField()
     created_at = models.DateTimeField(auto_now_add=True)
     expires_at = models.DateTimeField()
+    ended_at = models.DateTimeField(null=True, blank=True)
     reviewed_by = models.ForeignKey(
         settings.AUTH_USER_MODEL,
         null=True,
@@ -139,4 +142,4 @@ class BreakGlassGrant(models.Model):
 
     @property
     def is_active(self) -> bool:
-        return self.expires_at > timezone.now()
+        return self.ended_at is None and self.expires_at > timezone.now()
