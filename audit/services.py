@@ -7,11 +7,13 @@ import ipaddress
 import json
 import math
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, timedelta
 from typing import IO, Any
 from urllib.parse import quote
 
+from django.conf import settings
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import models, transaction
 from django.db.models import Q, QuerySet
@@ -111,6 +113,22 @@ def _without_identifiers(
     return target_id, details
 
 
+# Functions that add to the details of an event by a signed-in user (see audit_context_register).
+_context_providers: list[Callable[..., dict[str, Any] | None]] = []
+
+
+def audit_context_register(provider: Callable[..., dict[str, Any] | None]) -> None:
+    """Add `provider(actor=, target=, target_type=, target_id=, request=)` to every event with a
+    signed-in actor; what it returns is merged into the details (so it is covered by the hash).
+
+    The audit log sits below the apps that know what a patient is: patients registers the
+    emergency-access flag here (patients.emergency), so every read of patient data recorded
+    through audit_record carries it, whichever app records it.
+    """
+    if provider not in _context_providers:
+        _context_providers.append(provider)
+
+
 def audit_record(
     *,
     action: Action | str,
@@ -134,6 +152,17 @@ def audit_record(
     if target is not None:
         target_type = target_type or target._meta.model_name or ""
         target_id = target_id or str(target.pk)
+    if actor is not None:
+        for provider in _context_providers:
+            extra = provider(
+                actor=actor,
+                target=target,
+                target_type=target_type,
+                target_id=str(target_id),
+                request=request,
+            )
+            if extra:
+                details = {**(details or {}), **extra}
     target_id, details = _without_identifiers(target_type, str(target_id), details)
     user_agent = request.META.get("HTTP_USER_AGENT", "") if request is not None else ""
 
@@ -150,6 +179,73 @@ def audit_record(
         "details": _jsonable(details),
     }
     return append_entry(fields)
+
+
+# The key in `details` that marks a summarised routine view (audit_record_routine).
+ROUTINE_KEY = "routine"
+
+
+def _routine_recorded(
+    actor: Any, action: str, target_type: str, target_id: str, kind: str, since: Any
+) -> bool:
+    return AuditEvent.objects.filter(
+        actor_id=actor.pk,
+        action=action,
+        target_type=target_type,
+        target_id=target_id,
+        created_at__gte=since,
+        **{f"details__{ROUTINE_KEY}": kind},
+    ).exists()
+
+
+def audit_record_routine(
+    *,
+    action: Action | str,
+    actor: Any,
+    target_type: str,
+    target_id: str | int,
+    kind: str,
+    request: HttpRequest | None = None,
+    details: dict[str, Any] | None = None,
+) -> AuditEvent | None:
+    """Record a routine view (thumbnails of a patient's images, the notes card) once per actor,
+    target and `kind` per window of AUDIT_ROUTINE_VIEW_MINUTES, instead of once per request.
+
+    The one event stands for "`actor` viewed `kind` of this target from then until the window
+    ends"; it is an ordinary chained event (`details` carry `routine` and `window_minutes`).
+    Later views in the window write nothing and return None. An anonymous actor is recorded
+    every time (routine views need a signed-in user anyway).
+    """
+    minutes = settings.AUDIT_ROUTINE_VIEW_MINUTES
+    if actor is None or not getattr(actor, "is_authenticated", False) or minutes <= 0:
+        return audit_record(
+            action=action,
+            actor=actor,
+            target_type=target_type,
+            target_id=target_id,
+            request=request,
+            details=details,
+        )
+    stored_id, _ = _without_identifiers(target_type, str(target_id), None)
+    stored_id = _text(stored_id, 128)
+    since = timezone.now() - timedelta(minutes=minutes)
+    key = (actor, str(action), _text(target_type, 32), stored_id, kind, since)
+    # Read first, outside the chain lock: most routine views find their event and write nothing.
+    if _routine_recorded(*key):
+        return None
+    with transaction.atomic():
+        # Checked again under the chain lock, so two concurrent views write one event.
+        _locked_anchor()
+        if _routine_recorded(*key):
+            return None
+        return audit_record(
+            action=action,
+            actor=actor,
+            target_type=target_type,
+            target_id=target_id,
+            request=request,
+            details={**(details or {}), ROUTINE_KEY: kind, "window_minutes": minutes},
+        )
 
 
 def _locked_anchor() -> AuditAnchor:

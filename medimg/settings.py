@@ -329,6 +329,10 @@ MEDIMG_REGISTRATIONS_PER_HOUR = env_int("MEDIMG_REGISTRATIONS_PER_HOUR", 10, min
 MEDIMG_AUDIT_ANONYMOUS_REFUSALS_PER_MINUTE = env_int(
     "MEDIMG_AUDIT_ANONYMOUS_REFUSALS_PER_MINUTE", 30, minimum=1
 )
+# Routine views (thumbnails of a patient's images, the notes card) are audited once per user,
+# patient and kind in this many minutes, not once per request (audit.services
+# audit_record_routine; docs/access.md). 0 records every one.
+AUDIT_ROUTINE_VIEW_MINUTES = env_int("AUDIT_ROUTINE_VIEW_MINUTES", 15, minimum=0)
 # Second factor (accounts.otp): the name authenticator apps show next to the codes.
 OTP_TOTP_ISSUER = env_str("OTP_TOTP_ISSUER") or "medimg"
 LOGIN_URL = "login"

@@ -14,7 +14,7 @@ from django.http import HttpRequest
 from django.shortcuts import get_object_or_404
 
 from audit.models import Action, Outcome
-from audit.services import audit_record
+from audit.services import audit_record, audit_record_routine
 from patients.models import Patient, PatientNote
 
 # The orderings a client may ask for; each is followed by the primary key so that pages
@@ -125,12 +125,17 @@ def patient_get(*, user: Any, patient_id: str, request: HttpRequest | None = Non
 def patient_note_list(
     *, user: Any, patient_id: str, request: HttpRequest | None = None
 ) -> QuerySet[PatientNote]:
-    """The doctors' notes on one patient `user` may see, oldest first. Audited as a view."""
+    """The doctors' notes on one patient `user` may see, oldest first. Audited as a routine
+    view."""
     patient = patient_lookup(user=user, patient_id=patient_id)
-    audit_record(
+    # A routine read (the notes card reloads with the page): one event per user and patient per
+    # window, not one per read (audit_record_routine).
+    audit_record_routine(
         action=Action.PATIENT_VIEWED,
         actor=user,
-        target=patient,
+        target_type="patient",
+        target_id=patient.pk,
+        kind="notes",
         request=request,
         details={"part": "notes"},
     )

@@ -9,7 +9,9 @@ adds or removes a region) saves the scan's `updated_at` with it, so the key chan
 old entry is never served again; it expires after THUMBNAIL_CACHE_SECONDS. The key doubles as
 the HTTP ETag, so a browser that has the thumbnail gets a 304 without a body.
 
-Only redacted pixels are cached. Viewing a thumbnail is audited like viewing the redacted image.
+Only redacted pixels are cached. Viewing thumbnails is a routine view: audited as "viewed
+thumbnails of patient X" once per user and patient per AUDIT_ROUTINE_VIEW_MINUTES
+(audit_record_routine), not once per image, so a patient page with twenty images writes one row.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from django.shortcuts import get_object_or_404
 from PIL import Image
 
 from audit.models import Action
-from audit.services import audit_record
+from audit.services import audit_record_routine
 from engine import errors
 from imaging.models import Scan, ScanStatus
 from imaging.vault import derivatives
@@ -82,19 +84,23 @@ def scan_thumbnail(
     if size not in SIZES:
         raise errors.invalid_size(SIZES)
     scan = get_object_or_404(
-        Scan.objects.visible_to(user).only("id", "status", "updated_at", *derivatives.FIELDS),
+        Scan.objects.visible_to(user).only(
+            "id", "patient_id", "status", "updated_at", *derivatives.FIELDS
+        ),
         pk=scan_id,
     )
     paths = (scan.frame_paths or {}).get("redacted") or []
     if scan.status != ScanStatus.COMPLETED or not paths:
         raise errors.scan_not_ready()
     version = thumbnail_version(scan, size)
-    audit_record(
+    audit_record_routine(
         action=Action.SCAN_VIEWED,
         actor=user,
-        target=scan,
+        target_type="patient",
+        target_id=scan.patient_id,
+        kind="thumbnails",
         request=request,
-        details={"view": "thumbnail", "size": size},
+        details={"view": "thumbnails"},
     )
     if if_none_match and if_none_match.strip('"') == version:
         return Thumbnail(scan.pk, b"", version, cached=True)

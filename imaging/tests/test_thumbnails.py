@@ -9,6 +9,7 @@ import numpy as np
 from PIL import Image
 
 from audit.models import Action, AuditEvent
+from audit.pseudonyms import patient_reference
 from imaging.models import Scan
 from imaging.selectors import thumbnails
 from imaging.vault.storage import storage_delete, storage_read
@@ -33,8 +34,12 @@ def test_it_serves_a_small_copy_of_the_redacted_image(
     assert max(thumb.shape[:2]) == 128
     redacted = storage_read(completed_scan.frame_paths["redacted"][0])
     assert response.content == thumbnails.render_thumbnail(redacted, 128)
+    # A routine view: summarised per patient (audit_record_routine), not per image.
     assert AuditEvent.objects.filter(
-        action=Action.SCAN_VIEWED, details__view="thumbnail", target_id=str(completed_scan.pk)
+        action=Action.SCAN_VIEWED,
+        details__view="thumbnails",
+        target_type="patient",
+        target_id=patient_reference(completed_scan.patient_id),
     ).exists()
 
 
@@ -100,3 +105,16 @@ def test_it_hides_thumbnails_from_non_clinical_users(
     api: Any, admin: Any, completed_scan: Scan
 ) -> None:
     assert _get(api, admin, completed_scan).status_code == 403
+
+
+def test_a_patient_page_of_thumbnails_writes_one_event(
+    api: Any, doctor: Any, completed_scan: Any
+) -> None:
+    api.force_authenticate(doctor)
+    for size in (128, 256, 128, 512):
+        response = api.get(f"/api/images/{completed_scan.pk}/thumbnail/?size={size}")
+        assert response.status_code == 200
+    events = AuditEvent.objects.filter(action=Action.SCAN_VIEWED)
+    assert [(e.target_type, e.target_id, e.details["view"]) for e in events] == [
+        ("patient", patient_reference(completed_scan.patient_id), "thumbnails")
+    ]

@@ -128,6 +128,8 @@ def test_it_lists_notes_oldest_first(doctor: Any, patient: Patient) -> None:
     assert list(patient_note_list(user=doctor, patient_id=patient.id)) == [first, second]
     assert AuditEvent.objects.get(action=Action.PATIENT_VIEWED).details == {
         "part": "notes",
+        "routine": "notes",
+        "window_minutes": 15,
         "pseudonyms": 1,
     }
 
