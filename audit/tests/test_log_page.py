@@ -60,3 +60,29 @@ def test_it_needs_a_csrf_token_to_verify(admin: Any) -> None:
     client = Client(enforce_csrf_checks=True)
     client.force_login(admin)
     assert client.post("/manage/audit/").status_code == 403
+
+
+def test_the_details_column_hides_internal_keys(client: Client, admin: Any, doctor: Any) -> None:
+    # A patient view (written with pseudonyms: marked), a list without a search term (an empty
+    # hash) and one with a term (a hash nobody can read).
+    audit_record(
+        action=Action.PATIENT_VIEWED,
+        actor=doctor,
+        target_type="patient",
+        target_id="MRN-7",
+        details={"view": "page"},
+    )
+    audit_record(action=Action.PATIENT_LISTED, actor=doctor, details={"search": "", "page": 1})
+    audit_record(action=Action.PATIENT_LISTED, actor=doctor, details={"search": "smith"})
+    stored = [event.details for event in AuditEvent.objects.order_by("sequence")]
+    assert stored[0]["pseudonyms"] == 1 and stored[1]["search_hmac"] == ""  # what is hidden
+    client.force_login(admin)
+
+    html = client.get("/manage/audit/", {"actor": doctor.username}).content.decode()
+
+    assert "pseudonyms" not in html
+    assert "search hmac" not in html
+    assert stored[2]["search_hmac"] not in html
+    assert "view: page" in html
+    assert "page: 1" in html
+    assert "search: yes (the term is stored as a keyed hash)" in html

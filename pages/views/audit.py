@@ -14,6 +14,7 @@ from django.views import View
 
 from accounts.mixins import AdminPageMixin
 from audit.models import Action, Outcome
+from audit.pseudonyms import MARK_KEY, SEARCH_HASH_KEY
 from audit.selectors import audit_chain_verify, audit_event_list
 
 EVENTS_PER_PAGE = 50
@@ -42,12 +43,26 @@ class AuditFilterForm(forms.Form):
         return data
 
 
+# Keys the log keeps for machines, not for the person reading the page: the marker that an
+# event was written with pseudonyms (covered by the hash, so it stays in the API and export).
+_HIDDEN_KEYS = frozenset({MARK_KEY})
+
+
 def _describe(event: Any) -> str:
-    """The event's details as one readable line (never raw JSON)."""
+    """The event's details as one readable line (never raw JSON, never an internal key).
+
+    Empty values are left out; a search term is stored only as a keyed hash, which means
+    nothing to a reader, so it is shown as "search: yes" (the investigator page finds the
+    searches for a hospital id)."""
     details = event.details or {}
     parts = []
     for key in sorted(details):
         value = details[key]
+        if key in _HIDDEN_KEYS or value in (None, "", [], {}):
+            continue
+        if key == SEARCH_HASH_KEY:
+            parts.append("search: yes (the term is stored as a keyed hash)")
+            continue
         if isinstance(value, bool):
             value = "yes" if value else "no"
         elif isinstance(value, dict):
