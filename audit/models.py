@@ -64,6 +64,14 @@ class Action(models.TextChoices):
     BREAK_GLASS_REFUSED = "break_glass_refused", "Emergency access refused"
     BREAK_GLASS_ENDED = "break_glass_ended", "Emergency access ended early"
     BREAK_GLASS_REVIEWED = "break_glass_reviewed", "Emergency access reviewed"
+    # Erasure by crypto-shredding (imaging.jobs.erasure): target the patient (as its reference)
+    # or the scan; details the scans' numbers, how (admin page, command, retention, re-applied
+    # after a restore) and the reason's SHA-256. No name, hospital id or file name.
+    PATIENT_ERASED = "patient_erased", "Patient erased"
+    SCAN_ERASED = "scan_erased", "Scan erased"
+    # Django's password reset (medimg.password_reset): details `stage` requested (a form sent;
+    # the address only as a keyed hash) or completed (a new password set through the link).
+    PASSWORD_RESET = "password_reset", "Password reset"
 
 
 class Outcome(models.TextChoices):

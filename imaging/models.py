@@ -338,3 +338,35 @@ class SegmentationJob(models.Model):
 
     def __str__(self) -> str:
         return f"segmentation {self.pk} of scan {self.scan_id} ({self.status})"
+
+
+class ErasureKind(models.TextChoices):
+    PATIENT = "patient", "Patient"
+    SCAN = "scan", "Scan"
+
+
+class Erasure(models.Model):
+    """The tombstone of an erased patient or scan (imaging.jobs.erasure): what is left is when,
+    by whom, how and why (as a SHA-256 of the typed reason), with no identity: no name, hospital
+    id, birth date, file name or pixels. The scan rows themselves, their regions and files are
+    gone; `scan_uids` are the random uids the erasure ledger (medimg.erasures) also holds."""
+
+    kind = models.CharField(max_length=8, choices=ErasureKind.choices)
+    # The audit log's keyed pseudonym of the hospital id (audit.pseudonyms), never the id.
+    patient_reference = models.CharField(max_length=64)
+    scan_ids = models.JSONField(default=list)  # the erased scans' former numbers
+    scan_uids = models.JSONField(default=list)
+    files_deleted = models.PositiveIntegerField(default=0)
+    erased_at = models.DateTimeField()
+    erased_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    erased_by_username = models.CharField(max_length=150, blank=True)
+    via = models.CharField(max_length=32)  # "admin page", "manage.py erase", "retention", ...
+    reason_sha256 = models.CharField(max_length=64)
+
+    class Meta:
+        ordering = ["-erased_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"Erasure {self.pk} ({self.kind}, {self.erased_at:%Y-%m-%d})"
