@@ -370,3 +370,91 @@ class Erasure(models.Model):
 
     def __str__(self) -> str:
         return f"Erasure {self.pk} ({self.kind}, {self.erased_at:%Y-%m-%d})"
+
+
+class ScannerRuleQuerySet(models.QuerySet["ScannerRule"]):
+    def matching(self, *, manufacturer: str, model_name: str, width: int, height: int) -> Any:
+        """The active rules for an image of this scanner model and size (case and outer
+        spaces ignored); a rule with no model covers every model of its manufacturer, and
+        one with no size every size."""
+        manufacturer, model_name = manufacturer.strip(), model_name.strip()
+        if not manufacturer:
+            return self.none()
+        return (
+            self.filter(active=True, manufacturer__iexact=manufacturer)
+            .filter(models.Q(model_name="") | models.Q(model_name__iexact=model_name))
+            .filter(models.Q(width__isnull=True) | models.Q(width=width, height=height))
+        )
+
+
+class ScannerRule(models.Model):
+    """Fixed regions always redacted on one scanner model's images, whatever the detector
+    finds (the idea of CTP's DicomPixelAnonymizer scripts): a vendor that always writes the
+    patient's name in the same place is covered even when the detector misses it. Matched on
+    the DICOM header's Manufacturer and Manufacturer Model Name (and the image size, when set);
+    managed by admins in Django admin (every change audited as admin_change), suggested there
+    when technicians keep adding the same box by hand (imaging.selectors.scanner_rules)."""
+
+    manufacturer = models.CharField(max_length=64)
+    model_name = models.CharField(
+        max_length=64, blank=True, help_text="Blank: every model of this manufacturer."
+    )
+    width = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Image width in pixels; blank with height: any size."
+    )
+    height = models.PositiveIntegerField(null=True, blank=True)
+    # [[x0, y0, x1, y1], ...] in pixels, x1/y1 exclusive.
+    boxes = models.JSONField(default=list)
+    note = models.CharField(max_length=200, blank=True)
+    active = models.BooleanField(default=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    objects = ScannerRuleQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["manufacturer", "model_name", "id"]
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(width__isnull=True, height__isnull=True)
+                | models.Q(width__isnull=False, height__isnull=False),
+                name="scanner_rule_size_both_or_neither",
+            )
+        ]
+
+    def __str__(self) -> str:
+        model = self.model_name or "every model"
+        size = f", {self.width}x{self.height}" if self.width else ""
+        return f"{self.manufacturer} {model}{size}: {len(self.boxes)} box(es)"
+
+    def clean(self) -> None:
+        from django.core.exceptions import ValidationError
+
+        if (self.width is None) != (self.height is None):
+            raise ValidationError("Give both the width and the height, or neither.")
+        boxes = self.boxes
+        if not isinstance(boxes, list) or not boxes:
+            raise ValidationError({"boxes": "Give at least one box as [x0, y0, x1, y1]."})
+        for box in boxes:
+            if (
+                not isinstance(box, list)
+                or len(box) != 4
+                or not all(isinstance(v, int) and not isinstance(v, bool) for v in box)
+            ):
+                raise ValidationError(
+                    {"boxes": f"{box!r} is not [x0, y0, x1, y1] in whole pixels."}
+                )
+            x0, y0, x1, y1 = box
+            if min(box) < 0 or x1 <= x0 or y1 <= y0:
+                raise ValidationError({"boxes": f"{box!r}: x1 must exceed x0 and y1 y0, all >= 0."})
+            if (
+                self.width is not None
+                and self.height is not None
+                and (x1 > self.width or y1 > self.height)
+            ):
+                raise ValidationError(
+                    {"boxes": f"{box!r} lies outside a {self.width}x{self.height} image."}
+                )
