@@ -96,6 +96,9 @@ class ErrorCode(StrEnum):
     REVIEW_FAILED = "review_failed"
     NO_REMOVAL_PENDING = "no_removal_pending"
     REMOVAL_ALREADY_REQUESTED = "removal_already_requested"
+    REVIEW_CONFIRMED = "review_confirmed"
+    LEFTOVERS_UNRESOLVED = "leftovers_unresolved"
+    LEFTOVER_RESOLVED = "leftover_resolved"
     # Segmentation.
     UNKNOWN_MODEL = "unknown_model"
     MODEL_DISABLED = "model_disabled"
@@ -103,6 +106,12 @@ class ErrorCode(StrEnum):
     NOT_A_SERIES = "not_a_series"
     SEGMENTATION_NOT_READY = "segmentation_not_ready"
     NO_DICOM_SEG = "no_dicom_seg"
+    # Emergency (break-glass) access (patients.emergency).
+    REASON_TOO_SHORT = "reason_too_short"
+    CONFIRMATION_REQUIRED = "confirmation_required"
+    PATIENT_NOT_FOUND = "patient_not_found"
+    ACCESS_NOT_NEEDED = "access_not_needed"
+    TOO_MANY_REQUESTS = "too_many_requests"
 
 
 class EngineError(Exception):
@@ -490,6 +499,40 @@ def removal_already_requested() -> EngineError:
     )
 
 
+def review_confirmed() -> EngineError:
+    return EngineError(
+        ErrorCode.REVIEW_CONFIRMED,
+        "The review of this image is confirmed: the removal request now waits for a doctor "
+        "and can no longer be undone here.",
+        HTTPStatus.CONFLICT,
+    )
+
+
+def leftovers_unresolved(count: int) -> EngineError:
+    noun = "detection" if count == 1 else "detections"
+    return EngineError(
+        ErrorCode.LEFTOVERS_UNRESOLVED,
+        f"{count} leftover {noun} of the verification pass still to resolve: add a region "
+        "over each, or dismiss it with a reason, before confirming.",
+        HTTPStatus.CONFLICT,
+    )
+
+
+def dismiss_reason_required(minimum: int) -> EngineError:
+    return EngineError(
+        ErrorCode.REASON_REQUIRED,
+        f"Type why this detection is not identifying text (at least {minimum} characters).",
+    )
+
+
+def leftover_resolved() -> EngineError:
+    return EngineError(
+        ErrorCode.LEFTOVER_RESOLVED,
+        "This leftover detection is already resolved.",
+        HTTPStatus.CONFLICT,
+    )
+
+
 # --- Segmentation ---------------------------------------------------------------------------
 
 
@@ -530,6 +573,48 @@ def no_dicom_seg() -> EngineError:
         "This segmentation has no DICOM SEG: the input was not DICOM, or a multi-frame "
         "image without patient geometry.",
         HTTPStatus.NOT_FOUND,
+    )
+
+
+# --- Emergency access ------------------------------------------------------------------------
+
+
+def reason_too_short(minimum: int) -> EngineError:
+    return EngineError(
+        ErrorCode.REASON_TOO_SHORT,
+        f"Type the clinical reason for emergency access (at least {minimum} characters).",
+    )
+
+
+def confirmation_required() -> EngineError:
+    return EngineError(
+        ErrorCode.CONFIRMATION_REQUIRED,
+        "Confirm that you have read the warning: emergency access is recorded and reviewed.",
+    )
+
+
+def patient_not_found() -> EngineError:
+    return EngineError(
+        ErrorCode.PATIENT_NOT_FOUND,
+        "No patient has this id. Check the hospital number (it must match exactly).",
+        HTTPStatus.NOT_FOUND,
+    )
+
+
+def access_not_needed(message: str | None = None) -> EngineError:
+    return EngineError(
+        ErrorCode.ACCESS_NOT_NEEDED,
+        message or "You can already see this patient: no emergency access is needed.",
+        HTTPStatus.CONFLICT,
+    )
+
+
+def too_many_requests(limit: int) -> EngineError:
+    return EngineError(
+        ErrorCode.TOO_MANY_REQUESTS,
+        f"Too many emergency access requests: at most {limit} an hour. Try again later, or "
+        "ask a colleague of the patient's department.",
+        HTTPStatus.TOO_MANY_REQUESTS,
     )
 
 

@@ -22,6 +22,9 @@ import numpy as np
 
 from engine.crypto import envelope as crypto
 
+# The label of a box that a scanner rule (not the detector) put on every frame.
+SCANNER_RULE_LABEL = "scanner_rule"
+
 # A detector takes one uint8 frame (H,W or H,W,C) and returns its detections.
 Detector = Callable[[np.ndarray], Sequence[Any]]
 
@@ -74,6 +77,10 @@ class PipelineResult:
     timings: dict[str, float] = field(default_factory=dict)
     needs_review: bool = False
     residual: list[Box] = field(default_factory=list)
+    # Every box a verification pass found (the first round's, later filled or not, and what
+    # was still found after the last round), once each: the review page draws them and the
+    # technician resolves each before "needs review" clears.
+    leftovers: list[Box] = field(default_factory=list)
 
 
 @contextmanager
@@ -484,6 +491,7 @@ def pipeline_run(
     reuse_static: bool = True,
     change_threshold: float = CHANGE_THRESHOLD,
     data_regions: Sequence[Sequence[int]] = (),
+    fixed_boxes: Sequence[Sequence[int]] = (),
 ) -> PipelineResult:
     """Detect, seal and redact `image` (a DecodedImage). Pure: nothing is stored.
 
@@ -502,6 +510,11 @@ def pipeline_run(
     ink outside all of them that no box covers is the scanner's annotation; it is sealed and
     filled as an "annotation" region (covered, so no review is asked for; the regions list
     shows them, and metrics["annotation_boxes"] counts them).
+
+    `fixed_boxes` (a scanner's rules, `imaging.models.ScannerRule`): boxes covered on every
+    frame whatever the detector says, sealed like any region and labelled "scanner_rule"; a
+    detection they already cover is not sealed twice. Boxes are clipped to the image; one
+    that falls outside it entirely is ignored. metrics["rule_boxes"] counts them.
     """
     from engine.dicom.ultrasound import ANNOTATION_LABEL, annotation_boxes
     from engine.pixels.grid import GridBox, draw_grid
@@ -512,11 +525,14 @@ def pipeline_run(
     counted = _CountingDetector(detector)
     timings = {} if timings is None else timings
     frames, height, width = int(image.frames), int(image.height), int(image.width)
+    fixed = clip_boxes(fixed_boxes, height, width)
+    rule_boxes = 0
 
     regions: list[SealedRegion] = []
     groups: dict[tuple[str, int, int, int, int], int] = {}
     residual: list[Box] = []
     residual_first = 0
+    found_first: list[Box] = []
     rounds_most = 0
     frames_detected = frames_verified = annotations = 0
     quality = _Quality()
@@ -560,6 +576,14 @@ def pipeline_run(
                 ]
             else:
                 boxes = [Box(f, *_rest(b)) for b in seen_boxes]
+            # A reused frame's boxes already hold the rules' boxes: no second seal.
+            ruled = [
+                Box(f, SCANNER_RULE_LABEL, 1.0, *c)
+                for c in fixed
+                if not _mostly_covered(Box(f, SCANNER_RULE_LABEL, 1.0, *c), boxes)
+            ]
+            rule_boxes += len(ruled)
+            boxes = ruled + boxes
         frame_regions: list[SealedRegion] = []
         red_pixels, red_display = pixels, display
         rounds = 0
@@ -612,6 +636,7 @@ def pipeline_run(
                     ]
                     if first_round:
                         residual_first += len(found_now)
+                        found_first += found_now
             if same or not found_now or rounds >= verify_rounds:
                 break
             first_round = False
@@ -669,6 +694,10 @@ def pipeline_run(
                 # Numbers start at 1 for people; one number per group of identical boxes.
                 number = groups.setdefault(key, len(groups) + 1)
                 grid_boxes.append(GridBox(number, r.box.coords, r.box.label, r.box.confidence))
+            # Text still found after the last round: drawn for the review, not filled.
+            grid_boxes += [
+                GridBox(0, b.coords, b.label, b.confidence, leftover=True) for b in found_now
+            ]
             grid = draw_grid(red_display, grid_boxes)
         if f == 0:
             with timed(timings, "fingerprint_ms"):
@@ -697,6 +726,7 @@ def pipeline_run(
     metrics["frames_detected"] = frames_detected
     metrics["frames_verified"] = frames_verified
     metrics["annotation_boxes"] = annotations
+    metrics["rule_boxes"] = rule_boxes
 
     assert prints is not None  # every image has a frame 0
     return PipelineResult(
@@ -709,7 +739,31 @@ def pipeline_run(
         timings=timings,
         needs_review=bool(residual_first),
         residual=residual,
+        leftovers=list(dict.fromkeys(found_first + residual)),
     )
+
+
+def clip_boxes(
+    boxes: Sequence[Sequence[int]], height: int, width: int
+) -> list[tuple[int, int, int, int]]:
+    """(x0, y0, x1, y1) boxes clipped to a height x width image; empty ones are dropped."""
+    clipped = []
+    for box in boxes:
+        x0, y0, x1, y1 = (int(v) for v in box)
+        x0, x1 = max(0, min(x0, width)), max(0, min(x1, width))
+        y0, y1 = max(0, min(y0, height)), max(0, min(y1, height))
+        if x1 > x0 and y1 > y0:
+            clipped.append((x0, y0, x1, y1))
+    return clipped
+
+
+def rule_boxes(
+    fixed_boxes: Sequence[Sequence[int]], frames: int, height: int, width: int
+) -> list[Box]:
+    """A scanner rule's boxes on every frame, clipped (the `redact` command's share of what
+    `pipeline_run(fixed_boxes=...)` does)."""
+    fixed = clip_boxes(fixed_boxes, height, width)
+    return [Box(f, SCANNER_RULE_LABEL, 1.0, *c) for f in range(frames) for c in fixed]
 
 
 def _rest(box: Box) -> tuple[str, float, int, int, int, int]:

@@ -37,13 +37,14 @@ from engine.intake.validation import validate_upload
 from engine.pixels.metrics import hamming
 from engine.pixels.qc import image_statistics
 from engine.pixels.restoration import encode_image
-from imaging.jobs.batch import pipeline_options
+from imaging.jobs.batch import image_scanner, pipeline_options
 from imaging.jobs.detector import default_detector
 from imaging.models import (
     PHASH_PIECE_CHARS,
     PHASH_PIECES,
     FailureReason,
     Fingerprint,
+    LeftoverDetection,
     Region,
     Scan,
     ScanFormat,
@@ -338,6 +339,10 @@ def scan_process(*, scan_id: int, detector: pipeline.Detector | None = None) -> 
             if image.notes:
                 # What decoding or rendering worked around: the scan's processing notes.
                 result.metrics["notes"] = list(image.notes)
+            scanner = image_scanner(image)
+            if scanner:
+                # Where the admin's scanner-rule suggestions find the scan's scanner model.
+                result.metrics["scanner"] = scanner
             with pipeline.timed(timings, "store_ms"):
                 paths = writer.finish(needs_review=result.needs_review, regions=len(result.regions))
             with pipeline.timed(timings, "qc_ms"):
@@ -401,6 +406,7 @@ def _scan_complete(
         previous_files = scan_files(scan)
         # Delete-and-rewrite: whatever an interrupted run left behind is replaced, never added to.
         Region.objects.filter(scan=scan).delete()
+        LeftoverDetection.objects.filter(scan=scan).delete()
         Fingerprint.objects.filter(scan=scan).delete()
         Region.objects.bulk_create(
             Region(
@@ -420,6 +426,19 @@ def _scan_complete(
                 ciphertext_entropy=r.ciphertext_entropy,
             )
             for r in result.regions
+        )
+        LeftoverDetection.objects.bulk_create(
+            LeftoverDetection(
+                scan=scan,
+                frame=b.frame,
+                label=b.label,
+                confidence=float(b.confidence),
+                x1=b.x0,
+                y1=b.y0,
+                x2=b.x1,
+                y2=b.y1,
+            )
+            for b in result.leftovers
         )
         Fingerprint.objects.create(
             scan=scan,

@@ -38,16 +38,25 @@ from audit.services import audit_record
 from engine import errors
 from engine.detection import pipeline
 from engine.detection.groups import group_numbers
+from engine.detection.pipeline import region_group_key
 from engine.errors import CryptoError, EngineError, ImagingError
 from engine.intake.validation import validate_upload
 from engine.pixels.grid import GridBox, draw_grid
 from imaging.jobs.processing import outputs_write, scan_files, scan_set_deidentified
-from imaging.models import Fingerprint, Region, RegionSource, Scan, ScanStatus
+from imaging.models import (
+    Fingerprint,
+    LeftoverDetection,
+    Region,
+    RegionSource,
+    Scan,
+    ScanStatus,
+)
 from imaging.vault.keys import open_data_key, open_original
 from imaging.vault.pixels import pixels_digest
 from imaging.vault.storage import storage_delete
 
 MANUAL_LABEL = "phi_text"
+DISMISS_REASON_MIN = 5
 LABEL_PATTERN = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
 
 
@@ -102,20 +111,39 @@ def _boxes(regions: Sequence[Region]) -> list[pipeline.Box]:
     return [pipeline.Box(r.frame, r.label, r.confidence, r.x1, r.y1, r.x2, r.y2) for r in regions]
 
 
-def _rebuild(image: Any, regions: Sequence[Region], *, needs_review: bool) -> _Rebuilt:
-    """Redacted pixels, display frames and grid frames for exactly `regions`."""
+def _rebuild(
+    image: Any,
+    regions: Sequence[Region],
+    *,
+    needs_review: bool,
+    leftovers: Sequence[LeftoverDetection] = (),
+) -> _Rebuilt:
+    """Redacted pixels, display frames and grid frames for exactly `regions`; the leftover
+    detections no region covers are drawn dashed on the grid."""
     boxes = _boxes(regions)
     redacted_pixels = pipeline.fill_frames(image.pixels, boxes)
     redacted_display = pipeline.fill_frames(image.display, boxes)
     # One number per group of identical boxes, as the pipeline draws them.
     numbers = group_numbers(regions)
+    open_leftovers = [x for x in leftovers if not leftover_covered(x, regions)]
     grid = [
         draw_grid(
             redacted_display[f],
             [
-                GridBox(numbers[r.index], r.box, r.label, r.confidence)
+                GridBox(
+                    numbers[r.index],
+                    r.box,
+                    r.label,
+                    r.confidence,
+                    manual=r.source == RegionSource.MANUAL,
+                )
                 for r in regions
                 if r.frame == f
+            ]
+            + [
+                GridBox(0, x.box, x.label, x.confidence, leftover=True)
+                for x in open_leftovers
+                if x.frame == f
             ],
         )
         for f in range(redacted_display.shape[0])
@@ -143,7 +171,9 @@ def _apply(
     *, scan: Scan, image: Any, data_key: bytes, regions: list[Region], written: list[str]
 ) -> None:
     """Write the rebuilt files, point the scan at them, drop the old ones after commit."""
-    rebuilt = _rebuild(image, regions, needs_review=scan.needs_review)
+    rebuilt = _rebuild(
+        image, regions, needs_review=scan.needs_review, leftovers=list(scan.leftovers.all())
+    )
     previous = scan_files(scan)
     paths = outputs_write(
         scan=scan,
@@ -302,15 +332,30 @@ def _removal_not_pending() -> EngineError:
     return errors.no_removal_pending()
 
 
+def _group(scan: Scan, region: Region, *, group: bool) -> list[Region]:
+    """`region`, or with `group` every region of the scan with its label and box (the same
+    overlay on every frame of a cine: one row on the page, one action)."""
+    if not group:
+        return [region]
+    key = region_group_key(region.label, region.box)
+    return [
+        r
+        for r in scan.regions.select_related("removal_requested_by").order_by("index")
+        if region_group_key(r.label, r.box) == key
+    ]
+
+
 def region_removal_request(
-    *, region: Region, actor: Any, request: HttpRequest | None = None
+    *, region: Region, actor: Any, request: HttpRequest | None = None, group: bool = False
 ) -> Region:
     """A technician asks for a false region to be removed; a doctor decides.
 
     Nothing is shown yet: the region stays filled in every stored image, so a role that may
     not decrypt never sees the pixels it hides (delete, look, add the box back would
     otherwise read them). Audited as region_removal_requested, flagged as a potential
-    disclosure, since approving it shows those pixels to every technician."""
+    disclosure, since approving it shows those pixels to every technician. With `group`,
+    every region of its group not already asked for (one audit event per region). Until the
+    technician confirms the review the request can be withdrawn (`region_removal_withdraw`)."""
     with transaction.atomic():
         scan = _locked(region.scan_id)
         _require_completed(scan)
@@ -321,52 +366,108 @@ def region_removal_request(
             data_key = open_data_key(scan)
         except CryptoError:
             raise _edit_failed() from None
-        _check_region_opens(scan, region, data_key)
-        region.removal_requested_at = timezone.now()
-        region.removal_requested_by = actor
-        region.save(update_fields=["removal_requested_at", "removal_requested_by"])
-        audit_record(
-            action=Action.REGION_REMOVAL_REQUESTED,
-            actor=actor,
-            target=scan,
-            request=request,
-            details={**_region_details(region), "potential_disclosure": True},
-        )
+        now = timezone.now()
+        for member in _group(scan, region, group=group):
+            if member.removal_pending:
+                continue
+            _check_region_opens(scan, member, data_key)
+            member.removal_requested_at = now
+            member.removal_requested_by = actor
+            member.save(update_fields=["removal_requested_at", "removal_requested_by"])
+            audit_record(
+                action=Action.REGION_REMOVAL_REQUESTED,
+                actor=actor,
+                target=scan,
+                request=request,
+                details={**_region_details(member), "potential_disclosure": True},
+            )
+            if member.pk == region.pk:
+                region = member
+        if scan.reviewed_at is not None:
+            # A new request re-opens the review: it may be undone until confirmed again.
+            scan.reviewed_at = None
+            scan.reviewed_by = None
+            scan.save(update_fields=["reviewed_at", "reviewed_by", "updated_at"])
+    return region
+
+
+def region_removal_withdraw(
+    *, region: Region, actor: Any, request: HttpRequest | None = None, group: bool = False
+) -> Region:
+    """Undo a removal request before the review is confirmed: the region simply stays (it
+    was never unfilled). After confirmation the request is the doctor's to decide (409
+    review_confirmed). With `group`, every pending region of its group. Audited as
+    regions_edited (change removal_withdrawn), one event per region."""
+    with transaction.atomic():
+        scan = _locked(region.scan_id)
+        _require_completed(scan)
+        region = Region.objects.get(pk=region.pk, scan=scan)
+        if not region.removal_pending:
+            raise _removal_not_pending()
+        if scan.reviewed_at is not None:
+            raise errors.review_confirmed()
+        for member in _group(scan, region, group=group):
+            if not member.removal_pending:
+                continue
+            requested_by = member.removal_requested_by
+            member.removal_requested_at = None
+            member.removal_requested_by = None
+            member.save(update_fields=["removal_requested_at", "removal_requested_by"])
+            audit_record(
+                action=Action.REGIONS_EDITED,
+                actor=actor,
+                target=scan,
+                request=request,
+                details={
+                    **_region_details(member),
+                    "change": "removal_withdrawn",
+                    "requested_by": requested_by.username if requested_by else "",
+                },
+            )
+            if member.pk == region.pk:
+                region = member
     return region
 
 
 def region_removal_reject(
-    *, region: Region, actor: Any, request: HttpRequest | None = None
+    *, region: Region, actor: Any, request: HttpRequest | None = None, group: bool = False
 ) -> Region:
-    """A doctor keeps the region: the request is dropped, nothing else changes."""
+    """A doctor keeps the region (with `group`, every pending region of its group): the
+    request is dropped, nothing else changes."""
     with transaction.atomic():
         scan = _locked(region.scan_id)
         region = Region.objects.select_related("removal_requested_by").get(pk=region.pk, scan=scan)
         if not region.removal_pending:
             raise _removal_not_pending()
-        requested_by = region.removal_requested_by
-        region.removal_requested_at = None
-        region.removal_requested_by = None
-        region.save(update_fields=["removal_requested_at", "removal_requested_by"])
-        audit_record(
-            action=Action.REGION_REMOVAL_REJECTED,
-            actor=actor,
-            target=scan,
-            request=request,
-            details={
-                **_region_details(region),
-                "requested_by": requested_by.username if requested_by else "",
-            },
-        )
+        for member in _group(scan, region, group=group):
+            if not member.removal_pending:
+                continue
+            requested_by = member.removal_requested_by
+            member.removal_requested_at = None
+            member.removal_requested_by = None
+            member.save(update_fields=["removal_requested_at", "removal_requested_by"])
+            audit_record(
+                action=Action.REGION_REMOVAL_REJECTED,
+                actor=actor,
+                target=scan,
+                request=request,
+                details={
+                    **_region_details(member),
+                    "requested_by": requested_by.username if requested_by else "",
+                },
+            )
+            if member.pk == region.pk:
+                region = member
     return region
 
 
 def region_removal_approve(
-    *, region: Region, actor: Any, request: HttpRequest | None = None
+    *, region: Region, actor: Any, request: HttpRequest | None = None, group: bool = False
 ) -> Scan:
-    """A doctor (who may decrypt it anyway) approves a requested removal: the region is
-    deleted and its pixels show again wherever no other region covers them. Audited as
-    region_removal_approved, a potential disclosure: technicians now see those pixels."""
+    """A doctor (who may decrypt it anyway) approves a requested removal: the region (with
+    `group`, every pending region of its group) is deleted and its pixels show again wherever
+    no other region covers them; one rebuild. Audited as region_removal_approved per region,
+    a potential disclosure: technicians now see those pixels."""
     written: list[str] = []
     try:
         with transaction.atomic():
@@ -378,42 +479,120 @@ def region_removal_approve(
             if not region.removal_pending:
                 raise _removal_not_pending()
             data_key, image = _open_original(scan)
-            _check_region_opens(scan, region, data_key)
-            requested_by = region.removal_requested_by
-            details = {
-                **_region_details(region),
-                "requested_by": requested_by.username if requested_by else "",
-                "potential_disclosure": True,
-            }
-            region.delete()
+            removed = [m for m in _group(scan, region, group=group) if m.removal_pending]
+            events = []
+            for member in removed:
+                _check_region_opens(scan, member, data_key)
+                requested_by = member.removal_requested_by
+                events.append(
+                    {
+                        **_region_details(member),
+                        "requested_by": requested_by.username if requested_by else "",
+                        "potential_disclosure": True,
+                    }
+                )
+            Region.objects.filter(pk__in=[m.pk for m in removed]).delete()
             regions = list(scan.regions.order_by("index"))
             _apply(scan=scan, image=image, data_key=data_key, regions=regions, written=written)
-            audit_record(
-                action=Action.REGION_REMOVAL_APPROVED,
-                actor=actor,
-                target=scan,
-                request=request,
-                details=details,
-            )
+            for details in events:
+                audit_record(
+                    action=Action.REGION_REMOVAL_APPROVED,
+                    actor=actor,
+                    target=scan,
+                    request=request,
+                    details=details,
+                )
     except BaseException:
         storage_delete(*written)
         raise
     return scan
 
 
+def leftover_covered(leftover: LeftoverDetection, regions: Sequence[Region]) -> bool:
+    """Whether a region on the leftover's frame covers its whole box."""
+    return any(
+        r.frame == leftover.frame
+        and r.x1 <= leftover.x1
+        and r.y1 <= leftover.y1
+        and r.x2 >= leftover.x2
+        and r.y2 >= leftover.y2
+        for r in regions
+    )
+
+
+def leftovers_unresolved(scan: Scan) -> list[LeftoverDetection]:
+    """The scan's leftover detections neither dismissed nor covered by a region."""
+    pending = list(scan.leftovers.filter(dismissed_at__isnull=True))
+    if not pending:
+        return []
+    regions = list(scan.regions.all())
+    return [leftover for leftover in pending if not leftover_covered(leftover, regions)]
+
+
+def leftover_dismiss(
+    *,
+    leftover: LeftoverDetection,
+    reason: str,
+    actor: Any,
+    request: HttpRequest | None = None,
+) -> LeftoverDetection:
+    """A technician judges a leftover detection not to be identifying text, and says why.
+    Audited as regions_edited (change leftover_dismissed, with the reason)."""
+    reason = " ".join((reason or "").split())
+    if len(reason) < DISMISS_REASON_MIN:
+        raise errors.dismiss_reason_required(DISMISS_REASON_MIN)
+    with transaction.atomic():
+        scan = _locked(leftover.scan_id)
+        _require_completed(scan)
+        leftover = LeftoverDetection.objects.get(pk=leftover.pk, scan=scan)
+        if leftover.dismissed or leftover_covered(leftover, list(scan.regions.all())):
+            raise errors.leftover_resolved()
+        leftover.dismissed_at = timezone.now()
+        leftover.dismissed_by = actor
+        leftover.dismiss_reason = reason[:500]
+        leftover.save(update_fields=["dismissed_at", "dismissed_by", "dismiss_reason"])
+        audit_record(
+            action=Action.REGIONS_EDITED,
+            actor=actor,
+            target=scan,
+            request=request,
+            details={
+                "change": "leftover_dismissed",
+                "leftover": leftover.pk,
+                "frame": leftover.frame,
+                "box": list(leftover.box),
+                "label": leftover.label,
+                "reason": leftover.dismiss_reason,
+            },
+        )
+    return leftover
+
+
 @transaction.atomic
 def scan_confirm_review(*, scan: Scan, actor: Any, request: HttpRequest | None = None) -> Scan:
-    """The technician confirms the regions as they are now."""
+    """The technician confirms the regions as they are now. Refused (409
+    leftovers_unresolved) while a leftover detection of the verification pass is neither
+    covered by a region nor dismissed; once confirmed, "needs review" clears."""
     scan = _locked(scan.pk)
     _require_completed(scan)
+    unresolved = leftovers_unresolved(scan)
+    if unresolved:
+        raise errors.leftovers_unresolved(len(unresolved))
+    cleared = scan.needs_review
     scan.reviewed_at = timezone.now()
     scan.reviewed_by = actor
-    scan.save(update_fields=["reviewed_at", "reviewed_by", "updated_at"])
+    scan.needs_review = False
+    scan.save(update_fields=["reviewed_at", "reviewed_by", "needs_review", "updated_at"])
     audit_record(
         action=Action.REGIONS_EDITED,
         actor=actor,
         target=scan,
         request=request,
-        details={"change": "confirmed", "regions": scan.regions.count()},
+        details={
+            "change": "confirmed",
+            "regions": scan.regions.count(),
+            "pending_removals": scan.regions.filter(removal_requested_at__isnull=False).count(),
+            "needs_review_cleared": cleared,
+        },
     )
     return scan

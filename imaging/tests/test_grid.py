@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from PIL import Image, ImageDraw
 
 from engine.pixels.grid import FONT_PATH, PALETTE, GridBox, draw_grid, text_colour
 from imaging.tests.fixtures import samples
@@ -67,3 +68,69 @@ def test_it_refuses_non_uint8_images():
         draw_grid(samples.real_grey16(), [])
     with pytest.raises(ValueError):
         draw_grid(np.zeros((4, 4, 2), np.uint8), [])
+
+
+def _crowded_corner() -> list[GridBox]:
+    # 40 small boxes packed into the top-left corner of a 512 x 512 frame, 2 px apart.
+    boxes = []
+    for i in range(40):
+        row, col = divmod(i, 8)
+        x, y = 2 + col * 14, 2 + row * 10
+        boxes.append(GridBox(i + 1, (x, y, x + 12, y + 8), "phi_text", 0.5 + i / 100))
+    return boxes
+
+
+def _layout_for(boxes: list[GridBox], size: int) -> list:
+    from engine.pixels.grid import _font, label_layout
+
+    font = _font(max(10, min(32, round(size / 45))))
+    probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    sizes = []
+    for b in boxes:
+        options = []
+        for text in dict.fromkeys((b.caption, b.short_caption)):
+            left, top, right, bottom = probe.textbbox((0, 0), text, font=font)
+            options.append((text, right - left + 5, bottom - top + 5))
+        sizes.append(options)
+    return label_layout([b.box for b in boxes], sizes, size, size)
+
+
+def test_no_two_tags_meet_in_a_crowded_corner():
+    boxes = _crowded_corner()
+    placements = _layout_for(boxes, 512)
+
+    assert all(p is not None for p in placements), "every box gets a tag on a 512 px frame"
+    rects = [p.rect for p in placements]
+    for i, a in enumerate(rects):
+        assert 0 <= a[0] < a[2] <= 512 and 0 <= a[1] < a[3] <= 512
+        for b in rects[i + 1 :]:
+            assert not (a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]), (a, b)
+    # Crowded: some tags had to move away (with a leader line) or shrink to the number.
+    assert any(p.leader for p in placements)
+    assert any(p.text == str(b.number) for p, b in zip(placements, boxes, strict=True)) or all(
+        p.text == b.caption for p, b in zip(placements, boxes, strict=True)
+    )
+
+
+def test_a_lone_box_keeps_its_tag_above_it():
+    placements = _layout_for([GridBox(1, (100, 100, 200, 150), "phi_text", 0.9)], 300)
+    rect = placements[0].rect
+    assert rect[3] == 100 and rect[0] == 100 and not placements[0].leader
+
+
+def test_the_drawn_crowded_corner_shows_every_number_and_a_leader_line():
+    image = np.zeros((512, 512), np.uint8)
+    grid = draw_grid(image, _crowded_corner())
+    # Tags moved out of the corner: coloured pixels appear well outside the packed boxes.
+    outside = grid[:, 130:]
+    assert (outside.max(axis=2) > 0).any()
+
+
+def test_manual_boxes_and_leftovers_read_as_such():
+    assert GridBox(2, (0, 0, 1, 1), "phi_text", 1.0, manual=True).caption == "2 patient text manual"
+    assert GridBox(0, (0, 0, 1, 1), "phi_text", 0.7, leftover=True).caption == "? leftover text"
+    image = np.zeros((100, 100), np.uint8)
+    grid = draw_grid(image, [GridBox(0, (20, 40, 60, 70), "phi_text", 0.7, leftover=True)])
+    from engine.pixels.grid import LEFTOVER_COLOUR
+
+    assert (grid[40:71, 20:61] == np.array(LEFTOVER_COLOUR)).all(axis=2).any()

@@ -148,7 +148,12 @@ def test_it_confirms_the_review_and_an_edit_reopens_it(
     scan = Scan.objects.get(pk=completed_scan.pk)
     assert scan.reviewed_by == technician and scan.reviewed_at is not None
     event = AuditEvent.objects.get(action=Action.REGIONS_EDITED)
-    assert event.details == {"change": "confirmed", "regions": scan.regions.count()}
+    assert event.details == {
+        "change": "confirmed",
+        "regions": scan.regions.count(),
+        "pending_removals": 0,
+        "needs_review_cleared": False,
+    }
 
     x1, y1, x2, y2 = _free_box(scan)
     assert _add(api, technician, scan, x1=x1, y1=y1, x2=x2, y2=y2).status_code == 201
