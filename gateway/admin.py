@@ -12,7 +12,7 @@ from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
-from gateway.forward import forward_health
+from gateway.health import gateway_health
 from gateway.models import DicomPeer, ForwardDestination, ForwardSend, SendStatus
 from gateway.tasks import forward_instance
 
@@ -56,7 +56,7 @@ class ForwardSendAdmin(admin.ModelAdmin):
 
     def changelist_view(self, request: HttpRequest, extra_context: Any = None) -> Any:
         """The list, under the gateway's health: last association, waiting and failed sends."""
-        extra_context = {**(extra_context or {}), "gateway_health": forward_health()}
+        extra_context = {**(extra_context or {}), "gateway_health": gateway_health()}
         return super().changelist_view(request, extra_context=extra_context)
 
     @admin.action(description="Retry the selected failed or waiting sends now")

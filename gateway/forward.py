@@ -19,7 +19,6 @@ import io
 import logging
 import uuid
 from datetime import timedelta
-from typing import Any
 
 import requests
 from django.conf import settings
@@ -35,7 +34,6 @@ from engine.errors import EngineError
 from gateway.config import destinations_seed
 from gateway.models import (
     DestinationKind,
-    DicomPeer,
     ForwardDestination,
     ForwardSend,
     SendStatus,
@@ -226,17 +224,3 @@ def forwards_due(*, late_by: float = 0.0) -> list[int]:
         | set(pending.values_list("pk", flat=True))
         | set(stale.values_list("pk", flat=True))
     )
-
-
-def forward_health() -> dict[str, Any]:
-    """For the admin statistics page: last association, queue depth, failed sends."""
-    last = DicomPeer.objects.exclude(last_association_at=None).order_by("-last_association_at")
-    first = last.first()
-    return {
-        "last_association_at": first.last_association_at if first is not None else None,
-        "queued": ForwardSend.objects.filter(
-            status__in=[SendStatus.PENDING, SendStatus.RETRYING, SendStatus.SENDING]
-        ).count(),
-        "failed": ForwardSend.objects.filter(status=SendStatus.FAILED).count(),
-        "sent": ForwardSend.objects.filter(status=SendStatus.SENT).count(),
-    }

@@ -151,3 +151,24 @@ class ReceivedInstance(models.Model):
 
     def __str__(self) -> str:
         return f"received instance of scan {self.scan_id}"
+
+
+class ListenerHeartbeat(models.Model):
+    """A running `manage.py dicom_listener`, as it last reported itself: it writes `beat_at`
+    every HEARTBEAT_SECONDS (gateway.health) and `stopped_at` when it stops cleanly. The
+    statistics page calls a listener down when its beat is older than three intervals."""
+
+    # AE title, host and port it listens on: one row per listener.
+    name = models.CharField(max_length=300, unique=True)
+    hostname = models.CharField(max_length=255, blank=True)
+    pid = models.PositiveIntegerField(null=True, blank=True)
+    tls = models.BooleanField(default=False)
+    started_at = models.DateTimeField()
+    beat_at = models.DateTimeField()
+    stopped_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name

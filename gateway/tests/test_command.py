@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -73,7 +74,19 @@ def test_the_listener_command_seeds_peers_and_answers(tmp_path: Path) -> None:
         refused = _echo(port, "STRANGER")
         assert refused.returncode != 0
         assert "Association Rejected" in refused.stdout + refused.stderr
+        # The heartbeat the statistics page reads: written at start, not stopped.
+        assert _heartbeats(tmp_path) == [(f"{LISTENER_AET}@127.0.0.1:{port}", process.pid, None)]
     finally:
         process.terminate()
         output = process.communicate(timeout=30)[0]
     assert "1 peer(s) from DICOM_PEERS" in output
+    # SIGTERM (systemd's stop) ends it cleanly, marked stopped.
+    assert process.returncode == 0, output
+    assert "DICOM listener stopped" in output
+    ((name, pid, stopped_at),) = _heartbeats(tmp_path)
+    assert stopped_at is not None
+
+
+def _heartbeats(tmp_path: Path) -> list[tuple[str, int, str | None]]:
+    with sqlite3.connect(tmp_path / "db.sqlite3") as db:
+        return db.execute("SELECT name, pid, stopped_at FROM gateway_listenerheartbeat").fetchall()

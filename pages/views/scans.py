@@ -7,14 +7,15 @@ from __future__ import annotations
 from typing import Any
 
 from django.conf import settings
-from django.http import HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.views import View
 
 from engine.errors import CryptoError, EngineError
 from imaging.models import Scan, ScanFormat, ScanStatus
+from imaging.selectors.panels import scan_panels
 from imaging.selectors.scans import scan_get_for_user
-from pages.views.patients import ClinicalPageMixin, page_context
+from pages.views.patients import ClinicalPageMixin, page_context, patient_not_visible
 from patients.selectors import patient_lookup
 
 # Stage timings in the order the pipeline runs them, with the names people read.
@@ -109,7 +110,10 @@ class ScanPageView(ClinicalPageMixin, View):
 
     def get(self, request: HttpRequest, scan_id: int) -> HttpResponse:
         user = request.user
-        scan = scan_get_for_user(user=user, scan_id=scan_id, request=request)
+        try:
+            scan = scan_get_for_user(user=user, scan_id=scan_id, request=request)
+        except Http404:
+            return patient_not_visible(request)
         context = {
             "scan": scan,
             # Through the scoped selector too (no second audit event: the view is the scan).
@@ -119,6 +123,8 @@ class ScanPageView(ClinicalPageMixin, View):
             "can_review": user.is_technician,  # type: ignore[union-attr]
             "window_choices": _window_choices(scan),
             "restore_reason_required": settings.MEDIMG_RESTORE_REASON_REQUIRED,
+            # Cards other apps add (the gateway's send status): imaging.selectors.panels.
+            "panels": scan_panels(scan=scan, user=user),
             **page_context(),
         }
         template = (

@@ -12,6 +12,7 @@ from django.views import View
 
 from accounts.mixins import AdminPageMixin
 from imaging.models import FailureReason, ScanStatus
+from imaging.selectors.panels import statistics_panels
 from imaging.selectors.scans import processing_stats
 from imaging.selectors.stats import processing_by_day, regions_histogram
 
@@ -69,5 +70,7 @@ class StatisticsPageView(AdminPageMixin, View):
                 ("Encryption", stats["encryption_ms"]),
             ],
             "charts": _charts(stats, daily, histogram),
+            # Cards other apps add (the DICOM gateway's health): imaging.selectors.panels.
+            "panels": statistics_panels(),
         }
         return render(request, "stats/statistics.html", context)

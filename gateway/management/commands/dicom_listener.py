@@ -1,17 +1,21 @@
 """`manage.py dicom_listener --host 0.0.0.0 --port 11112 --aet MEDIMG [--tls-cert --tls-key]`
 
 The DICOM listener (gateway.listener) as a long-running process, like the Celery worker.
-Peers from DICOM_PEERS are added first; the rest are managed in Django admin.
+Peers from DICOM_PEERS are added first; the rest are managed in Django admin. While it runs
+it writes a heartbeat every gateway.health.HEARTBEAT_SECONDS (the admin statistics page shows
+it up or down); SIGTERM (systemd's stop) marks it stopped and ends it.
 """
 
 from __future__ import annotations
 
+import signal
 from typing import Any
 
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
 from gateway.config import peers_seed
+from gateway.health import heartbeat_start, heartbeat_stop
 from gateway.listener import listener_start, tls_context
 
 
@@ -41,10 +45,25 @@ class Command(BaseCommand):
             f"DICOM listener {options['aet']} on {options['host']}:{options['port']}"
             f"{' (TLS)' if context else ''}; {len(peers)} peer(s) from DICOM_PEERS"
         )
-        listener_start(
-            host=options["host"],
-            port=options["port"],
-            ae_title=options["aet"],
-            ssl_context=context,
-            block=True,
-        )
+        name = f"{options['aet']}@{options['host']}:{options['port']}"
+        beating = heartbeat_start(name=name, tls=context is not None)
+        signal.signal(signal.SIGTERM, _interrupt)
+        try:
+            listener_start(
+                host=options["host"],
+                port=options["port"],
+                ae_title=options["aet"],
+                ssl_context=context,
+                block=True,
+            )
+        except KeyboardInterrupt:
+            pass
+        finally:
+            beating.set()
+            heartbeat_stop(name=name)
+            self.stdout.write("DICOM listener stopped")
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    """SIGTERM ends the server like Ctrl-C, so the heartbeat is marked stopped."""
+    raise KeyboardInterrupt
