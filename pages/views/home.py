@@ -17,7 +17,8 @@ from django.views import View
 from accounts.models import Role
 from accounts.selectors import user_pending_activation_count
 from engine.errors import EngineError, ErrorCode
-from imaging.selectors.worklist import region_removal_worklist, scan_review_worklist
+from imaging.selectors.worklist import page_number, region_removal_worklist, scan_review_worklist
+from patients.emergency import emergency_grants_unreviewed_count
 from patients.selectors import patient_list
 from patients.services import patient_create
 
@@ -48,6 +49,15 @@ def _patient_page(request: HttpRequest) -> dict[str, Any]:
     return {"page": page, "search": search}
 
 
+def _query_without(request: HttpRequest, name: str) -> str:
+    """The page's query string without `name`, ending in "&" when not empty, so a pager link
+    keeps the patient search and page while it moves the worklist (and the other way round)."""
+    query = request.GET.copy()
+    query.pop(name, None)
+    encoded = query.urlencode()
+    return f"{encoded}&" if encoded else ""
+
+
 def _admin_links() -> dict[str, Any]:
     try:
         audit_url = reverse("admin:audit_auditevent_changelist")
@@ -58,6 +68,9 @@ def _admin_links() -> dict[str, Any]:
         "audit_url": audit_url,
         "users_url": reverse("admin:accounts_user_changelist"),
         "pending_count": user_pending_activation_count(),
+        # Emergency accesses no admin has reviewed yet (patients.admin's review list).
+        "emergency_url": reverse("admin:patients_breakglassgrant_changelist"),
+        "emergency_unreviewed": emergency_grants_unreviewed_count(),
     }
 
 
@@ -92,19 +105,23 @@ class HomeView(LoginRequiredMixin, View):
         user = request.user
         role = getattr(user, "role", "") if user.is_active else ""
         if role == Role.TECHNICIAN:
-            worklist, worklist_total = scan_review_worklist(user=user, request=request)
+            worklist = scan_review_worklist(
+                user=user, request=request, page=page_number(request.GET.get("worklist"))
+            )
             context = {
                 "form": form,
                 "worklist": worklist,
-                "worklist_total": worklist_total,
+                "worklist_query": _query_without(request, "worklist"),
                 **_patient_page(request),
             }
             return render(request, "home/technician.html", context, status=status)
         if role == Role.DOCTOR:
-            removals, removals_total = region_removal_worklist(user=user, request=request)
+            removals = region_removal_worklist(
+                user=user, request=request, page=page_number(request.GET.get("worklist"))
+            )
             context = {
                 "removals": removals,
-                "removals_total": removals_total,
+                "worklist_query": _query_without(request, "worklist"),
                 **_patient_page(request),
             }
             return render(request, "home/doctor.html", context, status=status)
