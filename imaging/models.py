@@ -430,6 +430,11 @@ class ScannerRule(models.Model):
         size = f", {self.width}x{self.height}" if self.width else ""
         return f"{self.manufacturer} {model}{size}: {len(self.boxes)} box(es)"
 
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        # Matched case-insensitively on stripped header values (ScannerRuleQuerySet.matching).
+        self.manufacturer, self.model_name = self.manufacturer.strip(), self.model_name.strip()
+        super().save(*args, **kwargs)
+
     def clean(self) -> None:
         from django.core.exceptions import ValidationError
 

@@ -511,6 +511,9 @@ IMAGING_VERIFY_SCOPE = env_choice("IMAGING_VERIFY_SCOPE", "bands", {"bands", "fu
 # its boxes. Off: every frame is detected. See engine.detection.pipeline, "Static overlays".
 IMAGING_CINE_REUSE = env_bool("IMAGING_CINE_REUSE", True)
 IMAGING_CINE_CHANGE_THRESHOLD = env_float("IMAGING_CINE_CHANGE_THRESHOLD", 6.0)
+# Per-scanner rules (imaging.models.ScannerRule): Django admin suggests a rule when technicians
+# added about the same box by hand on this many scans of one scanner model and image size.
+SCANNER_RULE_SUGGEST_AFTER = env_int("SCANNER_RULE_SUGGEST_AFTER", 3, minimum=1)
 # An upload whose perceptual hash is this close (Hamming bits) to another's is flagged.
 IMAGING_DUPLICATE_MAX_DISTANCE = env_int("IMAGING_DUPLICATE_MAX_DISTANCE", 6, minimum=0)
 # The detector the pipeline calls (dotted path to a function: uint8 frame -> detections);

@@ -526,7 +526,6 @@ def pipeline_run(
     timings = {} if timings is None else timings
     frames, height, width = int(image.frames), int(image.height), int(image.width)
     fixed = clip_boxes(fixed_boxes, height, width)
-    rule_boxes = 0
 
     regions: list[SealedRegion] = []
     groups: dict[tuple[str, int, int, int, int], int] = {}
@@ -582,7 +581,6 @@ def pipeline_run(
                 for c in fixed
                 if not _mostly_covered(Box(f, SCANNER_RULE_LABEL, 1.0, *c), boxes)
             ]
-            rule_boxes += len(ruled)
             boxes = ruled + boxes
         frame_regions: list[SealedRegion] = []
         red_pixels, red_display = pixels, display
@@ -726,7 +724,7 @@ def pipeline_run(
     metrics["frames_detected"] = frames_detected
     metrics["frames_verified"] = frames_verified
     metrics["annotation_boxes"] = annotations
-    metrics["rule_boxes"] = rule_boxes
+    metrics["rule_boxes"] = sum(1 for r in regions if r.box.label == SCANNER_RULE_LABEL)
 
     assert prints is not None  # every image has a frame 0
     return PipelineResult(

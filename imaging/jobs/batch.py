@@ -2,6 +2,8 @@
 
     pipeline_options(image) -> dict            # the settings' keyword arguments of pipeline_run
     data_regions(image) -> list[box]           # an ultrasound's data regions (DICOM only)
+    fixed_boxes(image) -> list[box]            # the matching scanner rules' boxes (DICOM only)
+    image_scanner(image) -> {"manufacturer", "model"}   # for the scan's metrics
     batch_detector(weights=None, backend=None) # IMAGING_DETECTOR, or YOLO with other weights
     file_decode(name, data) -> DecodedImage    # validate_upload as the commands read files
     write_atomic(path, data)                   # temp file, fsync, rename
@@ -9,7 +11,8 @@
 
 A scan's processing (imaging.jobs.processing) and `manage.py deidentify` run the pipeline with
 the same `pipeline_options`, so a file de-identified in a batch is redacted as its upload would
-be (IMAGING_VERIFY_SCOPE, the cine settings and an ultrasound's data regions included);
+be (IMAGING_VERIFY_SCOPE, the cine settings, an ultrasound's data regions and the scanner
+rules included);
 `manage.py redact` fills what the same detector finds with the same classes and padding.
 """
 
@@ -30,6 +33,7 @@ from engine.dicom.io import read_dataset
 from engine.dicom.ultrasound import ultrasound_regions
 from engine.intake.validation import DecodedImage, validate_upload
 from imaging.jobs import detector as configured
+from imaging.selectors.scanner_rules import rule_boxes, scanner_of
 
 
 class FileFailed(Exception):
@@ -41,16 +45,43 @@ class FileFailed(Exception):
         self.message = message
 
 
-def data_regions(image: Any) -> list[tuple[int, int, int, int]]:
+def _header(image: Any) -> Any:
+    return read_dataset(image.clean_bytes, stop_before_pixels=True)
+
+
+def data_regions(image: Any, header: Any = None) -> list[tuple[int, int, int, int]]:
     """An ultrasound's data regions (engine.dicom.ultrasound): ink outside them is annotation."""
     if image.kind != "dicom":
         return []
-    header = read_dataset(image.clean_bytes, stop_before_pixels=True)
-    return [region.box for region in ultrasound_regions(header)]
+    return [region.box for region in ultrasound_regions(header or _header(image))]
+
+
+def image_scanner(image: Any, header: Any = None) -> dict[str, str]:
+    """{"manufacturer", "model"} of a DICOM image's header; empty for PNG and JPEG. Kept in
+    the scan's metrics, where the admin's rule suggestions find it."""
+    if image.kind != "dicom":
+        return {}
+    manufacturer, model = scanner_of(header or _header(image))
+    return {"manufacturer": manufacturer, "model": model} if manufacturer else {}
+
+
+def fixed_boxes(image: Any, header: Any = None) -> list[tuple[int, int, int, int]]:
+    """The boxes of the scanner rules (imaging.models.ScannerRule) matching this image."""
+    scanner = image_scanner(image, header)
+    if not scanner:
+        return []
+    return rule_boxes(
+        manufacturer=scanner["manufacturer"],
+        model_name=scanner["model"],
+        width=image.width,
+        height=image.height,
+    )
 
 
 def pipeline_options(image: Any) -> dict[str, Any]:
-    """The keyword arguments of `pipeline.pipeline_run` that the settings decide."""
+    """The keyword arguments of `pipeline.pipeline_run` that the settings (and the scanner
+    rules) decide."""
+    header = _header(image) if image.kind == "dicom" else None
     return {
         "classes": settings.IMAGING_REDACT_CLASSES,
         "padding": settings.IMAGING_BOX_PADDING,
@@ -58,7 +89,8 @@ def pipeline_options(image: Any) -> dict[str, Any]:
         "verify_scope": settings.IMAGING_VERIFY_SCOPE,
         "reuse_static": settings.IMAGING_CINE_REUSE,
         "change_threshold": settings.IMAGING_CINE_CHANGE_THRESHOLD,
-        "data_regions": data_regions(image),
+        "data_regions": data_regions(image, header),
+        "fixed_boxes": fixed_boxes(image, header),
     }
 
 

@@ -20,7 +20,9 @@ The work is the web pipeline's own code, chosen as processing chooses it (imagin
 (`settings.IMAGING_DETECTOR`) runs on the display frames through
 `pipeline.detect_frames`, `pipeline.padded_boxes` pads and orders the boxes and
 `pipeline.fill_frames` fills them, with `IMAGING_REDACT_CLASSES` and `IMAGING_BOX_PADDING` as
-defaults. Nothing is encrypted or stored: this tool throws the regions away. Files are read
+defaults. The scanner rules that match a DICOM's Manufacturer and Manufacturer Model Name
+(imaging.models.ScannerRule, managed in Django admin) add their boxes on every frame, class
+"scanner_rule". Nothing is encrypted or stored: this tool throws the regions away. Files are read
 whole; there is no upload size limit here, but `UPLOAD_MAX_PIXELS` applies.
 
 stdout gets one JSON line per input file, in input order:
@@ -47,7 +49,14 @@ from engine.dicom import io as dicom
 from engine.errors import ImagingError
 from engine.intake.validation import DecodedImage, sniff_kind
 from engine.pixels.restoration import encode_image
-from imaging.jobs.batch import FileFailed, batch_detector, failure_record, file_decode, write_atomic
+from imaging.jobs.batch import (
+    FileFailed,
+    batch_detector,
+    failure_record,
+    file_decode,
+    fixed_boxes,
+    write_atomic,
+)
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".dcm", ".dicom"})
 SUFFIX_FOR_KIND = {"jpeg": ".jpg", "png": ".png", "dicom": ".dcm"}
@@ -189,6 +198,8 @@ class Command(BaseCommand):
             with pipeline.timed(stages, "detect_ms"):
                 found = pipeline.detect_frames(image.display, detector, classes=classes)
             boxes = pipeline.padded_boxes(found, padding, height, width, display=image.display)
+            # The scanner rules (imaging.models.ScannerRule) cover their boxes on every frame.
+            boxes += pipeline.rule_boxes(fixed_boxes(image), image.frames, height, width)
             with pipeline.timed(stages, "redact_ms"):
                 redacted = pipeline.fill_frames(image.pixels, boxes)
             with pipeline.timed(stages, "write_ms"):
