@@ -4,8 +4,9 @@ they call live under /api/; Django admin is under /admin/)."""
 
 from django.urls import path
 
-from pages.views.audit import AuditLogPageView
+from pages.views.audit import AuditLogPageView, AuditPatientSearchPageView
 from pages.views.home import HomeView
+from pages.views.patient_access import PatientAccessPageView
 from pages.views.patients import PatientPageView
 from pages.views.qc import QcOutliersPageView, ScanClustersPageView
 from pages.views.scans import ScanPageView
@@ -14,6 +15,11 @@ from pages.views.stats import StatisticsPageView
 urlpatterns = [
     path("", HomeView.as_view(), name="home"),
     path("patients/<str:patient_id>/", PatientPageView.as_view(), name="patient-page"),
+    path(
+        "patients/<str:patient_id>/access/",
+        PatientAccessPageView.as_view(),
+        name="patient-access-page",
+    ),
     path("scans/<int:scan_id>/", ScanPageView.as_view(), name="scan-page"),
     path(
         "scans/<int:scan_id>/clusters/",
@@ -23,4 +29,9 @@ urlpatterns = [
     path("qc/", QcOutliersPageView.as_view(), name="qc-page"),
     path("manage/statistics/", StatisticsPageView.as_view(), name="statistics-page"),
     path("manage/audit/", AuditLogPageView.as_view(), name="audit-log-page"),
+    path(
+        "manage/audit/patient/",
+        AuditPatientSearchPageView.as_view(),
+        name="audit-patient-search-page",
+    ),
 ]

@@ -16,6 +16,7 @@ from rest_framework.response import Response
 from rest_framework.settings import api_settings
 from rest_framework.views import APIView
 
+from accounts.models import CLINICAL_ROLES, Department, User
 from accounts.permissions import IsClinical, IsDoctor, IsTechnician
 from medimg.api import error_responses
 from patients import selectors, services
@@ -171,3 +172,109 @@ class PatientNoteListCreateApi(PermissionsByMethod):
             patient=patient, author=request.user, request=request, **serializer.validated_data
         )
         return Response(self.OutputSerializer(note).data, status=status.HTTP_201_CREATED)
+
+
+class PatientAccessOutputSerializer(serializers.Serializer):
+    class DepartmentSerializer(serializers.Serializer):
+        slug = serializers.CharField()
+        name = serializers.CharField()
+
+        class Meta:
+            ref_name = "PatientAccessDepartment"
+
+    class MemberSerializer(serializers.Serializer):
+        username = serializers.CharField()
+        role = serializers.CharField()
+
+        class Meta:
+            ref_name = "PatientAccessMember"
+
+    departments = DepartmentSerializer(many=True, source="departments.all")
+    care_team = MemberSerializer(many=True, source="care_team.all")
+
+    class Meta:
+        ref_name = "PatientAccess"
+
+
+class PatientAccessApi(APIView):
+    """Who sees a patient record: its departments and named care team."""
+
+    permission_classes = [IsClinical]
+
+    class InputSerializer(serializers.Serializer):
+        departments = serializers.SlugRelatedField(
+            slug_field="slug",
+            queryset=Department.objects.all(),
+            many=True,
+            required=False,
+            help_text="Department slugs; the record must keep at least one.",
+            error_messages={
+                "does_not_exist": "There is no department with the {slug_name} {value}."
+            },
+        )
+        care_team = serializers.SlugRelatedField(
+            slug_field="username",
+            queryset=User.objects.filter(is_active=True, role__in=CLINICAL_ROLES),
+            many=True,
+            required=False,
+            help_text="Usernames of active technicians and doctors; [] empties the team.",
+            error_messages={
+                "does_not_exist": "No active technician or doctor has the {slug_name} {value}."
+            },
+        )
+
+        class Meta:
+            ref_name = "PatientAccessUpdate"
+
+        def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+            unknown = set(self.initial_data) - set(self.fields)
+            if unknown:
+                raise serializers.ValidationError(
+                    dict.fromkeys(sorted(unknown), "This field cannot be changed here.")
+                )
+            if not attrs:
+                raise serializers.ValidationError("Give departments, care_team or both.")
+            return attrs
+
+    @extend_schema(
+        operation_id="patients_access_retrieve",
+        summary="Who sees a patient: departments and care team",
+        description=(
+            "Roles: technician, doctor who may see the patient (a patient of another "
+            "department is a 404). Audited as patient_viewed (view: access)."
+        ),
+        responses={200: PatientAccessOutputSerializer, **error_responses(401, 403, 404)},
+    )
+    def get(self, request: Request, patient_id: str) -> Response:
+        patient = selectors.patient_access_get(
+            user=request.user, patient_id=patient_id, request=request
+        )
+        return Response(PatientAccessOutputSerializer(patient).data)
+
+    @extend_schema(
+        operation_id="patients_access_partial_update",
+        summary="Change a patient's departments or care team",
+        description=(
+            "Roles: technicians and doctors of one of the patient's departments (a care-team "
+            "member from another department or emergency access is a 403; a patient the user "
+            "cannot see is a 404). The record keeps at least one department (400 "
+            "`invalid_departments`); care-team members are active technicians and doctors. "
+            "Audited as patient_departments_changed and patient_care_team_changed, naming the "
+            "patient by its reference."
+        ),
+        request=InputSerializer,
+        responses={200: PatientAccessOutputSerializer, **error_responses(400, 401, 403, 404)},
+    )
+    def patch(self, request: Request, patient_id: str) -> Response:
+        patient = selectors.patient_lookup(user=request.user, patient_id=patient_id)
+        serializer = self.InputSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        services.patient_change_access(
+            patient=patient,
+            actor=request.user,
+            departments=serializer.validated_data.get("departments"),
+            care_team=serializer.validated_data.get("care_team"),
+            request=request,
+        )
+        # As set, even when the user moved the record out of their own department.
+        return Response(PatientAccessOutputSerializer(patient).data)

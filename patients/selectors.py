@@ -140,3 +140,22 @@ def patient_note_list(
         details={"part": "notes"},
     )
     return patient.notes.select_related("author").order_by("created_at", "id")
+
+
+def patient_access_get(
+    *, user: Any, patient_id: str, request: HttpRequest | None = None
+) -> Patient:
+    """One patient `user` may see, with its departments and care team (who sees the record).
+    Audited as a view of the record's access."""
+    patient = get_object_or_404(
+        Patient.objects.visible_to(user).prefetch_related("departments", "care_team"),
+        pk=patient_id,
+    )
+    audit_record(
+        action=Action.PATIENT_VIEWED,
+        actor=user,
+        target=patient,
+        request=request,
+        details={"view": "access"},
+    )
+    return patient

@@ -184,6 +184,12 @@ def patient_note_add(
     return note
 
 
+def patient_access_changeable_by(actor: Any, patient: Patient) -> bool:
+    """Whether `actor` may change who sees `patient`: clinical staff of one of its departments
+    (not a care-team member from elsewhere, not emergency access)."""
+    return bool(getattr(actor, "is_clinical", False)) and _department_staff(actor, patient)
+
+
 def _department_staff(actor: Any, patient: Patient) -> bool:
     return patient.departments.filter(members=actor).exists()
 
@@ -252,4 +258,30 @@ def patient_set_care_team(
         request=request,
         details={"from": before, "to": after},
     )
+    return patient
+
+
+@transaction.atomic
+def patient_change_access(
+    *,
+    patient: Patient,
+    actor: Any,
+    departments: Any = None,
+    care_team: Any = None,
+    request: HttpRequest | None = None,
+) -> Patient:
+    """Set the departments, the care team or both, all or nothing (the API's one call).
+
+    None leaves that part as it is. The departments are checked against the record as it was,
+    so staff who move a record out of their own department can still name its care team in
+    the same request.
+    """
+    if not patient_access_changeable_by(actor, patient):
+        raise _forbidden("Only clinical staff of the patient's department change who sees it.")
+    if care_team is not None:
+        patient_set_care_team(patient=patient, members=care_team, actor=actor, request=request)
+    if departments is not None:
+        patient_set_departments(
+            patient=patient, departments=departments, actor=actor, request=request
+        )
     return patient

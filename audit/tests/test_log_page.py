@@ -86,3 +86,75 @@ def test_the_details_column_hides_internal_keys(client: Client, admin: Any, doct
     assert "view: page" in html
     assert "page: 1" in html
     assert "search: yes (the term is stored as a keyed hash)" in html
+
+
+# --- The investigator's page: a patient's events by hospital id -------------------------------
+
+SEARCH_PAGE = "/manage/audit/patient/"
+
+
+def test_the_audit_log_links_to_the_investigator_page(client: Client, admin: Any) -> None:
+    client.force_login(admin)
+
+    assert f'href="{SEARCH_PAGE}"' in client.get("/manage/audit/").content.decode()
+
+
+def test_an_investigator_finds_a_patients_events_by_hospital_id(
+    client: Client, admin: Any, technician: Any, doctor: Any
+) -> None:
+    from audit.pseudonyms import patient_reference
+    from patients.selectors import patient_get, patient_list
+    from patients.services import patient_create
+
+    patient_create(id="MRN-INV-4411", name="Grace Hopper", created_by=technician)
+    patient_create(id="MRN-INV-9999", name="Someone Else", created_by=technician)
+    patient_get(user=doctor, patient_id="MRN-INV-4411")
+    list(patient_list(user=doctor, search="mrn-inv-4411"))
+    reference = patient_reference("MRN-INV-4411")
+    client.force_login(admin)
+
+    assert "Hospital patient id" in client.get(SEARCH_PAGE).content.decode()
+    response = client.post(SEARCH_PAGE, {"hospital_id": " MRN-INV-4411 "})
+
+    html = response.content.decode()
+    assert response.status_code == 200
+    # Created, viewed, and the list searched for exactly this id; not the other patient.
+    assert html.count("data-audit-row") == 3
+    assert reference in html and patient_reference("MRN-INV-9999") not in html
+    assert "search: yes" in html
+    # The id typed is not shown back, nor the patient's name.
+    assert "MRN-INV-4411" not in html and "Grace Hopper" not in html
+    searched = AuditEvent.objects.get(action=Action.AUDIT_PATIENT_SEARCHED)
+    assert (searched.actor, searched.target_id) == (admin, reference)
+    assert searched.details["found"] == 3
+    assert "MRN-INV-4411" not in repr((searched.target_id, searched.details))
+
+
+def test_the_investigator_page_says_when_nothing_is_found(client: Client, admin: Any) -> None:
+    client.force_login(admin)
+
+    html = client.post(SEARCH_PAGE, {"hospital_id": "MRN-NOBODY"}).content.decode()
+
+    assert "No events name this patient." in html
+    assert AuditEvent.objects.filter(action=Action.AUDIT_PATIENT_SEARCHED).count() == 1
+
+
+def test_the_investigator_page_needs_an_id(client: Client, admin: Any) -> None:
+    client.force_login(admin)
+
+    response = client.post(SEARCH_PAGE, {"hospital_id": "   "})
+
+    assert response.status_code == 400
+    assert "This field is required." in response.content.decode()
+    assert not AuditEvent.objects.filter(action=Action.AUDIT_PATIENT_SEARCHED).exists()
+
+
+@pytest.mark.parametrize("persona", ["doctor", "technician", "outsider"])
+def test_only_admins_use_the_investigator_page(
+    request: pytest.FixtureRequest, client: Client, persona: str
+) -> None:
+    client.force_login(request.getfixturevalue(persona))
+
+    assert client.get(SEARCH_PAGE).status_code == 403
+    assert client.post(SEARCH_PAGE, {"hospital_id": "MRN-1"}).status_code == 403
+    assert not AuditEvent.objects.filter(action=Action.AUDIT_PATIENT_SEARCHED).exists()

@@ -119,6 +119,8 @@ POLICY: list[Rule] = [
     Rule("api/patients/<str:patient_id>/", "PATCH", _API_TECHNICIAN, body={"age": 61}),
     Rule("api/patients/<str:patient_id>/notes/", "GET", _API_CLINICAL),
     Rule("api/patients/<str:patient_id>/notes/", "POST", _API_DOCTOR, body={"text": "Seen."}),
+    Rule("api/patients/<str:patient_id>/access/", "GET", _API_CLINICAL),
+    Rule("api/patients/<str:patient_id>/access/", "PATCH", _API_CLINICAL, body={"care_team": []}),
 
     # ---- accounts: pages and /api/auth/* (added by the accounts engineer) ------------------
     # Home: one page per role (outsider: "no role yet"); only technicians create patients.
@@ -243,6 +245,9 @@ POLICY: list[Rule] = [
 
     # ---- clinical pages (pages/urls.py; added by the pages engineer) ----------------
     Rule("patients/<str:patient_id>/", "GET", _PAGE_CLINICAL),
+    Rule("patients/<str:patient_id>/access/", "GET", _PAGE_CLINICAL),
+    Rule("patients/<str:patient_id>/access/", "POST", _PAGE_CLINICAL,
+         body={"action": "add_member", "member": "doris"}, form=True),
     Rule("scans/<int:scan_id>/", "GET", _PAGE_CLINICAL),
     Rule("scans/<int:scan_id>/clusters/", "GET", _PAGE_CLINICAL),
     # Quality control (pages/views/qc.py): doctors and admins.
@@ -251,6 +256,8 @@ POLICY: list[Rule] = [
     Rule("manage/statistics/", "GET", _PAGE_ADMIN),
     Rule("manage/audit/", "GET", _PAGE_ADMIN, query={"action": "login"}),
     Rule("manage/audit/", "POST", _PAGE_ADMIN, body={}, form=True),
+    Rule("manage/audit/patient/", "GET", _PAGE_ADMIN),
+    Rule("manage/audit/patient/", "POST", _PAGE_ADMIN, body={"hospital_id": "MRN-1"}, form=True),
 ]
 # fmt: on
 

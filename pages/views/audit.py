@@ -1,4 +1,5 @@
-"""The audit-log browser for admins: filters, pages, and a "verify chain" button.
+"""The audit-log browser for admins: filters, pages, a "verify chain" button, and the
+investigator's search for one patient's events by hospital id.
 
 Thin: parse the filter form, call the selectors the audit API uses, render."""
 
@@ -13,9 +14,11 @@ from django.shortcuts import render
 from django.views import View
 
 from accounts.mixins import AdminPageMixin
+from audit.forms import PatientEventSearchForm
 from audit.models import Action, Outcome
-from audit.pseudonyms import MARK_KEY, SEARCH_HASH_KEY
+from audit.pseudonyms import MARK_KEY, SEARCH_HASH_KEY, patient_reference
 from audit.selectors import audit_chain_verify, audit_event_list
+from audit.services import audit_find_patient_events
 
 EVENTS_PER_PAGE = 50
 
@@ -98,3 +101,38 @@ class AuditLogPageView(AdminPageMixin, View):
             "filtered": any(filters.values()),
         }
         return render(request, "audit/log.html", context)
+
+
+# The investigator page shows at most this many events (newest first) and says how many more.
+INVESTIGATION_MAX_EVENTS = 500
+
+
+class AuditPatientSearchPageView(AdminPageMixin, View):
+    """The investigator's page: a hospital id in, that patient's events out, by pseudonym.
+
+    The id is posted (not in the URL, so it stays out of access logs and browser history),
+    hashed by audit_find_patient_events, which records the search itself by the patient's
+    reference, and not shown back: the page names the patient by its reference only."""
+
+    def get(self, request: HttpRequest) -> HttpResponse:
+        return render(request, "audit/patient_search.html", {"form": PatientEventSearchForm()})
+
+    def post(self, request: HttpRequest) -> HttpResponse:
+        form = PatientEventSearchForm(request.POST)
+        if not form.is_valid():
+            return render(request, "audit/patient_search.html", {"form": form}, status=400)
+        hospital_id = form.cleaned_data["hospital_id"]
+        events = audit_find_patient_events(
+            hospital_id=hospital_id, actor=request.user, request=request
+        )
+        found = list(events[: INVESTIGATION_MAX_EVENTS + 1])
+        context = {
+            # A fresh form: the id typed is not written back into the page.
+            "form": PatientEventSearchForm(),
+            "searched": True,
+            "reference": patient_reference(hospital_id),
+            "rows": [(event, _describe(event)) for event in found[:INVESTIGATION_MAX_EVENTS]],
+            "more": len(found) > INVESTIGATION_MAX_EVENTS,
+            "limit": INVESTIGATION_MAX_EVENTS,
+        }
+        return render(request, "audit/patient_search.html", context)
