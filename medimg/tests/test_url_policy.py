@@ -53,7 +53,6 @@ PATIENT_DATA_PARAMS = (
     "scan_id",
     "study_uid",
     "region_id",
-    "leftover_id",
     "segmentation_id",
     # DICOMweb (gateway.urls)
     "study",
@@ -223,15 +222,6 @@ POLICY: list[Rule] = [
     Rule("api/images/<int:scan_id>/clusters/", "GET", _API_CLINICAL, query={"k": "3"}),
     Rule("api/images/<int:scan_id>/clusters/image/", "GET", _API_CLINICAL),
     Rule("api/patients/<str:patient_id>/studies/", "GET", _API_CLINICAL),
-    # Undo a removal request before the review is confirmed (technicians only).
-    Rule("api/regions/<int:region_id>/removal/", "DELETE", _API_TECHNICIAN),
-    # Leftover detections of the verification pass: listed for clinical roles, dismissed
-    # (with a reason) by technicians.
-    Rule("api/images/<int:scan_id>/leftovers/", "GET", _API_CLINICAL),
-    Rule("api/leftovers/<int:leftover_id>/dismissal/", "POST", _API_TECHNICIAN,
-         body={"reason": "ruler markings"}),
-    # The blurred teaching copy (a PNG built from the redacted frame): clinical roles.
-    Rule("api/images/<int:scan_id>/blurred/", "GET", _API_CLINICAL),
     Rule("api/qc/outliers/", "GET", (UNAUTHENTICATED, FORBIDDEN, FORBIDDEN, ALLOW, ALLOW)),
     # De-identified DICOM (imaging/apis/deid.py): identity and exports, doctors only.
     Rule("api/images/<int:scan_id>/identity/", "GET", _API_DOCTOR),
@@ -299,9 +289,8 @@ def _policy_segmentation(scan: Any) -> Any:
 
 @pytest.fixture
 def scan_for_policy(patient_for_policy: Patient) -> Any:
-    """An uploaded (not yet processed) scan with one region row and one leftover detection."""
-    from imaging.models import LeftoverDetection, Region, Scan
-        "leftover_id": str(scan_for_policy.leftovers.get().pk),
+    """An uploaded (not yet processed) scan with one region row."""
+    from imaging.models import Region, Scan
 
     scan = Scan.objects.create(
         patient=patient_for_policy,
