@@ -22,7 +22,9 @@ import pytest
 import requests
 
 from gateway.listener import listener_start
-from gateway.models import DestinationKind, DicomPeer, ForwardDestination
+from gateway.models import DestinationKind, DicomPeer, ForwardDestination, ForwardSend, SendStatus
+from gateway.tests.dicom_files import study_files
+from imaging.models import Scan
 from medimg.celery import app as celery_app
 
 LISTENER_AET = "MEDIMG"
@@ -200,3 +202,27 @@ def orthanc_factory(tmp_path: Path) -> Iterator[Any]:
     yield make
     for server in started:
         server.stop()
+
+
+# --- A forwarded instance (the pages' cards) -------------------------------------------------
+
+
+@pytest.fixture
+def forwarded(listener: int, peer: Any, orthanc_factory: Any, tmp_path: Path) -> Scan:
+    """One instance pushed by storescu, processed, sent to Orthanc and not (yet) to a
+    destination that is down."""
+    orthanc = orthanc_factory()
+    orthanc.destination()
+    ForwardDestination.objects.create(
+        name="archive-down",
+        kind=DestinationKind.DIMSE,
+        ae_title="ARCHIVE",
+        host="127.0.0.1",
+        port=free_port(),  # Nothing listens there.
+    )
+    study = study_files(tmp_path / "study", count=1)
+    result = storescu(listener, *study.files)
+    assert result.returncode == 0, result.stdout + result.stderr
+    statuses = dict(ForwardSend.objects.values_list("destination__name", "status"))
+    assert statuses == {"research-orthanc": SendStatus.SENT, "archive-down": SendStatus.RETRYING}
+    return Scan.objects.get()

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import subprocess
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -20,14 +19,12 @@ from django.utils import timezone
 
 from gateway.health import DOWN_AFTER, heartbeat_beat, heartbeat_stop
 from gateway.models import (
-    DestinationKind,
     ForwardDestination,
     ForwardSend,
     ListenerHeartbeat,
     SendStatus,
 )
-from gateway.tests.conftest import free_port, need, storescu
-from gateway.tests.dicom_files import study_files
+from gateway.tests.conftest import need
 from imaging.models import Scan
 from imaging.selectors import panels
 from imaging.selectors.panels import Panel
@@ -41,27 +38,6 @@ def _page(user: Any, url: str) -> str:
     response = web.get(url)
     assert response.status_code == 200
     return response.content.decode()
-
-
-@pytest.fixture
-def forwarded(listener: int, peer: Any, orthanc_factory: Any, tmp_path: Path) -> Scan:
-    """One instance pushed by storescu, processed, sent to Orthanc and not (yet) to a
-    destination that is down."""
-    orthanc = orthanc_factory()
-    orthanc.destination()
-    ForwardDestination.objects.create(
-        name="archive-down",
-        kind=DestinationKind.DIMSE,
-        ae_title="ARCHIVE",
-        host="127.0.0.1",
-        port=free_port(),  # Nothing listens there.
-    )
-    study = study_files(tmp_path / "study", count=1)
-    result = storescu(listener, *study.files)
-    assert result.returncode == 0, result.stdout + result.stderr
-    statuses = dict(ForwardSend.objects.values_list("destination__name", "status"))
-    assert statuses == {"research-orthanc": SendStatus.SENT, "archive-down": SendStatus.RETRYING}
-    return Scan.objects.get()
 
 
 def test_the_scan_page_shows_each_send(forwarded: Scan, technician: Any, doctor: Any) -> None:

@@ -210,6 +210,9 @@ POLICY: list[Rule] = [
     Rule("api/images/<int:scan_id>/regions/", "POST", _API_CLINICAL,
          body={"x1": 0, "y1": 0, "x2": 4, "y2": 4}),
     Rule("api/images/<int:scan_id>/review/", "POST", _API_TECHNICIAN, body={}),
+    # Moving an image to another patient (imaging/apis/reassign.py): technicians; moving it to
+    # its own patient is a 400, which is still "let through".
+    Rule("api/images/<int:scan_id>/move/", "POST", _API_TECHNICIAN, body={"patient": "MRN-0001"}),
     Rule("api/regions/<int:region_id>/", "DELETE", _API_TECHNICIAN),
     Rule("api/regions/<int:region_id>/removal/", "POST", _API_DOCTOR, body={"approve": True}),
     Rule("api/images/<int:scan_id>/similar/", "GET", _API_CLINICAL),
