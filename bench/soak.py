@@ -478,9 +478,11 @@ class Chaos:
 def chaos_events(args: argparse.Namespace) -> list[str]:
     events = []
     for i in range(args.worker_kills):
-        events.append("kill worker pool process" if i % 2 == 0 else "kill whole worker")
+        whole = (i % 2 == 0) == args.whole_first
+        events.append("kill whole worker" if whole else "kill worker pool process")
     for i in range(args.web_kills):
-        events.append("kill web worker" if i % 2 == 0 else "kill whole web")
+        whole = (i % 2 == 0) == args.whole_first
+        events.append("kill whole web" if whole else "kill web worker")
     if args.pg_restart:
         events.append("restart postgresql")
     if args.redis_restart:
@@ -818,7 +820,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     return report
 
 
-def main(argv: list[str] | None = None) -> int:
+def parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--uploads", type=int, default=500)
     parser.add_argument("--clients", type=int, default=32)
@@ -838,9 +840,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout", type=int, default=3600, help="seconds for the whole run")
     parser.add_argument("--json", dest="json_path", type=Path)
     parser.add_argument("--keep", action="store_true", help="keep the temporary folders")
-    args = parser.parse_args(argv)
+    parser.add_argument(
+        "--whole-first",
+        action="store_true",
+        help="kill the whole worker and the whole gunicorn first (then their single processes)",
+    )
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
     if args.uploads < 1 or args.clients < 1:
-        parser.error("--uploads and --clients must be at least 1")
+        parser().error("--uploads and --clients must be at least 1")
     sys.path.insert(0, str(ROOT))
     report = run(args)
     for key, value in report.items():
