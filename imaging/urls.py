@@ -6,6 +6,7 @@ from imaging.apis import blurred as apis_blurred
 from imaging.apis import deid as deid_apis
 from imaging.apis import patients as apis_patients
 from imaging.apis import reassign as apis_reassign
+from imaging.apis import reassign as apis_reassign
 from imaging.apis import review as apis_review
 from imaging.apis import scans as apis
 from imaging.apis import segmentation as apis_segmentation
@@ -39,6 +40,7 @@ urlpatterns = [
         name="image-region-groups",
     ),
     path("images/<int:scan_id>/review/", apis_review.ScanReviewApi.as_view(), name="image-review"),
+    path("images/<int:scan_id>/move/", apis_reassign.ScanMoveApi.as_view(), name="image-move"),
     path("images/<int:scan_id>/move/", apis_reassign.ScanMoveApi.as_view(), name="image-move"),
     path(
         "images/<int:scan_id>/leftovers/",
