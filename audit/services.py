@@ -118,8 +118,9 @@ _context_providers: list[Callable[..., dict[str, Any] | None]] = []
 
 
 def audit_context_register(provider: Callable[..., dict[str, Any] | None]) -> None:
-    """Add `provider(actor=, target=, target_type=, target_id=, request=)` to every event with a
-    signed-in actor; what it returns is merged into the details (so it is covered by the hash).
+    """Add `provider(actor=, action=, target=, target_type=, target_id=, request=)` to every
+    event with a signed-in actor; what it returns is merged into the details (so the hash
+    covers it).
 
     The audit log sits below the apps that know what a patient is: patients registers the
     emergency-access flag here (patients.emergency), so every read of patient data recorded
@@ -156,6 +157,7 @@ def audit_record(
         for provider in _context_providers:
             extra = provider(
                 actor=actor,
+                action=str(action),
                 target=target,
                 target_type=target_type,
                 target_id=str(target_id),

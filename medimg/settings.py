@@ -180,6 +180,8 @@ TEMPLATES = [
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
                 "medimg.context_processors.session_idle",
+                # The emergency-access banner (templates/base.html).
+                "pages.context_processors.emergency_access",
             ],
         },
     },
@@ -670,6 +672,10 @@ EMAIL_SUBJECT_PREFIX = "[medimg] "
 ALERT_EMAIL = env_list("ALERT_EMAIL", [])
 # Who is told of every emergency (break-glass) access, besides ALERT_EMAIL.
 PRIVACY_OFFICER_EMAIL = env_list("PRIVACY_OFFICER_EMAIL", [])
+# Emergency (break-glass) access (patients.emergency, docs/access.md): how long a grant lasts,
+# and how many requests (each a lookup of a typed hospital id) a user may make per hour.
+BREAK_GLASS_HOURS = env_int("BREAK_GLASS_HOURS", 4, minimum=1)
+BREAK_GLASS_REQUESTS_PER_HOUR = env_int("BREAK_GLASS_REQUESTS_PER_HOUR", 10, minimum=1)
 # The address users reach the site at, for links in mails sent outside a request
 # (e.g. "https://medimg.hospital.example"); password-reset links use the request's host.
 MEDIMG_BASE_URL = (env_str("MEDIMG_BASE_URL") or "").rstrip("/")

@@ -17,6 +17,7 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/auth/", include("accounts.urls")),
     path("api/patients/", include("patients.urls")),
+    path("api/emergency-access/", include("patients.emergency_api")),
     path("api/audit/", include("audit.urls")),
     path("api/", include("imaging.urls")),
     # DICOMweb (STOW-RS, QIDO-RS, WADO-RS) for clinical users: gateway/dicomweb.py.

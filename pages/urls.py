@@ -5,6 +5,7 @@ they call live under /api/; Django admin is under /admin/)."""
 from django.urls import path
 
 from pages.views.audit import AuditLogPageView, AuditPatientSearchPageView
+from pages.views.emergency import EmergencyAccessEndView, EmergencyAccessPageView
 from pages.views.home import HomeView
 from pages.views.patient_access import PatientAccessPageView
 from pages.views.patients import PatientPageView
@@ -21,6 +22,13 @@ urlpatterns = [
         name="patient-access-page",
     ),
     path("scans/<int:scan_id>/", ScanPageView.as_view(), name="scan-page"),
+    # Emergency (break-glass) access: pages/views/emergency.py.
+    path("emergency-access/", EmergencyAccessPageView.as_view(), name="emergency-access-page"),
+    path(
+        "emergency-access/end/",
+        EmergencyAccessEndView.as_view(),
+        name="emergency-access-end-page",
+    ),
     path(
         "scans/<int:scan_id>/clusters/",
         ScanClustersPageView.as_view(),

@@ -14,18 +14,24 @@ yesterday?") without learning who any patient is.
   Django admin otherwise honours `?name__startswith=A` on any field, and the row count that
   comes back would let an admin guess names and ids letter by letter.
 - Doctors' notes (PatientNote) are not registered at all.
+
+Emergency (break-glass) grants have their review list here too (BreakGlassGrantAdmin): who,
+which patient by reference, why, when, and whether an admin has reviewed it, with the
+"mark reviewed" action (patients.emergency.emergency_access_review, audited).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from django.contrib import admin
+from django.contrib import admin, messages
 from django.db.models import Count, QuerySet
 from django.http import HttpRequest
 from django.urls import URLPattern, path
+from django.utils import timezone
 
-from patients.models import Patient
+from patients.emergency import emergency_access_review
+from patients.models import BreakGlassGrant, Patient
 
 
 @admin.register(Patient)
@@ -70,6 +76,91 @@ class PatientAdmin(admin.ModelAdmin):
 
     def get_urls(self) -> list[URLPattern]:
         # The object pages would show the record (and its id in the URL and breadcrumbs).
+        info = self.opts.app_label, self.opts.model_name
+        return [
+            path(
+                "",
+                self.admin_site.admin_view(self.changelist_view),
+                name="{}_{}_changelist".format(*info),
+            )
+        ]
+
+
+class ReviewedFilter(admin.SimpleListFilter):
+    title = "reviewed"
+    parameter_name = "reviewed"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return [("no", "Not yet reviewed"), ("yes", "Reviewed")]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
+        if self.value() == "no":
+            return queryset.filter(reviewed_at__isnull=True)
+        if self.value() == "yes":
+            return queryset.filter(reviewed_at__isnull=False)
+        return queryset
+
+
+@admin.register(BreakGlassGrant)
+class BreakGlassGrantAdmin(admin.ModelAdmin):
+    """The review list of emergency accesses. The patient appears as its reference only (the
+    reason was scrubbed of the patient's id and name when the grant was made); the audit log
+    finds every event of the access by that reference and `break_glass: <grant id>`."""
+
+    list_display = (
+        "id",
+        "user",
+        "patient_reference",
+        "reason",
+        "created_at",
+        "expires_at",
+        "state",
+        "reviewed_by",
+        "reviewed_at",
+    )
+    list_display_links = None
+    list_select_related = ("user", "reviewed_by")
+    list_filter = (ReviewedFilter,)
+    ordering = ("-created_at",)
+    actions = ["mark_reviewed"]
+
+    @admin.display(description="patient reference")
+    def patient_reference(self, obj: BreakGlassGrant) -> str:
+        # From the id on the row: the patient itself is never loaded for an admin page.
+        return Patient(id=obj.patient_id).reference
+
+    @admin.display(description="state")
+    def state(self, obj: BreakGlassGrant) -> str:
+        if obj.ended_at is not None:
+            return f"ended early {timezone.localtime(obj.ended_at):%Y-%m-%d %H:%M}"
+        return "active" if obj.is_active else "expired"
+
+    @admin.action(description="Mark the selected emergency accesses reviewed")
+    def mark_reviewed(self, request: HttpRequest, queryset: QuerySet[BreakGlassGrant]) -> None:
+        count = emergency_access_review(grants=queryset, reviewer=request.user, request=request)
+        self.message_user(
+            request,
+            f"{count} emergency access{'es' if count != 1 else ''} marked reviewed.",
+            messages.SUCCESS,
+        )
+
+    def get_search_results(
+        self, request: HttpRequest, queryset: QuerySet[BreakGlassGrant], search_term: str
+    ) -> tuple[QuerySet[BreakGlassGrant], bool]:
+        return queryset, False
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def get_urls(self) -> list[URLPattern]:
+        # No object pages: the list is the review tool (and an object page's URL and
+        # breadcrumbs would name the patient through str()).
         info = self.opts.app_label, self.opts.model_name
         return [
             path(

@@ -105,6 +105,8 @@ POLICY: list[Rule] = [
     Rule("admin/", "GET", _ADMIN_PAGE),
     Rule("admin/login/", "GET", _EVERYONE),
     Rule("admin/patients/patient/", "GET", _ADMIN_PAGE),
+    Rule("admin/patients/breakglassgrant/", "GET", _ADMIN_PAGE,
+         path="/admin/patients/breakglassgrant/"),
     Rule("admin/accounts/user/", "GET", _ADMIN_PAGE, path="/admin/accounts/user/"),
     Rule("admin/audit/auditevent/", "GET", _ADMIN_PAGE, path="/admin/audit/auditevent/"),
 
@@ -119,6 +121,14 @@ POLICY: list[Rule] = [
     Rule("api/patients/<str:patient_id>/", "PATCH", _API_TECHNICIAN, body={"age": 61}),
     Rule("api/patients/<str:patient_id>/notes/", "GET", _API_CLINICAL),
     Rule("api/patients/<str:patient_id>/notes/", "POST", _API_DOCTOR, body={"text": "Seen."}),
+    # Emergency access (patients/emergency_api.py): clinical roles. The policy patient is in
+    # the technician's and the doctor's department, so a request is let through to 409
+    # access_not_needed; ending answers {"ended": 0}. Grants: patients/tests/test_emergency.py.
+    Rule("api/emergency-access/", "GET", _API_CLINICAL),
+    Rule("api/emergency-access/", "POST", _API_CLINICAL,
+         body={"patient_id": "MRN-0001", "reason": "Policy check of the emergency path",
+               "confirm": True}),
+    Rule("api/emergency-access/end/", "POST", _API_CLINICAL, body={"patient_id": "MRN-0001"}),
     Rule("api/patients/<str:patient_id>/access/", "GET", _API_CLINICAL),
     Rule("api/patients/<str:patient_id>/access/", "PATCH", _API_CLINICAL, body={"care_team": []}),
 
@@ -253,6 +263,14 @@ POLICY: list[Rule] = [
          body={"action": "add_member", "member": "doris"}, form=True),
     Rule("scans/<int:scan_id>/", "GET", _PAGE_CLINICAL),
     Rule("scans/<int:scan_id>/clusters/", "GET", _PAGE_CLINICAL),
+    # Emergency access pages (pages/views/emergency.py): the form (a request for the policy
+    # patient is a 409, already visible) and ending a grant (a redirect home).
+    Rule("emergency-access/", "GET", _PAGE_CLINICAL),
+    Rule("emergency-access/", "POST", _PAGE_CLINICAL,
+         body={"patient_id": "MRN-0001", "reason": "Policy check of the emergency path",
+               "confirm": "on"}, form=True),
+    Rule("emergency-access/end/", "POST", _PAGE_CLINICAL, body={"patient_id": "MRN-0001"},
+         form=True),
     # Quality control (pages/views/qc.py): doctors and admins.
     Rule("qc/", "GET", (LOGIN, FORBIDDEN, FORBIDDEN, ALLOW, ALLOW)),
     # Admin pages outside Django admin (pages/urls.py).

@@ -3,14 +3,17 @@ selectors the APIs use, render. Uploads, status, notes and restores go through t
 
 from __future__ import annotations
 
+from http import HTTPStatus
 from typing import Any
+from urllib.parse import urlencode
 
 from django.conf import settings
 from django.contrib.auth.mixins import LoginRequiredMixin
 from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
-from django.http import HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import render
+from django.urls import reverse
 from django.views import View
 
 from imaging.models import FailureReason, ScanStatus
@@ -30,6 +33,17 @@ class ClinicalPageMixin(LoginRequiredMixin):
         if user.is_authenticated and not getattr(user, "is_clinical", False):
             raise PermissionDenied
         return super().dispatch(request, *args, **kwargs)
+
+
+def patient_not_visible(request: HttpRequest, patient_id: str | None = None) -> HttpResponse:
+    """The 404 a clinical user gets for a patient or scan they cannot see: the same whether it
+    does not exist or belongs to another department, with the way to emergency access
+    (pages/views/emergency.py). The API keeps its bare 404."""
+    link = reverse("emergency-access-page")
+    if patient_id:
+        link += "?" + urlencode({"patient": patient_id})
+    context = {"emergency_url": link, "patient_id": patient_id}
+    return render(request, "patients/not_visible.html", context, status=HTTPStatus.NOT_FOUND)
 
 
 def page_context() -> dict[str, Any]:
@@ -57,7 +71,10 @@ class PatientPageView(ClinicalPageMixin, View):
 
     def get(self, request: HttpRequest, patient_id: str) -> HttpResponse:
         user = request.user
-        patient = patient_get(user=user, patient_id=patient_id, request=request)
+        try:
+            patient = patient_get(user=user, patient_id=patient_id, request=request)
+        except Http404:
+            return patient_not_visible(request, patient_id)
         scans = scan_list_for_patient(user=user, patient=patient)
         page = Paginator(scans, SCANS_PER_PAGE).get_page(request.GET.get("page"))
         context = {
