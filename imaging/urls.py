@@ -2,6 +2,7 @@
 
 from django.urls import path
 
+from imaging.apis import blurred as apis_blurred
 from imaging.apis import deid as deid_apis
 from imaging.apis import patients as apis_patients
 from imaging.apis import reassign as apis_reassign
@@ -38,6 +39,19 @@ urlpatterns = [
         name="image-region-groups",
     ),
     path("images/<int:scan_id>/review/", apis_review.ScanReviewApi.as_view(), name="image-review"),
+    path(
+        "images/<int:scan_id>/leftovers/",
+        apis_review.ScanLeftoversApi.as_view(),
+        name="image-leftovers",
+    ),
+    path(
+        "leftovers/<int:leftover_id>/dismissal/",
+        apis_review.LeftoverDismissalApi.as_view(),
+        name="leftover-dismissal",
+    ),
+    path(
+        "images/<int:scan_id>/blurred/", apis_blurred.ScanBlurredApi.as_view(), name="image-blurred"
+    ),
     path("images/<int:scan_id>/move/", apis_reassign.ScanMoveApi.as_view(), name="image-move"),
     path("images/<int:scan_id>/restore/", apis.ScanRestoreApi.as_view(), name="image-restore"),
     path("images/<int:scan_id>/similar/", apis.ScanSimilarApi.as_view(), name="image-similar"),

@@ -7,8 +7,14 @@ these views extend those and choose permissions per method:
     POST   /api/images/{id}/regions/   technician, doctor   add a region by hand
     GET    /api/regions/{id}/          doctor               the decrypted region (PNG)
     DELETE /api/regions/{id}/          technician           ask for a false region's removal
+    DELETE /api/regions/{id}/removal/  technician           undo that request (before confirm)
     POST   /api/regions/{id}/removal/  doctor               approve or reject that removal
     POST   /api/images/{id}/review/    technician           confirm the regions
+    GET    /api/images/{id}/leftovers/ technician, doctor   leftover detections to resolve
+    POST   /api/leftovers/{id}/dismissal/ technician        dismiss one, with a typed reason
+
+`?group=true` on the region removal calls acts on every region of the region's group (the
+same box on each frame of a cine: one row on the page).
 
 A removal shows the region's pixels to everyone who sees the redacted image, so a technician
 (who may not decrypt) can only ask for it; the region stays filled until a doctor approves.
@@ -18,7 +24,7 @@ from __future__ import annotations
 
 from typing import ClassVar, NoReturn
 
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import serializers, status
 from rest_framework.permissions import BasePermission
 from rest_framework.request import Request
@@ -128,12 +134,31 @@ class RegionApi(RegionDecryptApi):
     )
     def delete(self, request: Request, region_id: int) -> Response:
         region = selectors.region_get_for_user(user=request.user, region_id=region_id)
-        region = review.region_removal_request(region=region, actor=request.user, request=request)
+        region = review.region_removal_request(
+            region=region, actor=request.user, request=request, group=_group_param(request)
+        )
         return Response(RegionOutputSerializer(region).data, status=status.HTTP_202_ACCEPTED)
 
 
+def _group_param(request: Request) -> bool:
+    return str(request.query_params.get("group", "")).lower() in ("1", "true", "yes")
+
+
+GROUP_PARAMETER = OpenApiParameter(
+    "group",
+    bool,
+    description="true: every region of this region's group (its box on every frame).",
+)
+
+
 class RegionRemovalApi(APIView):
-    permission_classes = [IsDoctor]
+    permissions_by_method: ClassVar[dict[str, list[type[BasePermission]]]] = {
+        "POST": [IsDoctor],
+        "DELETE": [IsTechnician],
+    }
+
+    def get_permissions(self) -> list[BasePermission]:
+        return _permissions(self, self.permissions_by_method)
 
     class InputSerializer(serializers.Serializer):
         approve = serializers.BooleanField(
@@ -166,10 +191,35 @@ class RegionRemovalApi(APIView):
         params = self.InputSerializer(data=request.data)
         params.is_valid(raise_exception=True)
         region = selectors.region_get_for_user(user=request.user, region_id=region_id)
+        group = _group_param(request)
         if params.validated_data["approve"]:
-            review.region_removal_approve(region=region, actor=request.user, request=request)
+            review.region_removal_approve(
+                region=region, actor=request.user, request=request, group=group
+            )
             return Response(status=status.HTTP_204_NO_CONTENT)
-        region = review.region_removal_reject(region=region, actor=request.user, request=request)
+        region = review.region_removal_reject(
+            region=region, actor=request.user, request=request, group=group
+        )
+        return Response(RegionOutputSerializer(region).data)
+
+    @extend_schema(
+        operation_id="regions_removal_withdraw",
+        summary="Undo a removal request before the review is confirmed",
+        description=(
+            "Roles: technician only. The request is dropped and the region stays (it was "
+            "never unfilled). 409 `review_confirmed` once the technician has confirmed the "
+            "review (the request is then the doctor's to decide), `no_removal_pending`. "
+            "Audited as regions_edited (change removal_withdrawn)."
+        ),
+        parameters=[GROUP_PARAMETER],
+        request=None,
+        responses={200: RegionOutputSerializer, **error_responses(401, 403, 404, 409)},
+    )
+    def delete(self, request: Request, region_id: int) -> Response:
+        region = selectors.region_get_for_user(user=request.user, region_id=region_id)
+        region = review.region_removal_withdraw(
+            region=region, actor=request.user, request=request, group=_group_param(request)
+        )
         return Response(RegionOutputSerializer(region).data)
 
 
@@ -254,3 +304,106 @@ class ScanRegionGroupsApi(APIView):
             for g in groups
         ]
         return Response(self.OutputSerializer(rows, many=True).data)
+
+
+class LeftoverOutputSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    frame = serializers.IntegerField()
+    # A field named like the Field attribute `label` (the stubs type that attribute).
+    label = serializers.CharField()  # type: ignore[assignment]
+    confidence = serializers.FloatField()
+    box = serializers.ListField(child=serializers.IntegerField())
+    state = serializers.ChoiceField(
+        choices=["open", "covered", "dismissed"],
+        help_text="open: to resolve; covered: a region covers it; dismissed: with a reason.",
+    )
+    dismiss_reason = serializers.CharField()
+    dismissed_by = serializers.CharField(allow_null=True)
+    dismissed_at = serializers.DateTimeField(allow_null=True)
+
+    class Meta:
+        ref_name = "LeftoverDetection"
+
+
+def leftover_rows(scan: object, leftovers: list) -> list[dict]:
+    regions = list(scan.regions.all())  # type: ignore[attr-defined]
+    rows = []
+    for x in leftovers:
+        if x.dismissed:
+            state = "dismissed"
+        elif review.leftover_covered(x, regions):
+            state = "covered"
+        else:
+            state = "open"
+        rows.append(
+            {
+                "id": x.pk,
+                "frame": x.frame,
+                "label": x.label,
+                "confidence": x.confidence,
+                "box": list(x.box),
+                "state": state,
+                "dismiss_reason": x.dismiss_reason,
+                "dismissed_by": x.dismissed_by.username if x.dismissed_by else None,
+                "dismissed_at": x.dismissed_at,
+            }
+        )
+    return rows
+
+
+class ScanLeftoversApi(APIView):
+    permission_classes = [IsClinical]
+
+    @extend_schema(
+        operation_id="images_leftovers_list",
+        summary="Leftover detections of the verification pass",
+        description=(
+            "Roles: technician, doctor. Text the detector still found after redaction, with "
+            "its box and whether it is resolved (a region covers it, or it was dismissed with "
+            "a reason). The review cannot be confirmed while one is open."
+        ),
+        responses={200: LeftoverOutputSerializer(many=True), **error_responses(401, 403, 404)},
+    )
+    def get(self, request: Request, scan_id: int) -> Response:
+        scan = selectors.scan_status_for_user(user=request.user, scan_id=scan_id)
+        rows = leftover_rows(scan, selectors.leftover_list_for_scan(scan=scan))
+        return Response(LeftoverOutputSerializer(rows, many=True).data)
+
+
+class LeftoverDismissalApi(APIView):
+    permission_classes = [IsTechnician]
+
+    class InputSerializer(serializers.Serializer):
+        reason = serializers.CharField(
+            max_length=500,
+            allow_blank=True,
+            help_text="Why this is not identifying text, e.g. 'ruler markings'.",
+        )
+
+        class Meta:
+            ref_name = "LeftoverDismissal"
+
+    @extend_schema(
+        operation_id="leftovers_dismiss",
+        summary="Dismiss a leftover detection with a typed reason",
+        description=(
+            "Roles: technician only. 400 `reason_required` under "
+            f"{review.DISMISS_REASON_MIN} characters; 409 `leftover_resolved` when already "
+            "covered or dismissed, `scan_not_ready`. Audited as regions_edited (change "
+            "leftover_dismissed, with the reason)."
+        ),
+        request=InputSerializer,
+        responses={200: LeftoverOutputSerializer, **error_responses(400, 401, 403, 404, 409)},
+    )
+    def post(self, request: Request, leftover_id: int) -> Response:
+        params = self.InputSerializer(data=request.data)
+        params.is_valid(raise_exception=True)
+        leftover = selectors.leftover_get_for_user(user=request.user, leftover_id=leftover_id)
+        leftover = review.leftover_dismiss(
+            leftover=leftover,
+            reason=params.validated_data["reason"],
+            actor=request.user,
+            request=request,
+        )
+        row = leftover_rows(leftover.scan, [leftover])[0]
+        return Response(LeftoverOutputSerializer(row).data)

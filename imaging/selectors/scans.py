@@ -18,7 +18,7 @@ from audit.services import audit_record
 from engine import errors
 from engine.pixels.metrics import hamming
 from engine.pixels.restoration import encode_image
-from imaging.models import Fingerprint, Region, Scan, ScanFormat, ScanStatus
+from imaging.models import Fingerprint, LeftoverDetection, Region, Scan, ScanFormat, ScanStatus
 from imaging.vault import derivatives
 from imaging.vault.redacted import redacted_render, scan_header, scan_window
 from patients.models import Patient
@@ -127,6 +127,17 @@ def region_list_for_scan(*, scan: Scan) -> QuerySet[Region]:
 
 def region_get_for_user(*, user: Any, region_id: int) -> Region:
     return get_object_or_404(Region.objects.visible_to(user).select_related("scan"), pk=region_id)
+
+
+def leftover_get_for_user(*, user: Any, leftover_id: int) -> LeftoverDetection:
+    """A leftover detection of a scan `user` may see; 404 otherwise."""
+    return get_object_or_404(
+        LeftoverDetection.objects.filter(scan__in=Scan.objects.visible_to(user)), pk=leftover_id
+    )
+
+
+def leftover_list_for_scan(*, scan: Scan) -> list[LeftoverDetection]:
+    return list(scan.leftovers.select_related("dismissed_by").order_by("frame", "id"))
 
 
 def scan_display_png(

@@ -53,6 +53,7 @@ PATIENT_DATA_PARAMS = (
     "scan_id",
     "study_uid",
     "region_id",
+    "leftover_id",
     "segmentation_id",
     # DICOMweb (gateway.urls)
     "study",
@@ -225,6 +226,15 @@ POLICY: list[Rule] = [
     Rule("api/images/<int:scan_id>/move/", "POST", _API_TECHNICIAN, body={"patient": "MRN-0001"}),
     Rule("api/regions/<int:region_id>/", "DELETE", _API_TECHNICIAN),
     Rule("api/regions/<int:region_id>/removal/", "POST", _API_DOCTOR, body={"approve": True}),
+    # Undo a removal request before the review is confirmed (technicians only).
+    Rule("api/regions/<int:region_id>/removal/", "DELETE", _API_TECHNICIAN),
+    # Leftover detections of the verification pass: listed for clinical roles, dismissed
+    # (with a reason) by technicians.
+    Rule("api/images/<int:scan_id>/leftovers/", "GET", _API_CLINICAL),
+    Rule("api/leftovers/<int:leftover_id>/dismissal/", "POST", _API_TECHNICIAN,
+         body={"reason": "ruler markings"}),
+    # The blurred teaching copy (a PNG built from the redacted frame): clinical roles.
+    Rule("api/images/<int:scan_id>/blurred/", "GET", _API_CLINICAL),
     Rule("api/images/<int:scan_id>/similar/", "GET", _API_CLINICAL),
     # A POST with a JSON body; the policy scan is unprocessed, so a doctor gets 409.
     Rule("api/images/<int:scan_id>/restore/", "POST", _API_DOCTOR, body={}),
@@ -291,6 +301,7 @@ def path_values(patient_for_policy: Patient, scan_for_policy: Any) -> dict[str, 
         "scan_id": str(scan_for_policy.pk),
         "study_uid": scan_for_policy.study_uid,
         "region_id": str(scan_for_policy.regions.get().pk),
+        "leftover_id": str(scan_for_policy.leftovers.get().pk),
         "segmentation_id": str(_policy_segmentation(scan_for_policy).pk),
         # DICOMweb: the policy scan's study; series and instance as a DICOM scan would have.
         "study": scan_for_policy.study_uid,
@@ -310,8 +321,8 @@ def _policy_segmentation(scan: Any) -> Any:
 
 @pytest.fixture
 def scan_for_policy(patient_for_policy: Patient) -> Any:
-    """An uploaded (not yet processed) scan with one region row."""
-    from imaging.models import Region, Scan
+    """An uploaded (not yet processed) scan with one region row and one leftover detection."""
+    from imaging.models import LeftoverDetection, Region, Scan
 
     scan = Scan.objects.create(
         patient=patient_for_policy,
@@ -338,6 +349,9 @@ def scan_for_policy(patient_for_policy: Patient) -> Any:
         y2=4,
         ciphertext=b"",
         dtype="uint8",
+    )
+    LeftoverDetection.objects.create(
+        scan=scan, label="phi_text", confidence=0.6, x1=4, y1=4, x2=8, y2=8
     )
     return scan
 
