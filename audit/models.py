@@ -26,6 +26,9 @@ class Action(models.TextChoices):
     PATIENT_NOTE_ADDED = "patient_note_added"
     PATIENT_DEPARTMENTS_CHANGED = "patient_departments_changed"
     PATIENT_CARE_TEAM_CHANGED = "patient_care_team_changed"
+    # A technician tried to create a patient whose hospital id is already a record they cannot
+    # see (another department's): refused with a neutral 409; target the existing record.
+    PATIENT_CREATE_REFUSED = "patient_create_refused", "Patient creation refused"
     AUDIT_EXPORTED = "audit_exported"
     AUDIT_PATIENT_SEARCHED = "audit_patient_searched"
     SCAN_UPLOADED = "scan_uploaded"

@@ -352,6 +352,17 @@ def patient_exists(patient_id: str) -> EngineError:
     )
 
 
+def patient_exists_elsewhere() -> EngineError:
+    """The id is a record the caller may not see: say only that it exists, not where."""
+    return EngineError(
+        ErrorCode.PATIENT_EXISTS,
+        "A patient record with this id already exists, but you do not have access to it. "
+        "Ask a colleague in the patient's department to add your department or you to the "
+        "record, or use emergency access if the patient needs care now.",
+        HTTPStatus.CONFLICT,
+    )
+
+
 def invalid_departments(message: str) -> EngineError:
     return EngineError(ErrorCode.INVALID_DEPARTMENTS, message)
 

@@ -14,7 +14,8 @@ from django.db import IntegrityError, transaction
 from django.http import HttpRequest
 
 from accounts.models import Department
-from audit.models import Action
+from audit.models import Action, Outcome
+from audit.pseudonyms import PATIENT_TARGET
 from audit.services import audit_record
 from engine import errors
 from engine.errors import EngineError, ErrorCode
@@ -80,7 +81,36 @@ def _clean_note(value: str, *, code: ErrorCode = ErrorCode.INVALID_NOTE) -> str:
     return text
 
 
-@transaction.atomic
+def patient_id_check_free(
+    *, patient_id: str, created_by: Any, request: HttpRequest | None = None
+) -> None:
+    """Refuse a hospital id that is already a record (409 `patient_exists`), before anything
+    is written. Run outside the caller's transaction (patient_create does; so does
+    imaging.services.upload.patient_create_with_images), so the audit event stays.
+
+    The id is the record's key across the hospital, so that it exists cannot be hidden
+    without creating a duplicate. What is hidden is everything else: a record the technician
+    may see is named ("already exists": they can open it); one in another department gets a
+    neutral answer that names no department and no patient, points to the ways in (ask that
+    department, emergency access), and is audited as patient_create_refused with the record
+    as target (by reference), so the attempt is on file. See docs/access.md.
+    """
+    if not Patient.objects.filter(pk=patient_id).exists():
+        return
+    if Patient.objects.visible_to(created_by).filter(pk=patient_id).exists():
+        raise errors.patient_exists(patient_id)
+    audit_record(
+        action=Action.PATIENT_CREATE_REFUSED,
+        actor=created_by,
+        target_type=PATIENT_TARGET,
+        target_id=patient_id,
+        outcome=Outcome.REFUSED,
+        request=request,
+        details={"reason": "exists_in_another_department"},
+    )
+    raise errors.patient_exists_elsewhere()
+
+
 def patient_create(
     *,
     id: str,  # Shadows the builtin on purpose: the field is `id` in the model, API and forms.
@@ -90,7 +120,8 @@ def patient_create(
     created_by: Any,
     request: HttpRequest | None = None,
 ) -> Patient:
-    """Create a patient record. Technicians only; a duplicate hospital id is a 409.
+    """Create a patient record. Technicians only; a hospital id that exists is a 409
+    (patient_id_check_free).
 
     The record belongs to the technician's departments, so the technician and their
     colleagues see it; a technician in no department cannot create one (nobody would see it).
@@ -110,21 +141,25 @@ def patient_create(
         note=_clean_note(note),
         created_by=created_by,
     )
-    try:
-        # A savepoint, so a duplicate leaves the caller's transaction usable. The database
-        # decides: two technicians registering the same id at once cannot both win.
-        with transaction.atomic():
-            patient.save(force_insert=True)
-    except IntegrityError:
-        raise errors.patient_exists(patient.id) from None
-    patient.departments.set(departments)
-    audit_record(
-        action=Action.PATIENT_CREATED,
-        actor=created_by,
-        target=patient,
-        request=request,
-        details={"departments": [department.slug for department in departments]},
-    )
+    # Before the transaction below: a refusal's audit event must not be rolled back with it.
+    patient_id_check_free(patient_id=patient.id, created_by=created_by, request=request)
+    with transaction.atomic():
+        try:
+            # A savepoint, so a duplicate leaves the caller's transaction usable. The database
+            # decides: two technicians registering the same id at once cannot both win (the
+            # loser gets the plain 409, unaudited: the check above found no record yet).
+            with transaction.atomic():
+                patient.save(force_insert=True)
+        except IntegrityError:
+            raise errors.patient_exists(patient.id) from None
+        patient.departments.set(departments)
+        audit_record(
+            action=Action.PATIENT_CREATED,
+            actor=created_by,
+            target=patient,
+            request=request,
+            details={"departments": [department.slug for department in departments]},
+        )
     return patient
 
 

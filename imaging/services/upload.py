@@ -34,7 +34,7 @@ from imaging.vault.keys import new_scan_key, seal_original
 from imaging.vault.pixels import pixels_digest
 from imaging.vault.storage import storage_delete, storage_write
 from patients.models import Patient
-from patients.services import patient_create
+from patients.services import patient_create, patient_id_check_free
 
 logger = logging.getLogger(__name__)
 
@@ -244,6 +244,10 @@ def patient_create_with_images(
 
     The images are validated before the record is created, so a bad file leaves no patient.
     """
+    # Before the transaction: a refused id's audit event must not be rolled back with it.
+    patient_id_check_free(
+        patient_id=str(fields.get("id", "")), created_by=created_by, request=request
+    )
     accepted = chain.from_iterable(map(_read_uploads, images))
     return _scans_store(
         patient_factory=lambda: patient_create(**fields, created_by=created_by, request=request),

@@ -270,3 +270,69 @@ def test_the_patient_page_links_to_it(doctor: Any, patient: Patient) -> None:
     html = _signed_in(doctor).get("/patients/RAD-1/").content.decode()
 
     assert f'href="{PAGE}"' in html
+
+
+# --- Creating a patient whose hospital id another department already has --------------------
+
+
+def _png() -> Any:
+    import io
+
+    from django.core.files.uploadedfile import SimpleUploadedFile
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (32, 24), (90, 90, 90)).save(buffer, format="PNG")
+    return SimpleUploadedFile("scan.png", buffer.getvalue(), content_type="image/png")
+
+
+def _assert_neutral_refusal(body: str, patient: Patient) -> None:
+    assert "already exists, but you do not have access to it" in body
+    assert "emergency access" in body
+    for leak in ("Radiology", "radiology", "Ada Lovelace", patient.reference):
+        assert leak not in body
+
+
+@pytest.mark.parametrize("with_images", [False, True])
+def test_an_id_another_department_has_is_a_neutral_audited_409(
+    other_technician: Any, patient: Patient, with_images: bool
+) -> None:
+    api = _as(other_technician)
+    data: dict[str, Any] = {"id": "RAD-1", "name": "Someone Else"}
+    if with_images:
+        response = api.post("/api/patients/", {**data, "images": [_png()]}, format="multipart")
+    else:
+        response = api.post("/api/patients/", data, format="json")
+
+    assert response.status_code == 409
+    assert response.json()["error"]["code"] == "patient_exists"
+    _assert_neutral_refusal(response.content.decode(), patient)
+    # Nothing changed: not the record, not its departments, no scan.
+    patient.refresh_from_db()
+    assert patient.name == "Ada Lovelace" and _slugs(patient) == ["radiology"]
+    assert not patient.scans.exists()
+    refused = AuditEvent.objects.get(action=Action.PATIENT_CREATE_REFUSED)
+    assert (refused.actor, refused.outcome) == (other_technician, "refused")
+    assert (refused.target_type, refused.target_id) == ("patient", patient.reference)
+    assert refused.details["reason"] == "exists_in_another_department"
+    assert "RAD-1" not in repr(refused.details)
+
+
+def test_an_id_of_ones_own_department_names_the_record(technician: Any, patient: Patient) -> None:
+    response = _as(technician).post("/api/patients/", {"id": "RAD-1", "name": "X"}, format="json")
+
+    assert response.status_code == 409
+    assert "A patient with id 'RAD-1' already exists." in response.json()["error"]["message"]
+    assert not AuditEvent.objects.filter(action=Action.PATIENT_CREATE_REFUSED).exists()
+
+
+def test_the_home_page_form_gives_the_same_neutral_answer(
+    other_technician: Any, patient: Patient
+) -> None:
+    response = _signed_in(other_technician).post(
+        "/", {"id": "RAD-1", "name": "Someone Else", "age": "", "note": ""}
+    )
+
+    assert response.status_code == 400
+    _assert_neutral_refusal(response.content.decode(), patient)
+    assert AuditEvent.objects.filter(action=Action.PATIENT_CREATE_REFUSED).count() == 1
