@@ -10,6 +10,7 @@ from celery.utils.time import get_exponential_backoff_interval
 from django.conf import settings
 from django.db import DatabaseError, InterfaceError, OperationalError
 
+from imaging.jobs.erasure import retention_erase_expired
 from imaging.jobs.processing import scan_mark_failed, scan_process, scans_stuck
 from imaging.jobs.segmentation import segmentation_run
 from imaging.models import FailureReason
@@ -87,3 +88,10 @@ def requeue_stuck_scans(*, older_than_seconds: int | None = None) -> int:
     for scan_id in ids:
         process_scan.delay(scan_id=scan_id)
     return len(ids)
+
+
+@shared_task(acks_late=True)
+def erase_expired_scans() -> int:
+    """For celery beat: erase completed scans older than MEDIMG_RETENTION_DAYS (none when it is
+    not set), each audited as scan_erased by the system (imaging.jobs.erasure)."""
+    return len(retention_erase_expired())

@@ -286,7 +286,21 @@ CELERY_BEAT_SCHEDULE = {
         "task": "medimg.tasks.verify_audit_chain",
         "schedule": env_int("MEDIMG_AUDIT_VERIFY_EVERY_SECONDS", 86_400, minimum=60),
     },
+    # Completed scans older than MEDIMG_RETENTION_DAYS erased (nothing when it is not set).
+    "erase-expired-scans": {
+        "task": "imaging.tasks.erase_expired_scans",
+        "schedule": env_int("MEDIMG_RETENTION_EVERY_SECONDS", 3600, minimum=60),
+    },
 }
+# Retention: completed scans are erased (crypto-shredded, imaging.jobs.erasure) this many days
+# after upload. Not set (the default): kept until an admin erases them.
+MEDIMG_RETENTION_DAYS: int | None = (
+    env_int("MEDIMG_RETENTION_DAYS", 0, minimum=1) if env_str("MEDIMG_RETENTION_DAYS") else None
+)
+# The erasure ledger (medimg.erasures): erased scans that no restored backup may bring back.
+# Keep it with the KEKs, outside the database, the media store and the backups. Default:
+# KEY_DIR/erasures.jsonl.
+MEDIMG_ERASURE_LEDGER = env_str("MEDIMG_ERASURE_LEDGER") or None
 
 # --- Authentication -------------------------------------------------------------------------
 

@@ -6,6 +6,7 @@ from django.urls import path
 
 from pages.views.audit import AuditLogPageView, AuditPatientSearchPageView
 from pages.views.emergency import EmergencyAccessEndView, EmergencyAccessPageView
+from pages.views.erasure import ErasurePageView
 from pages.views.home import HomeView
 from pages.views.patient_access import PatientAccessPageView
 from pages.views.patients import PatientPageView
@@ -37,6 +38,7 @@ urlpatterns = [
     path("qc/", QcOutliersPageView.as_view(), name="qc-page"),
     path("manage/statistics/", StatisticsPageView.as_view(), name="statistics-page"),
     path("manage/audit/", AuditLogPageView.as_view(), name="audit-log-page"),
+    path("manage/erasure/", ErasurePageView.as_view(), name="erasure-page"),
     path(
         "manage/audit/patient/",
         AuditPatientSearchPageView.as_view(),

@@ -37,6 +37,7 @@ from engine.crypto import envelope
 from engine.crypto.envelope import KeyRing, WrappedKey
 from imaging.models import Scan
 from imaging.vault.storage import storage_read
+from medimg.erasures import erased_scan_uids
 from medimg.keys import load_or_create_dev_key
 
 __all__ = [
@@ -127,7 +128,10 @@ def new_scan_key(scan_ref: object) -> tuple[bytes, WrappedKey]:
 
 
 def open_data_key(scan: Scan) -> bytes:
-    """The scan's data key, unwrapped from its row. CryptoError if it does not unwrap."""
+    """The scan's data key, unwrapped from its row. CryptoError if it does not unwrap, or if
+    the scan was erased (a row brought back by an older backup: the erasure ledger names it)."""
+    if str(scan.uid) in erased_scan_uids():
+        raise envelope.CryptoError()  # Erased: its data key is destroyed.
     return unwrap_data_key(bytes(scan.wrapped_key), scan_ref=str(scan.uid))
 
 

@@ -97,3 +97,24 @@ def storage_delete(*names: str) -> None:
             continue
         with contextlib.suppress(OSError):
             default_storage.delete(name)
+
+
+def storage_delete_tree(prefix: str) -> int:
+    """Delete every stored file under the folder `prefix` (temporaries too), through the storage
+    API (local disk or S3); returns how many. For erasure: a scan's files all live under
+    `scans/<uid>/`. On local disk the emptied folders go too."""
+    prefix = prefix.rstrip("/") + "/"
+    count = 0
+    try:
+        folders, files = default_storage.listdir(prefix)
+    except FileNotFoundError:
+        return 0
+    for folder in folders:
+        count += storage_delete_tree(f"{prefix}{folder}")
+    for name in files:
+        default_storage.delete(f"{prefix}{name}")
+        count += 1
+    if isinstance(default_storage, FileSystemStorage):
+        with contextlib.suppress(OSError):
+            os.rmdir(default_storage.path(prefix))
+    return count

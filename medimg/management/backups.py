@@ -42,12 +42,16 @@ from typing import IO, Any
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from django.apps import apps
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from django.core.files.base import File
 from django.core.files.storage import default_storage
 from django.db import connection
+from django.dispatch import Signal
 from django.utils import timezone
+
+from medimg.erasures import erased_scan_uids
 
 FORMAT = 1
 MAGIC = b"MIMGBAK1"
@@ -63,6 +67,16 @@ SKIP_PREFIXES = ("health/",)
 
 class BackupError(Exception):
     """The backup cannot be written or trusted; the message says why (no secrets)."""
+
+
+class BackupTampered(BackupError):
+    """A file of the backup, its manifest or its audit export fails its integrity check
+    (changed, cut short, or another key): the restore command mails an integrity alert."""
+
+
+# Sent once the database is loaded, before any stored file is put back: imaging applies the
+# erasure ledger (medimg.erasures) to the restored rows here, so nothing erased comes back.
+database_restored = Signal()
 
 
 # --- Key ------------------------------------------------------------------------------------
@@ -139,16 +153,16 @@ def decrypt_chunks(path: Path, *, key: bytes, name: str) -> Iterator[bytes]:
     with path.open("rb") as source:
         head = source.read(len(MAGIC) + NONCE_PREFIX)
         if len(head) != len(MAGIC) + NONCE_PREFIX or not head.startswith(MAGIC):
-            raise BackupError(f"{name}: not a medimg backup file")
+            raise BackupTampered(f"{name}: not a medimg backup file")
         prefix = head[len(MAGIC) :]
         index = 0
         while True:
             length_bytes = source.read(4)
             if len(length_bytes) != 4:
-                raise BackupError(f"{name}: cut short")
+                raise BackupTampered(f"{name}: cut short")
             (length,) = struct.unpack(">I", length_bytes)
             if length > CHUNK + 16:
-                raise BackupError(f"{name}: damaged (chunk {index})")
+                raise BackupTampered(f"{name}: damaged (chunk {index})")
             sealed = source.read(length)
             nonce = prefix + struct.pack(">I", index)
             last = False
@@ -159,11 +173,11 @@ def decrypt_chunks(path: Path, *, key: bytes, name: str) -> Iterator[bytes]:
                     plain = aead.decrypt(nonce, sealed, _aad(name, index, True))
                     last = True
                 except InvalidTag:
-                    raise BackupError(f"{name}: damaged or wrong key (chunk {index})") from None
+                    raise BackupTampered(f"{name}: damaged or wrong key (chunk {index})") from None
             yield plain
             if last:
                 if source.read(1):
-                    raise BackupError(f"{name}: data after the last chunk")
+                    raise BackupTampered(f"{name}: data after the last chunk")
                 return
             index += 1
 
@@ -322,7 +336,7 @@ def read_manifest(directory: Path, key: bytes) -> dict[str, Any]:
         )
     expected = hmac.new(key, data, hashlib.sha256).hexdigest()
     if not hmac.compare_digest(expected, mac):
-        raise BackupError("the manifest does not match its HMAC: changed or another key")
+        raise BackupTampered("the manifest does not match its HMAC: changed or another key")
     if manifest.get("format") != FORMAT:
         raise BackupError(f"unknown backup format {manifest.get('format')!r}")
     return manifest
@@ -403,9 +417,9 @@ def verify_backup(directory: Path, key: bytes) -> dict[str, Any]:
     for entry in manifest["files"]:
         path = directory / entry["stored"]
         if not path.is_file():
-            raise BackupError(f"{entry['stored']} is missing")
+            raise BackupTampered(f"{entry['stored']} is missing")
         if sha256_file(path) != entry["stored_sha256"]:
-            raise BackupError(f"{entry['stored']} does not match its SHA-256 in the manifest")
+            raise BackupTampered(f"{entry['stored']} does not match its SHA-256 in the manifest")
     for entry in manifest["files"]:
         label = f"{MEDIA_DIR}/{entry['name']}" if entry["kind"] == "media" else entry["name"]
         digest, size = hashlib.sha256(), 0
@@ -413,7 +427,7 @@ def verify_backup(directory: Path, key: bytes) -> dict[str, Any]:
             digest.update(chunk)
             size += len(chunk)
         if digest.hexdigest() != entry["sha256"] or size != entry["size"]:
-            raise BackupError(f"{entry['stored']} decrypts to something else than was backed up")
+            raise BackupTampered(f"{entry['stored']} decrypts to something else than was backed up")
     return manifest
 
 
@@ -429,8 +443,6 @@ def verify_audit_export(directory: Path, manifest: dict[str, Any], key: bytes) -
 
 
 def installation_is_empty() -> bool:
-    from django.apps import apps
-
     for label, model in (("accounts", "User"), ("audit", "AuditEvent"), ("imaging", "Scan")):
         try:
             if apps.get_model(label, model).objects.exists():
@@ -450,7 +462,7 @@ def restore_backup(directory: Path) -> dict[str, Any]:
         )
     report = verify_audit_export(directory, manifest, key)
     if not report.ok:
-        raise BackupError(f"the audit export in the backup does not verify: {report.message}")
+        raise BackupTampered(f"the audit export in the backup does not verify: {report.message}")
 
     db_entry = next(item for item in manifest["files"] if item["kind"] == "database")
     with tempfile.TemporaryDirectory(prefix="medimg-restore-") as scratch:
@@ -461,8 +473,17 @@ def restore_backup(directory: Path) -> dict[str, Any]:
                 out.write(chunk)
         load_database(plain)
 
+    # Erased since the backup was taken: their rows go again now, their files are not put back.
+    erased = erased_scan_uids()
+    database_restored.send(sender=restore_backup, manifest=manifest)
+    if erased and apps.get_model("imaging", "Scan").objects.filter(uid__in=erased).exists():
+        raise BackupError(
+            "the restored database still holds erased scans (the erasure ledger was not "
+            "applied): run `manage.py erase --reapply` before starting the service"
+        )
+    erased_folders = tuple(f"scans/{uid}/" for uid in erased)
     for entry in manifest["files"]:
-        if entry["kind"] == "media":
+        if entry["kind"] == "media" and not entry["name"].startswith(erased_folders):
             _restore_file(directory, entry, key)
     return manifest
 

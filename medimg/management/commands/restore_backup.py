@@ -8,8 +8,10 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError
 
+from medimg.mail import alert_integrity_failure
 from medimg.management.backups import (
     BackupError,
+    BackupTampered,
     backup_key,
     installation_is_empty,
     read_manifest,
@@ -48,7 +50,7 @@ class Command(BaseCommand):
                 manifest = verify_backup(directory, key)
                 report = verify_audit_export(directory, manifest, key)
                 if not report.ok:
-                    raise BackupError(f"the audit export does not verify: {report.message}")
+                    raise BackupTampered(f"the audit export does not verify: {report.message}")
                 self.stdout.write(
                     f"OK: {len(manifest['files'])} files and {report.events} audit events "
                     f"check out (backup of {manifest['created_at']})"
@@ -61,6 +63,10 @@ class Command(BaseCommand):
                     "restore into a wiped one, or give --force to replace it"
                 )
             manifest = restore_backup(directory)
+        except BackupTampered as exc:
+            # Someone may have changed the backup: the alert address hears of it at once.
+            alert_integrity_failure("backup", f"The backup in {directory} was refused: {exc}")
+            raise CommandError(f"restore refused: {exc}") from exc
         except (BackupError, OSError) as exc:
             raise CommandError(f"restore refused: {exc}") from exc
         media = sum(1 for entry in manifest["files"] if entry["kind"] == "media")
