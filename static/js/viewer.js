@@ -245,12 +245,31 @@
     }
   };
 
+  // The frame on screen changed (Cornerstone's wheel, cine, arrows): slider and label follow.
+  Viewer.prototype.frameShown = function (frame) {
+    this.frame = frame;
+    this.root.setAttribute("data-frame", String(frame));
+    var input = this.root.querySelector("[data-frame-input]");
+    if (input) {
+      input.value = String(frame + 1);
+    }
+    var label = this.root.querySelector("[data-frame-label]");
+    if (label) {
+      label.textContent = "Frame " + (frame + 1) + " of " + this.frames;
+    }
+  };
+
   Viewer.prototype.showFrame = function (frame) {
     if (this.frames < 2) {
       return;
     }
     var next = Math.max(0, Math.min(this.frames - 1, frame));
     if (next === this.frame) {
+      return;
+    }
+    if (this.cs) {
+      // Cornerstone holds every frame; its new-image event calls frameShown.
+      this.cs.setFrame(next);
       return;
     }
     this.frame = next;
@@ -386,7 +405,36 @@
       return fields;
     }
 
+    // With Cornerstone (static/vendor/viewer/viewer.js) the original goes to its viewport:
+    // one restore as DICOM for a DICOM file (every frame, real values), else PNG per frame.
+    function restoreInViewer(why) {
+      restoreButton.disabled = true;
+      message.textContent = "Restoring the original…";
+      return viewer.cs
+        .restore(function (fields) {
+          return fetchRestore(restoreBase, fields);
+        }, why)
+        .then(function () {
+          var wasRestored = restored;
+          root.setAttribute("data-restored", "true");
+          showMode(true);
+          message.textContent = "Showing the restored original. This restore was recorded.";
+          if (!wasRestored) {
+            redactedButton.focus();
+          }
+        })
+        .catch(function (err) {
+          message.textContent = "Restore failed: " + err.message;
+        })
+        .finally(function () {
+          restoreButton.disabled = false;
+        });
+    }
+
     function restore(why) {
+      if (viewer.cs) {
+        return restoreInViewer(why);
+      }
       restoreButton.disabled = true;
       message.textContent = "Restoring the original…";
       return fetchRestore(restoreBase, restoreFields("png", why))
@@ -427,6 +475,14 @@
     });
 
     redactedButton.addEventListener("click", function () {
+      if (viewer.cs) {
+        root.removeAttribute("data-restored");
+        viewer.cs.showRedacted();
+        showMode(false);
+        message.textContent = "Showing the redacted image.";
+        restoreButton.focus();
+        return;
+      }
       image.removeAttribute("data-restored");
       image.src = viewer.displayUrl();
       image.alt = redactedAlt;
@@ -438,7 +494,7 @@
 
     // Another frame or window while the original is shown: restore that one (audited too).
     viewer.onChange(function () {
-      if (!restored) {
+      if (!restored || viewer.cs) {
         return false;
       }
       image.removeAttribute("data-restored");
@@ -481,7 +537,39 @@
     });
 
     // The restored pixels must not outlive the page in memory.
-    window.addEventListener("pagehide", release);
+    window.addEventListener("pagehide", function () {
+      release();
+      if (viewer.cs) {
+        viewer.cs.forget();
+      }
+    });
+  }
+
+  // The Cornerstone viewer (static/vendor/viewer/viewer.js, built by `make install`) draws the
+  // image when it loads; without it (or if it fails) the plain <img> viewer above stays. The
+  // technician's box drawing (review.js) works on the plain viewer, shown while drawing.
+  function mountCornerstone(viewer) {
+    if (!window.MedimgCornerstone) {
+      return;
+    }
+    var root = viewer.root;
+    new MutationObserver(function () {
+      if (root.classList.contains("viewer--drawing")) {
+        viewer.fit();
+      }
+    }).observe(root, { attributes: true, attributeFilter: ["class"] });
+    window.MedimgCornerstone.mount(viewer).catch(function (err) {
+      viewer.cs = null;
+      root.classList.remove("viewer--cs");
+      var shell = root.querySelector("[data-cs-viewer]");
+      if (shell) {
+        shell.remove();
+      }
+      viewer.fit();
+      if (window.console) {
+        window.console.error("Cornerstone viewer unavailable:", err);
+      }
+    });
   }
 
   document.querySelectorAll("[data-viewer]").forEach(function (root) {
@@ -489,5 +577,6 @@
     root.medimgViewer = viewer; // for static/js/review.js
     bindFrames(viewer);
     bindRestore(viewer);
+    mountCornerstone(viewer);
   });
 })();

@@ -1,0 +1,631 @@
+/* Mounts a Cornerstone stack viewport in a static/js/viewer.js viewer (see index.js). */
+import {
+  Enums as CoreEnums,
+  RenderingEngine,
+  getRenderingEngine,
+  init as coreInit,
+  setUseCPURendering,
+  utilities as coreUtils,
+} from "@cornerstonejs/core";
+import {
+  AngleTool,
+  EllipticalROITool,
+  Enums as ToolEnums,
+  LengthTool,
+  PanTool,
+  ProbeTool,
+  RectangleROITool,
+  StackScrollTool,
+  ToolGroupManager,
+  WindowLevelTool,
+  ZoomTool,
+  addTool,
+  annotation,
+  init as toolsInit,
+  synchronizers,
+  utilities as toolUtils,
+} from "@cornerstonejs/tools";
+import { dicomSource, dropSource, pngSource, registerLoader } from "./images.js";
+
+const { MouseBindings } = ToolEnums;
+const MEASURE = [LengthTool, AngleTool, RectangleROITool, EllipticalROITool, ProbeTool];
+// OHIF's default window presets on the number keys (width, level).
+const OHIF_PRESETS = [
+  { name: "Soft tissue", width: 400, centre: 40 },
+  { name: "Lung", width: 1500, centre: -600 },
+  { name: "Liver", width: 150, centre: 90 },
+  { name: "Bone", width: 2500, centre: 480 },
+  { name: "Brain", width: 80, centre: 40 },
+];
+const TOOLS = [
+  { name: WindowLevelTool.toolName, label: "W/L", key: "w", title: "Window/level (left drag)" },
+  { name: PanTool.toolName, label: "Pan", key: "p", title: "Pan (middle drag)" },
+  { name: ZoomTool.toolName, label: "Zoom", key: "z", title: "Zoom (right drag)" },
+  { name: LengthTool.toolName, label: "Length", key: "m", title: "Length in mm" },
+  { name: AngleTool.toolName, label: "Angle", key: "a", title: "Angle" },
+  { name: RectangleROITool.toolName, label: "Rectangle", key: "b", title: "Rectangle ROI" },
+  { name: EllipticalROITool.toolName, label: "Ellipse", key: "e", title: "Ellipse ROI" },
+  { name: ProbeTool.toolName, label: "Probe", key: "o", title: "Probe (HU on CT)" },
+];
+export const SHORTCUTS = [
+  ["Left drag", "Window/level (or the selected tool)"],
+  ["Right drag", "Zoom"],
+  ["Middle drag", "Pan"],
+  ["Wheel, ↑ ↓", "Previous / next frame"],
+  ["1 – 5", "Window presets"],
+  ["+ − =", "Zoom in / out"],
+  ["Space", "Reset the view"],
+  ["I", "Invert"],
+  ["R / L", "Rotate right / left"],
+  ["H / V", "Flip horizontally / vertically"],
+  ["W P Z M A B E O", "Tools: W/L, pan, zoom, length, angle, rectangle, ellipse, probe"],
+  ["C", "Play / stop cine"],
+  ["F", "Full screen"],
+  ["S", "Show / hide the side panel"],
+  ["?", "This sheet"],
+];
+
+let started = null;
+let counter = 0;
+
+function webglWorks() {
+  try {
+    const canvas = document.createElement("canvas");
+    return Boolean(canvas.getContext("webgl2"));
+  } catch (e) {
+    return false;
+  }
+}
+
+function start() {
+  if (!started) {
+    started = (async () => {
+      await coreInit();
+      // No WebGL (a headless browser, a locked-down workstation): Cornerstone's CPU path.
+      if (!webglWorks()) setUseCPURendering(true);
+      toolsInit();
+      [WindowLevelTool, PanTool, ZoomTool, StackScrollTool, ...MEASURE].forEach((tool) =>
+        addTool(tool)
+      );
+      registerLoader();
+    })();
+  }
+  return started;
+}
+
+function el(tag, attrs, text) {
+  const node = document.createElement(tag);
+  Object.entries(attrs || {}).forEach(([k, v]) => {
+    if (v === true) node.setAttribute(k, "");
+    else if (v !== false && v !== null && v !== undefined) node.setAttribute(k, v);
+  });
+  if (text) node.textContent = text;
+  return node;
+}
+
+function button(label, attrs) {
+  return el("button", { type: "button", class: "button button--quiet button--small", ...attrs }, label);
+}
+
+function fmt(n) {
+  return Math.abs(n) >= 100 ? String(Math.round(n)) : String(Math.round(n * 10) / 10);
+}
+
+/* Builds the DOM around the existing viewer, then the Cornerstone viewport. Resolves to the
+   adapter that viewer.js calls (setFrame, restore, showRedacted), or rejects (the plain
+   <img> viewer then stays). */
+export async function mountViewer(viewer) {
+  const root = viewer.root;
+  const id = ++counter;
+  const doctor = root.hasAttribute("data-restore-url");
+  // The image's API base from the viewer's source (/api/images/<id>/redacted/ or /grid/).
+  const base = new URL(viewer.src, window.location.origin).pathname.replace(/[^/]+\/$/, "");
+  const framesUrl = root.getAttribute("data-frames-url") || `${base}frames/`;
+  // The de-identified DICOM (real values under the redaction) is the doctor's only.
+  const exportUrl = doctor ? root.getAttribute("data-export-url") || `${base}export/` : null;
+  let format = root.getAttribute("data-format") || "";
+
+  // --- DOM ---------------------------------------------------------------------------------
+  const shell = el("div", { class: "cs-viewer", "data-cs-viewer": true });
+  const bar = el("div", { class: "cs-viewer__bar", role: "toolbar", "aria-label": "Viewer tools" });
+  const toolButtons = {};
+  const toolGroupEl = el("div", { class: "cs-viewer__group", role: "group", "aria-label": "Mouse tool" });
+  TOOLS.forEach((t) => {
+    const b = button(t.label, { "data-cs-tool": t.name, title: `${t.title} (${t.key.toUpperCase()})`, "aria-pressed": "false" });
+    toolButtons[t.name] = b;
+    toolGroupEl.append(b);
+  });
+  const viewGroup = el("div", { class: "cs-viewer__group", role: "group", "aria-label": "View" });
+  const invertB = button("Invert", { "data-cs-action": "invert", title: "Invert (I)" });
+  const rotateB = button("Rotate", { "data-cs-action": "rotate", title: "Rotate right (R)" });
+  const flipB = button("Flip", { "data-cs-action": "flip", title: "Flip horizontally (H)" });
+  const resetB = button("Reset", { "data-cs-action": "reset", title: "Reset (Space)" });
+  const presetSelect = el("select", { "data-cs-preset": true, "aria-label": "Window preset" });
+  viewGroup.append(invertB, rotateB, flipB, resetB, presetSelect);
+  const cineGroup = el("div", { class: "cs-viewer__group", role: "group", "aria-label": "Cine" });
+  const playB = button("Play", { "data-cs-action": "cine", title: "Play / stop (C)", "aria-pressed": "false" });
+  const fpsLabel = el("label", { for: `cs-fps-${id}` }, "fps");
+  const fps = el("input", { id: `cs-fps-${id}`, type: "number", min: "1", max: "60", value: "10", class: "cs-viewer__fps", "data-cs-fps": true });
+  cineGroup.append(playB, fps, fpsLabel);
+  const compareGroup = el("div", { class: "cs-viewer__group", role: "group", "aria-label": "Compare" });
+  const compareSelect = el("select", { "data-cs-compare": true, "aria-label": "Compare original and redacted", disabled: true, title: "Restore the original first" });
+  [["", "Single view"], ["side", "Side by side"], ["blink", "Blink"]].forEach(([v, l]) =>
+    compareSelect.append(el("option", { value: v }, l))
+  );
+  compareGroup.append(compareSelect);
+  const frameGroup = el("div", { class: "cs-viewer__group", role: "group", "aria-label": "Images" });
+  const prevB = button("‹ Prev", { "data-cs-action": "prev", title: "Previous image in the series" });
+  const nextB = button("Next ›", { "data-cs-action": "next", title: "Next image in the series" });
+  frameGroup.append(prevB, nextB);
+  const winGroup = el("div", { class: "cs-viewer__group cs-viewer__group--end", role: "group", "aria-label": "Window" });
+  const panelB = button("Hide panel", { "data-cs-action": "panel", title: "Show / hide the side panel (S)", "aria-pressed": "false" });
+  const fullB = button("Full screen", { "data-cs-action": "fullscreen", title: "Full screen (F)", "aria-pressed": "false" });
+  const helpB = button("?", { "data-cs-action": "help", title: "Keyboard shortcuts (?)", "aria-label": "Keyboard shortcuts" });
+  winGroup.append(panelB, fullB, helpB);
+  bar.append(toolGroupEl, viewGroup);
+  if (viewer.frames > 1) bar.append(cineGroup);
+  if (doctor) bar.append(compareGroup);
+  bar.append(frameGroup, winGroup);
+
+  const stage = el("div", {
+    class: "cs-viewer__stage",
+    tabindex: "0",
+    role: "application",
+    "aria-label": "Image. Left drag window/level, right drag zoom, middle drag pan, wheel frames; ? lists the keys.",
+    "data-cs-stage": true,
+  });
+  const mainPane = el("div", { class: "cs-viewer__pane", "data-cs-pane": "main" });
+  const mainEl = el("div", { class: "cs-viewer__element", "data-cs-element": "main" });
+  const otherPane = el("div", { class: "cs-viewer__pane", "data-cs-pane": "other", hidden: true });
+  const otherEl = el("div", { class: "cs-viewer__element", "data-cs-element": "other" });
+  const corner = (pos) => el("div", { class: `cs-viewer__corner cs-viewer__corner--${pos}`, "data-cs-corner": pos });
+  const corners = { tl: corner("tl"), tr: corner("tr"), bl: corner("bl"), br: corner("br") };
+  const readout = el("span", { class: "mono", "data-wl-readout": true, "aria-live": "off" });
+  corners.bl.append(readout);
+  const otherLabel = el("div", { class: "cs-viewer__corner cs-viewer__corner--tl" });
+  mainPane.append(mainEl, corners.tl, corners.tr, corners.bl, corners.br);
+  otherPane.append(otherEl, otherLabel);
+  stage.append(mainPane, otherPane);
+
+  const sheet = el("div", { class: "cs-viewer__sheet", role: "dialog", "aria-label": "Keyboard shortcuts", "data-cs-sheet": true, hidden: true });
+  const table = el("table");
+  SHORTCUTS.forEach(([k, what]) => {
+    const tr = el("tr");
+    tr.append(el("th", { scope: "row" }, k), el("td", {}, what));
+    table.append(tr);
+  });
+  const closeSheet = button("Close", { "data-cs-action": "close-sheet" });
+  sheet.append(el("h3", {}, "Keyboard and mouse"), table, closeSheet);
+
+  const tagsBox = el("details", { class: "cs-viewer__tags", "data-cs-tags": true, hidden: true });
+  const tagsFilter = el("input", { type: "search", placeholder: "Filter tags", "aria-label": "Filter tags" });
+  const tagsTable = el("table", { class: "table" });
+  tagsBox.append(el("summary", {}, "De-identified DICOM header"), tagsFilter, tagsTable);
+  const status = el("p", { class: "cs-viewer__status", role: "status", "data-cs-status": true });
+
+  shell.append(bar, stage, sheet, status, tagsBox);
+  const oldViewport = root.querySelector("[data-viewport]");
+  oldViewport.after(shell);
+  shell.style.display = "none";
+
+  // --- Cornerstone -------------------------------------------------------------------------
+  await start();
+  const engineId = `medimg-engine-${id}`;
+  const engine = new RenderingEngine(engineId);
+  const mainId = `main-${id}`;
+  const otherId = `other-${id}`;
+  root.classList.add("viewer--cs");
+  shell.style.display = "";
+  engine.enableElement({ viewportId: mainId, type: CoreEnums.ViewportType.STACK, element: mainEl, defaultOptions: { background: [0, 0, 0] } });
+  const group = ToolGroupManager.createToolGroup(`medimg-tools-${id}`);
+  [WindowLevelTool, PanTool, ZoomTool, StackScrollTool, ...MEASURE].forEach((t) => group.addTool(t.toolName));
+  group.addViewport(mainId, engineId);
+  group.setToolActive(WindowLevelTool.toolName, { bindings: [{ mouseButton: MouseBindings.Primary }] });
+  group.setToolActive(ZoomTool.toolName, { bindings: [{ mouseButton: MouseBindings.Secondary }] });
+  group.setToolActive(PanTool.toolName, { bindings: [{ mouseButton: MouseBindings.Auxiliary }] });
+  group.setToolActive(StackScrollTool.toolName, { bindings: [{ mouseButton: MouseBindings.Wheel }] });
+  MEASURE.forEach((t) => group.setToolPassive(t.toolName));
+  let primary = WindowLevelTool.toolName;
+  const main = () => engine.getViewport(mainId);
+  const other = () => engine.getViewport(otherId);
+
+  function say(text) {
+    status.textContent = text;
+  }
+
+  function selectTool(name) {
+    if (name === primary) return;
+    group.setToolPassive(primary);
+    group.setToolActive(name, { bindings: [{ mouseButton: MouseBindings.Primary }] });
+    primary = name;
+    Object.entries(toolButtons).forEach(([n, b]) => b.setAttribute("aria-pressed", String(n === name)));
+  }
+  toolButtons[primary].setAttribute("aria-pressed", "true");
+
+  // --- Sources -------------------------------------------------------------------------------
+  let info = null;
+  let spacing = null; // [row, column] mm, from ultrasound regions for PNGs
+  if (framesUrl) {
+    try {
+      const r = await fetch(framesUrl, { credentials: "same-origin", headers: { Accept: "application/json" } });
+      if (r.ok) info = await r.json();
+    } catch (e) {
+      info = null;
+    }
+  }
+  if (info && info.format) format = info.format;
+  if (info && info.ultrasound_regions) {
+    const region = info.ultrasound_regions.find((u) => u.delta_x && u.delta_y && u.units_x === "cm");
+    if (region) spacing = [region.delta_y * 10, region.delta_x * 10];
+  }
+  const presets = [];
+  (info && info.window_presets ? info.window_presets : []).forEach((p) => {
+    if (p.width) presets.push({ name: p.name, width: p.width, centre: p.centre });
+  });
+  (presets.length ? [] : OHIF_PRESETS).forEach((p) => presets.push(p));
+  presetSelect.append(el("option", { value: "" }, "Window preset"));
+  presets.forEach((p, i) =>
+    presetSelect.append(el("option", { value: String(i) }, `${i < 9 ? i + 1 + " " : ""}${p.name} (W ${p.width} L ${p.centre})`))
+  );
+
+  const redactedUrl = (frame) => {
+    const url = new URL(viewer.src, window.location.origin);
+    if (viewer.frames > 1) url.searchParams.set("frame", String(frame));
+    return url.pathname + url.search;
+  };
+  let redacted = null;
+  if (exportUrl && format === "dicom") {
+    try {
+      const r = await fetch(exportUrl, { credentials: "same-origin" });
+      document.dispatchEvent(new Event("medimg:server-activity"));
+      if (r.ok) redacted = dicomSource(await r.arrayBuffer(), "Redacted");
+    } catch (e) {
+      redacted = null;
+    }
+  }
+  if (!redacted) {
+    redacted = pngSource(redactedUrl, viewer.frames, root.hasAttribute("data-no-window") ? "Redacted, numbered regions" : "Redacted", spacing);
+  } else if (!redacted.spacing && spacing) {
+    redacted.spacing = spacing;
+  }
+  if (redacted.kind === "dicom" && redacted.tags.length) showTags(redacted.tags);
+  let original = null;
+  let shown = redacted;
+
+  function showTags(rows) {
+    tagsBox.hidden = false;
+    tagsTable.textContent = "";
+    const head = el("tr");
+    ["Tag", "Name", "Value"].forEach((h) => head.append(el("th", { scope: "col" }, h)));
+    tagsTable.append(head);
+    rows.forEach(([tag, name, value]) => {
+      const tr = el("tr", { "data-tag": tag });
+      tr.append(el("td", { class: "mono" }, tag), el("td", {}, name), el("td", { class: "mono" }, value));
+      tagsTable.append(tr);
+    });
+  }
+  tagsFilter.addEventListener("input", () => {
+    const q = tagsFilter.value.toLowerCase();
+    tagsTable.querySelectorAll("tr[data-tag]").forEach((tr) => {
+      tr.hidden = q !== "" && !tr.textContent.toLowerCase().includes(q);
+    });
+  });
+
+  // --- Readouts ------------------------------------------------------------------------------
+  function updateCorners() {
+    const vp = main();
+    if (!vp) return;
+    const h = shown.header || {};
+    corners.tl.textContent = [shown.label, h.modality, h.study, h.series].filter(Boolean).join(" · ");
+    const index = vp.getCurrentImageIdIndex();
+    corners.tr.textContent = `Im ${index + 1}/${shown.frames}`;
+    const meta = shown.meta.get(index);
+    let zoom = "";
+    try {
+      zoom = `Zoom ${Math.round(vp.getZoom() * 100)}%`;
+    } catch (e) {
+      zoom = "";
+    }
+    corners.br.textContent = [zoom, meta && meta.spacing ? `${fmt(meta.spacing[1])}×${fmt(meta.spacing[0])} mm/px` : "no pixel spacing: px", h.sliceThickness ? `ST ${h.sliceThickness} mm` : ""].filter(Boolean).join(" · ");
+    const voi = vp.getProperties().voiRange;
+    if (voi) {
+      const { windowWidth, windowCenter } = coreUtils.windowLevel.toWindowLevel(voi.lower, voi.upper);
+      readout.textContent = `W ${fmt(windowWidth)} L ${fmt(windowCenter)}${h.modality === "CT" && shown.kind === "dicom" ? " HU" : ""}`;
+      readout.setAttribute("data-ww", String(windowWidth));
+      readout.setAttribute("data-wc", String(windowCenter));
+    }
+    if (viewer.level) viewer.level.textContent = zoom.replace("Zoom ", "") || viewer.level.textContent;
+  }
+  mainEl.addEventListener(CoreEnums.Events.VOI_MODIFIED, updateCorners);
+  mainEl.addEventListener(CoreEnums.Events.CAMERA_MODIFIED, updateCorners);
+  mainEl.addEventListener(CoreEnums.Events.IMAGE_RENDERED, updateCorners);
+  mainEl.addEventListener(CoreEnums.Events.STACK_NEW_IMAGE, (event) => {
+    const index = event.detail.imageIdIndex;
+    if (typeof viewer.frameShown === "function") viewer.frameShown(index);
+    const o = other();
+    if (o && !otherPane.hidden && o.getCurrentImageIdIndex() !== index) o.setImageIdIndex(index);
+  });
+
+  async function show(source) {
+    const vp = main();
+    const index = Math.min(viewer.frame || 0, source.frames - 1);
+    shown = source;
+    await vp.setStack(source.imageIds, index);
+    vp.render();
+    root.setAttribute("data-cs-source", source === original ? "original" : "redacted");
+    updateCorners();
+  }
+
+  // --- Compare (original beside or blinking with the redacted) -------------------------------
+  let blinkTimer = null;
+  let cameraSync = null;
+  let voiSync = null;
+  async function compare(mode) {
+    window.clearInterval(blinkTimer);
+    blinkTimer = null;
+    mainPane.hidden = false;
+    stage.classList.remove("cs-viewer__stage--side", "cs-viewer__stage--blink");
+    if (!mode || !original) {
+      otherPane.hidden = true;
+      if (engine.getViewport(otherId)) engine.disableElement(otherId);
+      engine.resize(true, true);
+      return;
+    }
+    otherPane.hidden = false;
+    stage.classList.add(mode === "side" ? "cs-viewer__stage--side" : "cs-viewer__stage--blink");
+    if (!engine.getViewport(otherId)) {
+      engine.enableElement({ viewportId: otherId, type: CoreEnums.ViewportType.STACK, element: otherEl, defaultOptions: { background: [0, 0, 0] } });
+      group.addViewport(otherId, engineId);
+      if (!cameraSync) {
+        cameraSync = synchronizers.createCameraPositionSynchronizer(`medimg-cam-${id}`);
+        voiSync = synchronizers.createVOISynchronizer(`medimg-voi-${id}`);
+      }
+      [cameraSync, voiSync].forEach((s) => {
+        s.add({ renderingEngineId: engineId, viewportId: mainId });
+        s.add({ renderingEngineId: engineId, viewportId: otherId });
+      });
+    }
+    engine.resize(true, true);
+    const counterpart = shown === original ? redacted : original;
+    otherLabel.textContent = counterpart.label;
+    await other().setStack(counterpart.imageIds, main().getCurrentImageIdIndex());
+    other().setCamera(main().getCamera());
+    other().render();
+    if (mode === "blink") {
+      let showMain = true;
+      blinkTimer = window.setInterval(() => {
+        showMain = !showMain;
+        mainPane.hidden = !showMain;
+        otherPane.hidden = showMain;
+      }, 700);
+    }
+  }
+  compareSelect.addEventListener("change", () => compare(compareSelect.value));
+
+  // --- Actions -------------------------------------------------------------------------------
+  let rotation = 0;
+  let flipH = false;
+  let flipV = false;
+  let playing = false;
+
+  function setPresentation() {
+    const vp = main();
+    vp.setViewPresentation({ rotation, flipHorizontal: flipH, flipVertical: flipV });
+    vp.render();
+  }
+  function applyPreset(i) {
+    const p = presets[i];
+    if (!p) return;
+    const vp = main();
+    vp.setProperties({ voiRange: coreUtils.windowLevel.toLowHighRange(p.width, p.centre) });
+    vp.render();
+    say(`Window: ${p.name}.`);
+  }
+  function zoomBy(factor) {
+    const vp = main();
+    vp.setZoom(vp.getZoom() * factor);
+    vp.render();
+  }
+  function setFrame(index) {
+    const vp = main();
+    const next = Math.max(0, Math.min(shown.frames - 1, index));
+    if (vp.getCurrentImageIdIndex() !== next) vp.setImageIdIndex(next);
+  }
+  function cine(on) {
+    if (viewer.frames < 2) return;
+    playing = on;
+    if (on) toolUtils.cine.playClip(mainEl, { framesPerSecond: Number(fps.value) || 10, loop: true });
+    else toolUtils.cine.stopClip(mainEl);
+    playB.textContent = on ? "Stop" : "Play";
+    playB.setAttribute("aria-pressed", String(on));
+    root.toggleAttribute("data-cine", on);
+  }
+  fps.addEventListener("change", () => {
+    if (playing) cine(true);
+  });
+  function togglePanel() {
+    const layout = root.closest(".layout");
+    if (!layout) return;
+    const hidden = layout.classList.toggle("layout--aside-hidden");
+    panelB.textContent = hidden ? "Show panel" : "Hide panel";
+    panelB.setAttribute("aria-pressed", String(hidden));
+    window.setTimeout(() => engine.resize(true, true), 0);
+  }
+  function toggleFullscreen() {
+    if (document.fullscreenElement) document.exitFullscreen();
+    else root.requestFullscreen().catch((e) => say(`Full screen is not available here: ${e.message}`));
+  }
+  document.addEventListener("fullscreenchange", () => {
+    const on = document.fullscreenElement === root;
+    fullB.textContent = on ? "Exit full screen" : "Full screen";
+    fullB.setAttribute("aria-pressed", String(on));
+    window.requestAnimationFrame(() => engine.resize(true, true));
+  });
+  function toggleSheet(open) {
+    sheet.hidden = open === undefined ? !sheet.hidden : !open;
+    if (!sheet.hidden) closeSheet.focus();
+    else stage.focus();
+  }
+  function reset() {
+    rotation = 0;
+    flipH = flipV = false;
+    const vp = main();
+    vp.resetCamera();
+    vp.resetProperties();
+    setPresentation();
+    updateCorners();
+  }
+  const actions = {
+    invert: () => {
+      const vp = main();
+      vp.setProperties({ invert: !vp.getProperties().invert });
+      vp.render();
+    },
+    rotate: () => {
+      rotation = (rotation + 90) % 360;
+      setPresentation();
+    },
+    rotateLeft: () => {
+      rotation = (rotation + 270) % 360;
+      setPresentation();
+    },
+    flip: () => {
+      flipH = !flipH;
+      setPresentation();
+    },
+    flipV: () => {
+      flipV = !flipV;
+      setPresentation();
+    },
+    reset,
+    cine: () => cine(!playing),
+    prev: () => setFrame(main().getCurrentImageIdIndex() - 1),
+    next: () => setFrame(main().getCurrentImageIdIndex() + 1),
+    panel: togglePanel,
+    fullscreen: toggleFullscreen,
+    help: () => toggleSheet(),
+    "close-sheet": () => toggleSheet(false),
+  };
+  shell.addEventListener("click", (event) => {
+    const target = event.target.closest("button");
+    if (!target) return;
+    if (target.hasAttribute("data-cs-tool")) selectTool(target.getAttribute("data-cs-tool"));
+    const action = target.getAttribute("data-cs-action");
+    if (action && actions[action]) actions[action]();
+  });
+  presetSelect.addEventListener("change", () => {
+    if (presetSelect.value !== "") applyPreset(Number(presetSelect.value));
+  });
+  if (viewer.frames < 2) {
+    prevB.disabled = nextB.disabled = true;
+  }
+
+  const keys = {
+    i: actions.invert,
+    r: actions.rotate,
+    l: actions.rotateLeft,
+    h: actions.flip,
+    v: actions.flipV,
+    " ": reset,
+    "+": () => zoomBy(1.25),
+    "=": () => zoomBy(1.25),
+    "-": () => zoomBy(0.8),
+    ArrowDown: actions.next,
+    ArrowUp: actions.prev,
+    PageDown: actions.next,
+    PageUp: actions.prev,
+    c: actions.cine,
+    f: toggleFullscreen,
+    s: togglePanel,
+    "?": () => toggleSheet(),
+    Escape: () => toggleSheet(false),
+  };
+  TOOLS.forEach((t) => {
+    keys[t.key] = () => selectTool(t.name);
+  });
+  shell.addEventListener("keydown", (event) => {
+    if (event.ctrlKey || event.metaKey || event.altKey) return;
+    if (event.target.matches("input, select, textarea")) return;
+    const key = event.key.length === 1 ? event.key.toLowerCase() : event.key;
+    if (/^[1-9]$/.test(key)) {
+      applyPreset(Number(key) - 1);
+      event.preventDefault();
+      return;
+    }
+    const fn = keys[key];
+    if (fn) {
+      fn();
+      event.preventDefault();
+    }
+  });
+  // Every mouse action in the viewer is activity (the idle sign-out, static/js/session.js).
+  ["pointerdown", "wheel", "keydown"].forEach((type) =>
+    shell.addEventListener(type, () => document.dispatchEvent(new Event("medimg:activity")), { passive: true })
+  );
+  new ResizeObserver(() => engine.resize(true, true)).observe(stage);
+
+  await show(redacted);
+  say("");
+  const help = root.querySelector("#viewer-help");
+  if (help) {
+    help.textContent =
+      "Left drag: window/level (or the selected tool); right drag: zoom; middle drag: pan; " +
+      "wheel or ↑ ↓: frames; 1–5: window presets; ? lists every key." +
+      (doctor ? " Restoring or downloading the original is recorded in the audit log." : "");
+  }
+
+  // --- The adapter viewer.js calls ----------------------------------------------------------
+  const adapter = {
+    engine,
+    get source() {
+      return shown === original ? "original" : "redacted";
+    },
+    setFrame,
+    frame: () => main().getCurrentImageIdIndex(),
+    presets,
+    applyPreset,
+    measurements: () =>
+      annotation.state.getAllAnnotations().map((a) => ({
+        tool: a.metadata.toolName,
+        stats: a.data.cachedStats,
+      })),
+    /* The original: one sealed restore as DICOM (all frames, real values) when the file is a
+       DICOM whose pixels read without a codec; otherwise the PNG of each frame, restored as
+       it is shown. `fetchOriginal(fields)` resolves to a Blob. */
+    async restore(fetchOriginal, reason) {
+      const base = reason ? { reason } : {};
+      let source = null;
+      if (format === "dicom") {
+        const blob = await fetchOriginal({ ...base, format: "dicom" });
+        source = dicomSource(await blob.arrayBuffer(), "Original (restored)");
+      }
+      if (!source) {
+        source = pngSource((frame) => fetchOriginal({ ...base, format: "png", ...(viewer.frames > 1 ? { frame } : {}) }), viewer.frames, "Original (restored)", spacing);
+      } else if (!source.spacing && spacing) {
+        source.spacing = spacing;
+      }
+      dropSource(original);
+      original = source;
+      await show(original);
+      compareSelect.disabled = false;
+      compareSelect.removeAttribute("title");
+      if (compareSelect.value) await compare(compareSelect.value);
+      return original.kind;
+    },
+    async showRedacted() {
+      await show(redacted);
+      if (compareSelect.value) await compare(compareSelect.value);
+    },
+    forget() {
+      // The restored pixels do not outlive the page (pagehide).
+      compare("");
+      dropSource(original);
+      original = null;
+    },
+  };
+  viewer.cs = adapter;
+  root.setAttribute("data-cs-ready", "");
+  return adapter;
+}
+
+export { getRenderingEngine };

@@ -1,0 +1,232 @@
+"""The Cornerstone viewer (frontend/viewer/, docs/viewer.md) in a real headless Chromium.
+
+Mouse and keyboard as in OHIF: left drag changes the window (the readout follows), the wheel
+changes frames of a multi-frame DICOM, right drag zooms, a length measurement reads in mm from
+Pixel Spacing, full screen fills the window, and the doctor's restored original is the stored
+values (window/level on real values). Screenshots at 1440x900 and 1920x1080 go to
+var/screenshots/ (MEDIMG_SCREENSHOT_DIR overrides).
+
+Needs the built bundle (static/vendor/viewer/viewer.js: `make install`, or `npm ci && npm run
+build`); the test fails with that instruction when it is missing.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from pathlib import Path
+from typing import Any
+
+import pydicom
+import pytest
+from django.conf import settings as django_settings
+
+from audit.models import Action, AuditEvent
+from imaging.models import ScanStatus
+from patients.models import Patient
+
+CHROMIUM = Path("/usr/bin/chromium")
+BUNDLE = Path(django_settings.BASE_DIR) / "static" / "vendor" / "viewer" / "viewer.js"
+TIMEOUT_MS = 30_000
+SCREENSHOTS = Path(
+    os.environ.get("MEDIMG_SCREENSHOT_DIR")
+    or Path(django_settings.BASE_DIR) / "var" / "screenshots"
+)
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(
+        not CHROMIUM.exists(), reason="needs /usr/bin/chromium (apt-get install chromium)"
+    ),
+]
+sync_api = pytest.importorskip("playwright.sync_api", reason="needs the playwright package")
+
+
+@pytest.fixture
+def server(serial_live_server: Any, eager_tasks: None, settings: Any) -> Any:
+    settings.IMAGING_DETECTOR = "imaging.tests.factories.bright_text_detector"
+    return serial_live_server
+
+
+def until(page: Any, script: str, arg: Any = None, timeout_ms: int = TIMEOUT_MS) -> Any:
+    """Poll `script` (a JS function) until truthy; not wait_for_function (the CSP forbids eval)."""
+    waited = 0
+    while True:
+        value = page.evaluate(script, arg)
+        if value:
+            return value
+        if waited >= timeout_ms:
+            raise AssertionError(f"timed out waiting for {script}")
+        page.wait_for_timeout(100)
+        waited += 100
+
+
+def _dicom_scan(technician: Any, *, frames: int = 3) -> Any:
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    from imaging.services.upload import scan_upload
+    from imaging.tests import factories
+
+    patient = Patient.objects.create(id="MRN-CS-1", name="Grace Hopper", age=60)
+    data, pixels = factories.dicom16_text(frames=frames)
+    # A CT: stored values with a rescale to Hounsfield units, and a Pixel Spacing.
+    ds = pydicom.dcmread(io.BytesIO(data))
+    ds.Modality = "CT"
+    ds.PixelSpacing = [0.5, 0.5]
+    ds.RescaleSlope = 1
+    ds.RescaleIntercept = -1024
+    ds.WindowCenter = 40
+    ds.WindowWidth = 400
+    buffer = io.BytesIO()
+    ds.save_as(buffer, enforce_file_format=True)
+    upload = SimpleUploadedFile("series.dcm", buffer.getvalue(), content_type="application/dicom")
+    (scan,) = scan_upload(patient=patient, uploads=[upload], uploaded_by=technician)
+    scan.refresh_from_db()
+    assert scan.status == ScanStatus.COMPLETED and scan.frames == frames
+    scan.test_pixels = pixels
+    return scan
+
+
+def _open(chromium: Any, server: Any, user: Any, password: str, path: str, size: tuple) -> Any:
+    assert BUNDLE.exists(), "the viewer is not built: `make install` (npm ci && npm run build)"
+    context = chromium.new_context(
+        base_url=server.url, viewport={"width": size[0], "height": size[1]}
+    )
+    context.set_default_timeout(TIMEOUT_MS)
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(f"pageerror: {error}"))
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    page.goto("/login/")
+    page.get_by_label("Username").fill(user.username)
+    page.get_by_label("Password").fill(password)
+    page.get_by_role("button", name="Log in").click()
+    page.wait_for_url(f"{server.url}/")
+    page.goto(path)
+    try:
+        until(page, "() => document.querySelector('[data-viewer][data-cs-ready]')")
+    except AssertionError as failed:
+        raise AssertionError(f"the Cornerstone viewer did not start: {errors}") from failed
+    page.errors = errors  # type: ignore[attr-defined]
+    return page
+
+
+def _shot(page: Any, name: str) -> None:
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=False)
+
+
+def _centre(page: Any) -> tuple[float, float, dict]:
+    box = page.locator("[data-cs-element=main]").bounding_box()
+    return box["x"] + box["width"] / 2, box["y"] + box["height"] / 2, box
+
+
+WL = (
+    "() => { const r = document.querySelector('[data-wl-readout]'); return r && r.dataset.ww"
+    " ? [Number(r.dataset.ww), Number(r.dataset.wc), r.textContent] : null; }"
+)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_doctor_reads_a_multiframe_dicom_with_ohif_mouse_bindings(
+    server: Any, chromium: Any, technician: Any, doctor: Any, password: str
+) -> None:
+    scan = _dicom_scan(technician)
+    page = _open(chromium, server, doctor, password, f"/scans/{scan.id}/", (1440, 900))
+    x, y, box = _centre(page)
+
+    # The image fills the space beside the side panel: far more than the old 610 px box.
+    _shot(page, "cs-01-doctor-viewer-1440")
+    assert box["width"] > 800 and box["height"] > 600, box
+
+    # Left drag: window/level, and the readout follows.
+    before = until(page, WL)
+    page.mouse.move(x, y)
+    page.mouse.down()
+    page.mouse.move(x + 120, y + 60, steps=6)
+    page.mouse.up()
+    after = until(page, f"() => {{ const v = ({WL})(); return v && v[0] !== {before[0]} && v; }}")
+    assert after[0] != before[0] and after[1] != before[1], (before, after)
+
+    # Wheel: the next frame (the slider's label follows).
+    page.mouse.move(x, y)
+    page.mouse.wheel(0, 120)
+    page.locator("[data-frame-label]").get_by_text("Frame 2 of 3").wait_for()
+    assert "Im 2/3" in page.locator("[data-cs-corner=tr]").inner_text()
+    page.keyboard.press("ArrowDown")
+    page.locator("[data-frame-label]").get_by_text("Frame 3 of 3").wait_for()
+
+    # Right drag: zoom (the corner readout changes).
+    zoom_before = page.locator("[data-cs-corner=br]").inner_text()
+    page.mouse.move(x, y)
+    page.mouse.down(button="right")
+    page.mouse.move(x, y - 150, steps=6)
+    page.mouse.up(button="right")
+    corner = "document.querySelector('[data-cs-corner=br]').innerText"
+    until(page, f"() => {corner} !== {zoom_before!r}")
+
+    # Length in mm (the CT carries a Pixel Spacing of 0.5 mm).
+    page.get_by_role("button", name="Length").click()
+    page.mouse.move(x - 100, y)
+    page.mouse.down()
+    page.mouse.move(x + 100, y, steps=8)
+    page.mouse.up()
+    text = until(
+        page,
+        "() => { const t = [...document.querySelectorAll('[data-cs-element=main] svg text')]"
+        ".map((n) => n.textContent).join(' '); return /mm/.test(t) ? t : null; }",
+    )
+    assert "mm" in text
+    _shot(page, "cs-02-doctor-length-1440")
+
+    # Full screen fills the window.
+    page.get_by_role("button", name="Full screen").click()
+    until(page, "() => document.fullscreenElement !== null")
+    until(
+        page,
+        "() => { const b = document.querySelector('[data-cs-element=main]')"
+        ".getBoundingClientRect(); return b.width > window.innerWidth * 0.9"
+        " && b.height > window.innerHeight * 0.75; }",
+    )
+    _shot(page, "cs-03-doctor-fullscreen-1440")
+    page.keyboard.press("Escape")
+    assert page.errors == [], page.errors  # type: ignore[attr-defined]
+    page.context.close()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_restored_original_is_the_stored_values_beside_the_redacted(
+    server: Any, chromium: Any, technician: Any, doctor: Any, password: str
+) -> None:
+    scan = _dicom_scan(technician, frames=2)
+    page = _open(chromium, server, doctor, password, f"/scans/{scan.id}/", (1920, 1080))
+    _shot(page, "cs-04-doctor-viewer-1920")
+    page.get_by_label("Reason for viewing the original").fill("compare with the requisition")
+    page.get_by_role("button", name="Restore original").click()
+    until(page, "() => document.querySelector('[data-viewer][data-cs-source=original]')")
+    # One sealed restore, as DICOM: every frame with its stored values.
+    event = AuditEvent.objects.get(action=Action.SCAN_RESTORED, actor=doctor)
+    assert event.details.get("format") == "dicom", event.details
+    page.get_by_label("Compare original and redacted").select_option("side")
+    until(page, "() => !document.querySelector('[data-cs-pane=other]').hidden")
+    _shot(page, "cs-05-doctor-side-by-side-1920")
+    assert page.errors == [], page.errors  # type: ignore[attr-defined]
+    page.context.close()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_technician_sees_the_redacted_image_in_the_same_viewer(
+    server: Any, chromium: Any, technician: Any, password: str
+) -> None:
+    scan = _dicom_scan(technician, frames=2)
+    page = _open(chromium, server, technician, password, f"/scans/{scan.id}/", (1440, 900))
+    x, y, box = _centre(page)
+    assert box["width"] > 700 and box["height"] > 600, box
+    assert page.locator("[data-viewer]").get_attribute("data-cs-source") == "redacted"
+    assert page.get_by_role("button", name="Restore original").count() == 0
+    page.mouse.move(x, y)
+    page.mouse.wheel(0, 120)
+    page.locator("[data-frame-label]").get_by_text("Frame 2 of 2").wait_for()
+    _shot(page, "cs-06-technician-viewer-1440")
+    assert page.errors == [], page.errors  # type: ignore[attr-defined]
+    page.context.close()
