@@ -18,7 +18,16 @@ $(STAMP): requirements.txt
 	rm -f $(VENV)/.installed-*
 	touch $(STAMP)
 
-install: $(STAMP)
+# The viewer (Cornerstone3D, frontend/, docs/viewer.md): npm packages from the locked
+# package-lock.json, bundled by esbuild into static/vendor/viewer/ (no CDN at run time). Rebuilt
+# when the lock file or the viewer's sources are newer than the bundle.
+VIEWER_BUNDLE := static/vendor/viewer/viewer.js
+
+$(VIEWER_BUNDLE): package.json package-lock.json frontend/build.mjs $(wildcard frontend/viewer/*.js)
+	npm ci --no-audit --no-fund
+	npm run build
+
+install: $(STAMP) $(VIEWER_BUNDLE)
 
 # The embedded mode: SQLite, no Redis, tasks in-process, whatever the shell has set.
 run: install
@@ -77,4 +86,4 @@ bench: install $(BENCH_STAMP)
 	$(PY) -m bench.redaction $(BENCH_ARGS)
 
 clean:
-	rm -rf $(VENV) var .pytest_cache .ruff_cache
+	rm -rf $(VENV) var .pytest_cache .ruff_cache node_modules static/vendor/viewer
