@@ -5,6 +5,8 @@ Django's own views, with three changes: requests are limited per client address
 to an account (only active accounts with a usable password get a mail), and the new password
 is set through `accounts.services.user_set_password`, which also revokes every API token and
 session key issued before it. Links expire after PASSWORD_RESET_TIMEOUT (one hour by default).
+Both ends are audited as `password_reset`: stage "requested" (the address only as a keyed
+hash, how many accounts were mailed; refused when over the limit) and stage "completed".
 """
 
 from __future__ import annotations
@@ -14,10 +16,12 @@ from typing import Any
 from django.conf import settings
 from django.contrib.auth import views as auth_views
 from django.contrib.auth.forms import PasswordResetForm, SetPasswordForm
-from django.http import HttpResponse
+from django.http import HttpRequest, HttpResponse
 from django.urls import path, reverse_lazy
 
-from audit.services import client_ip
+from audit.models import Action, Outcome
+from audit.pseudonyms import search_term_hash
+from audit.services import audit_record, client_ip
 from medimg.ratelimit import rate_limit_hit
 
 _WINDOW = 3600
@@ -26,15 +30,13 @@ _WINDOW = 3600
 class ServiceSetPasswordForm(SetPasswordForm):
     def save(self, commit: bool = True) -> Any:
         from accounts.services import user_set_password
-        from audit.models import Action
-        from audit.services import audit_record
 
         user = user_set_password(user=self.user, password=self.cleaned_data["new_password1"])
         audit_record(
-            action=Action.ADMIN_CHANGE,
+            action=Action.PASSWORD_RESET,
             target=user,
             username=user.get_username(),
-            details={"change": "password_reset", "via": "e-mailed link"},
+            details={"stage": "completed", "via": "e-mailed link"},
         )
         return user
 
@@ -54,10 +56,31 @@ class ResetRequestView(auth_views.PasswordResetView):
     def form_valid(self, form: PasswordResetForm) -> HttpResponse:
         ident = client_ip(self.request) or "unknown"
         count = rate_limit_hit("password-reset", ident, window_seconds=_WINDOW)
+        email = form.cleaned_data["email"]
         if count > settings.MEDIMG_PASSWORD_RESETS_PER_HOUR:
+            _audit_request(self.request, email, users=[], outcome=Outcome.REFUSED)
             form.add_error(None, "Too many password-reset requests from here. Try again later.")
             return self.render_to_response(self.get_context_data(form=form), status=429)
+        _audit_request(self.request, email, users=list(form.get_users(email)))
         return super().form_valid(form)
+
+
+def _audit_request(
+    request: HttpRequest, email: str, *, users: list[Any], outcome: str = Outcome.SUCCESS
+) -> None:
+    """A reset asked for: the address only as a keyed hash (audit.pseudonyms), the account
+    when one gets a mail. The page answers the same either way; only admins read this."""
+    audit_record(
+        action=Action.PASSWORD_RESET,
+        target=users[0] if len(users) == 1 else None,
+        outcome=outcome,
+        request=request,
+        details={
+            "stage": "requested",
+            "address_hmac": search_term_hash(email),
+            "accounts_mailed": len(users) if outcome == Outcome.SUCCESS else 0,
+        },
+    )
 
 
 class ResetConfirmView(auth_views.PasswordResetConfirmView):

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import email
 import email.policy
+import io
+import json
 import re
 import socket
 import threading
@@ -22,7 +24,7 @@ from django.utils import timezone
 from rest_framework.test import APIClient
 
 from accounts.models import Role, User
-from audit.models import Action, AuditEvent
+from audit.models import Action, AuditEvent, Outcome
 from audit.services import audit_record
 from medimg import mail
 from medimg.tasks import audit_chain_check, verify_audit_chain
@@ -218,6 +220,54 @@ def test_a_broken_audit_chain_alerts(
     assert "first bad sequence 2" in _body(alert)
 
 
+def test_audit_verify_on_a_broken_chain_alerts(
+    smtp: Mailbox, technician: Any, django_capture_on_commit_callbacks: Any
+) -> None:
+    from django.core.management import call_command
+
+    from audit.tests.conftest import tamper
+
+    for n in range(3):
+        audit_record(action=Action.PATIENT_VIEWED, actor=technician, target_id=n)
+    with django_capture_on_commit_callbacks(execute=True):
+        call_command("audit_verify", stdout=io.StringIO())
+    assert smtp.count() == 0
+    second = AuditEvent.objects.get(sequence=2)
+    tamper(
+        f"UPDATE {AuditEvent._meta.db_table} SET target_id = %s WHERE id = %s",
+        ("999", second.pk),
+    )
+    with django_capture_on_commit_callbacks(execute=True), pytest.raises(SystemExit) as exit_:
+        call_command("audit_verify", stdout=io.StringIO(), stderr=io.StringIO())
+    assert exit_.value.code == 1
+    [alert] = smtp.to(ALERTS)
+    assert alert["Subject"] == "[medimg] Integrity check failed: audit chain"
+    assert "audit_verify" in _body(alert) and "first bad sequence 2" in _body(alert)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_tampered_backup_alerts_on_restore(smtp: Mailbox, technician: Any, tmp_path: Any) -> None:
+    from django.core.management import call_command
+    from django.core.management.base import CommandError
+
+    audit_record(action=Action.PATIENT_VIEWED, actor=technician, target_id=1)
+    call_command("backup", out=str(tmp_path / "backup"), stdout=io.StringIO())
+    database = next((tmp_path / "backup").glob("database.*.enc"))
+    data = bytearray(database.read_bytes())
+    data[-5] ^= 0x01
+    database.write_bytes(bytes(data))
+    assert smtp.count() == 0
+    with pytest.raises(CommandError, match="does not match its SHA-256"):
+        call_command("restore_backup", str(tmp_path / "backup"), "--force")
+    [alert] = smtp.to(ALERTS)
+    assert alert["Subject"] == "[medimg] Integrity check failed: backup"
+    assert "does not match its SHA-256" in _body(alert)
+    # A backup that is only unreadable for another reason (not found) is no integrity alert.
+    with pytest.raises(CommandError):
+        call_command("restore_backup", str(tmp_path / "nowhere"), "--force")
+    assert smtp.count() == 1
+
+
 def test_a_tampered_region_alerts_on_restore(
     smtp: Mailbox,
     technician: Any,
@@ -358,9 +408,15 @@ def test_a_password_reset_by_mail(smtp: Mailbox, doctor: Any, password: str) -> 
     assert doctor.password != old_password_hash and doctor.check_password(new_password)
     # The password change revoked tokens issued before it.
     assert doctor.tokens_valid_after is not None
-    assert AuditEvent.objects.filter(
-        action=Action.ADMIN_CHANGE, target_id=str(doctor.pk), details__change="password_reset"
-    ).exists()
+    requested, completed = AuditEvent.objects.filter(action=Action.PASSWORD_RESET).order_by(
+        "sequence"
+    )
+    assert requested.details["stage"] == "requested" and requested.target_id == str(doctor.pk)
+    assert requested.details["accounts_mailed"] == 1 and requested.details["address_hmac"]
+    assert completed.details["stage"] == "completed" and completed.target_id == str(doctor.pk)
+    # No e-mail address in clear anywhere in the log.
+    for event in AuditEvent.objects.all():
+        assert "hospital.example" not in json.dumps(event.details) + event.target_id
     # The link works once.
     again = Client().get(link, follow=True)
     assert b"This link does not work any more" in again.content
@@ -379,6 +435,10 @@ def test_an_unknown_or_inactive_address_gets_the_same_answer_and_no_mail(
         response = Client().post("/password-reset/", {"email": address})
         assert response.status_code == 302 and response["Location"] == "/password-reset/sent/"
     assert smtp.count() == 0
+    # Both asked and audited the same way: no account mailed, the address as a keyed hash.
+    events = AuditEvent.objects.filter(action=Action.PASSWORD_RESET)
+    assert [e.details["accounts_mailed"] for e in events] == [0, 0]
+    assert events[0].details["address_hmac"] != events[1].details["address_hmac"]
 
 
 def test_password_reset_requests_are_limited(smtp: Mailbox, settings: Any) -> None:
@@ -389,6 +449,8 @@ def test_password_reset_requests_are_limited(smtp: Mailbox, settings: Any) -> No
         for _ in range(3)
     ]
     assert codes == [302, 302, 429]
+    refused = AuditEvent.objects.get(action=Action.PASSWORD_RESET, outcome=Outcome.REFUSED)
+    assert refused.details["stage"] == "requested"
 
 
 def test_registration_and_roles_are_unchanged_for_admin_created_users(smtp: Mailbox) -> None:

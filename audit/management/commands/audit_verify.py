@@ -13,12 +13,14 @@ from audit.chain import signing_key
 from audit.export import public_key_from_hex, verify_export
 from audit.selectors import audit_chain_verify
 from audit.verification import ChainReport
+from medimg.mail import alert_integrity_failure
 
 
 class Command(BaseCommand):
     help = (
         "Check the audit chain (or, with --export, a signed export file, offline). "
-        "Prints 'OK <n> events' and exits 0, or names the first bad sequence and exits 1."
+        "Prints 'OK <n> events' and exits 0, or names the first bad sequence, mails the "
+        "integrity alert (ALERT_EMAIL; not for --export) and exits 1."
     )
 
     def add_arguments(self, parser: ArgumentParser) -> None:
@@ -42,9 +44,13 @@ class Command(BaseCommand):
                 self.stdout.write(f"Note: {report.message}")
             return
         where = f"first bad sequence {report.first_bad}: " if report.first_bad is not None else ""
-        self.stderr.write(
+        failure = (
             f"FAILED after {report.events} good events: {where}{report.message} [{report.reason}]"
         )
+        self.stderr.write(failure)
+        if not options["export"]:
+            # The live chain is broken: the alert address hears of it, as from the daily check.
+            alert_integrity_failure("audit chain", f"`manage.py audit_verify`: {failure}")
         sys.exit(1)
 
     def _verify_export(self, path: Path, public_key_hex: str | None) -> ChainReport:
