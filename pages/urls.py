@@ -5,6 +5,7 @@ they call live under /api/; Django admin is under /admin/)."""
 from django.urls import path
 
 from pages.views.audit import AuditLogPageView, AuditPatientSearchPageView
+from pages.views.corrections import PatientEditPageView, ScanMovePageView
 from pages.views.emergency import EmergencyAccessEndView, EmergencyAccessPageView
 from pages.views.erasure import ErasurePageView
 from pages.views.home import HomeView
@@ -22,7 +23,11 @@ urlpatterns = [
         PatientAccessPageView.as_view(),
         name="patient-access-page",
     ),
+    path(
+        "patients/<str:patient_id>/edit/", PatientEditPageView.as_view(), name="patient-edit-page"
+    ),
     path("scans/<int:scan_id>/", ScanPageView.as_view(), name="scan-page"),
+    path("scans/<int:scan_id>/move/", ScanMovePageView.as_view(), name="scan-move-page"),
     # Emergency (break-glass) access: pages/views/emergency.py.
     path("emergency-access/", EmergencyAccessPageView.as_view(), name="emergency-access-page"),
     path(

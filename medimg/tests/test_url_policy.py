@@ -273,6 +273,14 @@ POLICY: list[Rule] = [
          body={"action": "add_member", "member": "doris"}, form=True),
     Rule("scans/<int:scan_id>/", "GET", _PAGE_CLINICAL),
     Rule("scans/<int:scan_id>/clusters/", "GET", _PAGE_CLINICAL),
+    # Corrections (pages/views/corrections.py): technicians only. Saving the policy patient's
+    # own name redirects to its page; moving the policy scan to its own patient is a 400.
+    Rule("patients/<str:patient_id>/edit/", "GET", (LOGIN, FORBIDDEN, ALLOW, FORBIDDEN, FORBIDDEN)),
+    Rule("patients/<str:patient_id>/edit/", "POST", (LOGIN, FORBIDDEN, ALLOW, FORBIDDEN, FORBIDDEN),
+         body={"name": "Grace Hopper", "age": "60"}, form=True),
+    Rule("scans/<int:scan_id>/move/", "GET", (LOGIN, FORBIDDEN, ALLOW, FORBIDDEN, FORBIDDEN)),
+    Rule("scans/<int:scan_id>/move/", "POST", (LOGIN, FORBIDDEN, ALLOW, FORBIDDEN, FORBIDDEN),
+         body={"patient": "MRN-0001"}, form=True),
     # Emergency access pages (pages/views/emergency.py): the form (a request for the policy
     # patient is a 409, already visible) and ending a grant (a redirect home).
     Rule("emergency-access/", "GET", _PAGE_CLINICAL),
@@ -289,9 +297,6 @@ POLICY: list[Rule] = [
     Rule("manage/audit/", "POST", _PAGE_ADMIN, body={}, form=True),
     Rule("manage/audit/patient/", "GET", _PAGE_ADMIN),
     Rule("manage/audit/patient/", "POST", _PAGE_ADMIN, body={"hospital_id": "MRN-1"}, form=True),
-    # Erasure (pages/views/erasure.py): admins only; an empty form is a 400, nothing erased.
-    Rule("manage/erasure/", "GET", _PAGE_ADMIN),
-    Rule("manage/erasure/", "POST", _PAGE_ADMIN, body={}, form=True),
 ]
 # fmt: on
 
