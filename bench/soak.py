@@ -11,7 +11,8 @@ and removed at the end (`--keep` leaves the folder and its logs):
   port, so restarting them disturbs nobody else's database or broker;
 - gunicorn (2 sync workers), one Celery worker (queues celery, detect, segment; the real
   detector) and celery beat (requeue_stuck_scans every 10 s, IMAGING_STUCK_AFTER_SECONDS
-  from --stuck-after), with a fresh MEDIA_ROOT and key folder.
+  from --stuck-after), with a fresh MEDIA_ROOT and key folder; `--code head` runs them
+  from a copy of the last commit (`git archive HEAD`) instead of the working tree.
 
 `--clients` clients (threads) share `--uploads` generated images: PNG and DICOM scans with a
 planted patient name and record number burned into the pixels (and, for DICOM, in the header;
@@ -230,6 +231,16 @@ class Installation:
         self.worker: subprocess.Popen[bytes] | None = None
         self.beat: subprocess.Popen[bytes] | None = None
         self.worker_starts = 0
+        self.code = ROOT
+        if args.code == "head":
+            # The committed tree, not the working one that others may be editing: a worker
+            # restarted mid-soak must not import someone's half-written module.
+            self.code = self.dir / "code"
+            self.code.mkdir()
+            archive = subprocess.run(
+                ["git", "-C", str(ROOT), "archive", "HEAD"], check=True, capture_output=True
+            ).stdout
+            subprocess.run(["tar", "-x", "-C", str(self.code)], input=archive, check=True)
 
     @staticmethod
     def _pg_bin() -> Path:
@@ -254,6 +265,7 @@ class Installation:
             "YOLO_OFFLINE": "1",
             "YOLO_CONFIG_DIR": str(ROOT / "var" / "ultralytics"),
             "DJANGO_SETTINGS_MODULE": "medimg.settings",
+            "PYTHONPATH": str(self.code),
             "IMAGING_STUCK_AFTER_SECONDS": str(self.args.stuck_after),
             "IMAGING_REQUEUE_EVERY_SECONDS": "10",
         }
@@ -317,7 +329,7 @@ class Installation:
 
     def manage(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         done = subprocess.run(
-            [PY, "manage.py", *args], cwd=ROOT, env=self.env(), capture_output=True, text=True
+            [PY, "manage.py", *args], cwd=self.code, env=self.env(), capture_output=True, text=True
         )
         if check and done.returncode != 0:
             raise RuntimeError(f"manage.py {args[0]}: {(done.stdout + done.stderr)[-2000:]}")
@@ -326,7 +338,7 @@ class Installation:
     def _spawn(self, args: list[str], log: str) -> subprocess.Popen[bytes]:
         # A session of its own: the whole process group can be killed at once.
         return subprocess.Popen(
-            args, cwd=ROOT, env=self.env(), stdout=self.log(log), stderr=subprocess.STDOUT,
+            args, cwd=self.code, env=self.env(), stdout=self.log(log), stderr=subprocess.STDOUT,
             start_new_session=True,
         )  # fmt: skip
 
@@ -339,6 +351,8 @@ class Installation:
         )  # fmt: skip
         deadline = time.monotonic() + 180
         while time.monotonic() < deadline:
+            if self.web.poll() is not None:
+                raise RuntimeError(f"gunicorn exited with {self.web.returncode}, see gunicorn.log")
             with contextlib.suppress(httpx.HTTPError):
                 if httpx.get(f"{self.base}/healthz", timeout=5).status_code < 500:
                     return
@@ -362,6 +376,8 @@ class Installation:
         while time.monotonic() < deadline:
             if path.exists() and " ready." in path.read_text(errors="replace"):
                 return
+            if self.worker is not None and self.worker.poll() is not None:
+                raise RuntimeError(f"celery worker exited ({self.worker.returncode}), see {path}")
             time.sleep(0.5)
         raise RuntimeError(f"celery worker not ready in {timeout} s, see {path}")
 
@@ -840,6 +856,12 @@ def parser() -> argparse.ArgumentParser:
     parser.add_argument("--timeout", type=int, default=3600, help="seconds for the whole run")
     parser.add_argument("--json", dest="json_path", type=Path)
     parser.add_argument("--keep", action="store_true", help="keep the temporary folders")
+    parser.add_argument(
+        "--code",
+        choices=("live", "head"),
+        default="live",
+        help="run the working tree (live) or a copy of the last commit (head: git archive HEAD)",
+    )
     parser.add_argument(
         "--whole-first",
         action="store_true",
