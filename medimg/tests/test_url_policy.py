@@ -297,6 +297,9 @@ POLICY: list[Rule] = [
     Rule("manage/audit/", "POST", _PAGE_ADMIN, body={}, form=True),
     Rule("manage/audit/patient/", "GET", _PAGE_ADMIN),
     Rule("manage/audit/patient/", "POST", _PAGE_ADMIN, body={"hospital_id": "MRN-1"}, form=True),
+    # Erasure (pages/views/erasure.py): admins only; an empty form is a 400, nothing erased.
+    Rule("manage/erasure/", "GET", _PAGE_ADMIN),
+    Rule("manage/erasure/", "POST", _PAGE_ADMIN, body={}, form=True),
 ]
 # fmt: on
 
