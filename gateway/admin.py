@@ -19,8 +19,16 @@ from gateway.tasks import forward_instance
 
 @admin.register(DicomPeer)
 class DicomPeerAdmin(admin.ModelAdmin):
-    list_display = ("ae_title", "host", "port", "enabled", "upload_user", "last_association_at")
-    list_filter = ("enabled",)
+    list_display = (
+        "ae_title",
+        "host",
+        "port",
+        "enabled",
+        "upload_user",
+        "department",
+        "last_association_at",
+    )
+    list_filter = ("enabled", "department")
     search_fields = ("ae_title", "host")
     readonly_fields = ("last_association_at", "created_at")
 

@@ -179,7 +179,9 @@ def _on_store(event: Any) -> int:
         return STATUS_UNABLE_TO_PROCESS
     try:
         with _db_turn():
-            scan = instance_receive(data=data, uploaded_by=peer.upload_user, source=source)
+            scan = instance_receive(
+                data=data, uploaded_by=peer.upload_user, source=source, peer=peer
+            )
     except Refused as refusal:
         logger.info("C-STORE from %s refused: %s", source["calling_ae"], refusal)
         return refusal.status

@@ -14,6 +14,7 @@ from __future__ import annotations
 from django.conf import settings
 from django.db import models
 
+from accounts.models import Department
 from imaging.models import Scan
 
 
@@ -35,6 +36,20 @@ class DicomPeer(models.Model):
         on_delete=models.SET_NULL,
         related_name="+",
         help_text="technician account received instances are filed as",
+    )
+    # The department of care the peer's patients are filed in: a new patient belongs to it,
+    # and an existing one joins it (gateway.receive). Empty: DICOM_DEFAULT_DEPARTMENT, else
+    # the upload user's departments.
+    department = models.ForeignKey(
+        Department,
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="+",
+        help_text=(
+            "department the patients it sends belong to (empty: the DICOM_DEFAULT_DEPARTMENT "
+            "setting, else the upload user's departments)"
+        ),
     )
     description = models.CharField(max_length=200, blank=True)
     last_association_at = models.DateTimeField(null=True, blank=True)

@@ -5,7 +5,9 @@
 The bytes are handed, as one file, to the same service the API's upload uses
 (imaging.services.upload): validation, encrypted storage, de-identification, detection and
 regions follow from there. The patient is the one with the dataset's Patient ID, created
-(as `uploaded_by`, in its departments) when there is none yet. A refused dataset raises
+(as `uploaded_by`) when there is none yet, in the sending peer's department
+(`DicomPeer.department`, else `DICOM_DEFAULT_DEPARTMENT`, else the upload user's
+departments); an existing patient joins that department. A refused dataset raises
 Refused with the DICOM status to answer and stores nothing; every instance, accepted or not,
 is audited (dicom_received) without any header value.
 """
@@ -18,6 +20,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from django.conf import settings
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.db import DatabaseError, IntegrityError, transaction
 from django.http import HttpRequest
@@ -25,14 +28,15 @@ from django.utils.crypto import salted_hmac
 from pydicom import dcmread
 from pydicom.errors import InvalidDicomError
 
+from accounts.models import Department
 from audit.models import Action, Outcome
 from audit.services import audit_record
 from engine.errors import EngineError, ErrorCode, ImagingError
-from gateway.models import ReceivedInstance
+from gateway.models import DicomPeer, ReceivedInstance
 from imaging.models import Scan
 from imaging.services.upload import patient_create_with_images, scan_upload
 from patients.models import Patient
-from patients.services import validate_patient_id
+from patients.services import patient_join_department, validate_patient_id
 
 logger = logging.getLogger(__name__)
 
@@ -81,7 +85,33 @@ def _header(data: bytes) -> Any:
         raise Refused(STATUS_CANNOT_UNDERSTAND, "unreadable_dataset") from None
 
 
-def _store(*, data: bytes, header: Any, uploaded_by: Any, request: HttpRequest | None) -> Scan:
+def peer_department(peer: DicomPeer | None) -> Department | None:
+    """The department a peer's patients are filed in: the peer's own, else the one named by
+    DICOM_DEFAULT_DEPARTMENT, else None (the upload user's departments). A setting that names
+    no department refuses the instance (0xA700: the peer retries once an admin fixes it),
+    rather than filing patients where nobody expects them."""
+    if peer is None:
+        return None
+    if peer.department_id is not None:
+        return peer.department
+    slug = settings.DICOM_DEFAULT_DEPARTMENT
+    if not slug:
+        return None
+    department = Department.objects.filter(slug=slug).first()
+    if department is None:
+        logger.error("DICOM_DEFAULT_DEPARTMENT names no department: %r", slug)
+        raise Refused(STATUS_OUT_OF_RESOURCES, "unknown_default_department")
+    return department
+
+
+def _store(
+    *,
+    data: bytes,
+    header: Any,
+    uploaded_by: Any,
+    department: Department | None,
+    request: HttpRequest | None,
+) -> Scan:
     try:
         patient_id = validate_patient_id(str(header.get("PatientID", "") or "").strip())
     except EngineError:
@@ -93,14 +123,26 @@ def _store(*, data: bytes, header: Any, uploaded_by: Any, request: HttpRequest |
         upload = SimpleUploadedFile(name, data, content_type="application/dicom")
         patient = Patient.objects.filter(pk=patient_id).first()
         if patient is not None:
-            return scan_upload(
+            scan = scan_upload(
                 patient=patient, uploads=[upload], uploaded_by=uploaded_by, request=request
             )[0]
+            if department is not None:
+                # The peer's department imaged the patient: its staff see and review the
+                # images (the care follows the patient; docs/access.md).
+                patient_join_department(
+                    patient=patient,
+                    department=department,
+                    actor=uploaded_by,
+                    via="dicom",
+                    request=request,
+                )
+            return scan
         try:
             _, scans = patient_create_with_images(
                 images=[upload],
                 created_by=uploaded_by,
                 request=request,
+                departments=[department] if department is not None else None,
                 id=patient_id,
                 name=_patient_name(header.get("PatientName")),
                 age=_patient_age(header.get("PatientAge")),
@@ -141,8 +183,12 @@ def instance_receive(
     uploaded_by: Any,
     source: dict[str, Any],
     request: HttpRequest | None = None,
+    peer: DicomPeer | None = None,
 ) -> Scan:
     """Store one received Part 10 file as a scan; Refused (audited) when it is refused.
+
+    From a DICOM peer, the patient is filed in the peer's department (peer_department);
+    otherwise (STOW-RS) in the uploading user's departments.
 
     `source` names where it came from for the audit log (protocol, peer AE title, address).
     An instance received before (same SOP Instance UID) is answered with its scan and not
@@ -156,7 +202,13 @@ def instance_receive(
         earlier = _received_claim(sop_hash)
         if earlier is None:
             try:
-                scan = _store(data=data, header=header, uploaded_by=uploaded_by, request=request)
+                scan = _store(
+                    data=data,
+                    header=header,
+                    uploaded_by=uploaded_by,
+                    department=peer_department(peer),
+                    request=request,
+                )
             except BaseException:
                 ReceivedInstance.objects.filter(sop_hash=sop_hash, scan=None).delete()
                 raise

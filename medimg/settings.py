@@ -608,6 +608,9 @@ DICOM_LISTENER_PORT = env_int("DICOM_LISTENER_PORT", 11112, minimum=1)
 # gateway.DicomPeer at listener start and filed as DICOM_GATEWAY_USER (a technician).
 DICOM_PEERS = env_str("DICOM_PEERS", "") or ""
 DICOM_GATEWAY_USER = env_str("DICOM_GATEWAY_USER", "") or ""
+# The department (slug) patients first received over DICOM belong to when their peer names
+# none (gateway.DicomPeer.department); empty: the peer's upload user's departments.
+DICOM_DEFAULT_DEPARTMENT = env_str("DICOM_DEFAULT_DEPARTMENT", "") or ""
 # Forward destinations, "AET@host:port" (C-STORE) or a STOW-RS studies URL, comma-separated.
 DICOM_FORWARD_TO = env_str("DICOM_FORWARD_TO", "") or ""
 DICOM_FORWARD_STOW_AUTHORIZATION = env_str("DICOM_FORWARD_STOW_AUTHORIZATION", "") or ""

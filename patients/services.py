@@ -7,7 +7,7 @@ wrong role write clinical data.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from django.db import IntegrityError, transaction
@@ -119,16 +119,21 @@ def patient_create(
     note: str = "",
     created_by: Any,
     request: HttpRequest | None = None,
+    departments: Sequence[Department] | None = None,
 ) -> Patient:
     """Create a patient record. Technicians only; a hospital id that exists is a 409
     (patient_id_check_free).
 
     The record belongs to the technician's departments, so the technician and their
     colleagues see it; a technician in no department cannot create one (nobody would see it).
+    `departments` overrides that for callers that know better: the DICOM gateway files a
+    peer's patients in the peer's department (gateway.receive). Never from client input.
     """
     if not getattr(created_by, "is_technician", False):
         raise _forbidden("Only lab technicians create patient records.")
-    departments = list(created_by.departments.order_by("slug"))
+    if departments is None:
+        departments = list(created_by.departments.order_by("slug"))
+    departments = sorted(departments, key=lambda department: department.slug)
     if not departments:
         raise _forbidden(
             "You belong to no department, so nobody could see the record; "
@@ -320,3 +325,32 @@ def patient_change_access(
             patient=patient, departments=departments, actor=actor, request=request
         )
     return patient
+
+
+@transaction.atomic
+def patient_join_department(
+    *,
+    patient: Patient,
+    department: Department,
+    actor: Any,
+    via: str,
+    request: HttpRequest | None = None,
+) -> bool:
+    """Add `department` to a record that a department's own system has just sent images for
+    (the DICOM gateway: a modality of that department imaged the patient, so its staff must
+    see and review the images; the care follows the patient). Not for people: staff change
+    departments through patient_set_departments. Audited as patient_departments_changed
+    with `via`; False (and nothing written) when the record already belongs to it.
+    """
+    before = sorted(patient.departments.values_list("slug", flat=True))
+    if department.slug in before:
+        return False
+    patient.departments.add(department)
+    audit_record(
+        action=Action.PATIENT_DEPARTMENTS_CHANGED,
+        actor=actor,
+        target=patient,
+        request=request,
+        details={"from": before, "to": sorted([*before, department.slug]), "via": via},
+    )
+    return True
