@@ -124,6 +124,10 @@ class BreakGlassGrantAdmin(admin.ModelAdmin):
     ordering = ("-created_at",)
     actions = ["mark_reviewed"]
 
+    def changelist_view(self, request: HttpRequest, extra_context: Any = None) -> Any:
+        title = {"title": "Emergency accesses: review each one"}
+        return super().changelist_view(request, {**(extra_context or {}), **title})
+
     @admin.display(description="patient reference")
     def patient_reference(self, obj: BreakGlassGrant) -> str:
         # From the id on the row: the patient itself is never loaded for an admin page.
