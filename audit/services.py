@@ -118,8 +118,8 @@ _context_providers: list[Callable[..., dict[str, Any] | None]] = []
 
 
 def audit_context_register(provider: Callable[..., dict[str, Any] | None]) -> None:
-    """Add `provider(actor=, action=, target=, target_type=, target_id=, request=)` to every
-    event with a signed-in actor; what it returns is merged into the details (so the hash
+    """Add `provider(actor=, action=, target=, target_type=, target_id=, details=, request=)`
+    to every event with a signed-in actor; what it returns is merged into the details (so the hash
     covers it).
 
     The audit log sits below the apps that know what a patient is: patients registers the
@@ -161,6 +161,7 @@ def audit_record(
                 target=target,
                 target_type=target_type,
                 target_id=str(target_id),
+                details=details,
                 request=request,
             )
             if extra:

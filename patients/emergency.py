@@ -28,6 +28,7 @@ from django.http import HttpRequest
 from django.utils import timezone
 
 from audit.models import Action, Outcome
+from audit.pseudonyms import PATIENT_ID_KEYS
 from audit.services import audit_record
 from engine import errors
 from medimg.mail import notify_emergency_access
@@ -265,7 +266,9 @@ def _granted_only(user: Any, request: HttpRequest | None) -> dict[str, int]:
     return found
 
 
-def _patient_of(target: Any, target_type: str, target_id: str) -> str | None:
+def _patient_of(
+    target: Any, target_type: str, target_id: str, details: dict[str, Any] | None
+) -> str | None:
     if isinstance(target, Patient):
         return str(target.pk)
     if target is not None:
@@ -277,6 +280,10 @@ def _patient_of(target: Any, target_type: str, target_id: str) -> str | None:
         return target_id or None
     lookup = _PATIENT_LOOKUPS.get(target_type)
     if lookup is None or not target_id.isdigit():
+        # A study export names its patient in the details (its target is the study UID).
+        for key in PATIENT_ID_KEYS:
+            if details and details.get(key):
+                return str(details[key])
         return None
     found = Patient.objects.filter(**{lookup: int(target_id)}).values_list("pk", flat=True)
     return found.first()
@@ -289,6 +296,7 @@ def break_glass_context(
     target: Any,
     target_type: str,
     target_id: str,
+    details: dict[str, Any] | None,
     request: HttpRequest | None,
 ) -> dict[str, Any] | None:
     """`{"break_glass": <grant id>}` for an event by `actor` about a patient they see only
@@ -304,7 +312,7 @@ def break_glass_context(
         return None
     if untargeted:
         return {BREAK_GLASS_KEY: sorted(granted.values())}
-    patient_id = _patient_of(target, target_type, target_id)
+    patient_id = _patient_of(target, target_type, target_id, details)
     if patient_id is None or patient_id not in granted:
         return None
     return {BREAK_GLASS_KEY: granted[patient_id]}

@@ -353,3 +353,35 @@ def test_the_admin_home_counts_unreviewed_accesses(
     assert "<strong>1</strong> emergency access waiting for review" in html
     assert 'href="/admin/patients/breakglassgrant/?reviewed=no"' in html
     assert patient.id not in html and patient.name not in html
+
+
+def test_events_from_any_app_are_flagged_by_their_patient(
+    other_doctor: Any, doctor: Any, patient: Patient, scan: Scan
+) -> None:
+    """The common audit path: whatever the target (a study export names its patient only in
+    the details), an event about the granted patient carries the grant; others do not."""
+    from audit.services import audit_record
+    from patients.emergency import emergency_access_open
+
+    grant = emergency_access_open(
+        user=other_doctor, patient_id=patient.id, reason=REASON, confirmed=True
+    )
+    other = Patient.objects.create(id="H-OTHER-1", name="Other", created_by=other_doctor)
+    cases = [
+        ({"target": scan}, grant.pk),
+        ({"target_type": "scan", "target_id": str(scan.pk)}, grant.pk),
+        ({"target_type": "patient", "target_id": patient.id}, grant.pk),
+        (
+            {"target_type": "study", "target_id": "2.25.1", "details": {"patient": patient.id}},
+            grant.pk,
+        ),
+        ({"target": other}, None),  # Olga's own department's patient.
+    ]
+    for where, expected in cases:
+        event = audit_record(action=Action.SCAN_VIEWED, actor=other_doctor, **where)
+        assert event.details.get("break_glass") == expected, where
+    # The patient's own department is never flagged.
+    assert (
+        "break_glass"
+        not in audit_record(action=Action.SCAN_VIEWED, actor=doctor, target=scan).details
+    )
