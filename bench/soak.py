@@ -656,6 +656,29 @@ def blobs_check(media: Path, needles: dict[str, bytes]) -> tuple[int, list[str]]
     return files, problems
 
 
+def worker_log_figures(folder: Path) -> dict[str, int]:
+    """What the workers' logs say: sweeps' requeues, runs that found nothing to do, retries."""
+    requeued = sweeps = redundant = retried = lost = 0
+    for path in sorted(folder.glob("worker-*.log")):
+        for line in path.read_text(errors="replace").splitlines():
+            if "requeue_stuck_scans[" in line and " succeeded in " in line:
+                sweeps += 1
+                requeued += int(line.rsplit(": ", 1)[-1] or 0)
+            elif "process_scan[" in line and " succeeded in " in line and line.endswith(": None"):
+                redundant += 1
+            elif "process_scan[" in line and " retry: " in line:
+                retried += 1
+            elif "WorkerLostError" in line and "process_scan" in line:
+                lost += 1
+    return {
+        "sweeps": sweeps,
+        "scans_requeued_by_sweeps": requeued,
+        "process_runs_with_nothing_to_do": redundant,
+        "process_retries": retried,
+        "process_runs_lost_with_their_process": lost,
+    }
+
+
 # --- the run ----------------------------------------------------------------------------------
 
 
@@ -816,6 +839,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 "kills": {e: chaos.counts[e] for e in sorted(set(events)) if "kill" in e},
                 "restarts": {e: chaos.counts[e] for e in sorted(set(events)) if "restart" in e},
                 "chaos_log": chaos.log,
+                "worker_logs": worker_log_figures(inst.dir),
                 "worker_starts": inst.worker_starts,
                 "upload_latency_s_p50": pct(latencies, 50),
                 "upload_latency_s_p95": pct(latencies, 95),

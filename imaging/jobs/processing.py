@@ -563,6 +563,13 @@ def scans_stuck(*, older_than_seconds: int | None = None) -> list[int]:
     spent = stuck.filter(attempts__gte=settings.IMAGING_MAX_ATTEMPTS)
     for scan_id in list(spent.values_list("id", flat=True)):
         scan_mark_failed(scan_id=scan_id, reason=FailureReason.TOO_MANY_ATTEMPTS)
-    return list(
+    ids = list(
         stuck.filter(attempts__lt=settings.IMAGING_MAX_ATTEMPTS).values_list("id", flat=True)
     )
+    # Requeued now: the next sweep waits a whole stuck time again before sending them once
+    # more. Otherwise a queue longer than that time (a backlog, not a loss) was sent again on
+    # every sweep and grew by its own length each time.
+    Scan.objects.filter(pk__in=ids, status__in=[ScanStatus.UPLOADED, ScanStatus.PROCESSING]).update(
+        updated_at=timezone.now()
+    )
+    return ids

@@ -403,6 +403,21 @@ def test_the_requeue_waits_the_configured_stuck_time(stored_scan: Scan, settings
 
 
 @pytest.mark.django_db
+def test_the_requeue_sends_a_stuck_scan_once_per_stuck_time(stored_scan: Scan) -> None:
+    # Every beat sweep used to send the whole backlog older than the stuck time again, so a
+    # queue longer than that time grew by its own length on every sweep.
+    from imaging.jobs.processing import scans_stuck
+
+    _stuck(stored_scan, attempts=0)
+    assert scans_stuck(older_than_seconds=60) == [stored_scan.pk]
+    assert scans_stuck(older_than_seconds=60) == []  # the next sweep, seconds later
+    stored_scan.refresh_from_db()
+    assert stored_scan.status == ScanStatus.PROCESSING  # only its requeue time moved
+    Scan.objects.filter(pk=stored_scan.pk).update(updated_at=timezone.now() - timedelta(seconds=61))
+    assert scans_stuck(older_than_seconds=60) == [stored_scan.pk]  # a stuck time later
+
+
+@pytest.mark.django_db
 def test_a_redelivered_message_past_the_cap_fails_the_scan_without_running(
     stored_scan: Scan, settings: Any
 ) -> None:
