@@ -584,6 +584,28 @@ export async function mountViewer(viewer) {
     frame: () => main().getCurrentImageIdIndex(),
     presets,
     applyPreset,
+    /* The stored values of a box of the image on screen as RGB triples (grey repeated), as
+       they reached Cornerstone: what the browser tests compare with the uploaded pixels. */
+    readPixels(x, y, w, h) {
+      const image = main().getCornerstoneImage();
+      const data = image.getPixelData();
+      const n = image.numberOfComponents || (image.color ? 3 : 1);
+      const out = [];
+      for (let row = y; row < y + h; row++) {
+        for (let col = x; col < x + w; col++) {
+          const i = (row * image.columns + col) * n;
+          if (n >= 3) out.push(data[i], data[i + 1], data[i + 2]);
+          else out.push(data[i], data[i], data[i]);
+        }
+      }
+      return out;
+    },
+    /* The modality value (stored × slope + intercept: HU on CT) at a pixel of the image. */
+    valueAt(x, y) {
+      const image = main().getCornerstoneImage();
+      const stored = image.getPixelData()[y * image.columns + x];
+      return { stored, value: stored * image.slope + image.intercept, width: image.columns, height: image.rows };
+    },
     measurements: () =>
       annotation.state.getAllAnnotations().map((a) => ({
         tool: a.metadata.toolName,

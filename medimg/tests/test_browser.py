@@ -166,9 +166,12 @@ DROP_PNG = """
 })
 """
 
-# The RGB pixels of a box of the image on screen, read back through a canvas.
+# The RGB pixels of a box of the image on screen: the values the Cornerstone viewer holds
+# (frontend/viewer/), or without it the <img> read back through a canvas.
 READ_PIXELS = """
 ([x, y, w, h]) => {
+  const viewer = document.querySelector("[data-viewer]").medimgViewer;
+  if (viewer && viewer.cs) return viewer.cs.readPixels(x, y, w, h);
   const image = document.querySelector("[data-viewer-image]");
   const canvas = document.createElement("canvas");
   canvas.width = image.naturalWidth;
@@ -341,7 +344,7 @@ def test_it_runs_a_technicians_doctors_and_admins_day(
     doc.shot("11-doctor-patient")
     thumb.click()
     page.locator("[data-restore]").wait_for()
-    until(page, "() => document.querySelector('[data-viewer-image]').naturalWidth > 0")
+    until(page, "() => document.querySelector('[data-viewer][data-cs-source=redacted]')")
     doc.shot("12-doctor-viewer-redacted")
     # Redacted on screen: the technician's box is filled.
     x1, y1, x2, y2 = drawn
@@ -350,9 +353,10 @@ def test_it_runs_a_technicians_doctors_and_admins_day(
 
     page.get_by_label("Reason for viewing the original").fill("Check the name on the requisition")
     page.get_by_role("button", name="Restore original").click()
-    page.locator("[data-viewer-image][data-restored]").wait_for()
+    page.locator("[data-viewer][data-restored][data-cs-source=original]").wait_for()
     assert page.locator("[data-view-mode]").inner_text() == "Original (restored)"
-    assert page.evaluate("document.querySelector('[data-viewer-image]').naturalWidth") == width
+    shown_size = "document.querySelector('[data-viewer]').medimgViewer.cs.valueAt(0, 0).width"
+    assert page.evaluate(shown_size) == width
     # The pixels on screen are the uploaded ones, under the filled box too.
     shown = page.evaluate(READ_PIXELS, [x1, y1, x2 - x1, y2 - y1])
     assert shown == original[y1:y2, x1:x2].reshape(-1).tolist()
@@ -374,9 +378,9 @@ def test_it_runs_a_technicians_doctors_and_admins_day(
 
     level = page.locator("[data-zoom-level]")
     before = level.inner_text()
-    page.locator("[data-viewport]").focus()
+    page.locator("[data-cs-stage]").focus()
     page.keyboard.press("+")
-    assert level.inner_text() != before
+    until(page, f"() => document.querySelector('[data-zoom-level]').innerText !== {before!r}")
 
     with page.expect_download() as download_info:
         page.locator('[data-download="png"]').click()
@@ -474,24 +478,29 @@ def test_it_scrolls_frames_and_changes_the_window_of_a_dicom(
     page = doc.page
     doc.log_in(doctor.username, password)
     page.goto(f"/scans/{scan.id}/")
-    image = page.locator("[data-viewer-image]")
-    until(page, "(img) => img.naturalWidth > 0", image.element_handle())
-    page.locator("[data-viewport]").focus()
+    until(page, "() => document.querySelector('[data-viewer][data-cs-source=redacted]')")
+    page.locator("[data-cs-stage]").focus()
     page.keyboard.press("PageDown")
     page.locator("[data-frame-label]").get_by_text("Frame 2 of 3").wait_for()
-    assert "frame=1" in image.get_attribute("src")
     page.get_by_role("button", name="Next frame").click()
     page.locator("[data-frame-label]").get_by_text("Frame 3 of 3").wait_for()
-    page.get_by_label("Window").select_option("auto")
-    until(page, "(img) => img.src.includes('window=auto') && img.complete", image.element_handle())
-    assert image.get_attribute("src").endswith("?frame=2&window=auto")
-    assert page.evaluate("(img) => img.naturalWidth", image.element_handle()) == scan.width
+    assert "Im 3/3" in page.locator("[data-cs-corner=tr]").inner_text()
+    # A preset on a number key (OHIF's): the window readout says which.
+    page.locator("[data-cs-stage]").focus()
+    page.keyboard.press("2")
+    until(
+        page,
+        "() => Number(document.querySelector('[data-wl-readout]').dataset.ww) === "
+        "document.querySelector('[data-viewer]').medimgViewer.cs.presets[1].width",
+    )
     doc.shot("16-doctor-dicom-frame-window")
-    # Restoring shows the same frame and window, restored.
+    # Restoring fetches the original once, as DICOM (every frame, the stored values), and
+    # shows the same frame.
     page.get_by_role("button", name="Restore original").click()
-    page.locator("[data-viewer-image][data-restored]").wait_for()
+    page.locator("[data-viewer][data-restored][data-cs-source=original]").wait_for()
+    assert "Im 3/3" in page.locator("[data-cs-corner=tr]").inner_text()
     event = AuditEvent.objects.get(action=Action.SCAN_RESTORED, actor=doctor)
-    assert event.details["frame"] == 2 and event.details["window"]["name"] == "auto"
+    assert event.details["format"] == "dicom"
     assert doc.console_errors() == []
     doc.close()
 

@@ -207,6 +207,15 @@ def test_the_restored_original_is_the_stored_values_beside_the_redacted(
     # One sealed restore, as DICOM: every frame with its stored values.
     event = AuditEvent.objects.get(action=Action.SCAN_RESTORED, actor=doctor)
     assert event.details.get("format") == "dicom", event.details
+    # Window/level acts on real values: Cornerstone holds the stored value and the rescale,
+    # so a pixel reads as stored - 1024 HU, the uploaded value exactly.
+    y, x = 100, 128
+    value = page.evaluate(
+        "([x, y]) => document.querySelector('[data-viewer]').medimgViewer.cs.valueAt(x, y)", [x, y]
+    )
+    stored = int(scan.test_pixels[0, y, x])
+    assert value["stored"] == stored and value["value"] == stored - 1024, value
+    assert "HU" in page.locator("[data-wl-readout]").inner_text()
     page.get_by_label("Compare original and redacted").select_option("side")
     until(page, "() => !document.querySelector('[data-cs-pane=other]').hidden")
     _shot(page, "cs-05-doctor-side-by-side-1920")
