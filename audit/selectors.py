@@ -8,11 +8,11 @@ from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
 from django.db import connection, transaction
-from django.db.models import Max, Min, QuerySet
+from django.db.models import Max, Min, Q, QuerySet
 
 from audit.chain import EXPORTED_FIELDS, audit_key
 from audit.models import AuditAnchor, AuditEvent
-from audit.pseudonyms import pseudonymised_fields
+from audit.pseudonyms import PATIENT_ID_KEYS, PATIENT_TARGET, pseudonymised_fields
 from audit.verification import Anchor, ChainReport, verify_chain
 
 # Rows fetched per round trip when streaming: enough to be fast, small enough that a chain
@@ -112,12 +112,31 @@ def audit_event_list(
     outcome: str | None = None,
     since: date | None = None,
     until: date | None = None,
+    patient: str | None = None,
+    scan: int | None = None,
 ) -> QuerySet[AuditEvent]:
     """Events for the admin list, newest first. `actor` is a username (the copy in the log).
+
+    `patient` is a patient reference as the log shows it (never a hospital id: admins do not
+    have them): the events whose target is that patient or whose details name it. Events
+    written before pseudonyms hold the hospital id and are found only by the investigator's
+    search (audit_find_patient_events). `scan` is a scan id: the events whose target is the
+    scan or whose details name it (`scan`, `scan_id`).
 
     Read through `pseudonymised()`: no hospital id or clear search term reaches an admin,
     also from events written before pseudonyms (audit.pseudonyms)."""
     queryset = AuditEvent.objects.pseudonymised().order_by("-sequence")
+    if patient:
+        about = Q(target_type=PATIENT_TARGET, target_id=patient)
+        for key in PATIENT_ID_KEYS:
+            about |= Q(**{f"details__{key}": patient})
+        queryset = queryset.filter(about)
+    if scan:
+        queryset = queryset.filter(
+            Q(target_type="scan", target_id=str(scan))
+            | Q(details__scan=scan)
+            | Q(details__scan_id=scan)
+        )
     if action:
         queryset = queryset.filter(action=action)
     if actor:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import csv
 import hashlib
+import io
 import ipaddress
 import json
 import math
@@ -36,7 +38,13 @@ from audit.pseudonyms import (
     patient_reference,
     search_term_hash,
 )
-from audit.selectors import chain_events, chain_snapshot, events_for_export, sequence_range
+from audit.selectors import (
+    audit_event_list,
+    chain_events,
+    chain_snapshot,
+    events_for_export,
+    sequence_range,
+)
 
 # Enough to tell browsers and clients apart; anything longer is the sender's padding, kept in
 # a log that is never pruned (the column holds 512 for older rows).
@@ -342,6 +350,100 @@ def audit_export(
         },
     )
     return AuditExport(file=spool, count=signature["count"], sha256=digest.hexdigest())
+
+
+# Columns of the filtered export (what the audit page shows, one event a row).
+FILTERED_EXPORT_COLUMNS = (
+    "sequence",
+    "created_at",
+    "actor",
+    "role",
+    "action",
+    "target_type",
+    "target_id",
+    "outcome",
+    "ip",
+    "details",
+    "hash",
+)
+# A spreadsheet runs a cell that starts with one of these as a formula; a username typed into a
+# failed login is the sender's text, so such a cell is written with a leading apostrophe.
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def actor_label(event: AuditEvent) -> str:
+    """Who did it, as a person reads it: the username, "system" for the background jobs (no
+    user, no request: processing, scheduled checks), "anonymous" for a request nobody signed in
+    to (a refused call, a failed login keeps the name typed)."""
+    if event.actor_username:
+        return event.actor_username
+    if event.ip is None and not event.user_agent:
+        return "system"
+    return "anonymous"
+
+
+def _cell(value: Any) -> str:
+    text = "" if value is None else str(value)
+    return "'" + text if text.startswith(_FORMULA_START) else text
+
+
+def audit_export_filtered(
+    *, filters: dict[str, Any], actor: Any, request: HttpRequest | None = None
+) -> AuditExport:
+    """The events the audit page shows for `filters` (audit_event_list's), as CSV, newest
+    first, pseudonymised like the page; then the export is audited (after, so it is not in
+    its own file), with the filters and the count.
+
+    A filtered export is for reading, not for proving: it leaves events out, so it cannot be
+    checked as a chain. The signed export of whole days (`audit_export`) is the proof.
+    """
+    if not getattr(actor, "is_admin_role", False):
+        raise PermissionDenied("Only administrators export the audit log.")
+    # Handed to the caller open (it becomes the response body), so no `with` here.
+    spool: IO[bytes] = tempfile.SpooledTemporaryFile(max_size=8 * 1024 * 1024)  # noqa: SIM115
+    text = io.TextIOWrapper(spool, encoding="utf-8", newline="", write_through=True)
+    writer = csv.writer(text)
+    writer.writerow(FILTERED_EXPORT_COLUMNS)
+    count = 0
+    for event in audit_event_list(**filters).iterator(chunk_size=2000):
+        details = json.dumps(event.details or {}, sort_keys=True, default=str)
+        writer.writerow(
+            [
+                event.sequence,
+                event.created_at.isoformat(),
+                _cell(actor_label(event)),
+                event.role,
+                event.action,
+                event.target_type,
+                _cell(event.target_id),
+                event.outcome,
+                event.ip or "",
+                _cell(details),
+                event.hash,
+            ]
+        )
+        count += 1
+    text.flush()
+    text.detach()  # the spool stays open for the caller
+    spool.seek(0)
+    digest = hashlib.sha256()
+    for block in iter(lambda: spool.read(1 << 20), b""):
+        digest.update(block)
+    spool.seek(0)
+    audit_record(
+        action=Action.AUDIT_EXPORTED,
+        actor=actor,
+        request=request,
+        target_type="auditevent",
+        details={
+            "via": "page",
+            "format": "csv",
+            "filters": {key: str(value) for key, value in filters.items()},
+            "count": count,
+            "file_sha256": digest.hexdigest(),
+        },
+    )
+    return AuditExport(file=spool, count=count, sha256=digest.hexdigest())
 
 
 def audit_find_patient_events(

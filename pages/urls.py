@@ -4,7 +4,11 @@ they call live under /api/; Django admin is under /admin/)."""
 
 from django.urls import path
 
-from pages.views.audit import AuditLogPageView, AuditPatientSearchPageView
+from pages.views.audit import (
+    AuditLogExportView,
+    AuditLogPageView,
+    AuditPatientSearchPageView,
+)
 from pages.views.corrections import PatientEditPageView, ScanMovePageView
 from pages.views.emergency import EmergencyAccessEndView, EmergencyAccessPageView
 from pages.views.erasure import ErasurePageView
@@ -43,6 +47,7 @@ urlpatterns = [
     path("qc/", QcOutliersPageView.as_view(), name="qc-page"),
     path("manage/statistics/", StatisticsPageView.as_view(), name="statistics-page"),
     path("manage/audit/", AuditLogPageView.as_view(), name="audit-log-page"),
+    path("manage/audit/export/", AuditLogExportView.as_view(), name="audit-log-export"),
     path("manage/erasure/", ErasurePageView.as_view(), name="erasure-page"),
     path(
         "manage/audit/patient/",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -77,3 +78,34 @@ def test_a_technician_corrects_a_name_and_moves_an_image(
     # The refused move is a 400 page, as a form with errors should be.
     assert tech.console_errors("HTTP 400", "status of 400") == []
     tech.close()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_audit_page_filters_by_scan_and_exports_what_it_shows(
+    serial_live_server: Any, chromium: Any, admin: Any, doctor: Any, password: str
+) -> None:
+    from accounts.tests.otp_codes import code, enrol
+    from audit.models import Action
+    from audit.services import audit_record
+
+    for scan in ("41", "41", "42"):
+        audit_record(action=Action.SCAN_VIEWED, actor=doctor, target_type="scan", target_id=scan)
+    audit_record(action=Action.SCAN_PROCESSED, target_type="scan", target_id="41")
+    device = enrol(admin)
+    adm = Session(chromium, serial_live_server.url, viewport={"width": 1440, "height": 900})
+    page = adm.page
+    adm.log_in(admin.username, password, otp=lambda: code(device))
+    page.goto("/manage/audit/")
+    page.get_by_label("Scan (image) number").fill("41")
+    page.get_by_role("button", name="Filter").click()
+    page.wait_for_url("**/manage/audit/?*scan=41*")
+    assert page.locator("[data-audit-row]").count() == 3
+    assert page.locator("[data-actor-label]").all_inner_texts() == ["system"]
+    adm.shot("30-audit-filtered-by-scan")
+    with page.expect_download() as download_info:
+        page.get_by_role("link", name="Export these 3 entries (CSV)").click()
+    path = download_info.value.path()
+    lines = Path(path).read_text(encoding="utf-8").splitlines()
+    assert len(lines) == 4 and lines[0].startswith("sequence,created_at,actor")
+    assert adm.console_errors() == []
+    adm.close()

@@ -295,6 +295,8 @@ POLICY: list[Rule] = [
     Rule("manage/statistics/", "GET", _PAGE_ADMIN),
     Rule("manage/audit/", "GET", _PAGE_ADMIN, query={"action": "login"}),
     Rule("manage/audit/", "POST", _PAGE_ADMIN, body={}, form=True),
+    # The audit page's CSV export of what its filters show (pages/views/audit.py): admins.
+    Rule("manage/audit/export/", "GET", _PAGE_ADMIN, query={"action": "login"}),
     Rule("manage/audit/patient/", "GET", _PAGE_ADMIN),
     Rule("manage/audit/patient/", "POST", _PAGE_ADMIN, body={"hospital_id": "MRN-1"}, form=True),
     # Erasure (pages/views/erasure.py): admins only; an empty form is a 400, nothing erased.

@@ -9,8 +9,10 @@ from typing import Any
 
 from django import forms
 from django.core.paginator import Paginator
-from django.http import HttpRequest, HttpResponse
-from django.shortcuts import render
+from django.http import FileResponse, HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.urls import reverse
+from django.utils import timezone
 from django.views import View
 
 from accounts.mixins import AdminPageMixin
@@ -18,7 +20,7 @@ from audit.forms import PatientEventSearchForm
 from audit.models import Action, Outcome
 from audit.pseudonyms import MARK_KEY, SEARCH_HASH_KEY, patient_reference
 from audit.selectors import audit_chain_verify, audit_event_list
-from audit.services import audit_find_patient_events
+from audit.services import actor_label, audit_export_filtered, audit_find_patient_events
 
 EVENTS_PER_PAGE = 50
 
@@ -37,6 +39,18 @@ class AuditFilterForm(forms.Form):
     until = forms.DateField(
         label="To", required=False, widget=forms.DateInput(attrs={"type": "date"})
     )
+    patient = forms.RegexField(
+        label="Patient reference",
+        required=False,
+        regex=r"^[0-9a-f]{12}$",
+        strip=True,
+        error_messages={
+            "invalid": "A patient reference is 12 characters, 0-9 and a-f, as the log shows it. "
+            "To find a patient by hospital id, use the investigator's search."
+        },
+        widget=forms.TextInput(attrs={"placeholder": "3fa1c09b7d2e", "spellcheck": "false"}),
+    )
+    scan = forms.IntegerField(label="Scan (image) number", required=False, min_value=1)
 
     def clean(self) -> dict[str, Any]:
         data = super().clean() or {}
@@ -76,6 +90,35 @@ def _describe(event: Any) -> str:
     return "; ".join(parts)
 
 
+def _rows(events: Any) -> list[tuple[Any, str]]:
+    rows = []
+    for event in events:
+        event.who = actor_label(event)
+        rows.append((event, _describe(event)))
+    return rows
+
+
+def _filters(form: AuditFilterForm) -> dict[str, Any]:
+    return {k: v for k, v in form.cleaned_data.items() if v} if form.is_valid() else {}
+
+
+class AuditLogExportView(AdminPageMixin, View):
+    """The events the page shows for its filters, as CSV (audit_export_filtered); invalid
+    filters are sent back to the page, which says what is wrong."""
+
+    def get(self, request: HttpRequest) -> HttpResponse:
+        form = AuditFilterForm(request.GET or None)
+        if request.GET and not form.is_valid():
+            return redirect(f"{reverse('audit-log-page')}?{request.GET.urlencode()}")
+        export = audit_export_filtered(filters=_filters(form), actor=request.user, request=request)
+        response = FileResponse(export.file, content_type="text/csv; charset=utf-8")
+        stamp = timezone.now().strftime("%Y%m%d-%H%M%S")
+        response["Content-Disposition"] = f'attachment; filename="audit-{stamp}.csv"'
+        response["X-Audit-Count"] = str(export.count)
+        response["Cache-Control"] = "no-store"
+        return response
+
+
 class AuditLogPageView(AdminPageMixin, View):
     def get(self, request: HttpRequest) -> HttpResponse:
         return self._render(request)
@@ -86,10 +129,10 @@ class AuditLogPageView(AdminPageMixin, View):
 
     def _render(self, request: HttpRequest, report: Any = None) -> HttpResponse:
         form = AuditFilterForm(request.GET or None)
-        filters = form.cleaned_data if form.is_valid() else {}
-        events = audit_event_list(**{k: v for k, v in filters.items() if v})
+        filters = _filters(form)
+        events = audit_event_list(**filters)
         page = Paginator(events, EVENTS_PER_PAGE).get_page(request.GET.get("page"))
-        rows = [(event, _describe(event)) for event in page.object_list]
+        rows = _rows(page.object_list)
         query = request.GET.copy()
         query.pop("page", None)
         context = {
@@ -131,7 +174,7 @@ class AuditPatientSearchPageView(AdminPageMixin, View):
             "form": PatientEventSearchForm(),
             "searched": True,
             "reference": patient_reference(hospital_id),
-            "rows": [(event, _describe(event)) for event in found[:INVESTIGATION_MAX_EVENTS]],
+            "rows": _rows(found[:INVESTIGATION_MAX_EVENTS]),
             "more": len(found) > INVESTIGATION_MAX_EVENTS,
             "limit": INVESTIGATION_MAX_EVENTS,
         }
