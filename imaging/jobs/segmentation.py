@@ -349,14 +349,22 @@ def segmentation_run(*, job_id: int) -> SegmentationJob | None:
                     _deidentified_source(m, o, open_data_key(m))
                     for m, o in zip(members, originals, strict=True)
                 ]
-                seg = seg_from_labels(
-                    sources[0] if len(sources) == 1 else sources,
-                    labels if labels.shape[0] > 1 else labels[0],
-                    classes,
-                    model_name=job.model.name,
-                    model_version=str(config.training.get("seed", "1")),
-                )
-                seg_path = put("segmentation.dcm.enc", seg, "seg")
+                try:
+                    seg = seg_from_labels(
+                        sources[0] if len(sources) == 1 else sources,
+                        labels if labels.shape[0] > 1 else labels[0],
+                        classes,
+                        model_name=job.model.name,
+                        model_version=str(config.training.get("seed", "1")),
+                    )
+                except ValueError as refused:
+                    # highdicom refuses geometry it cannot place (an enhanced multi-frame
+                    # whose frames carry no plane positions, say): the masks, overlays and
+                    # measurements stand; only the SEG file is skipped, with the reason.
+                    logger.info("no DICOM SEG for job %s: %s", job.id, refused)
+                    notes.append(f"no DICOM SEG: {refused}")
+                else:
+                    seg_path = put("segmentation.dcm.enc", seg, "seg")
             else:
                 notes.append("no DICOM SEG: several frames without patient geometry")
             timings["seg_ms"] = (time.perf_counter() - t0) * 1000.0

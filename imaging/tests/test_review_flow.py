@@ -293,3 +293,58 @@ def test_the_blurred_copy_waits_for_the_review(
     assert response.status_code == 409
     assert response.json()["error"]["code"] == "needs_review"
     assert api.get(f"/api/images/{leftover_scan.pk}/blurred/?frame=3").status_code in (400, 409)
+
+
+# --- The review page ------------------------------------------------------------------------
+
+
+def test_the_page_lists_leftovers_asks_before_removing_and_reads_manual(
+    client: Any, api: Any, technician: Any, leftover_scan: Scan
+) -> None:
+    (leftover,) = LeftoverDetection.objects.filter(scan=leftover_scan)
+    x1, y1, x2, y2 = 2, 2, 12, 12
+    api.force_authenticate(technician)
+    assert (
+        api.post(
+            f"/api/images/{leftover_scan.pk}/regions/",
+            {"x1": x1, "y1": y1, "x2": x2, "y2": y2},
+            format="json",
+        ).status_code
+        == 201
+    )
+    client.force_login(technician)
+
+    page = client.get(f"/scans/{leftover_scan.pk}/").content.decode()
+
+    assert f'data-leftover-id="{leftover.pk}" data-state="open"' in page
+    assert "Cover with a region" in page and "data-dismiss-leftover" in page
+    # Removing asks first (a dialog), and the hand-drawn box reads "manual", not "–".
+    assert "data-remove-dialog" in page and "Remove…" in page
+    assert '<td class="mono">manual</td>' in page
+    # No blurred copy while the scan needs review.
+    assert "image-blurred" not in page and "/blurred/" not in page
+    assert "offered once the review is confirmed" in page
+
+
+def test_a_cine_lists_one_row_per_box_with_its_frames(
+    client: Any, technician: Any, completed_dicom: tuple[Scan, Any]
+) -> None:
+    scan, _ = completed_dicom
+    groups = {}
+    for region in scan.regions.all():
+        groups.setdefault((region.label, region.box), []).append(region.frame)
+    assert any(len(frames) == 2 for frames in groups.values())
+    client.force_login(technician)
+    page = client.get(f"/scans/{scan.pk}/").content.decode()
+    assert page.count("data-region ") == len(groups)
+    assert "frames 1-2" in page
+    assert page.count("Remove…") == len(groups)
+
+
+def test_the_series_option_is_offered_only_for_a_series(
+    client: Any, doctor: Any, completed_dicom: tuple[Scan, Any]
+) -> None:
+    scan, _ = completed_dicom
+    client.force_login(doctor)
+    page = client.get(f"/scans/{scan.pk}/").content.decode()
+    assert "data-segmentation-series" not in page

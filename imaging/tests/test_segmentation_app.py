@@ -454,3 +454,28 @@ def test_it_shows_the_segmentation_panel_to_doctors_only(
     assert "<script>" not in panel  # behaviour lives in static/js (CSP)
     client.force_login(technician)
     assert "data-segmentation" not in client.get(f"/scans/{completed_scan.id}/").content.decode()
+
+
+@pytest.mark.django_db
+def test_a_multi_frame_mr_the_seg_cannot_place_completes_without_a_seg(
+    api: Any, discs: Path, bright_detector: None, upload: Any, segment: Any
+) -> None:
+    # pydicom's 10-frame enhanced MR: a Frame of Reference but no per-frame positions, which
+    # highdicom refuses to place. The job must complete (masks, overlays, sizes) and say why
+    # there is no SEG, not fail with processing_error.
+    from pydicom.data import get_testdata_file
+
+    data = Path(get_testdata_file("emri_small.dcm")).read_bytes()
+    response = upload(("emri_small.dcm", data))
+    assert response.status_code == 201, response.content
+    scan = Scan.objects.get(pk=response.json()[0]["id"])
+    assert scan.status == "completed" and scan.frames == 10, scan.failure_reason
+
+    job = SegmentationJob.objects.get(pk=segment(scan).json()["id"])
+
+    assert job.status == JobStatus.COMPLETED, job.failure_reason
+    assert job.seg_path == ""
+    results = api.get(f"/api/segmentations/{job.id}/").json()["results"]
+    assert results["frames"] == 10
+    assert any(n.startswith("no DICOM SEG") for n in results["notes"]), results["notes"]
+    assert api.get(f"/api/segmentations/{job.id}/seg/").status_code == 404

@@ -44,20 +44,64 @@ REGION_KINDS = {
 }
 
 
+# More groups than this and the region table shows the first ones with a "show all" button.
+REGION_ROWS_SHOWN = 12
+
+
 def _regions(scan: Scan) -> list[Any]:
     """One row per group of identical boxes (a cine's overlay: "frames 1-100"), shown as
-    its first region with the group's number and frames."""
+    its first region with the group's number, frames and the state of its removal (every
+    action on the page acts on the whole group)."""
     from engine.detection.groups import region_groups
 
     rows = []
-    for group in region_groups(list(scan.regions.all())):
+    regions = list(scan.regions.select_related("removal_requested_by"))
+    for group in region_groups(regions):
         region = group.first
         region.kind = REGION_KINDS.get(region.label, region.label.replace("_", " "))
         region.number = group.number
         region.frames_label = group.frames_label
         region.region_count = len(group.regions)
+        region.group_confidence = group.confidence
+        pending = [r for r in group.regions if r.removal_pending]
+        region.group_pending = bool(pending)
+        if pending and not region.removal_pending:
+            # The row speaks for the group: show a pending member's request.
+            region.removal_requested_by = pending[0].removal_requested_by
+            region.removal_requested_at = pending[0].removal_requested_at
+            region.action_id = pending[0].pk
+        else:
+            region.action_id = region.pk
+        region.more = len(rows) >= REGION_ROWS_SHOWN
         rows.append(region)
     return rows
+
+
+def _leftovers(scan: Scan) -> list[Any]:
+    """The verification pass's leftover detections with their state for the review panel."""
+    from imaging.services.review import leftover_covered
+
+    regions = list(scan.regions.all())
+    rows = []
+    for leftover in scan.leftovers.select_related("dismissed_by").order_by("frame", "id"):
+        if leftover.dismissed:
+            leftover.state = "dismissed"
+        elif leftover_covered(leftover, regions):
+            leftover.state = "covered"
+        else:
+            leftover.state = "open"
+        leftover.kind = REGION_KINDS.get(leftover.label, leftover.label.replace("_", " "))
+        rows.append(leftover)
+    return rows
+
+
+def _series_size(scan: Scan) -> int:
+    """How many images "whole series as one volume" would segment (1: not offered)."""
+    from imaging.jobs.segmentation import series_members
+
+    if scan.format != ScanFormat.DICOM or scan.frames != 1 or not scan.series_uid:
+        return 1
+    return len(series_members(scan))
 
 
 def _window_choices(scan: Scan) -> list[tuple[str, str]]:
@@ -119,6 +163,9 @@ class ScanPageView(ClinicalPageMixin, View):
             # Through the scoped selector too (no second audit event: the view is the scan).
             "patient": patient_lookup(user=user, patient_id=scan.patient_id),
             "regions": _regions(scan),
+            "leftovers": _leftovers(scan),
+            "region_rows_shown": REGION_ROWS_SHOWN,
+            "series_size": _series_size(scan),
             "metrics": _metrics(scan),
             "can_review": user.is_technician,  # type: ignore[union-attr]
             "window_choices": _window_choices(scan),

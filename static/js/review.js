@@ -2,9 +2,14 @@
    - add a missed region: "Draw a box" then drag on the image, or type the corners; POST
      /api/images/{id}/regions/ with {x1, y1, x2, y2, frame, label} (image pixels, x2/y2
      exclusive, frame = the one the viewer shows);
-   - ask for a false region's removal: DELETE /api/regions/{id}/ (a doctor approves it; the
-     region stays filled until then, so its pixels are never shown here);
-   - confirm: POST /api/images/{id}/review/.
+   - ask for a false region's removal after a confirmation dialog: DELETE
+     /api/regions/{id}/?group=true (the whole group; a doctor approves it, the region stays
+     filled until then, so its pixels are never shown here); undo it until the review is
+     confirmed: DELETE /api/regions/{id}/removal/?group=true;
+   - resolve each leftover detection of the verification pass: cover it with a region (the
+     POST above with its box and frame) or dismiss it with a typed reason: POST
+     /api/leftovers/{id}/dismissal/;
+   - confirm: POST /api/images/{id}/review/ (409 while a leftover is unresolved).
    Each change re-renders the page from the server (new grid image, region list, metrics). */
 (function () {
   "use strict";
@@ -42,25 +47,86 @@
     /* No storage: nothing to show. */
   }
 
-  // Remove buttons live in the region list, outside the review panel.
+  // Remove buttons live in the region list, outside the review panel. A removal asks first
+  // (a dialog naming the region and its frames), acts on the whole group, and can be undone
+  // until the review is confirmed.
+  var dialog = document.querySelector("[data-remove-dialog]");
+  function askToRemove(button) {
+    var number = button.getAttribute("data-number");
+    var frames = button.getAttribute("data-frames");
+    if (!dialog || typeof dialog.showModal !== "function") {
+      return Promise.resolve(
+        window.confirm("Ask a doctor to remove region " + number + "? It stays filled until then.")
+      );
+    }
+    dialog.querySelector("[data-remove-number]").textContent =
+      number + (frames ? " (frames " + frames + ")" : "");
+    return new Promise(function (resolve) {
+      dialog.addEventListener(
+        "close",
+        function () {
+          resolve(dialog.returnValue === "remove");
+        },
+        { once: true }
+      );
+      dialog.returnValue = "";
+      dialog.showModal();
+    });
+  }
+
   document.querySelectorAll("[data-remove-region]").forEach(function (button) {
     button.addEventListener("click", function () {
-      var label = button.getAttribute("aria-label") || "Remove region";
+      var number = button.getAttribute("data-number");
+      askToRemove(button).then(function (yes) {
+        if (!yes) {
+          say("Nothing changed: region " + number + " stays.", false);
+          button.focus();
+          return;
+        }
+        button.disabled = true;
+        say("Asking to remove region " + number + "…", false);
+        Medimg.fetchJSON(button.getAttribute("data-url"), { method: "DELETE" })
+          .then(function () {
+            reloadWith(
+              "Removal of region " + number + " requested. A doctor decides; until then the " +
+                "region stays filled. Undo it in the region list until you confirm."
+            );
+          })
+          .catch(function (err) {
+            button.disabled = false;
+            say("Could not ask for the removal: " + err.message, true);
+          });
+      });
+    });
+  });
+
+  document.querySelectorAll("[data-undo-removal]").forEach(function (button) {
+    button.addEventListener("click", function () {
       button.disabled = true;
-      say(label.replace(/^Remove/, "Asking to remove") + "…", false);
       Medimg.fetchJSON(button.getAttribute("data-url"), { method: "DELETE" })
         .then(function () {
-          reloadWith(
-            label.replace(/^Remove region/, "Removal of region") +
-              " requested. A doctor decides; until then the region stays filled."
-          );
+          reloadWith("Removal request undone: the region stays as it was.");
         })
         .catch(function (err) {
           button.disabled = false;
-          say("Could not remove the region: " + err.message, true);
+          say("Could not undo the removal: " + err.message, true);
         });
     });
   });
+
+  // A long region list shows its first rows; the rest on demand.
+  var more = document.querySelector("[data-regions-more]");
+  if (more) {
+    var moreLabel = more.textContent;
+    more.addEventListener("click", function () {
+      var open = more.getAttribute("aria-expanded") !== "true";
+      document.querySelectorAll("[data-region-more]").forEach(function (row) {
+        row.hidden = !open;
+      });
+      more.setAttribute("aria-expanded", open ? "true" : "false");
+      more.textContent = open ? "Show fewer regions" : moreLabel;
+    });
+  }
 
   if (!panel) {
     return;
@@ -246,6 +312,68 @@
         submit.disabled = false;
         say("Could not add the region: " + err.message, true);
       });
+  });
+
+  // --- Leftover detections: cover with a region, or dismiss with a reason ------------------
+  panel.querySelectorAll("[data-cover-leftover]").forEach(function (button) {
+    button.addEventListener("click", function () {
+      var b = button.getAttribute("data-box").split(",").map(Number);
+      var margin = 2; // the detector's box is tight: a little room around the text
+      var body = {
+        x1: Math.max(0, b[0] - margin),
+        y1: Math.max(0, b[1] - margin),
+        x2: Math.min(Number(fields.x2.max) || b[2] + margin, b[2] + margin),
+        y2: Math.min(Number(fields.y2.max) || b[3] + margin, b[3] + margin),
+        frame: Number(button.getAttribute("data-frame")),
+        label: button.getAttribute("data-label") || "phi_text",
+      };
+      if (["phi_text", "tech_text", "barcode"].indexOf(body.label) < 0) {
+        body.label = "phi_text";
+      }
+      button.disabled = true;
+      say("Covering the leftover text with a region…", false);
+      Medimg.fetchJSON(panel.getAttribute("data-add-url"), {
+        method: "POST",
+        headers: { "Content-Type": "application/json" },
+        body: JSON.stringify(body),
+      })
+        .then(function (region) {
+          reloadWith("Leftover text covered by region " + (region.index + 1) + ".");
+        })
+        .catch(function (err) {
+          button.disabled = false;
+          say("Could not cover the leftover text: " + err.message, true);
+        });
+    });
+  });
+
+  panel.querySelectorAll("[data-dismiss-leftover]").forEach(function (dismiss) {
+    dismiss.addEventListener("submit", function (event) {
+      event.preventDefault();
+      var input = dismiss.querySelector("[name=reason]");
+      var reason = input.value.trim();
+      if (reason.length < 5) {
+        input.setAttribute("aria-invalid", "true");
+        input.focus();
+        say("Type why this is not identifying text (at least 5 characters).", true);
+        return;
+      }
+      input.removeAttribute("aria-invalid");
+      var submit = dismiss.querySelector("button[type=submit]");
+      submit.disabled = true;
+      Medimg.fetchJSON(dismiss.getAttribute("data-url"), {
+        method: "POST",
+        headers: { "Content-Type": "application/json" },
+        body: JSON.stringify({ reason: reason }),
+      })
+        .then(function () {
+          reloadWith("Leftover detection dismissed: “" + reason + "”.");
+        })
+        .catch(function (err) {
+          submit.disabled = false;
+          say("Could not dismiss: " + err.message, true);
+        });
+    });
   });
 
   confirmButton.addEventListener("click", function () {

@@ -25,9 +25,18 @@
     var runButton = panel.querySelector("[data-segmentation-run]");
     var current = null;
 
-    function say(text) {
+    // Refusals and failures read as errors (styled like the review panel's), not as notes.
+    function say(text, isError) {
       status.textContent = text;
+      status.classList.toggle("review__message--error", Boolean(isError));
     }
+
+    var FAILURES = {
+      processing_error: "an unexpected error while segmenting; an administrator can see the log",
+      decrypt_failed: "the stored image could not be opened",
+      model_unavailable: "the model could not be loaded",
+      needs_volume: "this model needs a volume (several slices)",
+    };
 
     function overlaySrc(job) {
       var frame = Math.max(0, (parseInt(frameInput.value, 10) || 1) - 1);
@@ -97,7 +106,8 @@
         return;
       }
       if (job.status === "failed") {
-        say("The segmentation failed: " + (job.failure_reason || "unknown reason") + ".");
+        var reason = FAILURES[job.failure_reason] || job.failure_reason || "unknown reason";
+        say("The segmentation failed: " + reason + ".", true);
         runButton.disabled = false;
         return;
       }
@@ -108,7 +118,7 @@
     }
 
     function fail(err) {
-      say(err.message);
+      say(err.message, true);
       runButton.disabled = false;
     }
 
@@ -140,7 +150,7 @@
       if (spacing && spacing.value.trim()) {
         var mm = parseFloat(spacing.value);
         if (!(mm > 0)) {
-          say("Pixel spacing must be a positive number of millimetres.");
+          say("Pixel spacing must be a positive number of millimetres.", true);
           return;
         }
         body.pixel_spacing_mm = [mm, mm];
