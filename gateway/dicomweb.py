@@ -22,6 +22,7 @@ import json
 import re
 import uuid
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from functools import wraps
 from typing import Any
 
@@ -49,6 +50,11 @@ from imaging.services.deid import scan_export
 from imaging.vault.redacted import redacted_render, scan_header
 
 DICOM_JSON = "application/dicom+json"
+EXPLICIT_LITTLE = "1.2.840.10008.1.2.1"
+OCTET_STREAM = "application/octet-stream"
+# Binary value representations: served by BulkDataURI in metadata above this many bytes.
+_BULK_VRS = {"OB", "OD", "OF", "OL", "OV", "OW", "UN"}
+BULK_THRESHOLD = 1024
 MAX_RESULTS = 1000
 
 
@@ -450,13 +456,37 @@ def _retrieve(request: HttpRequest, **scope: str) -> HttpResponse:
     return _multipart((_exported(request, i) for i in instances), "application/dicom")
 
 
+def _pixel_vr(header: Dataset) -> str | None:
+    """Pixel Data's VR as the export writes it (PS3.5 8.2); None for an instance without
+    pixels."""
+    if "Rows" not in header:
+        return None
+    meta = getattr(header, "file_meta", None)
+    syntax = str(getattr(meta, "TransferSyntaxUID", "") or EXPLICIT_LITTLE)
+    if UID(syntax).is_encapsulated or int(header.get("BitsAllocated", 8) or 8) <= 8:
+        return "OB"
+    return "OW"
+
+
 def _metadata(request: HttpRequest, **scope: str) -> HttpResponse:
     instances = _instances(request, **scope)
     items = []
     for instance in instances:
         header = scan_header(instance.scan)
-        header.pop("PixelData", None)
+        header.pop("PixelData", None)  # scan_header reads up to it; served by reference
+        pixel_vr = _pixel_vr(header)
         item = header.to_json_dict()
+        bulk = (
+            f"{_base(request)}/studies/{instance.study_uid}/series/{instance.series_uid}"
+            f"/instances/{instance.sop_instance_uid}/bulk"
+        )
+        # Large binary values by reference (OHIF's bulkDataURI), fetched from bulk/{tag}.
+        for key, value in item.items():
+            inline = value.get("InlineBinary")
+            if value.get("vr") in _BULK_VRS and inline and len(inline) * 3 // 4 > BULK_THRESHOLD:
+                item[key] = {"vr": value["vr"], "BulkDataURI": f"{bulk}/{key}"}
+        if pixel_vr is not None:
+            item["7FE00010"] = {"vr": pixel_vr, "BulkDataURI": f"{bulk}/7FE00010"}
         meta = getattr(header, "file_meta", None)
         if meta is not None and "TransferSyntaxUID" in meta:
             item.update(_tag("00020010", "UI", [str(meta.TransferSyntaxUID)]))
@@ -496,32 +526,175 @@ def dataset_frames(dataset: Dataset) -> list[bytes]:
     return [data[n * size : (n + 1) * size] for n in range(frames)]
 
 
+# --- Content negotiation (PS3.18 8.7) -------------------------------------------------------
+
+
+class NotAcceptable(DicomwebError):
+    def __init__(self, offered: str) -> None:
+        super().__init__(406, "not_acceptable", f"The Accept header asks for none of: {offered}.")
+
+
+def _accept(request: HttpRequest) -> list[tuple[str, dict[str, str]]]:
+    """The Accept header's media ranges as (type, parameters), lower-cased, quotes removed;
+    [("*/*", {})] when there is none."""
+    ranges = []
+    for item in request.META.get("HTTP_ACCEPT", "").split(","):
+        media, *raw = (part.strip() for part in item.split(";"))
+        if not media:
+            continue
+        params = {}
+        for param in raw:
+            name, _, value = param.partition("=")
+            params[name.strip().lower()] = value.strip().strip('"')
+        ranges.append((media.lower(), params))
+    return ranges or [("*/*", {})]
+
+
+@dataclass(frozen=True)
+class _BulkChoice:
+    """How frames or bulk data go out: multipart or one part, as stored or decompressed."""
+
+    multipart: bool
+    part_type: str
+    syntax: str
+    decompress: bool
+
+
+def _bulk_choice(request: HttpRequest, stored_syntax: str) -> _BulkChoice:
+    """What to send for an Accept header, given the frames' stored transfer syntax.
+
+    OHIF asks `multipart/related; type="application/octet-stream"; transfer-syntax=*`: the
+    frames as stored, their syntax in the part's Content-Type. Without transfer-syntax, or
+    with Explicit VR Little Endian, octet-stream means uncompressed frames (decompressed
+    when stored compressed). A compressed media type (image/jls, image/jp2, image/jpeg,
+    image/x-dicom-rle) is served when the frames are stored in it."""
+    compressed = UID(stored_syntax).is_encapsulated
+    stored_type = _COMPRESSED_TYPES.get(stored_syntax, OCTET_STREAM)
+    for media, params in _accept(request):
+        if media in ("*/*", "multipart/*"):
+            return _BulkChoice(True, stored_type, stored_syntax, False)
+        if media == "multipart/related":
+            multipart, part_type = True, params.get("type", OCTET_STREAM)
+        elif media in (OCTET_STREAM, *_COMPRESSED_TYPES.values()):
+            multipart, part_type = False, media
+        else:
+            continue
+        wanted = params.get("transfer-syntax")
+        if part_type in ("*/*", "*") and wanted in (None, "*", stored_syntax):
+            return _BulkChoice(multipart, stored_type, stored_syntax, False)
+        if part_type == OCTET_STREAM:
+            if wanted == "*" or wanted == stored_syntax and not compressed:
+                return _BulkChoice(multipart, OCTET_STREAM, stored_syntax, False)
+            if wanted in (None, EXPLICIT_LITTLE):
+                return _BulkChoice(multipart, OCTET_STREAM, EXPLICIT_LITTLE, compressed)
+        elif part_type == stored_type and compressed and wanted in (None, "*", stored_syntax):
+            return _BulkChoice(multipart, stored_type, stored_syntax, False)
+    raise NotAcceptable(
+        f'multipart/related; type="{stored_type}"; transfer-syntax={stored_syntax}'
+        + ("" if not compressed else f' or type="{OCTET_STREAM}" (decompressed)')
+    )
+
+
+def _bulk_response(choice: _BulkChoice, parts: list[bytes]) -> HttpResponse:
+    extra = f"; transfer-syntax={choice.syntax}"
+    if choice.multipart:
+        return _multipart(parts, choice.part_type, extra)
+    if len(parts) != 1:
+        raise NotAcceptable("multipart/related (more than one part)")
+    response = HttpResponse(parts[0])
+    response["Content-Type"] = f"{choice.part_type}{extra}"
+    return response
+
+
+def _exported_frames(request: HttpRequest, instance: DicomInstance) -> tuple[Dataset, str]:
+    dataset = dcmread(io.BytesIO(_exported(request, instance)))
+    return dataset, str(dataset.file_meta.TransferSyntaxUID)
+
+
+def _chosen_frames(dataset: Dataset, choice: _BulkChoice) -> list[bytes]:
+    if choice.decompress:
+        dataset.decompress()
+    return dataset_frames(dataset)
+
+
 def _frames(request: HttpRequest, numbers: str, **scope: str) -> HttpResponse:
     try:
         wanted = [int(n) for n in numbers.split(",") if n.strip()]
     except ValueError:
         return _error(400, "invalid_frame", "Frames are 1-based numbers, comma-separated.")
     instance = _instances(request, **scope)[0]
-    dataset = dcmread(io.BytesIO(_exported(request, instance)))
-    frames = dataset_frames(dataset)
+    dataset, syntax = _exported_frames(request, instance)
+    choice = _bulk_choice(request, syntax)
+    frames = _chosen_frames(dataset, choice)
     if not wanted or any(n < 1 or n > len(frames) for n in wanted):
         return _error(404, "invalid_frame", f"Frames are numbered 1 to {len(frames)}.")
-    syntax = str(dataset.file_meta.TransferSyntaxUID)
-    part_type = _COMPRESSED_TYPES.get(syntax, "application/octet-stream")
-    return _multipart((frames[n - 1] for n in wanted), part_type, f"; transfer-syntax={syntax}")
+    return _bulk_response(choice, [frames[n - 1] for n in wanted])
+
+
+def _bulk(request: HttpRequest, tag: str, **scope: str) -> HttpResponse:
+    """A top-level binary element named in the metadata's BulkDataURI: Pixel Data as its
+    frames (one part each), anything else as one part."""
+    if not re.fullmatch(r"[0-9A-Fa-f]{8}", tag):
+        return _error(404, "not_found", "Bulk data is named by an 8-digit hexadecimal tag.")
+    instance = _instances(request, **scope)[0]
+    dataset, syntax = _exported_frames(request, instance)
+    number = int(tag, 16)
+    if number == 0x7FE00010:
+        choice = _bulk_choice(request, syntax)
+        return _bulk_response(choice, _chosen_frames(dataset, choice))
+    element = dataset.get(number)
+    if element is None or element.VR not in _BULK_VRS or element.value is None:
+        return _error(404, "not_found", "No bulk data element with this tag.")
+    choice = _bulk_choice(request, EXPLICIT_LITTLE)
+    return _bulk_response(choice, [bytes(element.value)])
+
+
+_IMAGE_TYPES = {"image/png": "PNG", "image/jpeg": "JPEG"}
+
+
+def _image_type(request: HttpRequest, default: str) -> str:
+    for media, _ in _accept(request):
+        if media in _IMAGE_TYPES:
+            return media
+        if media in ("*/*", "image/*"):
+            return default
+    raise NotAcceptable("image/png, image/jpeg")
+
+
+def _image(array: Any, media: str, *, size: int | None = None) -> HttpResponse:
+    image = Image.fromarray(array)
+    if size is not None:
+        image.thumbnail((size, size))
+    if media == "image/jpeg" and image.mode not in ("L", "RGB"):
+        image = image.convert("RGB")
+    out = io.BytesIO()
+    image.save(
+        out, format=_IMAGE_TYPES[media], **({"quality": 90} if media == "image/jpeg" else {})
+    )
+    return HttpResponse(out.getvalue(), content_type=media)
 
 
 def _rendered(request: HttpRequest, **scope: str) -> HttpResponse:
+    media = _image_type(request, "image/png")
     instance = _instances(request, **scope)[0]
     scan_export(scan=instance.scan, actor=request.user, request=request)  # audited, checked
     frame = request.GET.get("frame", "1")
     index = int(frame) - 1 if frame.isdigit() else 0
     if not 0 <= index < instance.scan.frames:
         return _error(404, "invalid_frame", f"Frames are numbered 1 to {instance.scan.frames}.")
-    image = redacted_render(instance.scan, index, None)
-    out = io.BytesIO()
-    Image.fromarray(image).save(out, format="PNG")
-    return HttpResponse(out.getvalue(), content_type="image/png")
+    return _image(redacted_render(instance.scan, index, None), media)
+
+
+THUMBNAIL_SIZE = 128
+
+
+def _thumbnail(request: HttpRequest, **scope: str) -> HttpResponse:
+    """The first instance's first frame (of the study, series or instance), redacted and
+    scaled to fit THUMBNAIL_SIZE pixels."""
+    media = _image_type(request, "image/jpeg")
+    instance = _instances(request, **scope)[0]
+    scan_export(scan=instance.scan, actor=request.user, request=request)  # audited, checked
+    return _image(redacted_render(instance.scan, 0, None), media, size=THUMBNAIL_SIZE)
 
 
 # --- Views ----------------------------------------------------------------------------------
@@ -588,6 +761,18 @@ def frames(
 @_clinical
 def rendered(request: HttpRequest, study: str, series: str, instance: str) -> HttpResponse:
     return _rendered(request, **_scope(study, series, instance))
+
+
+@_clinical
+def thumbnail(
+    request: HttpRequest, study: str, series: str | None = None, instance: str | None = None
+) -> HttpResponse:
+    return _thumbnail(request, **_scope(study, series, instance))
+
+
+@_clinical
+def bulk(request: HttpRequest, study: str, series: str, instance: str, tag: str) -> HttpResponse:
+    return _bulk(request, tag, **_scope(study, series, instance))
 
 
 def _scope(study: str, series: str | None, instance: str | None) -> dict[str, str]:

@@ -36,4 +36,16 @@ urlpatterns = [
         dicomweb.rendered,
         name="rendered",
     ),
+    path(f"studies/{UID}/thumbnail", dicomweb.thumbnail, name="study-thumbnail"),
+    path(f"studies/{UID}/series/{SE}/thumbnail", dicomweb.thumbnail, name="series-thumbnail"),
+    path(
+        f"studies/{UID}/series/{SE}/instances/{IN}/thumbnail",
+        dicomweb.thumbnail,
+        name="instance-thumbnail",
+    ),
+    path(
+        f"studies/{UID}/series/{SE}/instances/{IN}/bulk/<str:tag>",
+        dicomweb.bulk,
+        name="bulk",
+    ),
 ]

@@ -99,7 +99,8 @@ def test_qido_and_wado_round_trip(
 
         metadata = web.retrieve_instance_metadata(study_uid, series_uid, sop_uid)
         assert metadata["00080018"]["Value"] == [sop_uid]
-        assert "7FE00010" not in metadata
+        # Pixel Data by reference (BulkDataURI), never inline.
+        assert set(metadata["7FE00010"]) == {"vr", "BulkDataURI"}
         for value in PHI.values():
             assert value not in str(metadata)
 

@@ -161,6 +161,13 @@ POLICY: list[Rule] = [
          "GET", _DICOMWEB_STUDY),
     Rule("dicomweb/studies/<str:study>/series/<str:series>/instances/<str:instance>/rendered",
          "GET", _DICOMWEB_STUDY),
+    # OHIF's thumbnails (study, series, instance) and the metadata's BulkDataURI.
+    Rule("dicomweb/studies/<str:study>/thumbnail", "GET", _DICOMWEB_STUDY),
+    Rule("dicomweb/studies/<str:study>/series/<str:series>/thumbnail", "GET", _DICOMWEB_STUDY),
+    Rule("dicomweb/studies/<str:study>/series/<str:series>/instances/<str:instance>/thumbnail",
+         "GET", _DICOMWEB_STUDY),
+    Rule("dicomweb/studies/<str:study>/series/<str:series>/instances/<str:instance>/bulk/<str:tag>",
+         "GET", _DICOMWEB_STUDY),
     Rule("healthz", "GET", _EVERYONE),
     Rule("healthz/ready", "GET", _EVERYONE),
     Rule("metrics", "GET", _EVERYONE),
@@ -295,8 +302,6 @@ POLICY: list[Rule] = [
     Rule("manage/statistics/", "GET", _PAGE_ADMIN),
     Rule("manage/audit/", "GET", _PAGE_ADMIN, query={"action": "login"}),
     Rule("manage/audit/", "POST", _PAGE_ADMIN, body={}, form=True),
-    # The audit page's CSV export of what its filters show (pages/views/audit.py): admins.
-    Rule("manage/audit/export/", "GET", _PAGE_ADMIN, query={"action": "login"}),
     Rule("manage/audit/patient/", "GET", _PAGE_ADMIN),
     Rule("manage/audit/patient/", "POST", _PAGE_ADMIN, body={"hospital_id": "MRN-1"}, form=True),
     # Erasure (pages/views/erasure.py): admins only; an empty form is a 400, nothing erased.
@@ -321,6 +326,7 @@ def path_values(patient_for_policy: Patient, scan_for_policy: Any) -> dict[str, 
         "series": "2.25.1234.1",
         "instance": "2.25.1234.1.1",
         "numbers": "1",
+        "tag": "7FE00010",
     }
 
 
