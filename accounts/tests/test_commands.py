@@ -95,12 +95,14 @@ def test_it_creates_demo_users_once_and_prints_passwords_once() -> None:
     assert {name: u.role for name, u in users.items()} == {
         "tech": Role.TECHNICIAN,
         "doctor": Role.DOCTOR,
+        "cardiotech": Role.TECHNICIAN,
+        "cardiodoctor": Role.DOCTOR,
         "admin": Role.ADMIN,
     }
     assert all(u.is_active for u in users.values())
     assert users["admin"].is_staff and users["admin"].is_superuser
     printed = dict(re.findall(r"^\s+(\w+)\s+\w+\s+(\S+)$", first.getvalue(), re.MULTILINE))
-    assert set(printed) == {"tech", "doctor", "admin"}
+    assert set(printed) == {"tech", "doctor", "cardiotech", "cardiodoctor", "admin"}
     for name, secret in printed.items():
         assert users[name].check_password(secret)
     # The demo admin can pass the two-factor step: its device's secret is printed once.
@@ -111,7 +113,7 @@ def test_it_creates_demo_users_once_and_prints_passwords_once() -> None:
     second = StringIO()
     call_command("create_demo_users", stdout=second)
 
-    assert User.objects.count() == 3
+    assert User.objects.count() == 5
     assert "already exists" in second.getvalue()
     for secret in printed.values():
         assert secret not in second.getvalue()

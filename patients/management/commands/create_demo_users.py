@@ -7,10 +7,13 @@ Admins must log in with a second factor (accounts.otp), so the demo admin gets a
 TOTP device too, and its secret is printed once with the password: add it to an authenticator
 app (or `oathtool --totp -b SECRET`) to get the six-digit codes.
 
-Departments, so that access following care is visible on the first login: the technician works
-in Radiology and Cardiology, the doctor in Radiology only, and two demo patients are registered
-in each department (through the patient services, audited). The doctor sees the two Radiology
-patients and not the Cardiology ones; the technician sees all four. Patients are added once.
+Departments, so that access following care is visible on the first login: Radiology and
+Cardiology, each with a technician and a doctor (`tech` and `doctor` in Radiology, `cardiotech`
+and `cardiodoctor` in Cardiology), and two demo patients registered in each department by its
+technician (through the patient services, audited). `cardiodoctor` is also on the care team of
+one Radiology patient. So `doctor` sees the two Radiology patients, `cardiodoctor` the two
+Cardiology ones and that one, and the admin none. Patients are added once. Every run ends with
+who works where and who sees which demo patient (no secrets).
 
 It lives in patients, not accounts, because it makes patients as well as users: patients may use
 accounts, never the other way round (docs/architecture.md).
@@ -27,12 +30,26 @@ from accounts.models import Department, Role, User
 from accounts.otp import otp_required_for, otp_secret_text
 from accounts.services import strong_password, user_create
 from patients.models import Patient
-from patients.services import patient_create, patient_set_departments
+from patients.services import patient_create, patient_set_care_team
 
-DEMO_USERS = (("tech", Role.TECHNICIAN), ("doctor", Role.DOCTOR), ("admin", Role.ADMIN))
+DEMO_USERS = (
+    ("tech", Role.TECHNICIAN),
+    ("doctor", Role.DOCTOR),
+    ("cardiotech", Role.TECHNICIAN),
+    ("cardiodoctor", Role.DOCTOR),
+    ("admin", Role.ADMIN),
+)
 DEMO_DEPARTMENTS = (("radiology", "Radiology"), ("cardiology", "Cardiology"))
 # Who works where (slugs); the admin works nowhere: admins see no patient data.
-DEMO_MEMBERSHIP = {"tech": ("radiology", "cardiology"), "doctor": ("radiology",)}
+DEMO_MEMBERSHIP = {
+    "tech": ("radiology",),
+    "doctor": ("radiology",),
+    "cardiotech": ("cardiology",),
+    "cardiodoctor": ("cardiology",),
+}
+# Who registers each department's patients, and one care-team member from elsewhere.
+DEMO_REGISTRAR = {"radiology": "tech", "cardiology": "cardiotech"}
+DEMO_CARE_TEAM = {"DEMO-R-001": ("cardiodoctor",)}
 # (hospital id, name, age, department): synthetic people, two per department.
 DEMO_PATIENTS = (
     ("DEMO-R-001", "Ada Radiology", 54, "radiology"),
@@ -86,22 +103,32 @@ class Command(BaseCommand):
             user = User.objects.filter(username__iexact=username).first()
             if user is not None:
                 user.departments.add(*(departments[slug] for slug in slugs))
-        tech = User.objects.filter(username__iexact="tech", role=Role.TECHNICIAN).first()
-        if tech is None or not tech.is_active:
-            return
         added = []
         for patient_id, name, age, slug in DEMO_PATIENTS:
-            if Patient.objects.filter(pk=patient_id).exists():
+            registrar = User.objects.filter(
+                username__iexact=DEMO_REGISTRAR[slug], role=Role.TECHNICIAN, is_active=True
+            ).first()
+            if registrar is None or Patient.objects.filter(pk=patient_id).exists():
                 continue
-            # Registered by the technician (in both departments), then kept in one.
+            # Registered by the department's technician: the record joins their department.
             patient = patient_create(
-                id=patient_id, name=name, age=age, created_by=tech, note="Demo record."
+                id=patient_id, name=name, age=age, created_by=registrar, note="Demo record."
             )
-            patient_set_departments(patient=patient, departments=[departments[slug]], actor=tech)
+            members = User.objects.filter(username__in=DEMO_CARE_TEAM.get(patient_id, ()))
+            if members:
+                patient_set_care_team(patient=patient, members=list(members), actor=registrar)
             added.append(f"{patient_id} ({departments[slug].name})")
         if added:
-            self.stdout.write("Demo patients: " + ", ".join(added))
-            self.stdout.write(
-                "  tech works in Radiology and Cardiology and sees all of them; "
-                "doctor works in Radiology and sees only the Radiology ones."
-            )
+            self.stdout.write("Demo patients added: " + ", ".join(added))
+        self._summary()
+
+    def _summary(self) -> None:
+        self.stdout.write("Who works where and sees which demo patient:")
+        for username, role in DEMO_USERS:
+            user = User.objects.filter(username__iexact=username).first()
+            if user is None:
+                continue
+            where = ", ".join(d.name for d in user.departments.all()) or "no department"
+            seen = Patient.objects.visible_to(user).filter(pk__startswith="DEMO-")
+            ids = ", ".join(sorted(seen.values_list("pk", flat=True))) or "none"
+            self.stdout.write(f"  {username:<13} {role:<11} {where:<12} sees {ids}")
