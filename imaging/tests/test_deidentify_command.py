@@ -27,6 +27,10 @@ SECRET = "b2" * 32
 BURNED_IN = "US1_UNCR.dcm"
 
 
+# The command reads the scanner rules (imaging.models.ScannerRule) from the database.
+pytestmark = pytest.mark.django_db
+
+
 @pytest.fixture(autouse=True)
 def _deid_settings(settings: Any, bright_detector: None) -> None:
     settings.MEDIMG_DEID_SECRET = SECRET

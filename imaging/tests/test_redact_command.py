@@ -35,6 +35,9 @@ ROOT = Path(__file__).resolve().parents[2]
 BURNED_IN = "US1_UNCR.dcm"  # RGB ultrasound, patient name and dates burned in
 MULTI_FRAME = "OBXXXX1A_2frame.dcm"  # palette colour, two frames, text on both
 
+# The command reads the scanner rules (imaging.models.ScannerRule) from the database.
+pytestmark = pytest.mark.django_db
+
 
 @pytest.fixture
 def yolo(settings: Any) -> None:
@@ -249,7 +252,18 @@ def test_it_exits_non_zero_when_a_file_failed(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if k != "DJANGO_SETTINGS_MODULE"}
     env["IMAGING_DETECTOR"] = BRIGHT_DETECTOR
     result = subprocess.run(
-        [sys.executable, "manage.py", "redact", str(good), str(bad), "--out", str(tmp_path / "o")],
+        # Another process: it cannot see the test database, so no scanner rules (tested with
+        # the database in test_scanner_rules).
+        [
+            sys.executable,
+            "manage.py",
+            "redact",
+            str(good),
+            str(bad),
+            "--out",
+            str(tmp_path / "o"),
+            "--no-scanner-rules",
+        ],  # fmt: skip
         cwd=ROOT,
         env=env,
         capture_output=True,

@@ -1,7 +1,7 @@
 """Redact burned-in text from image files in a batch, outside the web app.
 
     python manage.py redact INPUT... --out DIR [--preview-png] [--padding N] [--classes a,b]
-                                    [--weights PATH --backend onnx|torch]
+                                    [--weights PATH --backend onnx|torch] [--no-scanner-rules]
 
 INPUT is a JPEG, PNG or DICOM file, or a folder (searched recursively for them). For each
 image it writes `<stem>.redacted.<ext>` under DIR in the image's own format:
@@ -22,8 +22,10 @@ The work is the web pipeline's own code, chosen as processing chooses it (imagin
 `pipeline.fill_frames` fills them, with `IMAGING_REDACT_CLASSES` and `IMAGING_BOX_PADDING` as
 defaults. The scanner rules that match a DICOM's Manufacturer and Manufacturer Model Name
 (imaging.models.ScannerRule, managed in Django admin) add their boxes on every frame, class
-"scanner_rule". Nothing is encrypted or stored: this tool throws the regions away. Files are read
-whole; there is no upload size limit here, but `UPLOAD_MAX_PIXELS` applies.
+"scanner_rule" (`--no-scanner-rules` leaves them out; without it a database that cannot be
+read stops the command before the first file). Nothing is encrypted or stored: this tool
+throws the regions away. Files are read whole; there is no upload size limit here, but
+`UPLOAD_MAX_PIXELS` applies.
 
 stdout gets one JSON line per input file, in input order:
     {"input", "output", "format", "frames", "regions": [{"frame", "class", "confidence",
@@ -43,6 +45,7 @@ from typing import Any
 
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.db import DatabaseError
 
 from engine.detection import pipeline
 from engine.dicom import io as dicom
@@ -57,6 +60,7 @@ from imaging.jobs.batch import (
     fixed_boxes,
     write_atomic,
 )
+from imaging.models import ScannerRule
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".dcm", ".dicom"})
 SUFFIX_FOR_KIND = {"jpeg": ".jpg", "png": ".png", "dicom": ".dcm"}
@@ -139,6 +143,11 @@ class Command(BaseCommand):
         parser.add_argument(
             "--backend", choices=("onnx", "torch"), default=None, help="detector backend"
         )
+        parser.add_argument(
+            "--no-scanner-rules",
+            action="store_true",
+            help="do not add the scanner rules' boxes (for a machine without the database)",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         out_dir: Path = options["out"]
@@ -152,6 +161,17 @@ class Command(BaseCommand):
         else:
             classes = tuple(c.strip() for c in options["classes"].split(",") if c.strip())
         detector = batch_detector(options["weights"], options["backend"])
+        rules = not options["no_scanner_rules"]
+        if rules:
+            # Said once, before any file: a run that silently skipped the rules would leave
+            # text that the admin's rules exist to cover.
+            try:
+                ScannerRule.objects.exists()
+            except DatabaseError as exc:
+                raise CommandError(
+                    f"cannot read the scanner rules from the database ({exc}); run "
+                    "`manage.py migrate`, or pass --no-scanner-rules to redact without them"
+                ) from None
 
         inputs = list(iter_inputs(options["inputs"]))
         if not inputs:
@@ -167,6 +187,7 @@ class Command(BaseCommand):
                 classes=classes,
                 padding=padding,
                 preview=options["preview_png"],
+                rules=rules,
             )
             failed += "error" in record
             self.stdout.write(json.dumps(record, sort_keys=True))
@@ -184,6 +205,7 @@ class Command(BaseCommand):
         classes: tuple[str, ...],
         padding: int,
         preview: bool,
+        rules: bool = True,
     ) -> dict[str, Any]:
         started = time.perf_counter()
         stages: dict[str, float] = {}
@@ -199,7 +221,8 @@ class Command(BaseCommand):
                 found = pipeline.detect_frames(image.display, detector, classes=classes)
             boxes = pipeline.padded_boxes(found, padding, height, width, display=image.display)
             # The scanner rules (imaging.models.ScannerRule) cover their boxes on every frame.
-            boxes += pipeline.rule_boxes(fixed_boxes(image), image.frames, height, width)
+            if rules:
+                boxes += pipeline.rule_boxes(fixed_boxes(image), image.frames, height, width)
             with pipeline.timed(stages, "redact_ms"):
                 redacted = pipeline.fill_frames(image.pixels, boxes)
             with pipeline.timed(stages, "write_ms"):
