@@ -49,16 +49,22 @@ def blur_regions(redacted: np.ndarray, boxes: Sequence[Sequence[int]]) -> np.nda
         patch = work[ry0:ry1, rx0:rx1]
         base = patch[ring].mean(axis=0) if ring.any() else work[~inside].mean(axis=0)
         work[y0:y1, x0:x1] = base if (~inside).any() else 0
-    # 2. A heavy blur of that, kept only inside the boxes.
-    radius = max(4.0, max(min(x1 - x0, y1 - y0) for x0, y0, x1, y1 in clipped) / 3)
+    # 2. A heavy blur of that, kept only inside the boxes, computed on a crop around each
+    # box (three radii of margin: what a Gaussian of that radius can reach).
     flat = np.clip(work, 0, 255).astype(np.uint8)
-    blurred = np.asarray(Image.fromarray(flat).filter(ImageFilter.GaussianBlur(radius)))
-    # 3. Pixelated in blocks, so no edge inside reads as a stroke.
     for x0, y0, x1, y1 in clipped:
-        for by in range(y0, y1, BLOCK):
-            for bx in range(x0, x1, BLOCK):
-                block = blurred[by : min(by + BLOCK, y1), bx : min(bx + BLOCK, x1)]
-                out[by : min(by + BLOCK, y1), bx : min(bx + BLOCK, x1)] = block.reshape(
-                    -1, *block.shape[2:]
-                ).mean(axis=0)
+        radius = max(4.0, min(x1 - x0, y1 - y0) / 3)
+        margin = int(3 * radius) + 1
+        cy0, cy1 = max(0, y0 - margin), min(height, y1 + margin)
+        cx0, cx1 = max(0, x0 - margin), min(width, x1 + margin)
+        crop = Image.fromarray(np.ascontiguousarray(flat[cy0:cy1, cx0:cx1]))
+        blurred = np.asarray(crop.filter(ImageFilter.GaussianBlur(radius)))
+        inner = blurred[y0 - cy0 : y1 - cy0, x0 - cx0 : x1 - cx0]
+        # 3. Pixelated in blocks, so no edge inside reads as a stroke.
+        for by in range(0, y1 - y0, BLOCK):
+            for bx in range(0, x1 - x0, BLOCK):
+                block = inner[by : by + BLOCK, bx : bx + BLOCK]
+                out[y0 + by : y0 + by + block.shape[0], x0 + bx : x0 + bx + block.shape[1]] = (
+                    block.reshape(-1, *block.shape[2:]).mean(axis=0)
+                )
     return out

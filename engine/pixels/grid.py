@@ -88,15 +88,28 @@ def _meets(a: Sequence[int], b: Sequence[int]) -> bool:
     return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
 
 
-_CELL = 4  # the free-space search works on cells of this many pixels
+# The free-space search works on cells: 4 px, or coarser on big frames so the grid of cells
+# stays about 256 wide (a 3072 px radiograph: 12 px cells).
+_CELL_MIN = 4
+_CELLS_ACROSS = 256
+
+
+def _cell_size(width: int, height: int) -> int:
+    return max(_CELL_MIN, -(-max(width, height) // _CELLS_ACROSS))
 
 
 def _free_spot(
-    taken: np.ndarray, w: int, h: int, anchor: tuple[int, int], width: int, height: int
+    taken: np.ndarray,
+    w: int,
+    h: int,
+    anchor: tuple[int, int],
+    width: int,
+    height: int,
+    cell: int,
 ) -> tuple[int, int] | None:
     """The top-left of a free w x h rectangle nearest `anchor`, searched on the cell grid
     (`taken` marks cells that hold a tag already), or None."""
-    cw, ch = -(-w // _CELL), -(-h // _CELL)
+    cw, ch = -(-w // cell), -(-h // cell)
     rows, cols = taken.shape
     if ch > rows or cw > cols:
         return None
@@ -106,7 +119,7 @@ def _free_spot(
     ys, xs = np.nonzero(area == 0)
     if ys.size == 0:
         return None
-    px, py = xs * _CELL, ys * _CELL
+    px, py = xs * cell, ys * cell
     inside = (px + w <= width) & (py + h <= height)
     if not inside.any():
         return None
@@ -146,7 +159,8 @@ def label_layout(
     whose every caption finds no room gets None (the outline is still drawn)."""
     placed: list[LabelPlacement | None] = []
     rects: list[tuple[int, int, int, int]] = []
-    taken = np.zeros((-(-height // _CELL), -(-width // _CELL)), bool)
+    cell = _cell_size(width, height)
+    taken = np.zeros((-(-height // cell), -(-width // cell)), bool)
     clipped = [
         (
             max(0, min(int(b[0]), width - 1)),
@@ -168,7 +182,7 @@ def label_layout(
 
     boxes_taken = np.zeros_like(taken)
     for bx0, by0, bx1, by1 in clipped:
-        boxes_taken[by0 // _CELL : -(-by1 // _CELL), bx0 // _CELL : -(-bx1 // _CELL)] = True
+        boxes_taken[by0 // cell : -(-by1 // cell), bx0 // cell : -(-bx1 // cell)] = True
 
     for i, box in enumerate(clipped):
         others = [b for j, b in enumerate(clipped) if j != i]
@@ -186,7 +200,7 @@ def label_layout(
                             break
                 else:
                     grid = taken | boxes_taken if step == "away-clear" else taken
-                    spot = _free_spot(grid, w, h, (box[0], max(0, box[1] - h)), width, height)
+                    spot = _free_spot(grid, w, h, (box[0], max(0, box[1] - h)), width, height, cell)
                     if spot is not None:
                         rect = (spot[0], spot[1], spot[0] + w, spot[1] + h)
                         if fits(rect):
@@ -199,7 +213,7 @@ def label_layout(
         if choice is not None:
             rects.append(choice.rect)
             rx0, ry0, rx1, ry1 = choice.rect
-            taken[ry0 // _CELL : -(-ry1 // _CELL), rx0 // _CELL : -(-rx1 // _CELL)] = True
+            taken[ry0 // cell : -(-ry1 // cell), rx0 // cell : -(-rx1 // cell)] = True
     return placed
 
 
