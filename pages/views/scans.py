@@ -41,6 +41,8 @@ REGION_KINDS = {
     "barcode": "Barcode",
     # engine.dicom.ultrasound: ink outside an ultrasound's data regions that no detection covered.
     "annotation": "Scanner annotation",
+    # imaging.models.ScannerRule: a box the admin set for every image of this scanner model.
+    "scanner_rule": "Scanner rule",
 }
 
 
