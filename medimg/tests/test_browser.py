@@ -295,11 +295,19 @@ def test_it_runs_a_technicians_doctors_and_admins_day(
     # and until then it stays in the list and filled in the image.
     first = scan.regions.filter(source=RegionSource.DETECTOR).order_by("index").first()
     page.get_by_role("button", name=f"Remove region {first.index + 1}", exact=True).click()
+    # It asks first (issue 16): a dialog naming the region.
+    page.locator("[data-remove-dialog]").get_by_role("button", name="Ask for removal").click()
     page.locator("[data-review-message]").get_by_text("requested").wait_for()
     assert page.locator("[data-region]").count() == detected + 1
     assert Region.objects.get(pk=first.pk).removal_pending
-    page.get_by_text("Removal waiting for a doctor").wait_for()
+    page.get_by_text("Removal asked: undo until you confirm").wait_for()
 
+    # Text the verification pass still found must be resolved before confirming: covered.
+    covered = 0
+    while page.locator("[data-cover-leftover]").count():
+        page.locator("[data-cover-leftover]").first.click()
+        page.locator("[data-review-message]").get_by_text("covered").wait_for()
+        covered += 1
     page.get_by_role("button", name="Confirm regions").click()
     page.get_by_text(f"Confirmed by {technician.username}").wait_for()
     tech.shot("09-technician-confirmed")
@@ -309,7 +317,7 @@ def test_it_runs_a_technicians_doctors_and_admins_day(
         e.details["change"]
         for e in AuditEvent.objects.filter(action=Action.REGIONS_EDITED).order_by("sequence")
     ]
-    assert changes == ["added", "confirmed"]
+    assert changes == ["added"] * (1 + covered) + ["confirmed"]
     assert AuditEvent.objects.filter(action=Action.REGION_REMOVAL_REQUESTED).count() == 1
 
     # Home: the worklist holds what is still unconfirmed (the dropped image), not this one.
