@@ -11,7 +11,7 @@ from django.shortcuts import render
 from django.views import View
 
 from accounts.models import Role
-from engine.errors import EngineError
+from engine.errors import EngineError, ErrorCode
 from engine.pixels import qc
 from imaging.selectors.qc import ClusterResult, qc_outliers, scan_clusters
 from imaging.vault.redacted import frame_param
@@ -54,6 +54,21 @@ class QcOutliersPageView(DoctorOrAdminPageMixin, View):
         return render(request, "imaging/qc_outliers.html", {"report": report})
 
 
+def _frame(request: HttpRequest) -> int:
+    """The frame to cluster, 0-based. People count frames from 1: the page's form sends
+    `frame_number` (1-based); links from elsewhere may send the API's `frame` (0-based)."""
+    number = request.GET.get("frame_number")
+    if number in (None, ""):
+        return frame_param(request.GET)
+    try:
+        value = int(str(number))
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise EngineError(ErrorCode.INVALID_FRAME, "The frame number is a whole number from 1.")
+    return value - 1
+
+
 class ScanClustersPageView(ClinicalPageMixin, View):
     def get(self, request: HttpRequest, scan_id: int) -> HttpResponse:
         error = None
@@ -61,8 +76,10 @@ class ScanClustersPageView(ClinicalPageMixin, View):
         result = None
         k = 3
         frame = 0
+        parsed = False
         try:
-            frame = frame_param(request.GET)
+            frame = _frame(request)
+            parsed = True
             k = int(request.GET.get("k", "3"))
             result = scan_clusters(
                 user=request.user, scan_id=scan_id, frame=frame, k=k, request=request
@@ -71,6 +88,9 @@ class ScanClustersPageView(ClinicalPageMixin, View):
             error, status = f"k must be a whole number between 2 and {qc.MAX_K}.", 400
         except EngineError as refusal:
             error, status = refusal.message, refusal.status_code
+            if refusal.code == ErrorCode.INVALID_FRAME and parsed:
+                # The API counts from 0; say it as people count.
+                error = f"This image has no frame {frame + 1}."
         context = {
             "scan_id": scan_id,
             "result": result,
