@@ -377,7 +377,9 @@ export async function mountViewer(viewer) {
       engine.enableElement({ viewportId: otherId, type: CoreEnums.ViewportType.STACK, element: otherEl, defaultOptions: { background: [0, 0, 0] } });
       group.addViewport(otherId, engineId);
       if (!cameraSync) {
-        cameraSync = synchronizers.createCameraPositionSynchronizer(`medimg-cam-${id}`);
+        // Zoom and pan relative to each viewport's fit (the panes differ in size), and the
+        // same window on both.
+        cameraSync = synchronizers.createZoomPanSynchronizer(`medimg-cam-${id}`);
         voiSync = synchronizers.createVOISynchronizer(`medimg-voi-${id}`);
       }
       [cameraSync, voiSync].forEach((s) => {
@@ -389,8 +391,11 @@ export async function mountViewer(viewer) {
     const counterpart = shown === original ? redacted : original;
     otherLabel.textContent = counterpart.label;
     await other().setStack(counterpart.imageIds, main().getCurrentImageIdIndex());
-    other().setCamera(main().getCamera());
+    other().resetCamera();
+    main().resetCamera();
+    other().setProperties({ voiRange: main().getProperties().voiRange });
     other().render();
+    main().render();
     if (mode === "blink") {
       let showMain = true;
       blinkTimer = window.setInterval(() => {

@@ -271,6 +271,8 @@ def test_it_runs_a_technicians_doctors_and_admins_day(
     row.get_by_role("link", name="Open image").click()
     page.locator("#review-title").wait_for()
     until(page, "() => document.querySelector('[data-viewer-image]').naturalWidth > 0")
+    # The Cornerstone viewer has started; "Draw a box" shows the plain image to draw on.
+    until(page, "() => document.querySelector('[data-viewer][data-cs-ready]')")
     assert page.locator("[data-region]").count() == detected
     tech.shot("06-technician-review")
 
