@@ -130,13 +130,18 @@ def test_the_region_list_and_pages_show_a_pending_removal(
 
     client.force_login(doctor)
     page = client.get(f"/scans/{completed_scan.pk}/").content.decode()
-    assert f'data-removal-url="/api/regions/{target.pk}/removal/"' in page
+    assert f'data-removal-url="/api/regions/{target.pk}/removal/?group=true"' in page
     assert "Removal requested by" in page
     client.force_login(technician)
     page = client.get(f"/scans/{completed_scan.pk}/").content.decode()
-    assert "Removal waiting for a doctor" in page
+    # Until the review is confirmed the technician may undo it; after, it waits for a doctor.
+    assert "Removal asked: undo until you confirm" in page
+    assert f'data-url="/api/regions/{target.pk}/removal/?group=true"' in page
     # No second request offered for the pending one.
     assert f'aria-label="Remove region {target.index + 1}"' not in page
+    assert api.post(f"/api/images/{completed_scan.pk}/review/").status_code == 200
+    page = client.get(f"/scans/{completed_scan.pk}/").content.decode()
+    assert "Removal waiting for a doctor" in page and "data-undo-removal" not in page
 
 
 def test_the_doctors_home_lists_removals_waiting_for_a_decision(
