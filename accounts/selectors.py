@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from accounts.models import CLINICAL_ROLES, User
 
 
@@ -17,3 +19,9 @@ def clinical_user_list() -> list[User]:
         .prefetch_related("departments")
         .order_by("username")
     )
+
+
+def user_names(user_ids: Iterable[int]) -> dict[int, str]:
+    """Usernames by id, for pages that show stored user ids (the audit log's care-team
+    changes); ids of deleted users are missing."""
+    return dict(User.objects.filter(pk__in=set(user_ids)).values_list("pk", "username"))

@@ -158,3 +158,18 @@ def test_only_admins_use_the_investigator_page(
     assert client.get(SEARCH_PAGE).status_code == 403
     assert client.post(SEARCH_PAGE, {"hospital_id": "MRN-1"}).status_code == 403
     assert not AuditEvent.objects.filter(action=Action.AUDIT_PATIENT_SEARCHED).exists()
+
+
+def test_a_care_team_change_names_the_members(
+    client: Client, admin: Any, doctor: Any, other_doctor: Any
+) -> None:
+    from patients.models import Patient
+    from patients.services import patient_set_care_team
+
+    patient = Patient.objects.create(id="MRN-CT-1", name="Care Team")
+    patient_set_care_team(patient=patient, members=[other_doctor], actor=doctor)
+    client.force_login(admin)
+
+    html = client.get("/manage/audit/", {"action": "patient_care_team_changed"}).content.decode()
+
+    assert f"from: none; to: {other_doctor.username}" in html

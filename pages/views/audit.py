@@ -16,6 +16,7 @@ from django.utils import timezone
 from django.views import View
 
 from accounts.mixins import AdminPageMixin
+from accounts.selectors import user_names
 from audit.forms import PatientEventSearchForm
 from audit.models import Action, Outcome
 from audit.pseudonyms import MARK_KEY, SEARCH_HASH_KEY, patient_reference
@@ -65,36 +66,50 @@ class AuditFilterForm(forms.Form):
 _HIDDEN_KEYS = frozenset({MARK_KEY})
 
 
-def _describe(event: Any) -> str:
+def _describe(event: Any, usernames: dict[int, str] | None = None) -> str:
     """The event's details as one readable line (never raw JSON, never an internal key).
 
-    Empty values are left out; a search term is stored only as a keyed hash, which means
-    nothing to a reader, so it is shown as "search: yes" (the investigator page finds the
-    searches for a hospital id)."""
+    Empty values are left out (an empty list reads "none"); a search term is stored only as a
+    keyed hash, which means nothing to a reader, so it is shown as "search: yes" (the
+    investigator page finds the searches for a hospital id). A care-team change stores user
+    ids; they are shown as usernames (`usernames`, looked up for the page)."""
     details = event.details or {}
+    care_team = event.action == Action.PATIENT_CARE_TEAM_CHANGED
     parts = []
     for key in sorted(details):
         value = details[key]
-        if key in _HIDDEN_KEYS or value in (None, "", [], {}):
+        if key in _HIDDEN_KEYS or value in (None, "", {}):
             continue
         if key == SEARCH_HASH_KEY:
             parts.append("search: yes (the term is stored as a keyed hash)")
             continue
+        if care_team and key in ("from", "to") and isinstance(value, list):
+            value = [(usernames or {}).get(v, f"user {v}") for v in value]
         if isinstance(value, bool):
             value = "yes" if value else "no"
         elif isinstance(value, dict):
             value = ", ".join(f"{k} {v}" for k, v in value.items() if v not in (None, ""))
         elif isinstance(value, list):
-            value = ", ".join(str(v) for v in value)
+            value = ", ".join(str(v) for v in value) or "none"
         parts.append(f"{key.replace('_', ' ')}: {value}")
     return "; ".join(parts)
 
 
 def _rows(events: Any) -> list[tuple[Any, str]]:
+    events = list(events)
+    member_ids = {
+        member
+        for event in events
+        if event.action == Action.PATIENT_CARE_TEAM_CHANGED
+        for key in ("from", "to")
+        for member in (event.details or {}).get(key) or []
+        if isinstance(member, int)
+    }
+    usernames = user_names(member_ids)
     rows = []
     for event in events:
         event.who = actor_label(event)
-        rows.append((event, _describe(event)))
+        rows.append((event, _describe(event, usernames)))
     return rows
 
 
