@@ -204,23 +204,40 @@ class FrameSerializer(serializers.Serializer):
         ref_name = "SegmentationFrame"
 
 
+class OverlayInputSerializer(FrameSerializer):
+    labels = serializers.BooleanField(
+        default=False,
+        help_text="Instead of the tinted image: the frame's label mask as an 8-bit greyscale "
+        "PNG, each pixel its class index (the viewer's labelmap).",
+    )
+
+    class Meta:
+        ref_name = "SegmentationOverlayQuery"
+
+
 class SegmentationOverlayApi(_DoctorApi):
     content_negotiation_class = FirstRendererNegotiation
 
     @extend_schema(
         operation_id="segmentations_overlay",
         summary="Overlay PNG: the redacted image with the classes tinted, and a legend",
-        description="Role: doctor. `?frame=N`. 409 `segmentation_not_ready`. Audited.",
-        parameters=[FrameSerializer],
+        description="Role: doctor. `?frame=N`; `?labels=true` gives the label mask instead. "
+        "409 `segmentation_not_ready`. Audited.",
+        parameters=[OverlayInputSerializer],
         responses={
             (200, "image/png"): PNG_RESPONSE,
             **error_responses(400, 403, 404, 409),
         },
     )
     def get(self, request: Request, segmentation_id: int) -> HttpResponse:
-        params = FrameSerializer(data=request.query_params)
+        params = OverlayInputSerializer(data=request.query_params)
         params.is_valid(raise_exception=True)
         frame = params.validated_data["frame"]
+        if params.validated_data["labels"]:
+            job, content = selectors.segmentation_labels(
+                user=request.user, job_id=segmentation_id, frame=frame, request=request
+            )
+            return binary_response(content, filename=f"segmentation-{job.pk}-labels-{frame}.png")
         job, content = selectors.segmentation_overlay(
             user=request.user, job_id=segmentation_id, frame=frame, request=request
         )

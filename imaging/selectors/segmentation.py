@@ -107,6 +107,35 @@ def segmentation_overlay(
     return job, content
 
 
+def segmentation_labels(
+    *, user: Any, job_id: int, frame: int = 0, request: HttpRequest | None = None
+) -> tuple[SegmentationJob, bytes]:
+    """The label mask of one frame as an 8-bit greyscale PNG (pixel value = class index):
+    what the viewer draws as a labelmap over the image, following zoom and frame."""
+    import io
+
+    from PIL import Image
+
+    job = get_object_or_404(
+        SegmentationJob.objects.visible_to(user).select_related("model", "scan"), pk=job_id
+    )
+    mask = segmentation_mask(job=job)
+    if mask.ndim == 2:
+        mask = mask[None]
+    if not 0 <= frame < mask.shape[0]:
+        raise errors.invalid_frame(max(mask.shape[0] - 1, 0))
+    buffer = io.BytesIO()
+    Image.fromarray(mask[frame].astype("uint8"), mode="L").save(buffer, format="PNG")
+    audit_record(
+        action=Action.SEGMENTATION_VIEWED,
+        actor=user,
+        target=job,
+        request=request,
+        details={"view": "labels", "frame": frame, "scan": job.scan_id},
+    )
+    return job, buffer.getvalue()
+
+
 def segmentation_dicom_seg(
     *, user: Any, job_id: int, request: HttpRequest | None = None
 ) -> tuple[SegmentationJob, bytes]:

@@ -479,3 +479,25 @@ def test_a_multi_frame_mr_the_seg_cannot_place_completes_without_a_seg(
     assert results["frames"] == 10
     assert any(n.startswith("no DICOM SEG") for n in results["notes"]), results["notes"]
     assert api.get(f"/api/segmentations/{job.id}/seg/").status_code == 404
+
+
+@pytest.mark.django_db
+def test_it_serves_the_label_mask_of_a_frame_for_the_viewers_labelmap(
+    api: Any, doctor: Any, discs: Path, completed_scan: Scan, segment: Any
+) -> None:
+    response = segment(completed_scan, pixel_spacing_mm=[0.5, 0.5])
+    job = SegmentationJob.objects.get(pk=response.json()["id"])
+    assert job.status == JobStatus.COMPLETED, job.failure_reason
+
+    labels = api.get(f"/api/segmentations/{job.id}/overlay/?labels=true")
+    assert labels.status_code == 200 and labels["Content-Type"] == "image/png"
+    assert labels["Cache-Control"] == "no-store, private"
+    image = Image.open(io.BytesIO(labels.content))
+    assert image.mode == "L"
+    # Every pixel is its class index: the mask itself, no tint and no legend.
+    assert np.array_equal(np.asarray(image), segmentation_mask(job=job)[0])
+    viewed = AuditEvent.objects.filter(action=Action.SEGMENTATION_VIEWED).latest("id")
+    assert viewed.details["view"] == "labels" and viewed.details["frame"] == 0
+
+    beyond = api.get(f"/api/segmentations/{job.id}/overlay/?labels=true&frame=1")
+    assert beyond.status_code == 400
