@@ -17,13 +17,25 @@ from typing import Any
 from axes.backends import AxesStandaloneBackend
 from axes.exceptions import AxesBackendPermissionDenied
 from axes.utils import reset
+from django.conf import settings
 from django.http import HttpRequest, HttpResponse, JsonResponse
 
 from audit.services import client_ip
 from engine.errors import ErrorCode
 
 LOCKED_CODE = ErrorCode.LOCKED_OUT
-LOCKED_MESSAGE = "Too many failed logins for this account from here. Try again later."
+
+
+def locked_message() -> str:
+    """What a locked-out login is told, with how long the lock lasts (AXES_COOLOFF_TIME,
+    counted from the last failed attempt: trying again while locked does not extend it)."""
+    minutes = max(1, round(settings.AXES_COOLOFF_TIME.total_seconds() / 60))
+    unit = "minute" if minutes == 1 else "minutes"
+    return (
+        "Too many failed logins for this account from here. Logging in is blocked for "
+        f"{minutes} {unit} after the last failed attempt; try again then, or ask an "
+        "administrator to unlock it."
+    )
 
 
 class LockoutBackend(AxesStandaloneBackend):
@@ -58,7 +70,7 @@ def lockout_response(
     (the login forms do), otherwise a JSON 429 in the API error shape."""
     if original_response is not None and original_response.status_code == 429:
         return original_response
-    return JsonResponse({"error": {"code": LOCKED_CODE, "message": LOCKED_MESSAGE}}, status=429)
+    return JsonResponse({"error": {"code": LOCKED_CODE, "message": locked_message()}}, status=429)
 
 
 def lockout_reset(*, username: str, request: HttpRequest) -> None:

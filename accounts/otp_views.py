@@ -21,7 +21,7 @@ from django.utils.http import url_has_allowed_host_and_scheme
 from django.views import View
 from django_otp import login as otp_session_login
 
-from accounts.lockout import LOCKED_MESSAGE
+from accounts.lockout import locked_message
 from accounts.models import User
 from accounts.otp import (
     otp_device_for,
@@ -109,7 +109,7 @@ class OtpLoginView(View):
             request.axes_locked_out = True  # type: ignore[attr-defined]
             user_login_failed.send(sender=__name__, credentials=credentials, request=request)
             request.session.pop(PENDING_KEY, None)
-            form.add_error(None, LOCKED_MESSAGE)
+            form.add_error(None, locked_message())
             return self._render(request, form, status=429)
         device = (
             otp_verify(user=user, code=request.POST.get("code", "")) if form.is_valid() else None
