@@ -11,6 +11,8 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import pydicom
 import pytest
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.files.uploadedfile import SimpleUploadedFile
@@ -18,6 +20,7 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.test import Client
 from django.utils import timezone
+from pydicom.uid import generate_uid
 from rest_framework.test import APIClient
 
 from accounts.otp import otp_device_for
@@ -350,3 +353,49 @@ def test_nothing_of_an_erased_scan_is_left_in_clear_or_decryptable(
     with connection.cursor() as cursor:
         cursor.execute("SELECT wrapped_key FROM imaging_scan")
         assert all(bytes(row[0]) != bytes(scan.wrapped_key) for row in cursor.fetchall())
+
+
+def test_no_api_export_or_dicomweb_request_finds_an_erased_dicom_scan(
+    technician: Any, doctor: Any, admin: Any, settings: Any, eager_tasks: None
+) -> None:
+    from gateway.models import DicomInstance
+
+    settings.IMAGING_DETECTOR = "imaging.tests.factories.bright_text_detector"
+    Patient.objects.create(id=MRN, name=NAME, age=61)
+    api = APIClient()
+    api.force_authenticate(technician)
+    frames = np.stack([factories.text_image(128, 96)])
+    dataset = pydicom.dcmread(io.BytesIO(factories.dicom_bytes(frames)))
+    dataset.StudyInstanceUID, dataset.SeriesInstanceUID = generate_uid(), generate_uid()
+    buffer = io.BytesIO()
+    dataset.save_as(buffer, enforce_file_format=True)
+    dicom = SimpleUploadedFile("erin.dcm", buffer.getvalue())
+    response = api.post(f"/api/patients/{MRN}/images/", {"files": [dicom]}, format="multipart")
+    assert response.status_code == 201, response.content
+    scan_id = response.json()[0]["id"]
+    instance = DicomInstance.objects.get(scan_id=scan_id)
+    wado = (
+        f"/dicomweb/studies/{instance.study_uid}/series/{instance.series_uid}"
+        f"/instances/{instance.sop_instance_uid}"
+    )
+    reads = [
+        f"/api/images/{scan_id}/",
+        f"/api/images/{scan_id}/redacted/",
+        f"/api/images/{scan_id}/grid/",
+        f"/api/images/{scan_id}/export/",
+        f"/api/images/{scan_id}/frames/",
+        wado,
+        f"{wado}/metadata",
+    ]
+    client = Client()
+    client.force_login(doctor)
+    before = {path: client.get(path).status_code for path in reads}
+    assert set(before.values()) == {200}, [(p, c) for p, c in before.items() if c != 200]
+    assert len(json.loads(client.get("/dicomweb/studies").content)) == 1
+
+    erase(admin, "scan", str(scan_id))
+
+    after = {path: client.get(path).status_code for path in reads}
+    assert set(after.values()) == {404}, after
+    assert client.get("/dicomweb/studies").status_code == 204  # QIDO: no study at all.
+    assert not DicomInstance.objects.exists()
