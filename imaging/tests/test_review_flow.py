@@ -348,3 +348,32 @@ def test_the_series_option_is_offered_only_for_a_series(
     client.force_login(doctor)
     page = client.get(f"/scans/{scan.pk}/").content.decode()
     assert "data-segmentation-series" not in page
+
+
+def test_a_long_region_list_shows_its_first_rows_and_a_show_all_button(
+    client: Any, technician: Any, completed_scan: Scan
+) -> None:
+    start = completed_scan.regions.count()
+    last = completed_scan.regions.order_by("-index").first().index
+    # Metadata rows only (the page lists them; nothing is decrypted to render it).
+    Region.objects.bulk_create(
+        Region(
+            scan=completed_scan,
+            index=last + 1 + i,
+            label="phi_text",
+            confidence=0.5,
+            x1=10 * i,
+            y1=200,
+            x2=10 * i + 8,
+            y2=210,
+            ciphertext=b"x",
+            dtype="uint8",
+        )
+        for i in range(20)
+    )
+    total = start + 20
+    client.force_login(technician)
+    page = client.get(f"/scans/{completed_scan.pk}/").content.decode()
+    assert page.count("data-region ") == total
+    assert page.count("data-region-more hidden") == total - 12
+    assert f"Show all {total} regions" in page
