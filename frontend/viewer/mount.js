@@ -153,6 +153,11 @@ export async function mountViewer(viewer) {
     compareSelect.append(el("option", { value: v }, l))
   );
   compareGroup.append(compareSelect);
+  const segGroup = el("div", { class: "cs-viewer__group", role: "group", "aria-label": "Segmentation", hidden: true });
+  const segSelect = el("select", { "data-cs-seg": true, "aria-label": "Segmentation labelmap" });
+  const opacityLabel = el("label", { for: `cs-opacity-${id}` }, "Opacity");
+  const opacity = el("input", { id: `cs-opacity-${id}`, type: "range", min: "0", max: "100", value: "45", "data-cs-opacity": true, class: "cs-viewer__opacity" });
+  segGroup.append(segSelect, opacityLabel, opacity);
   const frameGroup = el("div", { class: "cs-viewer__group", role: "group", "aria-label": "Images" });
   const prevB = button("‹ Prev", { "data-cs-action": "prev", title: "Previous image in the series" });
   const nextB = button("Next ›", { "data-cs-action": "next", title: "Next image in the series" });
@@ -164,7 +169,7 @@ export async function mountViewer(viewer) {
   winGroup.append(panelB, fullB, helpB);
   bar.append(toolGroupEl, viewGroup);
   if (viewer.frames > 1) bar.append(cineGroup);
-  if (doctor) bar.append(compareGroup);
+  if (doctor) bar.append(compareGroup, segGroup);
   bar.append(frameGroup, winGroup);
 
   const stage = el("div", {
@@ -183,7 +188,11 @@ export async function mountViewer(viewer) {
   const readout = el("span", { class: "mono", "data-wl-readout": true, "aria-live": "off" });
   corners.bl.append(readout);
   const otherLabel = el("div", { class: "cs-viewer__corner cs-viewer__corner--tl" });
-  mainPane.append(mainEl, corners.tl, corners.tr, corners.bl, corners.br);
+  // The segmentation labelmap: each pixel's class in its colour, drawn in the image's own
+  // coordinates under the viewport's current transform, so it follows zoom, pan, rotation,
+  // flip and frame.
+  const labelCanvas = el("canvas", { class: "cs-viewer__labelmap", "data-cs-labelmap": true, "aria-hidden": "true", hidden: true });
+  mainPane.append(mainEl, labelCanvas, corners.tl, corners.tr, corners.bl, corners.br);
   otherPane.append(otherEl, otherLabel);
   stage.append(mainPane, otherPane);
 
@@ -338,7 +347,10 @@ export async function mountViewer(viewer) {
   }
   mainEl.addEventListener(CoreEnums.Events.VOI_MODIFIED, updateCorners);
   mainEl.addEventListener(CoreEnums.Events.CAMERA_MODIFIED, updateCorners);
-  mainEl.addEventListener(CoreEnums.Events.IMAGE_RENDERED, updateCorners);
+  mainEl.addEventListener(CoreEnums.Events.IMAGE_RENDERED, () => {
+    updateCorners();
+    drawLabels();
+  });
   mainEl.addEventListener(CoreEnums.Events.STACK_NEW_IMAGE, (event) => {
     const index = event.detail.imageIdIndex;
     if (typeof viewer.frameShown === "function") viewer.frameShown(index);
@@ -355,6 +367,127 @@ export async function mountViewer(viewer) {
     root.setAttribute("data-cs-source", source === original ? "original" : "redacted");
     updateCorners();
   }
+
+  // --- Segmentation labelmap ----------------------------------------------------------------
+  let seg = null; // { job, frames: Map(frame -> Promise<canvas>) }
+  const segUrlBase = base.replace(/images\/\d+\/$/, "segmentations/");
+  async function listSegmentations() {
+    if (!doctor) return;
+    try {
+      const r = await fetch(`${base}segmentations/`, { credentials: "same-origin", headers: { Accept: "application/json" } });
+      if (!r.ok) return;
+      const jobs = (await r.json()).filter((j) => j.status === "completed");
+      const chosen = segSelect.value;
+      segSelect.textContent = "";
+      segSelect.append(el("option", { value: "" }, "No labelmap"));
+      jobs.forEach((j) => segSelect.append(el("option", { value: String(j.id) }, `Labelmap: ${j.model} #${j.id}`)));
+      segSelect.value = chosen;
+      segGroup.hidden = jobs.length === 0;
+      segSelect._jobs = jobs;
+    } catch (e) {
+      /* no list: no labelmap control */
+    }
+  }
+  function hexColour(value) {
+    if (Array.isArray(value)) return value;
+    const m = /^#?([0-9a-f]{2})([0-9a-f]{2})([0-9a-f]{2})$/i.exec(value || "");
+    return m ? [parseInt(m[1], 16), parseInt(m[2], 16), parseInt(m[3], 16)] : [255, 0, 255];
+  }
+  function labelFrame(frame) {
+    if (!seg.frames.has(frame)) {
+      const url = `${segUrlBase}${seg.job.id}/overlay/?labels=true&frame=${frame}`;
+      seg.frames.set(
+        frame,
+        (async () => {
+          const r = await fetch(url, { credentials: "same-origin" });
+          document.dispatchEvent(new Event("medimg:server-activity"));
+          if (!r.ok) throw new Error(`The labelmap could not be loaded (HTTP ${r.status}).`);
+          const bitmap = await createImageBitmap(await r.blob());
+          const canvas = document.createElement("canvas");
+          canvas.width = bitmap.width;
+          canvas.height = bitmap.height;
+          const ctx = canvas.getContext("2d", { willReadFrequently: true });
+          ctx.drawImage(bitmap, 0, 0);
+          const img = ctx.getImageData(0, 0, canvas.width, canvas.height);
+          const colours = {};
+          Object.entries((seg.job.results || {}).colours || {}).forEach(([k, v]) => {
+            colours[k] = hexColour(v);
+          });
+          const d = img.data;
+          for (let i = 0; i < d.length; i += 4) {
+            const label = d[i];
+            if (label === 0) {
+              d[i + 3] = 0;
+            } else {
+              const c = colours[String(label)] || [255, 0, 255];
+              d[i] = c[0];
+              d[i + 1] = c[1];
+              d[i + 2] = c[2];
+              d[i + 3] = 255;
+            }
+          }
+          ctx.putImageData(img, 0, 0);
+          return canvas;
+        })()
+      );
+    }
+    return seg.frames.get(frame);
+  }
+  let drawToken = 0;
+  async function drawLabels() {
+    const token = ++drawToken;
+    const vp = main();
+    if (!seg || !vp) {
+      labelCanvas.hidden = true;
+      return;
+    }
+    const frame = vp.getCurrentImageIdIndex();
+    let source;
+    try {
+      source = await labelFrame(frame);
+    } catch (e) {
+      say(e.message);
+      return;
+    }
+    if (token !== drawToken || !seg) return;
+    const imageId = vp.getCurrentImageId();
+    const toCanvas = (x, y) => vp.worldToCanvas(coreUtils.imageToWorldCoords(imageId, [x, y]));
+    const w = source.width;
+    const h = source.height;
+    const p0 = toCanvas(0, 0);
+    const p1 = toCanvas(w, 0);
+    const p2 = toCanvas(0, h);
+    const ratio = window.devicePixelRatio || 1;
+    const cw = mainEl.clientWidth;
+    const ch = mainEl.clientHeight;
+    if (labelCanvas.width !== Math.round(cw * ratio) || labelCanvas.height !== Math.round(ch * ratio)) {
+      labelCanvas.width = Math.round(cw * ratio);
+      labelCanvas.height = Math.round(ch * ratio);
+    }
+    const ctx = labelCanvas.getContext("2d");
+    ctx.setTransform(1, 0, 0, 1, 0, 0);
+    ctx.clearRect(0, 0, labelCanvas.width, labelCanvas.height);
+    const t = [(p1[0] - p0[0]) / w, (p1[1] - p0[1]) / w, (p2[0] - p0[0]) / h, (p2[1] - p0[1]) / h, p0[0], p0[1]];
+    ctx.setTransform(t[0] * ratio, t[1] * ratio, t[2] * ratio, t[3] * ratio, t[4] * ratio, t[5] * ratio);
+    ctx.imageSmoothingEnabled = false;
+    ctx.globalAlpha = Number(opacity.value) / 100;
+    ctx.drawImage(source, 0, 0);
+    labelCanvas.hidden = false;
+    labelCanvas.setAttribute("data-transform", t.map((v) => v.toFixed(3)).join(","));
+    labelCanvas.setAttribute("data-frame", String(frame));
+  }
+  segSelect.addEventListener("focus", listSegmentations);
+  segSelect.addEventListener("change", () => {
+    const job = (segSelect._jobs || []).find((j) => String(j.id) === segSelect.value);
+    seg = job ? { job, frames: new Map() } : null;
+    root.toggleAttribute("data-labelmap", Boolean(seg));
+    drawLabels();
+  });
+  opacity.addEventListener("input", drawLabels);
+  // A segmentation finished in the panel beside (static/js/segmentation.js): list it.
+  document.addEventListener("click", (event) => {
+    if (event.target.closest && event.target.closest("[data-segmentation]")) window.setTimeout(listSegmentations, 3000);
+  });
 
   // --- Compare (original beside or blinking with the redacted) -------------------------------
   let blinkTimer = null;
@@ -571,6 +704,7 @@ export async function mountViewer(viewer) {
 
   await show(redacted);
   say("");
+  listSegmentations();
   const help = root.querySelector("#viewer-help");
   if (help) {
     help.textContent =

@@ -239,3 +239,69 @@ def test_the_technician_sees_the_redacted_image_in_the_same_viewer(
     _shot(page, "cs-06-technician-viewer-1440")
     assert page.errors == [], page.errors  # type: ignore[attr-defined]
     page.context.close()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_segmentation_labelmap_lies_on_the_image_and_follows_zoom_and_opacity(
+    server: Any, chromium: Any, technician: Any, doctor: Any, password: str
+) -> None:
+    """The shipped brain-tissue model's labels, drawn over the main viewport."""
+    from django.core.files.uploadedfile import SimpleUploadedFile
+    from rest_framework.test import APIClient
+
+    from imaging.models import JobStatus, SegmentationJob
+    from imaging.services.upload import scan_upload
+
+    heldout = Path(django_settings.BASE_DIR) / "model/segmentation/brain-tissue/heldout/images"
+    if not (heldout / "test-00000.png").exists():
+        pytest.skip(f"needs the shipped brain-tissue model's held-out images in {heldout}")
+    patient = Patient.objects.create(id="MRN-CS-2", name="Rosalind Franklin", age=37)
+    upload = SimpleUploadedFile(
+        "slice.png", (heldout / "test-00000.png").read_bytes(), content_type="image/png"
+    )
+    (scan,) = scan_upload(patient=patient, uploads=[upload], uploaded_by=technician)
+    api = APIClient()
+    api.force_authenticate(doctor)
+    response = api.post(
+        f"/api/images/{scan.id}/segmentations/",
+        {"model": "brain-tissue", "pixel_spacing_mm": [1, 1]},
+        format="json",
+    )
+    assert response.status_code == 202, response.content
+    job = SegmentationJob.objects.get(pk=response.json()["id"])
+    assert job.status == JobStatus.COMPLETED, job.failure_reason
+
+    page = _open(chromium, server, doctor, password, f"/scans/{scan.id}/", (1440, 900))
+    until(page, "() => !document.querySelector('[data-cs-seg]').closest('[hidden]')")
+    page.get_by_label("Segmentation labelmap").select_option(str(job.id))
+    canvas = "document.querySelector('[data-cs-labelmap]')"
+    before = until(page, f"() => !{canvas}.hidden && {canvas}.dataset.transform")
+    # Coloured pixels where the model found tissue (the labels are not all background).
+    painted = (
+        f"() => {{ const c = {canvas}; const d = c.getContext('2d')"
+        ".getImageData(0, 0, c.width, c.height).data; let n = 0;"
+        " for (let i = 3; i < d.length; i += 4) if (d[i] > 0) n++; return n; }"
+    )
+    covered = page.evaluate(painted)
+    assert covered > 1000, covered
+    _shot(page, "cs-07-doctor-labelmap-1440")
+
+    # Zoom (right drag): the labelmap is drawn again under the new transform.
+    x, y, _ = _centre(page)
+    page.mouse.move(x, y)
+    page.mouse.down(button="right")
+    page.mouse.move(x, y - 200, steps=6)
+    page.mouse.up(button="right")
+    after = until(
+        page, f"() => {{ const t = {canvas}.dataset.transform; return t !== {before!r} && t; }}"
+    )
+    scale_before = float(before.split(",")[0])
+    scale_after = float(after.split(",")[0])
+    assert scale_after != scale_before, (before, after)
+    _shot(page, "cs-08-doctor-labelmap-zoomed-1440")
+
+    # Opacity 0 leaves nothing drawn.
+    page.get_by_label("Opacity").fill("0")
+    until(page, f"() => ({painted})() === 0")
+    assert page.errors == [], page.errors  # type: ignore[attr-defined]
+    page.context.close()
