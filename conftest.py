@@ -41,6 +41,11 @@ def pytest_configure(config: Any) -> None:
         "markers",
         "own_departments: patients created through the ORM get no department automatically",
     )
+    config.addinivalue_line(
+        "markers",
+        "second_opinion: processing runs the OCR second opinion as production does (off in "
+        "other tests: their synthetic images are not what it is measured on)",
+    )
 
 
 def _department(slug: str, name: str) -> Any:
@@ -140,6 +145,15 @@ def outsider(django_user_model: Any) -> Any:
 @pytest.fixture
 def api() -> APIClient:
     return APIClient()
+
+
+@pytest.fixture(autouse=True)
+def _second_opinion_only_where_asked(request: pytest.FixtureRequest, settings: Any) -> None:
+    """IMAGING_SECOND_OPINION is "margins" by default (medimg/settings.py). Tests of other
+    things process synthetic noise images with a classical detector, where an OCR pass would
+    add seconds and findings nobody looks at; tests of it carry the second_opinion mark."""
+    if request.node.get_closest_marker("second_opinion") is None:
+        settings.IMAGING_SECOND_OPINION = "off"
 
 
 @pytest.fixture(autouse=True)

@@ -530,6 +530,17 @@ IMAGING_CINE_CHANGE_THRESHOLD = env_float("IMAGING_CINE_CHANGE_THRESHOLD", 6.0)
 # Per-scanner rules (imaging.models.ScannerRule): Django admin suggests a rule when technicians
 # added about the same box by hand on this many scans of one scanner model and image size.
 SCANNER_RULE_SUGGEST_AFTER = env_int("SCANNER_RULE_SUGGEST_AFTER", 3, minimum=1)
+# The second opinion (engine.detection.ocr, PP-OCR text detection from the rapidocr package):
+# after redaction it looks for text left around the filled boxes ("bands"), there and at the
+# frame's edges ("margins"), or everywhere ("full"); what it finds outside every region flags
+# the scan for review. "off" skips it. Measured cost: docs/benchmarks.md.
+IMAGING_SECOND_OPINION = env_str("IMAGING_SECOND_OPINION") or "margins"
+if IMAGING_SECOND_OPINION not in ("off", "bands", "margins", "full"):
+    raise ImproperlyConfigured(
+        "IMAGING_SECOND_OPINION must be off, bands, margins or full, "
+        f"not {IMAGING_SECOND_OPINION!r}"
+    )
+IMAGING_SECOND_OPINION_THREADS = env_int("IMAGING_SECOND_OPINION_THREADS", 1, minimum=1)
 # An upload whose perceptual hash is this close (Hamming bits) to another's is flagged.
 IMAGING_DUPLICATE_MAX_DISTANCE = env_int("IMAGING_DUPLICATE_MAX_DISTANCE", 6, minimum=0)
 # The detector the pipeline calls (dotted path to a function: uint8 frame -> detections);

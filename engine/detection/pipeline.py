@@ -22,6 +22,13 @@ import numpy as np
 
 from engine.crypto import envelope as crypto
 
+# The second opinion (engine.detection.ocr): given a redacted frame and windows (x0, y0, x1,
+# y1), the text boxes it finds there, each with .coords and .score.
+SecondOpinion = Callable[[np.ndarray, Sequence[tuple[int, int, int, int]]], Sequence[Any]]
+OPINION_SCOPES = ("bands", "margins", "full")
+# The label of what the second opinion found and no region covers (a leftover, for review).
+OCR_LABEL = "ocr_text"
+
 # The label of a box that a scanner rule (not the detector) put on every frame.
 SCANNER_RULE_LABEL = "scanner_rule"
 
@@ -188,7 +195,7 @@ def verify_frames(
                             box.y1 + top,
                         )
                     )
-    return [b for b in found if not _mostly_covered(b, sealed)]
+    return [b for b in found if not covered(b, sealed)]
 
 
 TEXT_CLASSES = ("phi_text", "tech_text")
@@ -313,7 +320,7 @@ def quality_metrics(original: np.ndarray, redacted: np.ndarray) -> dict[str, flo
     }
 
 
-def _mostly_covered(box: Box, boxes: Sequence[Box], share: float = 0.9) -> bool:
+def covered(box: Box, boxes: Sequence[Box], share: float = 0.9) -> bool:
     """Whether `share` of `box` already lies under earlier boxes of its frame: a detection
     on our own solid fill, not text we missed."""
     x0, y0, x1, y1 = box.coords
@@ -492,6 +499,8 @@ def pipeline_run(
     change_threshold: float = CHANGE_THRESHOLD,
     data_regions: Sequence[Sequence[int]] = (),
     fixed_boxes: Sequence[Sequence[int]] = (),
+    second_opinion: SecondOpinion | None = None,
+    second_opinion_scope: str = "margins",
 ) -> PipelineResult:
     """Detect, seal and redact `image` (a DecodedImage). Pure: nothing is stored.
 
@@ -515,6 +524,15 @@ def pipeline_run(
     frame whatever the detector says, sealed like any region and labelled "scanner_rule"; a
     detection they already cover is not sealed twice. Boxes are clipped to the image; one
     that falls outside it entirely is ignored. metrics["rule_boxes"] counts them.
+
+    `second_opinion` (`engine.detection.ocr.TextFinder.search`, independent of the detector):
+    after a frame is redacted and verified, it looks for text left in `second_opinion_scope`'s
+    windows (`opinion_windows`: "bands" around the filled boxes, "margins" those and the
+    frame's edges, "full" the whole frame). Text it finds that no region covers is not filled
+    (it may be a scale or a caliper): the scan is flagged for review and the spot is one of the
+    result's leftovers, labelled "ocr_text", for a person to cover or dismiss. A cine frame
+    whose overlay matches the last checked frame is not looked at again.
+    metrics["second_opinion_boxes"] counts what it found; timings["second_opinion_ms"].
     """
     from engine.dicom.ultrasound import ANNOTATION_LABEL, annotation_boxes
     from engine.pixels.grid import GridBox, draw_grid
@@ -522,6 +540,9 @@ def pipeline_run(
 
     if verify_scope not in VERIFY_SCOPES:
         raise ValueError(f"unknown verification scope {verify_scope!r}")
+    if second_opinion_scope not in OPINION_SCOPES:
+        raise ValueError(f"unknown second-opinion scope {second_opinion_scope!r}")
+    opinion_found: list[Box] = []
     counted = _CountingDetector(detector)
     timings = {} if timings is None else timings
     frames, height, width = int(image.frames), int(image.height), int(image.width)
@@ -579,7 +600,7 @@ def pipeline_run(
             ruled = [
                 Box(f, SCANNER_RULE_LABEL, 1.0, *c)
                 for c in fixed
-                if not _mostly_covered(Box(f, SCANNER_RULE_LABEL, 1.0, *c), boxes)
+                if not covered(Box(f, SCANNER_RULE_LABEL, 1.0, *c), boxes)
             ]
             boxes = ruled + boxes
         frame_regions: list[SealedRegion] = []
@@ -672,6 +693,17 @@ def pipeline_run(
                     red_pixels = fill_regions(red_pixels, marks)
                     red_display = fill_regions(red_display, marks)
                     red_small = small_grey(red_display) if reuse_static else None
+        if second_opinion is not None and not same:
+            with timed(timings, "second_opinion_ms"):
+                covering = [r.box for r in frame_regions] + found_now
+                windows = opinion_windows(
+                    red_display.shape[:2], [b.coords for b in covering], second_opinion_scope
+                )
+                for text in second_opinion(red_display, windows):
+                    box = Box(f, OCR_LABEL, float(text.score), *text.coords)
+                    # Half under a region or another finding: the same spot, said once.
+                    if not covered(box, covering + opinion_found, share=0.5):
+                        opinion_found.append(box)
         rounds_most = max(rounds_most, rounds)
         residual += found_now
         regions += frame_regions
@@ -724,6 +756,7 @@ def pipeline_run(
     metrics["frames_detected"] = frames_detected
     metrics["frames_verified"] = frames_verified
     metrics["annotation_boxes"] = annotations
+    metrics["second_opinion_boxes"] = len(opinion_found)
     metrics["rule_boxes"] = sum(1 for r in regions if r.box.label == SCANNER_RULE_LABEL)
 
     assert prints is not None  # every image has a frame 0
@@ -735,9 +768,9 @@ def pipeline_run(
         fingerprint=prints,
         metrics=metrics,
         timings=timings,
-        needs_review=bool(residual_first),
+        needs_review=bool(residual_first) or bool(opinion_found),
         residual=residual,
-        leftovers=list(dict.fromkeys(found_first + residual)),
+        leftovers=list(dict.fromkeys(found_first + residual + opinion_found)),
     )
 
 
@@ -753,6 +786,36 @@ def clip_boxes(
         if x1 > x0 and y1 > y0:
             clipped.append((x0, y0, x1, y1))
     return clipped
+
+
+def opinion_windows(
+    shape: Sequence[int], boxes: Sequence[Sequence[int]], scope: str
+) -> list[tuple[int, int, int, int]]:
+    """Where the second opinion looks on a (height, width) frame: "bands", full-width rows
+    around each box (a box's height above and below: the rest of a line the detector cut
+    short, a line just under it); "margins", those and the frame's edges (MARGIN_SHARE of
+    each side, where scanners write); "full", the whole frame. Overlapping bands are merged."""
+    height, width = int(shape[0]), int(shape[1])
+    if scope == "full":
+        return [(0, 0, width, height)]
+    rows: list[tuple[int, int]] = []
+    for box in boxes:
+        tall = int(box[3]) - int(box[1])
+        rows.append((max(0, int(box[1]) - tall), min(height, int(box[3]) + tall)))
+    if scope == "margins":
+        top = max(8, int(round(height * MARGIN_SHARE)))
+        rows += [(0, top), (height - top, height)]
+    merged: list[list[int]] = []
+    for start, end in sorted(rows):
+        if merged and start <= merged[-1][1]:
+            merged[-1][1] = max(merged[-1][1], end)
+        else:
+            merged.append([start, end])
+    windows = [(0, a, width, b) for a, b in merged if b > a]
+    if scope == "margins":
+        side = max(8, int(round(width * MARGIN_SHARE)))
+        windows += [(0, 0, side, height), (width - side, 0, width, height)]
+    return windows
 
 
 def rule_boxes(

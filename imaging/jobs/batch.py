@@ -91,7 +91,16 @@ def pipeline_options(image: Any) -> dict[str, Any]:
         "change_threshold": settings.IMAGING_CINE_CHANGE_THRESHOLD,
         "data_regions": data_regions(image, header),
         "fixed_boxes": fixed_boxes(image, header),
+        **_opinion(),
     }
+
+
+def _opinion() -> dict[str, Any]:
+    opinion = configured.second_opinion()
+    if opinion is None:
+        return {}
+    search, scope = opinion
+    return {"second_opinion": search, "second_opinion_scope": scope}
 
 
 def batch_detector(weights: str | None = None, backend: str | None = None) -> pipeline.Detector:

@@ -64,3 +64,24 @@ def default_detector() -> Detector:
     `detect` above, the same detector with IMAGING_DETECTOR_* applied."""
     detector: Detector = import_string(settings.IMAGING_DETECTOR)
     return detect if detector is detection.detect else detector
+
+
+_finders: dict[int, Any] = {}
+
+
+def second_opinion() -> tuple[Any, str] | None:
+    """(search, scope) for `pipeline_run(second_opinion=..., second_opinion_scope=...)` as
+    IMAGING_SECOND_OPINION says ("off", "bands", "margins" or "full"): the PP-OCR text
+    detector of engine.detection.ocr, loaded once per process. None when off. When the OCR
+    weights are missing (the rapidocr package not installed) the setting is an error, not a
+    silent skip: OcrUnavailable propagates."""
+    scope = settings.IMAGING_SECOND_OPINION
+    if scope == "off":
+        return None
+    threads = int(settings.IMAGING_SECOND_OPINION_THREADS)
+    finder = _finders.get(threads)
+    if finder is None:
+        from engine.detection.ocr import TextFinder
+
+        finder = _finders[threads] = TextFinder(threads=threads)
+    return finder.search, scope

@@ -29,8 +29,11 @@ throws the regions away. Files are read whole; there is no upload size limit her
 
 stdout gets one JSON line per input file, in input order:
     {"input", "output", "format", "frames", "regions": [{"frame", "class", "confidence",
-     "box": [x0, y0, x1, y1]}], "preview": [...], "ms": total, "stages_ms": {...}}
-where each box is the filled (padded, half-open) rectangle in pixel coordinates. A file that
+     "box": [x0, y0, x1, y1]}], "preview": [...], "second_opinion": [{"frame", "box",
+     "score"}], "ms": total, "stages_ms": {...}}
+where each box is the filled (padded, half-open) rectangle in pixel coordinates, and
+"second_opinion" is text that the OCR second opinion (IMAGING_SECOND_OPINION) still found
+outside every filled box: not filled, listed for a person to check (empty when off). A file that
 cannot be redacted gets {"input", "error": {"code", "message"}, "ms"} (the ImagingError code,
 or `unreadable_file`/`write_failed`), the others go on, and the command exits with status 1.
 """
@@ -60,6 +63,7 @@ from imaging.jobs.batch import (
     fixed_boxes,
     write_atomic,
 )
+from imaging.jobs.detector import second_opinion
 from imaging.models import ScannerRule
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".dcm", ".dicom"})
@@ -114,6 +118,27 @@ def encode_redacted(image: DecodedImage, source: bytes, redacted: Any) -> bytes:
     if image.kind == "png":
         return encode_image(redacted[0], "png")
     return encode_image(redacted[0], "jpeg", quality=JPEG_QUALITY)
+
+
+def second_look(image: DecodedImage, boxes: list[pipeline.Box]) -> list[dict[str, Any]]:
+    """What the second opinion (IMAGING_SECOND_OPINION, engine.detection.ocr) finds on the
+    redacted frames outside every filled box: text this run left, for a person to check."""
+    opinion = second_opinion()
+    if opinion is None:
+        return []
+    search, scope = opinion
+    display = pipeline.fill_frames(image.display, boxes)
+    found: list[pipeline.Box] = []
+    for f in range(display.shape[0]):
+        covering = [b for b in boxes if b.frame == f]
+        windows = pipeline.opinion_windows(display.shape[1:3], [b.coords for b in covering], scope)
+        for text in search(display[f], windows):
+            box = pipeline.Box(f, pipeline.OCR_LABEL, float(text.score), *text.coords)
+            if not pipeline.covered(box, covering + found, share=0.5):
+                found.append(box)
+    return [
+        {"frame": b.frame, "box": list(b.coords), "score": round(b.confidence, 4)} for b in found
+    ]
 
 
 class Command(BaseCommand):
@@ -229,6 +254,8 @@ class Command(BaseCommand):
                 target = self._target(out_dir, source, image.kind, used)
                 write_atomic(target, encode_redacted(image, data, redacted))
                 previews = self._previews(target, image, boxes) if preview else []
+            with pipeline.timed(stages, "second_opinion_ms"):
+                leftovers = second_look(image, boxes)
         except ImagingError as exc:
             return failure_record(str(source), exc.code, exc.message, started)
         except FileFailed as exc:
@@ -251,6 +278,7 @@ class Command(BaseCommand):
                 for box in boxes
             ],
             "preview": [str(p) for p in previews],
+            "second_opinion": leftovers,
             "ms": round((time.perf_counter() - started) * 1000.0, 1),
             "stages_ms": {k: round(v, 1) for k, v in stages.items()},
         }
