@@ -35,6 +35,7 @@ from django.core.cache import cache
 from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
+from django.utils.dateparse import parse_datetime
 
 from audit.models import Action
 from audit.pseudonyms import patient_reference
@@ -209,9 +210,9 @@ def erasures_reapply(*, via: str = VIA_RESTORE) -> int:
                 p for p in Patient.objects.only("id") if patient_reference(p.id) == reference
             ]
         scans = list(Scan.objects.filter(Q(uid__in=uids) | Q(patient__in=[p.pk for p in patients])))
-        tombstone = Erasure.objects.filter(
-            kind=entry.get("kind", ""), scan_uids=uids, erased_at=entry.get("erased_at")
-        ).exists()
+        erased_at = parse_datetime(str(entry.get("erased_at") or ""))
+        same = Erasure.objects.filter(kind=entry.get("kind", ""), scan_uids=uids)
+        tombstone = (same.filter(erased_at=erased_at) if erased_at else same).exists()
         if not scans and not patients and tombstone:
             continue
         folders, names, keys = _scan_files(scans)
@@ -225,7 +226,7 @@ def erasures_reapply(*, via: str = VIA_RESTORE) -> int:
                     patient_reference=entry.get("patient_reference", ""),
                     scan_ids=entry.get("scan_ids", []),
                     scan_uids=uids,
-                    erased_at=entry.get("erased_at") or timezone.now(),
+                    erased_at=erased_at or timezone.now(),
                     erased_by_username=str(entry.get("erased_by", "")),
                     via=str(entry.get("via", "")),
                     reason_sha256=str(entry.get("reason_sha256", "")),
