@@ -195,3 +195,15 @@ def test_it_writes_one_development_key_when_several_start_at_once(tmp_path: Path
 
     assert len(keys) == 1
     assert [p.name for p in tmp_path.iterdir()] == ["secret_key.key"]  # no .part left behind
+
+
+def test_retention_is_off_unless_set_and_refuses_a_bad_value(tmp_path: Path) -> None:
+    show = "print(repr(s.MEDIMG_RETENTION_DAYS), s.CELERY_BEAT_SCHEDULE['erase-expired-scans'])"
+    off = _import_settings(_development_env(tmp_path), show)
+    assert off.returncode == 0, off.stderr
+    assert off.stdout.startswith("None ") and "imaging.tasks.erase_expired_scans" in off.stdout
+    on = _import_settings(_development_env(tmp_path, MEDIMG_RETENTION_DAYS="3650"), show)
+    assert on.returncode == 0 and on.stdout.startswith("3650 "), on.stderr
+    for bad in ("0", "ten years"):
+        refused = _import_settings(_development_env(tmp_path, MEDIMG_RETENTION_DAYS=bad), show)
+        assert refused.returncode != 0 and "MEDIMG_RETENTION_DAYS" in refused.stderr, bad
