@@ -567,3 +567,60 @@ def test_it_enforces_the_policy(
         response = send(path, rule.body, format="json")
 
     assert_outcome(response, rule.outcome(role), f"{role} {rule.method} {path}")
+
+
+# ---- Other departments on the URLs that name no patient ----------------------------------
+
+# Lists, searches, the worklist, QIDO: let through for the role, but the policy patient (in
+# the technician's and the doctor's department) must not be in what comes back.
+ELSEWHERE_RULES = [
+    rule
+    for rule in POLICY
+    if rule.method == "GET"
+    and not _names_patient_data(rule)
+    and not rule.route.startswith(ADMIN_PREFIX)
+]
+
+
+def _body(response: HttpResponse) -> bytes:
+    if getattr(response, "streaming", False):
+        return b"".join(response.streaming_content)  # type: ignore[attr-defined]
+    return response.content
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("role", sorted(OTHER_DEPARTMENT_ROLES))
+@pytest.mark.parametrize("rule", ELSEWHERE_RULES, ids=lambda rule: f"{rule.method} {rule.route}")
+def test_other_departments_see_nothing_of_the_patient_elsewhere(
+    request: pytest.FixtureRequest,
+    path_values: dict[str, str],
+    patient_for_policy: Patient,
+    rule: Rule,
+    role: str,
+) -> None:
+    client = APIClient()
+    client.force_login(request.getfixturevalue(role))
+    path = concrete_path(rule, path_values)
+    # The lists search by part of the name (the page echoes the term it was given).
+    search = {"q": "Grace"} if rule.route in {"", "api/patients/"} else {}
+
+    response = _send(client, Rule(**{**rule.__dict__, "query": {**rule.query, **search}}), path)
+
+    assert_outcome(response, rule.outcome(OTHER_DEPARTMENT_ROLES[role]), f"{role} GET {path}")
+    body = _body(response)
+    for value in (patient_for_policy.id, patient_for_policy.name, patient_for_policy.reference):
+        assert value.encode() not in body, f"{role} GET {path} shows {value!r}"
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("route", ["", "api/patients/"])
+def test_the_patients_own_department_does_see_it_there(
+    client: Any, doctor: Any, patient_for_policy: Patient, route: str
+) -> None:
+    # The walk above would prove nothing if these lists never showed the patient.
+    client.force_login(doctor)
+
+    response = client.get(f"/{route}", {"q": "Grace"})
+
+    assert patient_for_policy.id.encode() in response.content
+    assert patient_for_policy.name.encode() in response.content
