@@ -23,7 +23,7 @@ from gateway.tasks import forward_due_sends, forward_instance
 from gateway.tests.conftest import storescu
 from gateway.tests.dicom_files import PHI, study_files
 from imaging.models import Scan, ScanStatus
-from imaging.services.review import scan_confirm_review
+from imaging.services.review import region_add, scan_confirm_review
 from patients.models import Patient
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -219,7 +219,15 @@ def test_a_scan_that_needs_review_is_forwarded_once_the_review_is_confirmed(
     assert not ForwardSend.objects.exists()
     assert orthanc.instances() == []
 
-    scan_confirm_review(scan=scan, actor=technician)
+    # The technician covers what the second look found (a leftover must be resolved before
+    # the review can be confirmed), then confirms.
+    leftovers = list(scan.leftovers.all())
+    assert leftovers
+    for leftover in leftovers:
+        box = (leftover.x1, leftover.y1, leftover.x2, leftover.y2)
+        region_add(scan=scan, box=box, frame=leftover.frame, actor=technician)
+    assert not ForwardSend.objects.exists()
+    scan_confirm_review(scan=Scan.objects.get(pk=scan.pk), actor=technician)
     send = ForwardSend.objects.get()
     assert (send.scan_id, send.status, send.attempts) == (scan.pk, SendStatus.SENT, 1)
     assert len(orthanc.instances()) == 1
