@@ -109,3 +109,44 @@ def test_the_audit_page_filters_by_scan_and_exports_what_it_shows(
     assert len(lines) == 4 and lines[0].startswith("sequence,created_at,actor")
     assert adm.console_errors() == []
     adm.close()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_image_list_shows_finished_uploads_without_a_click(
+    serial_live_server: Any,
+    chromium: Any,
+    technician: Any,
+    password: str,
+    eager_tasks: None,
+    settings: Any,
+    tmp_path: Path,
+) -> None:
+    import numpy as np
+    from PIL import Image
+
+    settings.IMAGING_DETECTOR = "imaging.jobs.detector.detect"
+    patient = Patient.objects.create(id="MRN-LIST", name="Listed Patient", age=40)
+    files = []
+    for n in range(2):
+        pixels = (np.indices((96, 128)).sum(axis=0) * (n + 1) % 256).astype(np.uint8)
+        path = tmp_path / f"upload-{n}.png"
+        Image.fromarray(pixels).save(path)
+        files.append(str(path))
+    tech = Session(chromium, serial_live_server.url, viewport={"width": 1440, "height": 900})
+    page = tech.page
+    tech.log_in(technician.username, password)
+    page.goto(f"/patients/{patient.pk}/")
+    card = page.locator("[data-scan-list-card]")
+    assert card.get_by_text("No images yet.").is_visible()
+
+    page.locator("input[type=file]").set_input_files(files)
+
+    # No click: the list card is read again once the files are stored.
+    card.get_by_role("link", name="upload-0.png").wait_for()
+    card.get_by_role("link", name="upload-1.png").wait_for()
+    assert card.get_by_text("No images yet.").count() == 0
+    card.locator("[data-status-label].badge--completed").nth(1).wait_for()
+    assert card.locator(".count").inner_text() == "2"
+    tech.shot("32-patient-list-follows-uploads")
+    assert tech.console_errors() == []
+    tech.close()

@@ -128,6 +128,67 @@
     );
   }
 
+  // The page's image list follows the uploads: once a file is stored, the list card is read
+  // again from the server (one request for a burst of uploads) and swapped in, its statuses
+  // polled like on a fresh page. If that fails, the "Show new uploads" link is offered.
+  var listCard = document.querySelector("[data-scan-list-card]");
+  var refreshTimer = null;
+
+  function showRefreshLink() {
+    var refresh = document.querySelector("[data-refresh-list]");
+    if (refresh) {
+      refresh.hidden = false;
+    }
+  }
+
+  function refreshList() {
+    if (!listCard || !window.DOMParser) {
+      showRefreshLink();
+      return;
+    }
+    window.clearTimeout(refreshTimer);
+    refreshTimer = window.setTimeout(function () {
+      fetch(window.location.pathname + window.location.search, {
+        credentials: "same-origin",
+        headers: { Accept: "text/html" },
+      })
+        .then(function (response) {
+          if (!response.ok) {
+            throw new Error("HTTP " + response.status);
+          }
+          document.dispatchEvent(new Event("medimg:server-activity"));
+          return response.text();
+        })
+        .then(function (html) {
+          var fresh = new DOMParser()
+            .parseFromString(html, "text/html")
+            .querySelector("[data-scan-list-card]");
+          if (!fresh) {
+            throw new Error("no list");
+          }
+          listCard.replaceChildren.apply(
+            listCard,
+            Array.prototype.map.call(fresh.childNodes, function (node) {
+              return document.importNode(node, true);
+            })
+          );
+          listCard.querySelectorAll("[data-scan-status]").forEach(function (node) {
+            if (!Medimg.status.TERMINAL[node.getAttribute("data-status")]) {
+              Medimg.status.watch(node);
+            }
+          });
+          listCard.setAttribute("data-list-refreshed", String(Date.now()));
+        })
+        .catch(showRefreshLink);
+    }, 800);
+  }
+
+  if (listCard) {
+    // A row that was still processing when the list was read: read it again when it is done
+    // (its regions and review link appear then).
+    listCard.addEventListener("medimg:status-done", refreshList);
+  }
+
   function stored(item, scan) {
     item.progress.value = 100;
     item.progress.hidden = true;
@@ -136,10 +197,7 @@
     link.href = Medimg.urlFor(scanTemplate, scan.id);
     item.state.replaceChildren(status, " ", link);
     item.row.setAttribute("data-scan-id", String(scan.id));
-    var refresh = document.querySelector("[data-refresh-list]");
-    if (refresh) {
-      refresh.hidden = false;
-    }
+    refreshList();
     if (!Medimg.status.TERMINAL[scan.status]) {
       Medimg.status.watch(status);
     }
