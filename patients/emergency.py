@@ -202,8 +202,15 @@ def emergency_access_review(
     Audited per grant, naming the patient by reference."""
     if not getattr(reviewer, "is_admin_role", False):
         raise PermissionDenied("Only administrators review emergency access.")
+    # Locked afresh from the ids: the caller's queryset may carry outer joins (the admin list
+    # selects the nullable reviewer), which PostgreSQL cannot lock FOR UPDATE.
     pending = list(
-        grants.filter(reviewed_at__isnull=True).select_for_update().select_related("user")
+        BreakGlassGrant.objects.filter(
+            pk__in=list(grants.values_list("pk", flat=True)), reviewed_at__isnull=True
+        )
+        .select_for_update(of=("self",))
+        .select_related("user")
+        .order_by("pk")
     )
     now = timezone.now()
     for grant in pending:
