@@ -283,9 +283,14 @@ def test_admins_and_outsiders_cannot_request(
     assert not BreakGlassGrant.objects.exists()
 
 
-def test_the_api_follows_the_same_rules(other_doctor: Any, patient: Patient) -> None:
+def test_the_api_follows_the_same_rules(other_doctor: Any, patient: Patient, password: str) -> None:
     api = APIClient()
-    api.force_authenticate(other_doctor)
+    # A JWT client, logged in through the token endpoint as an API client is.
+    token = api.post(
+        "/api/auth/token/", {"username": other_doctor.username, "password": password}, format="json"
+    )
+    assert token.status_code == 200, token.content
+    api.credentials(HTTP_AUTHORIZATION=f"Bearer {token.json()['access']}")
     body = {"patient_id": patient.id, "reason": REASON, "confirm": True}
 
     short = api.post(API, {**body, "reason": "too short"}, format="json")
