@@ -60,6 +60,8 @@ export const SHORTCUTS = [
   ["H / V", "Flip horizontally / vertically"],
   ["W P Z M A B E O", "Tools: W/L, pan, zoom, length, angle, rectangle, ellipse, probe"],
   ["C", "Play / stop cine"],
+  [", / .", "Previous / next image of the series"],
+  ["G", "Outline the redacted regions"],
   ["F", "Full screen"],
   ["S", "Show / hide the side panel"],
   ["?", "This sheet"],
@@ -159,9 +161,10 @@ export async function mountViewer(viewer) {
   const opacity = el("input", { id: `cs-opacity-${id}`, type: "range", min: "0", max: "100", value: "45", "data-cs-opacity": true, class: "cs-viewer__opacity" });
   segGroup.append(segSelect, opacityLabel, opacity);
   const frameGroup = el("div", { class: "cs-viewer__group", role: "group", "aria-label": "Images" });
-  const prevB = button("‹ Prev", { "data-cs-action": "prev", title: "Previous image in the series" });
-  const nextB = button("Next ›", { "data-cs-action": "next", title: "Next image in the series" });
-  frameGroup.append(prevB, nextB);
+  const prevB = button("‹ Frame", { "data-cs-action": "prev", title: "Previous frame (↑)" });
+  const nextB = button("Frame ›", { "data-cs-action": "next", title: "Next frame (↓)" });
+  const regionsB = button("Regions", { "data-cs-action": "regions", title: "Outline the redacted regions (G)", "aria-pressed": "false" });
+  frameGroup.append(prevB, nextB, regionsB);
   const winGroup = el("div", { class: "cs-viewer__group cs-viewer__group--end", role: "group", "aria-label": "Window" });
   const panelB = button("Hide panel", { "data-cs-action": "panel", title: "Show / hide the side panel (S)", "aria-pressed": "false" });
   const fullB = button("Full screen", { "data-cs-action": "fullscreen", title: "Full screen (F)", "aria-pressed": "false" });
@@ -192,7 +195,8 @@ export async function mountViewer(viewer) {
   // coordinates under the viewport's current transform, so it follows zoom, pan, rotation,
   // flip and frame.
   const labelCanvas = el("canvas", { class: "cs-viewer__labelmap", "data-cs-labelmap": true, "aria-hidden": "true", hidden: true });
-  mainPane.append(mainEl, labelCanvas, corners.tl, corners.tr, corners.bl, corners.br);
+  const regionCanvas = el("canvas", { class: "cs-viewer__labelmap", "data-cs-regions": true, "aria-hidden": "true", hidden: true });
+  mainPane.append(mainEl, labelCanvas, regionCanvas, corners.tl, corners.tr, corners.bl, corners.br);
   otherPane.append(otherEl, otherLabel);
   stage.append(mainPane, otherPane);
 
@@ -212,7 +216,9 @@ export async function mountViewer(viewer) {
   tagsBox.append(el("summary", {}, "De-identified DICOM header"), tagsFilter, tagsTable);
   const status = el("p", { class: "cs-viewer__status", role: "status", "data-cs-status": true });
 
-  shell.append(bar, stage, sheet, status, tagsBox);
+  // The series strip: the other images of this series, in instance order (links).
+  const strip = el("nav", { class: "cs-viewer__strip", "aria-label": "Images in this series", "data-cs-strip": true, hidden: true });
+  shell.append(bar, stage, strip, sheet, status, tagsBox);
   const oldViewport = root.querySelector("[data-viewport]");
   oldViewport.after(shell);
   shell.style.display = "none";
@@ -350,6 +356,7 @@ export async function mountViewer(viewer) {
   mainEl.addEventListener(CoreEnums.Events.IMAGE_RENDERED, () => {
     updateCorners();
     drawLabels();
+    drawRegions();
   });
   mainEl.addEventListener(CoreEnums.Events.STACK_NEW_IMAGE, (event) => {
     const index = event.detail.imageIdIndex;
@@ -433,6 +440,99 @@ export async function mountViewer(viewer) {
     }
     return seg.frames.get(frame);
   }
+  // Image pixel (x, y) of the image on screen to canvas (CSS) pixels of the main element.
+  function toCanvas(vp, x, y) {
+    return vp.worldToCanvas(coreUtils.imageToWorldCoords(vp.getCurrentImageId(), [x, y]));
+  }
+  function fitCanvas(canvas) {
+    const ratio = window.devicePixelRatio || 1;
+    const cw = Math.round(mainEl.clientWidth * ratio);
+    const chh = Math.round(mainEl.clientHeight * ratio);
+    if (canvas.width !== cw || canvas.height !== chh) {
+      canvas.width = cw;
+      canvas.height = chh;
+    }
+    const ctx = canvas.getContext("2d");
+    ctx.setTransform(1, 0, 0, 1, 0, 0);
+    ctx.clearRect(0, 0, canvas.width, canvas.height);
+    return { ctx, ratio };
+  }
+
+  // --- Region outlines (what was redacted), on the redacted and the original alike ----------
+  let regions = [];
+  let showRegions = false;
+  function drawRegions() {
+    const vp = main();
+    if (!vp || !showRegions || !regions.length) {
+      regionCanvas.hidden = true;
+      return;
+    }
+    const frame = vp.getCurrentImageIdIndex();
+    const { ctx, ratio } = fitCanvas(regionCanvas);
+    ctx.lineWidth = 2 * ratio;
+    ctx.font = `${12 * ratio}px ui-monospace, monospace`;
+    let drawn = 0;
+    regions
+      .filter((r) => r.frame === frame || (r.frame == null && frame === 0))
+      .forEach((r) => {
+        const [x1, y1, x2, y2] = r.box;
+        const pts = [toCanvas(vp, x1, y1), toCanvas(vp, x2, y1), toCanvas(vp, x2, y2), toCanvas(vp, x1, y2)];
+        ctx.strokeStyle = r.removal_pending ? "#ffbf47" : "#00e5ff";
+        ctx.beginPath();
+        pts.forEach((p, i) => (i ? ctx.lineTo(p[0] * ratio, p[1] * ratio) : ctx.moveTo(p[0] * ratio, p[1] * ratio)));
+        ctx.closePath();
+        ctx.stroke();
+        ctx.fillStyle = ctx.strokeStyle;
+        ctx.fillText(String(r.index + 1), pts[0][0] * ratio + 3 * ratio, pts[0][1] * ratio + 13 * ratio);
+        drawn++;
+      });
+    regionCanvas.hidden = false;
+    regionCanvas.setAttribute("data-count", String(drawn));
+  }
+  function toggleRegions() {
+    showRegions = !showRegions;
+    regionsB.setAttribute("aria-pressed", String(showRegions));
+    drawRegions();
+  }
+
+  // --- The series: neighbours and a strip of links ------------------------------------------
+  async function loadSeries(detail) {
+    if (!detail || !detail.patient) return;
+    try {
+      const r = await fetch(`/api/patients/${encodeURIComponent(detail.patient)}/studies/`, {
+        credentials: "same-origin",
+        headers: { Accept: "application/json" },
+      });
+      if (!r.ok) return;
+      const scanId = detail.id;
+      let series = null;
+      (await r.json()).forEach((study) =>
+        study.series.forEach((se) => {
+          if (se.scans.some((sc) => sc.id === scanId)) series = se;
+        })
+      );
+      if (!series || series.scans.length < 2) return;
+      strip.textContent = "";
+      const scans = series.scans;
+      const at = scans.findIndex((sc) => sc.id === scanId);
+      const link = (sc, text, rel) =>
+        el("a", { href: `/scans/${sc.id}/`, class: "button button--quiet button--small", rel, "data-cs-series-link": rel || "image" }, text);
+      if (at > 0) strip.append(link(scans[at - 1], "‹ Previous image", "prev"));
+      scans.forEach((sc, i) => {
+        const item = el("a", { href: `/scans/${sc.id}/`, class: "cs-viewer__thumb", "aria-current": i === at ? "page" : null, title: sc.original_filename });
+        item.append(el("span", { class: "mono" }, `${sc.instance_number ?? i + 1}`), el("span", {}, ` ${sc.modality || ""} ${sc.frames > 1 ? sc.frames + " fr" : ""}`));
+        strip.append(item);
+      });
+      if (at < scans.length - 1) strip.append(link(scans[at + 1], "Next image ›", "next"));
+      strip.hidden = false;
+      seriesNav.prev = at > 0 ? `/scans/${scans[at - 1].id}/` : null;
+      seriesNav.next = at < scans.length - 1 ? `/scans/${scans[at + 1].id}/` : null;
+    } catch (e) {
+      /* no strip */
+    }
+  }
+  const seriesNav = { prev: null, next: null };
+
   let drawToken = 0;
   async function drawLabels() {
     const token = ++drawToken;
@@ -450,23 +550,12 @@ export async function mountViewer(viewer) {
       return;
     }
     if (token !== drawToken || !seg) return;
-    const imageId = vp.getCurrentImageId();
-    const toCanvas = (x, y) => vp.worldToCanvas(coreUtils.imageToWorldCoords(imageId, [x, y]));
     const w = source.width;
     const h = source.height;
-    const p0 = toCanvas(0, 0);
-    const p1 = toCanvas(w, 0);
-    const p2 = toCanvas(0, h);
-    const ratio = window.devicePixelRatio || 1;
-    const cw = mainEl.clientWidth;
-    const ch = mainEl.clientHeight;
-    if (labelCanvas.width !== Math.round(cw * ratio) || labelCanvas.height !== Math.round(ch * ratio)) {
-      labelCanvas.width = Math.round(cw * ratio);
-      labelCanvas.height = Math.round(ch * ratio);
-    }
-    const ctx = labelCanvas.getContext("2d");
-    ctx.setTransform(1, 0, 0, 1, 0, 0);
-    ctx.clearRect(0, 0, labelCanvas.width, labelCanvas.height);
+    const p0 = toCanvas(vp, 0, 0);
+    const p1 = toCanvas(vp, w, 0);
+    const p2 = toCanvas(vp, 0, h);
+    const { ctx, ratio } = fitCanvas(labelCanvas);
     const t = [(p1[0] - p0[0]) / w, (p1[1] - p0[1]) / w, (p2[0] - p0[0]) / h, (p2[1] - p0[1]) / h, p0[0], p0[1]];
     ctx.setTransform(t[0] * ratio, t[1] * ratio, t[2] * ratio, t[3] * ratio, t[4] * ratio, t[5] * ratio);
     ctx.imageSmoothingEnabled = false;
@@ -640,6 +729,7 @@ export async function mountViewer(viewer) {
     prev: () => setFrame(main().getCurrentImageIdIndex() - 1),
     next: () => setFrame(main().getCurrentImageIdIndex() + 1),
     panel: togglePanel,
+    regions: toggleRegions,
     fullscreen: toggleFullscreen,
     help: () => toggleSheet(),
     "close-sheet": () => toggleSheet(false),
@@ -673,6 +763,9 @@ export async function mountViewer(viewer) {
     PageDown: actions.next,
     PageUp: actions.prev,
     c: actions.cine,
+    g: toggleRegions,
+    ".": () => seriesNav.next && window.location.assign(seriesNav.next),
+    ",": () => seriesNav.prev && window.location.assign(seriesNav.prev),
     f: toggleFullscreen,
     s: togglePanel,
     "?": () => toggleSheet(),
@@ -705,6 +798,18 @@ export async function mountViewer(viewer) {
   await show(redacted);
   say("");
   listSegmentations();
+  // The scan's detail: its regions (outlines) and its patient (the series strip).
+  fetch(base, { credentials: "same-origin", headers: { Accept: "application/json" } })
+    .then((r) => (r.ok ? r.json() : null))
+    .then((detail) => {
+      if (!detail) return;
+      regions = detail.regions || [];
+      // The doctor sees what was redacted outlined by default; the grid image has its own.
+      if (doctor && regions.length) toggleRegions();
+      if (!regions.length) regionsB.disabled = true;
+      loadSeries(detail);
+    })
+    .catch(() => {});
   const help = root.querySelector("#viewer-help");
   if (help) {
     help.textContent =

@@ -305,3 +305,42 @@ def test_the_segmentation_labelmap_lies_on_the_image_and_follows_zoom_and_opacit
     until(page, f"() => ({painted})() === 0")
     assert page.errors == [], page.errors  # type: ignore[attr-defined]
     page.context.close()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_series_strip_steps_through_images_and_regions_are_outlined(
+    server: Any, chromium: Any, technician: Any, doctor: Any, password: str
+) -> None:
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    from imaging.services.upload import scan_upload
+    from imaging.tests import factories
+
+    patient = Patient.objects.create(id="MRN-CS-3", name="Ada Lovelace", age=36)
+    study, series = pydicom.uid.generate_uid(), pydicom.uid.generate_uid()
+    uploads = []
+    for number in (1, 2):
+        data, _ = factories.dicom16_text(frames=1)
+        ds = pydicom.dcmread(io.BytesIO(data))
+        ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.InstanceNumber = study, series, number
+        buffer = io.BytesIO()
+        ds.save_as(buffer, enforce_file_format=True)
+        uploads.append(SimpleUploadedFile(f"i{number}.dcm", buffer.getvalue(), "application/dicom"))
+    first, second = scan_upload(patient=patient, uploads=uploads, uploaded_by=technician)
+    first.refresh_from_db()
+    assert first.regions.count() > 0
+
+    page = _open(chromium, server, doctor, password, f"/scans/{first.id}/", (1440, 900))
+    # The redacted regions are outlined on the doctor's image (one per region of the frame).
+    count = until(page, "() => Number(document.querySelector('[data-cs-regions]').dataset.count)")
+    assert count == first.regions.filter(frame=0).count()
+    strip = page.locator("[data-cs-strip]")
+    strip.wait_for()
+    assert strip.locator(".cs-viewer__thumb").count() == 2
+    assert strip.locator("[aria-current=page]").get_attribute("href") == f"/scans/{first.id}/"
+    _shot(page, "cs-09-doctor-series-regions-1440")
+    strip.get_by_role("link", name="Next image ›").click()
+    page.wait_for_url(f"**/scans/{second.id}/")
+    until(page, "() => document.querySelector('[data-viewer][data-cs-ready]')")
+    assert page.errors == [], page.errors  # type: ignore[attr-defined]
+    page.context.close()
