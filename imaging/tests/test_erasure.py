@@ -113,6 +113,10 @@ def test_it_erases_a_patient_and_leaves_a_tombstone_without_identity(
     assert MRN not in text and NAME not in text
     assert event.target_id == erasure.patient_reference and event.details["reason"] == REASON
     assert event.actor_id == admin.pk
+    # Nothing in the whole log names the patient or a file (uploads, views, the erasure).
+    for logged in AuditEvent.objects.all():
+        written = json.dumps(logged.details) + logged.target_id + logged.user_agent
+        assert MRN not in written and NAME not in written and "erin-" not in written, logged
     # The ledger has the uids, nothing else that identifies anyone.
     assert set(uids) <= erased_scan_uids()
     assert MRN not in json.dumps(ledger_entries()) and NAME not in json.dumps(ledger_entries())
