@@ -21,7 +21,7 @@ from patients.models import Patient
 COUNT = WORKLIST_SIZE * 2 + 3  # three pages: 10, 10, 3
 
 
-def _scans(technician: Any, count: int = COUNT) -> list[Scan]:
+def completed_scans(technician: Any, count: int = COUNT) -> list[Scan]:
     patient = Patient.objects.create(id="MRN-WL", name="Worklist Patient", age=50)
     return [
         Scan.objects.create(
@@ -48,7 +48,7 @@ def _names(html: str) -> list[str]:
 
 
 def test_it_pages_the_review_worklist(technician: Any) -> None:
-    scans = _scans(technician)
+    scans = completed_scans(technician)
     pages = [scan_review_worklist(user=technician, page=n) for n in (1, 2, 3)]
     assert [len(p.items) for p in pages] == [10, 10, 3]
     assert [p.num_pages for p in pages] == [3, 3, 3]
@@ -83,7 +83,7 @@ def test_it_reads_a_page_number_leniently() -> None:
 def test_the_technicians_home_has_a_pager_that_keeps_the_search(
     client: Client, technician: Any
 ) -> None:
-    _scans(technician)
+    completed_scans(technician)
     client.force_login(technician)
     first = client.get("/").content.decode()
     assert "Showing 1–10 of 23" in first
@@ -101,7 +101,7 @@ def test_the_technicians_home_has_a_pager_that_keeps_the_search(
 def test_the_doctors_home_pages_the_removal_requests(
     client: Client, technician: Any, doctor: Any
 ) -> None:
-    scan = _scans(technician, 1)[0]
+    scan = completed_scans(technician, 1)[0]
     now = timezone.now()
     Region.objects.bulk_create(
         Region(

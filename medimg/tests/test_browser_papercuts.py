@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from imaging.tests.test_worklist_paging import _scans
+from imaging.tests.test_worklist_paging import completed_scans
 from medimg.tests.test_browser import CHROMIUM, Session
 from patients.models import Patient
 
@@ -23,7 +23,7 @@ pytestmark = [
 def test_the_worklist_pages_through_every_image(
     serial_live_server: Any, chromium: Any, technician: Any, password: str
 ) -> None:
-    _scans(technician)
+    completed_scans(technician)
     tech = Session(chromium, serial_live_server.url, viewport={"width": 1440, "height": 900})
     page = tech.page
     tech.log_in(technician.username, password)
@@ -46,7 +46,7 @@ def test_the_worklist_pages_through_every_image(
 def test_a_technician_corrects_a_name_and_moves_an_image(
     serial_live_server: Any, chromium: Any, technician: Any, password: str
 ) -> None:
-    scan = _scans(technician, 1)[0]  # under "Worklist Patient", MRN-WL
+    scan = completed_scans(technician, 1)[0]  # under "Worklist Patient", MRN-WL
     right = Patient.objects.create(id="MRN-RIGHT", name="Grace Hoper", age=85)
     tech = Session(chromium, serial_live_server.url, viewport={"width": 1440, "height": 900})
     page = tech.page
