@@ -164,3 +164,19 @@ def test_storescu_to_a_cardiology_peer_files_the_patient_in_cardiology(
     assert _slugs(patient) == ["cardiology"]
     assert Patient.objects.visible_to(other_doctor).filter(pk=patient.pk).exists()
     assert not Patient.objects.visible_to(doctor).filter(pk=patient.pk).exists()
+
+
+@pytest.mark.django_db
+@pytest.mark.own_departments
+def test_without_a_department_an_existing_patient_keeps_its_own(
+    dataset: bytes, technician: Any, other_department: Department, settings: Any
+) -> None:
+    settings.DICOM_DEFAULT_DEPARTMENT = ""
+    patient = Patient.objects.create(id=PHI["PatientID"], name="Already Known")
+    patient.departments.set([other_department])
+
+    scan = _receive(dataset, _peer(technician, None))
+
+    assert scan.patient == patient
+    assert _slugs(patient) == ["cardiology"]
+    assert not AuditEvent.objects.filter(action=Action.PATIENT_DEPARTMENTS_CHANGED).exists()
