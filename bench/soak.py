@@ -22,10 +22,11 @@ looks for its (unique) file name in its patient's image list; found, the upload 
 (recovered); not found, it sends it again (retried). So "accepted exactly once" is decidable
 without an idempotency key.
 
-Meanwhile the chaos thread, at random moments: SIGKILLs the Celery pool process (the worker
-replaces it) and the whole Celery worker (restarted here) in turn, a gunicorn worker (the
-master replaces it) and the whole gunicorn (restarted here) in turn, restarts PostgreSQL once
-(pg_ctl restart -m fast) and Redis once.
+Meanwhile the chaos thread SIGKILLs the Celery pool process (the worker replaces it) and the
+whole Celery worker (restarted here) in turn, at random shares of the scans completed; and,
+at random shares of the uploads answered, a gunicorn worker (the master replaces it) and the
+whole gunicorn (restarted here) in turn, and restarts PostgreSQL (pg_ctl restart -m fast)
+and Redis once each.
 
 Then it checks, and exits 1 if any check fails:
 - every upload was accepted, each file name is exactly one scan (nothing lost, no duplicate);
@@ -231,6 +232,9 @@ class Installation:
         self.worker: subprocess.Popen[bytes] | None = None
         self.beat: subprocess.Popen[bytes] | None = None
         self.worker_starts = 0
+        # Held while a process is killed or restarted, by the chaos and by the supervisor.
+        self.lock = threading.RLock()
+        self.exits: Counter[str] = Counter()
         self.code = ROOT
         if args.code == "head":
             # The committed tree, not the working one that others may be editing: a worker
@@ -388,7 +392,29 @@ class Installation:
             "beat.log",
         )  # fmt: skip
 
+    def supervise(self, stop: threading.Event) -> None:
+        """Restart gunicorn, the worker or beat when one exits on its own, as systemd's
+        Restart=always does in production (docs/deployment.md); each exit is counted."""
+        while not stop.wait(1):
+            with self.lock:
+                for name, process, restart in (
+                    ("gunicorn", self.web, self.start_web),
+                    ("celery worker", self.worker, self._restart_worker),
+                    ("celery beat", self.beat, self.start_beat),
+                ):
+                    if process is not None and process.poll() is not None and not stop.is_set():
+                        self.exits[name] += 1
+                        restart()
+
+    def _restart_worker(self) -> None:
+        self.start_worker()
+        self.worker_ready()
+
     def stop(self) -> None:
+        with self.lock:  # after any restart under way
+            self._stop()
+
+    def _stop(self) -> None:
         for process in (self.web, self.worker, self.beat, self.redis):
             if process is not None and process.poll() is None:
                 with contextlib.suppress(ProcessLookupError):
@@ -431,30 +457,52 @@ def wait_port(port: int, timeout: float = 30) -> None:
 # --- chaos ------------------------------------------------------------------------------------
 
 
+WEB_SIDE = ("kill web worker", "kill whole web", "restart postgresql", "restart redis")
+
+
 @dataclass
 class Chaos:
+    """Runs each event once its phase has come that far: the web side's (gunicorn kills and
+    the service restarts) at a random share of the uploads answered, the worker kills at a
+    random share of the scans completed, so each hits work in flight on any machine."""
+
     installation: Installation
     events: list[str]
-    gap: float
+    progress: Any  # progress(phase) -> share done, 0..1; phase "upload" or "process"
     done: threading.Event = field(default_factory=threading.Event)
     counts: Counter[str] = field(default_factory=Counter)
     log: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
 
+    def plan(self, rng: random.Random) -> list[tuple[str, float, str]]:
+        plan = []
+        for phase, mine in (("upload", True), ("process", False)):
+            events = [e for e in self.events if (e in WEB_SIDE) == mine]
+            rng.shuffle(events)
+            # Spread out: the k-th of n events somewhere in the k-th of n slices of 5-90%.
+            for k, event in enumerate(events):
+                low = 0.05 + 0.85 * k / len(events)
+                plan.append((phase, rng.uniform(low, low + 0.85 / len(events)), event))
+        return plan
+
     def run(self, started: float) -> None:
-        rng = random.Random(os.getpid())
-        pending = list(self.events)
-        rng.shuffle(pending)
-        while pending and not self.done.is_set():
-            if self.done.wait(self.gap * rng.uniform(0.5, 1.5)):
-                return
-            event = pending.pop()
-            try:
-                self.act(event)
-                self.counts[event] += 1
-                self.log.append(f"{time.perf_counter() - started:7.1f}s {event}")
-            except Exception as exc:  # A failed kill or restart is a failed soak.
-                self.errors.append(f"{event}: {exc!r}")
+        pending = self.plan(random.Random(os.getpid()))
+        while pending and not self.done.wait(0.5):
+            for phase in ("upload", "process"):
+                due = [p for p in pending if p[0] == phase]
+                if not due or self.progress(phase) < min(p[1] for p in due):
+                    continue
+                step = min(due, key=lambda p: p[1])
+                pending.remove(step)
+                event = step[2]
+                try:
+                    with self.installation.lock:
+                        self.act(event)
+                    self.counts[event] += 1
+                    share = f"{phase} {100 * step[1]:.0f}%"
+                    self.log.append(f"{time.perf_counter() - started:7.1f}s ({share}) {event}")
+                except Exception as exc:  # A failed kill or restart is a failed soak.
+                    self.errors.append(f"{event}: {exc!r}")
 
     def act(self, event: str) -> None:
         import psutil
@@ -691,6 +739,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     inst = Installation(args)
     chaos: Chaos | None = None
     chaos_thread: threading.Thread | None = None
+    stop_supervising = threading.Event()
     password = secrets.token_urlsafe(24)
     started_all = time.perf_counter()
     try:
@@ -723,17 +772,26 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             ).raise_for_status()
 
         events = chaos_events(args)
-        # Spread over the upload phase and the processing that follows it.
-        gap = args.chaos_gap or max(3.0, args.uploads / args.expected_rate / (len(events) + 1))
-        chaos = Chaos(inst, events, gap)
+
+        def progress(phase: str) -> float:
+            if phase == "upload":
+                return sum(1 for i in items if i.scan_id or i.refused) / len(items)
+            (completed,) = inst.sql("SELECT count(*) FROM imaging_scan WHERE status = 'completed'")[
+                0
+            ]
+            return float(completed) / len(items)
+
+        chaos = Chaos(inst, events, progress)
         print(
             f"soak: {args.uploads} uploads, {args.clients} clients, {len(events)} chaos "
-            f"events about every {gap:.0f} s; folder {inst.dir}",
+            f"events; folder {inst.dir}",
             flush=True,
         )
         started = time.perf_counter()
         chaos_thread = threading.Thread(target=chaos.run, args=(started,), daemon=True)
         chaos_thread.start()
+        supervisor = threading.Thread(target=inst.supervise, args=(stop_supervising,), daemon=True)
+        supervisor.start()
 
         def client_work(c: int) -> None:
             for item in (i for i in items if i.client == c):
@@ -841,6 +899,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 "chaos_log": chaos.log,
                 "worker_logs": worker_log_figures(inst.dir),
                 "worker_starts": inst.worker_starts,
+                # Processes that died of something else than the chaos, restarted as systemd
+                # would: not a failure in itself (nothing may be lost through them).
+                "exits_on_their_own": dict(inst.exits),
                 "upload_latency_s_p50": pct(latencies, 50),
                 "upload_latency_s_p95": pct(latencies, 95),
                 "processing_latency_s_p50": pct(processing, 50),
@@ -852,6 +913,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             }
         )
     finally:
+        stop_supervising.set()
         if chaos is not None and chaos_thread is not None:
             chaos.done.set()  # No process is killed or restarted while all is stopped.
             chaos_thread.join(timeout=600)
@@ -873,10 +935,6 @@ def parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--stuck-after", type=int, default=45, help="IMAGING_STUCK_AFTER_SECONDS for the run"
     )
-    parser.add_argument(
-        "--expected-rate", type=float, default=0.8, help="images/s, to spread the chaos events"
-    )
-    parser.add_argument("--chaos-gap", type=float, default=0.0, help="mean seconds between events")
     parser.add_argument("--timeout", type=int, default=3600, help="seconds for the whole run")
     parser.add_argument("--json", dest="json_path", type=Path)
     parser.add_argument("--keep", action="store_true", help="keep the temporary folders")

@@ -101,6 +101,19 @@ def test_it_plans_the_asked_kills_and_restarts() -> None:
     assert soak.chaos_events(args) == ["kill worker pool process", "restart redis"]
 
 
+def test_it_times_web_side_events_by_uploads_and_worker_kills_by_completions() -> None:
+    events = ["kill whole worker", "kill worker pool process", "kill web worker", "restart redis"]
+    chaos = soak.Chaos(installation=None, events=events, progress=lambda phase: 0.0)  # type: ignore[arg-type]
+    plan = chaos.plan(soak.random.Random(3))
+    assert sorted(e for _, _, e in plan) == sorted(events)
+    for phase, share, event in plan:
+        assert phase == ("upload" if event in soak.WEB_SIDE else "process")
+        assert 0.05 <= share <= 0.9
+    for phase in ("upload", "process"):
+        shares = [share for p, share, _ in plan if p == phase]
+        assert shares == sorted(shares)  # the k-th event in the k-th slice: spread out
+
+
 def _services_missing() -> str:
     if not (os.environ.get("DATABASE_URL") and os.environ.get("REDIS_URL")):
         return "the short soak runs where PostgreSQL and Redis run (DATABASE_URL and REDIS_URL)"
@@ -119,7 +132,7 @@ def test_it_loses_nothing_through_kills_and_restarts(tmp_path: Path) -> None:
     done = subprocess.run(
         [sys.executable, "-m", "bench.soak", "--uploads", "50", "--clients", "8",
          "--worker-kills", "1", "--web-kills", "1", "--whole-first", "--stuck-after", "20",
-         "--chaos-gap", "8", "--timeout", "600", "--json", str(report_path)],
+         "--timeout", "600", "--json", str(report_path)],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=900,
     )  # fmt: skip
     assert done.returncode == 0, done.stdout[-6000:] + done.stderr[-3000:]
