@@ -9,7 +9,7 @@ from typing import Any
 
 from django import forms
 from django.core.paginator import Paginator
-from django.http import FileResponse, HttpRequest, HttpResponse
+from django.http import FileResponse, HttpRequest, HttpResponse, HttpResponseBase
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils import timezone
@@ -121,7 +121,7 @@ class AuditLogExportView(AdminPageMixin, View):
     """The events the page shows for its filters, as CSV (audit_export_filtered); invalid
     filters are sent back to the page, which says what is wrong."""
 
-    def get(self, request: HttpRequest) -> HttpResponse:
+    def get(self, request: HttpRequest) -> HttpResponseBase:
         form = AuditFilterForm(request.GET or None)
         if request.GET and not form.is_valid():
             return redirect(f"{reverse('audit-log-page')}?{request.GET.urlencode()}")
