@@ -176,15 +176,25 @@ async function loadFrame(imageId) {
   const header = source.header || {};
   const slope = colour ? 1 : header.slope ?? 1;
   const intercept = colour ? 0 : header.intercept ?? 0;
+  // Pre-scaled to modality values (HU on CT), as Cornerstone's own DICOM loader does: the
+  // tools (probe, ROI statistics) read the pixel data as modality values.
+  const scaled = slope !== 1 || intercept !== 0;
+  if (scaled) {
+    const integral = Number.isInteger(slope) && Number.isInteger(intercept);
+    const [lo, hi] = minMax(px.data);
+    const ends = [lo * slope + intercept, hi * slope + intercept];
+    const fits = integral && Math.min(...ends) >= -32768 && Math.max(...ends) <= 32767;
+    const out = fits ? new Int16Array(px.data.length) : new Float32Array(px.data.length);
+    for (let i = 0; i < px.data.length; i++) out[i] = px.data[i] * slope + intercept;
+    px.data = out;
+  }
   const [min, max] = minMax(px.data);
   let wc = header.windowCenter ? header.windowCenter[0] : null;
   let ww = header.windowWidth ? header.windowWidth[0] : null;
   if (!(ww > 0)) {
-    // No window in the file: the full range of the stored values, rescaled.
-    const lo = min * slope + intercept;
-    const hi = max * slope + intercept;
-    ww = Math.max(1, hi - lo);
-    wc = lo + ww / 2;
+    // No window in the file: the full range of the values.
+    ww = Math.max(1, max - min);
+    wc = min + ww / 2;
   }
   const spacing = source.spacing; // [row, column] in mm, or null
   const meta = {
@@ -193,7 +203,7 @@ async function loadFrame(imageId) {
     samples: px.samples,
     photometric: colour ? "RGB" : source.photometric || "MONOCHROME2",
     bits: px.data.BYTES_PER_ELEMENT * 8,
-    signed: px.data instanceof Int16Array,
+    signed: px.data instanceof Int16Array || px.data instanceof Float32Array,
     spacing,
     slope,
     intercept,
@@ -209,12 +219,22 @@ async function loadFrame(imageId) {
     scalarData: px.data,
     id: imageId,
   });
+  // The probe asks a frame's voxels at k = the frame's index in the stack; one image holds
+  // one frame.
+  const getAt = voxelManager.getAtIJKPoint.bind(voxelManager);
+  voxelManager.getAtIJKPoint = (ijk) => getAt([ijk[0], ijk[1], 0]);
   return {
     imageId,
     minPixelValue: min,
     maxPixelValue: max,
-    slope,
-    intercept,
+    slope: 1,
+    intercept: 0,
+    isPreScaled: scaled,
+    preScale: {
+      enabled: scaled,
+      scaled,
+      scalingParameters: { modality: header.modality, rescaleSlope: slope, rescaleIntercept: intercept },
+    },
     windowCenter: wc,
     windowWidth: ww,
     voiLUTFunction: "LINEAR",

@@ -164,7 +164,7 @@ export async function mountViewer(viewer) {
   const prevB = button("‹ Frame", { "data-cs-action": "prev", title: "Previous frame (↑)" });
   const nextB = button("Frame ›", { "data-cs-action": "next", title: "Next frame (↓)" });
   const regionsB = button("Regions", { "data-cs-action": "regions", title: "Outline the redacted regions (G)", "aria-pressed": "false" });
-  frameGroup.append(prevB, nextB, regionsB);
+  frameGroup.append(regionsB);
   const winGroup = el("div", { class: "cs-viewer__group cs-viewer__group--end", role: "group", "aria-label": "Window" });
   const panelB = button("Hide panel", { "data-cs-action": "panel", title: "Show / hide the side panel (S)", "aria-pressed": "false" });
   const fullB = button("Full screen", { "data-cs-action": "fullscreen", title: "Full screen (F)", "aria-pressed": "false" });
@@ -744,9 +744,6 @@ export async function mountViewer(viewer) {
   presetSelect.addEventListener("change", () => {
     if (presetSelect.value !== "") applyPreset(Number(presetSelect.value));
   });
-  if (viewer.frames < 2) {
-    prevB.disabled = nextB.disabled = true;
-  }
 
   const keys = {
     i: actions.invert,
@@ -847,8 +844,11 @@ export async function mountViewer(viewer) {
     /* The modality value (stored × slope + intercept: HU on CT) at a pixel of the image. */
     valueAt(x, y) {
       const image = main().getCornerstoneImage();
-      const stored = image.getPixelData()[y * image.columns + x];
-      return { stored, value: stored * image.slope + image.intercept, width: image.columns, height: image.rows };
+      const value = image.getPixelData()[y * image.columns + x];
+      const scaling = (image.preScale && image.preScale.scaled && image.preScale.scalingParameters) || {};
+      const slope = scaling.rescaleSlope ?? 1;
+      const intercept = scaling.rescaleIntercept ?? 0;
+      return { stored: (value - intercept) / slope, value, width: image.columns, height: image.rows };
     },
     measurements: () =>
       annotation.state.getAllAnnotations().map((a) => ({

@@ -179,6 +179,26 @@ def test_the_doctor_reads_a_multiframe_dicom_with_ohif_mouse_bindings(
     assert "mm" in text
     _shot(page, "cs-02-doctor-length-1440")
 
+    # Probe: the value under the cursor in HU (the CT's rescale applies).
+    page.get_by_role("button", name="Probe").click()
+    page.mouse.click(x + 20, y + 40)
+    probe = until(
+        page,
+        "() => { const t = [...document.querySelectorAll('[data-cs-element=main] svg text')]"
+        ".map((n) => n.textContent).join(' '); return /HU/.test(t) ? t : null; }",
+    )
+    assert "HU" in probe
+
+    # Cine: Play steps through the frames on its own; Stop stops.
+    page.get_by_label("fps").fill("20")
+    page.get_by_role("button", name="Play").click()
+    seen = set()
+    for _ in range(40):
+        seen.add(page.locator("[data-cs-corner=tr]").inner_text())
+        page.wait_for_timeout(50)
+    page.get_by_role("button", name="Stop").click()
+    assert len(seen) >= 2, seen
+
     # Full screen fills the window.
     page.get_by_role("button", name="Full screen").click()
     until(page, "() => document.fullscreenElement !== null")
@@ -207,8 +227,8 @@ def test_the_restored_original_is_the_stored_values_beside_the_redacted(
     # One sealed restore, as DICOM: every frame with its stored values.
     event = AuditEvent.objects.get(action=Action.SCAN_RESTORED, actor=doctor)
     assert event.details.get("format") == "dicom", event.details
-    # Window/level acts on real values: Cornerstone holds the stored value and the rescale,
-    # so a pixel reads as stored - 1024 HU, the uploaded value exactly.
+    # Window/level acts on real values: Cornerstone holds the modality value (the stored
+    # value through the rescale, as its own DICOM loader does): stored - 1024 HU, exactly.
     y, x = 100, 128
     value = page.evaluate(
         "([x, y]) => document.querySelector('[data-viewer]').medimgViewer.cs.valueAt(x, y)", [x, y]
