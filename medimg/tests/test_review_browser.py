@@ -122,5 +122,40 @@ def test_a_technician_resolves_the_leftover_undoes_a_removal_and_downloads_the_b
     # No burned-in text left anywhere: every line sits in a region, blurred over.
     assert not (blurred.min(axis=-1) >= factories.INK_THRESHOLD).any()
     Image.fromarray(blurred).save(SCREENSHOTS / "34-review-blurred-copy.png")
-    assert tech.console_errors("status of 409", "HTTP 409", "status of 400", "HTTP 400") == []
+    page.set_viewport_size({"width": 1920, "height": 1080})
+    page.reload()
+    page.locator("#review-title").wait_for()
+    tech.shot("35-review-confirmed-1920")
     tech.close()
+    # The refused confirm (409) and the too-short reason (400) were expected; nothing else.
+    assert tech.console_errors("status of 409", "HTTP 409", "status of 400", "HTTP 400") == []
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_doctor_approves_a_requested_removal_for_the_whole_group(
+    serial_live_server: Any,
+    chromium: Any,
+    eager_tasks: None,
+    settings: Any,
+    technician: Any,
+    doctor: Any,
+    password: str,
+) -> None:
+    from imaging.services import review
+
+    scan = _leftover_scan(settings, technician)
+    target = scan.regions.order_by("index").first()
+    review.region_removal_request(region=target, actor=technician, group=True)
+    medic = Session(chromium, serial_live_server.url, viewport={"width": 1440, "height": 900})
+    page = medic.page
+    medic.log_in(doctor.username, password)
+    page.goto(f"/scans/{scan.pk}/")
+    page.get_by_text(f"Removal requested by {technician.username}").wait_for()
+    medic.shot("36-review-doctor-removal-request")
+    with page.expect_navigation():  # the page reloads after the decision
+        page.get_by_role("button", name="Approve removal of region 1").click()
+    page.locator("#regions-title").wait_for()
+    assert page.locator("[data-removal-decision]").count() == 0
+    assert not Region.objects.filter(pk=target.pk).exists()
+    medic.close()
+    assert medic.console_errors() == []
