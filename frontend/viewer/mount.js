@@ -3,6 +3,7 @@ import {
   Enums as CoreEnums,
   RenderingEngine,
   getRenderingEngine,
+  getShouldUseCPURendering,
   init as coreInit,
   setUseCPURendering,
   utilities as coreUtils,
@@ -230,6 +231,7 @@ export async function mountViewer(viewer) {
   const mainId = `main-${id}`;
   const otherId = `other-${id}`;
   root.classList.add("viewer--cs");
+  root.setAttribute("data-cs-render", getShouldUseCPURendering() ? "cpu" : "webgl");
   shell.style.display = "";
   engine.enableElement({ viewportId: mainId, type: CoreEnums.ViewportType.STACK, element: mainEl, defaultOptions: { background: [0, 0, 0] } });
   const group = ToolGroupManager.createToolGroup(`medimg-tools-${id}`);

@@ -87,12 +87,35 @@ def _dicom_scan(technician: Any, *, frames: int = 3) -> Any:
     return scan
 
 
-def _open(chromium: Any, server: Any, user: Any, password: str, path: str, size: tuple) -> Any:
+# A browser without WebGL (headless Chromium has WebGL 2 through SwiftShader, even with
+# --disable-gpu): no canvas hands out a WebGL context, so the viewer takes Cornerstone's CPU path.
+NO_WEBGL = """
+(() => {
+  const getContext = HTMLCanvasElement.prototype.getContext;
+  HTMLCanvasElement.prototype.getContext = function (kind, ...rest) {
+    return /webgl/i.test(kind) ? null : getContext.call(this, kind, ...rest);
+  };
+})();
+"""
+
+
+def _open(
+    chromium: Any,
+    server: Any,
+    user: Any,
+    password: str,
+    path: str,
+    size: tuple,
+    *,
+    webgl: bool = True,
+) -> Any:
     assert BUNDLE.exists(), "the viewer is not built: `make install` (npm ci && npm run build)"
     context = chromium.new_context(
         base_url=server.url, viewport={"width": size[0], "height": size[1]}
     )
     context.set_default_timeout(TIMEOUT_MS)
+    if not webgl:
+        context.add_init_script(NO_WEBGL)
     page = context.new_page()
     errors: list[str] = []
     page.on("pageerror", lambda error: errors.append(f"pageerror: {error}"))
@@ -128,15 +151,18 @@ WL = (
 
 
 @pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("render", ["webgl", "cpu"])
 def test_the_doctor_reads_a_multiframe_dicom_with_ohif_mouse_bindings(
-    server: Any, chromium: Any, technician: Any, doctor: Any, password: str
+    server: Any, chromium: Any, render: str, technician: Any, doctor: Any, password: str
 ) -> None:
     scan = _dicom_scan(technician)
-    page = _open(chromium, server, doctor, password, f"/scans/{scan.id}/", (1440, 900))
+    path, size = f"/scans/{scan.id}/", (1440, 900)
+    page = _open(chromium, server, doctor, password, path, size, webgl=render == "webgl")
+    assert page.locator("[data-viewer]").get_attribute("data-cs-render") == render
     x, y, box = _centre(page)
 
     # The image fills the space beside the side panel: far more than the old 610 px box.
-    _shot(page, "cs-01-doctor-viewer-1440")
+    _shot(page, f"cs-01-doctor-viewer-1440-{render}")
     assert box["width"] > 800 and box["height"] > 600, box
 
     # Left drag: window/level, and the readout follows.
@@ -177,7 +203,7 @@ def test_the_doctor_reads_a_multiframe_dicom_with_ohif_mouse_bindings(
         ".map((n) => n.textContent).join(' '); return /mm/.test(t) ? t : null; }",
     )
     assert "mm" in text
-    _shot(page, "cs-02-doctor-length-1440")
+    _shot(page, f"cs-02-doctor-length-1440-{render}")
 
     # Probe: the value under the cursor in HU (the CT's rescale applies).
     page.get_by_role("button", name="Probe").click()
@@ -208,7 +234,7 @@ def test_the_doctor_reads_a_multiframe_dicom_with_ohif_mouse_bindings(
         ".getBoundingClientRect(); return b.width > window.innerWidth * 0.9"
         " && b.height > window.innerHeight * 0.75; }",
     )
-    _shot(page, "cs-03-doctor-fullscreen-1440")
+    _shot(page, f"cs-03-doctor-fullscreen-1440-{render}")
     page.keyboard.press("Escape")
     assert page.errors == [], page.errors  # type: ignore[attr-defined]
     page.context.close()
