@@ -264,7 +264,29 @@ def test_the_restored_original_is_the_stored_values_beside_the_redacted(
     assert "HU" in page.locator("[data-wl-readout]").inner_text()
     page.get_by_label("Compare original and redacted").select_option("side")
     until(page, "() => !document.querySelector('[data-cs-pane=other]').hidden")
+    page.locator("[data-cs-stage]").scroll_into_view_if_needed()
     _shot(page, "cs-05-doctor-side-by-side-1920")
+    # Blink: the two panes take turns in the same place.
+    page.get_by_label("Compare original and redacted").select_option("blink")
+    shown = set()
+    for _ in range(30):
+        shown.add(page.evaluate("() => document.querySelector('[data-cs-pane=main]').hidden"))
+        page.wait_for_timeout(100)
+    assert shown == {True, False}
+    page.get_by_label("Compare original and redacted").select_option("")
+
+    # The tag browser lists the de-identified header: the modality, not the patient's name.
+    tags = page.locator("[data-cs-tags]")
+    tags.locator("summary").click()
+    assert tags.locator("tr[data-tag='(0008,0060)']").inner_text().endswith("CT")
+    assert "DOE^JANE" not in tags.inner_text()
+
+    # "?" opens the shortcut sheet, Escape closes it.
+    page.locator("[data-cs-stage]").focus()
+    page.keyboard.press("?")
+    page.get_by_role("dialog", name="Keyboard shortcuts").wait_for()
+    page.keyboard.press("Escape")
+    page.get_by_role("dialog", name="Keyboard shortcuts").wait_for(state="hidden")
     assert page.errors == [], page.errors  # type: ignore[attr-defined]
     page.context.close()
 
