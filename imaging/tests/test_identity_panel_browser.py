@@ -56,7 +56,7 @@ def test_long_identity_values_wrap_inside_the_panel(
         panel.locator("details summary").click()
         panel.scroll_into_view_if_needed()
         assert panel.evaluate(CLIPPED) == []
-        panel.screenshot(path=str(_shot_dir() / f"33-identity-panel-{width}.png"))
+        panel.screenshot(path=str(_shot_dir() / f"i16-33-identity-panel-{width}.png"))
         assert doc.console_errors() == []
         doc.close()
 

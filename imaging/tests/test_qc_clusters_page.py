@@ -50,6 +50,6 @@ def test_the_cluster_map_stays_below_the_header_in_chromium(
         assert box["y"] >= header["y"] + header["height"]
         assert box["x"] >= card["x"] and box["x"] + box["width"] <= card["x"] + card["width"] + 1
         assert box["y"] >= card["y"] and box["y"] + box["height"] <= card["y"] + card["height"]
-        doc.shot(f"31-qc-cluster-map-{width}")
+        doc.shot(f"i16-31-qc-cluster-map-{width}")
         assert doc.console_errors() == []
         doc.close()

@@ -37,7 +37,7 @@ def test_the_worklist_pages_through_every_image(
     page.wait_for_url("**/?worklist=3")
     assert rows.count() == 3
     assert pager.get_by_text("Page 3 of 3").is_visible()
-    tech.shot("26-worklist-last-page")
+    tech.shot("i16-26-worklist-last-page")
     assert tech.console_errors() == []
     tech.close()
 
@@ -55,7 +55,7 @@ def test_a_technician_corrects_a_name_and_moves_an_image(
     page.goto(f"/patients/{right.pk}/")
     page.get_by_role("link", name="Edit name or age").click()
     page.get_by_label("Full name").fill("Grace Hopper")
-    tech.shot("27-patient-edit")
+    tech.shot("i16-27-patient-edit")
     page.get_by_role("button", name="Save").click()
     page.wait_for_url(f"**/patients/{right.pk}/")
     page.get_by_text("The patient's details were saved.").wait_for()
@@ -66,7 +66,7 @@ def test_a_technician_corrects_a_name_and_moves_an_image(
     field.fill("MRN-NOPE")
     page.get_by_role("button", name="Move").click()
     page.get_by_text("No patient with this ID that you can see").wait_for()
-    tech.shot("28-scan-move-refused")
+    tech.shot("i16-28-scan-move-refused")
     field.fill(right.pk)
     page.get_by_role("button", name="Move").click()
     page.wait_for_url(f"**/patients/{right.pk}/")
@@ -74,7 +74,7 @@ def test_a_technician_corrects_a_name_and_moves_an_image(
         "The image was moved from Worklist Patient (MRN-WL) to Grace Hopper"
     ).wait_for()
     assert page.get_by_role("link", name=scan.original_filename).is_visible()
-    tech.shot("29-scan-moved")
+    tech.shot("i16-29-scan-moved")
     # The refused move is a 400 page, as a form with errors should be.
     assert tech.console_errors("HTTP 400", "status of 400") == []
     tech.close()
@@ -101,7 +101,7 @@ def test_the_audit_page_filters_by_scan_and_exports_what_it_shows(
     page.wait_for_url("**/manage/audit/?*scan=41*")
     assert page.locator("[data-audit-row]").count() == 3
     assert page.locator("[data-actor-label]").all_inner_texts() == ["system"]
-    adm.shot("30-audit-filtered-by-scan")
+    adm.shot("i16-30-audit-filtered-by-scan")
     with page.expect_download() as download_info:
         page.get_by_role("link", name="Export these 3 entries (CSV)").click()
     path = download_info.value.path()
@@ -147,6 +147,6 @@ def test_the_image_list_shows_finished_uploads_without_a_click(
     assert card.get_by_text("No images yet.").count() == 0
     card.locator("[data-status-label].badge--completed").nth(1).wait_for()
     assert card.locator(".count").inner_text() == "2"
-    tech.shot("32-patient-list-follows-uploads")
+    tech.shot("i16-32-patient-list-follows-uploads")
     assert tech.console_errors() == []
     tech.close()

@@ -71,12 +71,12 @@ def test_activity_keeps_the_session_and_a_draft_survives_an_idle_sign_out(
     page.clock.run_for((idle + 5) * 1000)
     page.wait_for_url("**/login/?idle=1&next=*")
     page.get_by_text("without activity").wait_for()
-    doc.shot("24-session-idle-signed-out-with-next")
+    doc.shot("i16-24-session-idle-signed-out-with-next")
     _sign_in(page, doctor.username, password)
     page.wait_for_url(f"**/patients/{patient.id}/")
     page.get_by_text("Your unsaved note was restored").wait_for()
     assert note.input_value() == DRAFT
-    doc.shot("25-session-draft-restored")
+    doc.shot("i16-25-session-draft-restored")
 
     # Saved: the draft is gone.
     page.get_by_role("button", name="Add note").click()
