@@ -3,11 +3,19 @@
 `ground_truth.json` names each image by package and file (the images are not copied here) and
 lists hand-checked boxes in original pixel coordinates, each with a class: `phi_text` (must be
 found), `tech_text` or `barcode` (may be found without counting as a false region).
+
+`leave_vendor_out.json` is the same for real images from other toolkits' test suites, in
+`../shared/corpus/files/` beside the checkout (package "corpus"; MEDIMG_CORPUS_DIR overrides the
+folder), from vendors that neither the generator nor the real set above ever used, each
+pinned by sha256 and grouped by `vendor`. `corpus_available()` says whether the folder is
+there (tests skip with that reason when it is not).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +27,29 @@ from pydicom.pixels import apply_color_lut
 from model.detector.backgrounds import package_file
 
 GROUND_TRUTH = Path(__file__).resolve().parent / "ground_truth.json"
+LEAVE_VENDOR_OUT = Path(__file__).resolve().parent / "leave_vendor_out.json"
+
+
+def corpus_dir() -> Path:
+    """../shared/corpus beside the checkout, or MEDIMG_CORPUS_DIR."""
+    configured = os.environ.get("MEDIMG_CORPUS_DIR")
+    if configured:
+        return Path(configured)
+    return Path(__file__).resolve().parents[3].parent / "shared" / "corpus"
+
+
+def corpus_available() -> bool:
+    return (corpus_dir() / "files").is_dir()
+
+
+def image_path(package: str, file: str, sha256: str = "") -> Path:
+    """Where a test image lives; a corpus file must match its pinned sha256."""
+    if package != "corpus":
+        return package_file(package, file)
+    path = corpus_dir() / "files" / file
+    if sha256 and hashlib.sha256(path.read_bytes()).hexdigest() != sha256:
+        raise ValueError(f"{path} is not the file the ground truth was drawn on (sha256)")
+    return path
 
 
 @dataclass(frozen=True)
@@ -37,6 +68,8 @@ class TestImage:
     file: str
     frame: int
     boxes: tuple[TruthBox, ...]
+    vendor: str = ""
+    sha256: str = ""
 
     @property
     def key(self) -> str:
@@ -61,10 +94,10 @@ def to_display_uint8(frame: np.ndarray, photometric: str, ds: pydicom.Dataset) -
     return np.ascontiguousarray(frame)
 
 
-def load_frame(package: str, file: str, frame: int = 0) -> np.ndarray:
+def load_frame(package: str, file: str, frame: int = 0, sha256: str = "") -> np.ndarray:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        ds = pydicom.dcmread(package_file(package, file))
+        ds = pydicom.dcmread(image_path(package, file, sha256))
         pixels = ds.pixel_array
     frames = int(getattr(ds, "NumberOfFrames", 1) or 1)
     if frames > 1:
@@ -87,6 +120,8 @@ def load_ground_truth(path: Path = GROUND_TRUTH) -> list[TestImage]:
             boxes=tuple(
                 TruthBox(b["cls"], *_four(b["box"]), b.get("text", "")) for b in e["boxes"]
             ),
+            vendor=e.get("vendor", ""),
+            sha256=e.get("sha256", ""),
         )
         for e in entries
     ]
