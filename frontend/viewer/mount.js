@@ -788,10 +788,8 @@ export async function mountViewer(viewer) {
       event.preventDefault();
     }
   });
-  // Every mouse action in the viewer is activity (the idle sign-out, static/js/session.js).
-  ["pointerdown", "wheel", "keydown"].forEach((type) =>
-    shell.addEventListener(type, () => document.dispatchEvent(new Event("medimg:activity")), { passive: true })
-  );
+  // Mouse and keys in the viewer count as activity for the idle sign-out without anything
+  // here: static/js/session.js listens on the document in the capture phase.
   new ResizeObserver(() => engine.resize(true, true)).observe(stage);
 
   await show(redacted);
