@@ -43,6 +43,17 @@ def _permissions(view: APIView, table: dict[str, list[type[BasePermission]]]) ->
     return [permission() for permission in table.get(view.request.method or "", [IsClinical])]
 
 
+def _group_param(request: Request) -> bool:
+    return str(request.query_params.get("group", "")).lower() in ("1", "true", "yes")
+
+
+GROUP_PARAMETER = OpenApiParameter(
+    "group",
+    bool,
+    description="true: every region of this region's group (its box on every frame).",
+)
+
+
 class ScanRegionsApi(ScanRegionListApi):
     permissions_by_method: ClassVar[dict[str, list[type[BasePermission]]]] = {
         "GET": [IsClinical],
@@ -58,6 +69,14 @@ class ScanRegionsApi(ScanRegionListApi):
         x2 = serializers.IntegerField(min_value=1)
         y2 = serializers.IntegerField(min_value=1)
         frame = serializers.IntegerField(min_value=0, default=0)
+        frames = serializers.ListField(
+            child=serializers.IntegerField(min_value=0),
+            required=False,
+            allow_empty=False,
+            max_length=10_000,
+            help_text="The same box on each of these frames (one region each, one rebuild); "
+            "overrides `frame`.",
+        )
         # A field named like the Field attribute `label` (the stubs type that attribute).
         label = serializers.CharField(default=review.MANUAL_LABEL, max_length=32)  # type: ignore[assignment]
 
@@ -90,6 +109,7 @@ class ScanRegionsApi(ScanRegionListApi):
             scan=scan,
             box=(data["x1"], data["y1"], data["x2"], data["y2"]),
             frame=data["frame"],
+            frames=data.get("frames"),
             label=data["label"],
             actor=request.user,
             request=request,
@@ -126,6 +146,7 @@ class RegionApi(RegionDecryptApi):
             "`removal_already_requested`; 500 `review_failed` when the region fails its "
             "integrity check. Audited as region_removal_requested (potential_disclosure)."
         ),
+        parameters=[GROUP_PARAMETER],
         request=None,
         responses={
             202: RegionOutputSerializer,
@@ -138,17 +159,6 @@ class RegionApi(RegionDecryptApi):
             region=region, actor=request.user, request=request, group=_group_param(request)
         )
         return Response(RegionOutputSerializer(region).data, status=status.HTTP_202_ACCEPTED)
-
-
-def _group_param(request: Request) -> bool:
-    return str(request.query_params.get("group", "")).lower() in ("1", "true", "yes")
-
-
-GROUP_PARAMETER = OpenApiParameter(
-    "group",
-    bool,
-    description="true: every region of this region's group (its box on every frame).",
-)
 
 
 class RegionRemovalApi(APIView):
@@ -180,6 +190,7 @@ class RegionRemovalApi(APIView):
             "when the stored data fails its integrity check. Audited as "
             "region_removal_approved (potential_disclosure) or region_removal_rejected."
         ),
+        parameters=[GROUP_PARAMETER],
         request=InputSerializer,
         responses={
             200: RegionOutputSerializer,
@@ -390,8 +401,10 @@ class LeftoverDismissalApi(APIView):
             "Roles: technician only. 400 `reason_required` under "
             f"{review.DISMISS_REASON_MIN} characters; 409 `leftover_resolved` when already "
             "covered or dismissed, `scan_not_ready`. Audited as regions_edited (change "
-            "leftover_dismissed, with the reason)."
+            "leftover_dismissed, with the reason). `?group=true`: every open detection with "
+            "its label and box (its text on every frame)."
         ),
+        parameters=[GROUP_PARAMETER],
         request=InputSerializer,
         responses={200: LeftoverOutputSerializer, **error_responses(400, 401, 403, 404, 409)},
     )
@@ -404,6 +417,7 @@ class LeftoverDismissalApi(APIView):
             reason=params.validated_data["reason"],
             actor=request.user,
             request=request,
+            group=_group_param(request),
         )
         row = leftover_rows(leftover.scan, [leftover])[0]
         return Response(LeftoverOutputSerializer(row).data)

@@ -238,67 +238,76 @@ def region_add(
     label: str = MANUAL_LABEL,
     actor: Any,
     request: HttpRequest | None = None,
+    frames: Sequence[int] | None = None,
 ) -> Region:
-    """Seal the original pixels under `box` as a new manual region and redact them.
+    """Seal the original pixels under `box` as a new manual region and redact them; with
+    `frames`, one region per listed frame (a cine's overlay), all in one rebuild. Returns the
+    first region added.
 
     `box` is (x1, y1, x2, y2) in original pixels, x2/y2 exclusive. Caller has checked that
-    `actor` may see `scan`.
+    `actor` may see `scan`. Audited as regions_edited (change added), one event per region.
     """
     if not LABEL_PATTERN.match(label or ""):
         raise errors.invalid_label()
+    on = sorted(set(frames)) if frames else [frame]
     written: list[str] = []
     try:
         with transaction.atomic():
             scan = _locked(scan.pk)
             _require_completed(scan)
-            coords = _check_box(scan, box, frame)
+            coords = [_check_box(scan, box, f) for f in on][0]
             data_key, image = _open_original(scan)
             last = scan.regions.aggregate(last=Max("index"))["last"]
-            index = 0 if last is None else last + 1
-            sealed = pipeline.seal_region(
-                pixels=image.pixels,
-                box=pipeline.Box(frame, label, 1.0, *coords),
-                index=index,
-                data_key=data_key,
-                scan_ref=str(scan.uid),
-            )
-            region = Region.objects.create(
-                scan=scan,
-                index=index,
-                frame=frame,
-                label=label,
-                confidence=1.0,  # placed by a person: certain
-                source=RegionSource.MANUAL,
-                x1=coords[0],
-                y1=coords[1],
-                x2=coords[2],
-                y2=coords[3],
-                ciphertext=sealed.ciphertext,
-                dtype=sealed.dtype,
-                channels=sealed.channels,
-                pixel_entropy=sealed.pixel_entropy,
-                ciphertext_entropy=sealed.ciphertext_entropy,
-            )
+            added = []
+            for offset, f in enumerate(on):
+                index = (0 if last is None else last + 1) + offset
+                sealed = pipeline.seal_region(
+                    pixels=image.pixels,
+                    box=pipeline.Box(f, label, 1.0, *coords),
+                    index=index,
+                    data_key=data_key,
+                    scan_ref=str(scan.uid),
+                )
+                added.append(
+                    Region.objects.create(
+                        scan=scan,
+                        index=index,
+                        frame=f,
+                        label=label,
+                        confidence=1.0,  # placed by a person: certain
+                        source=RegionSource.MANUAL,
+                        x1=coords[0],
+                        y1=coords[1],
+                        x2=coords[2],
+                        y2=coords[3],
+                        ciphertext=sealed.ciphertext,
+                        dtype=sealed.dtype,
+                        channels=sealed.channels,
+                        pixel_entropy=sealed.pixel_entropy,
+                        ciphertext_entropy=sealed.ciphertext_entropy,
+                    )
+                )
             regions = list(scan.regions.order_by("index"))
             _apply(scan=scan, image=image, data_key=data_key, regions=regions, written=written)
-            audit_record(
-                action=Action.REGIONS_EDITED,
-                actor=actor,
-                target=scan,
-                request=request,
-                details={
-                    "change": "added",
-                    "region": region.pk,
-                    "index": index,
-                    "frame": frame,
-                    "box": list(coords),
-                    "label": label,
-                },
-            )
+            for region in added:
+                audit_record(
+                    action=Action.REGIONS_EDITED,
+                    actor=actor,
+                    target=scan,
+                    request=request,
+                    details={
+                        "change": "added",
+                        "region": region.pk,
+                        "index": region.index,
+                        "frame": region.frame,
+                        "box": list(coords),
+                        "label": label,
+                    },
+                )
     except BaseException:
         storage_delete(*written)
         raise
-    return region
+    return added[0]
 
 
 def _region_details(region: Region) -> dict[str, Any]:
@@ -535,9 +544,12 @@ def leftover_dismiss(
     reason: str,
     actor: Any,
     request: HttpRequest | None = None,
+    group: bool = False,
 ) -> LeftoverDetection:
-    """A technician judges a leftover detection not to be identifying text, and says why.
-    Audited as regions_edited (change leftover_dismissed, with the reason)."""
+    """A technician judges a leftover detection not to be identifying text, and says why;
+    with `group`, every open one with its label and box (the same text on each frame of a
+    cine). Audited as regions_edited (change leftover_dismissed, with the reason), one event
+    per detection."""
     reason = " ".join((reason or "").split())
     if len(reason) < DISMISS_REASON_MIN:
         raise errors.dismiss_reason_required(DISMISS_REASON_MIN)
@@ -545,26 +557,45 @@ def leftover_dismiss(
         scan = _locked(leftover.scan_id)
         _require_completed(scan)
         leftover = LeftoverDetection.objects.get(pk=leftover.pk, scan=scan)
-        if leftover.dismissed or leftover_covered(leftover, list(scan.regions.all())):
+        regions = list(scan.regions.all())
+        if leftover.dismissed or leftover_covered(leftover, regions):
             raise errors.leftover_resolved()
-        leftover.dismissed_at = timezone.now()
-        leftover.dismissed_by = actor
-        leftover.dismiss_reason = reason[:500]
-        leftover.save(update_fields=["dismissed_at", "dismissed_by", "dismiss_reason"])
-        audit_record(
-            action=Action.REGIONS_EDITED,
-            actor=actor,
-            target=scan,
-            request=request,
-            details={
-                "change": "leftover_dismissed",
-                "leftover": leftover.pk,
-                "frame": leftover.frame,
-                "box": list(leftover.box),
-                "label": leftover.label,
-                "reason": leftover.dismiss_reason,
-            },
-        )
+        members = [leftover]
+        if group:
+            members = [
+                x
+                for x in scan.leftovers.filter(
+                    dismissed_at__isnull=True,
+                    label=leftover.label,
+                    x1=leftover.x1,
+                    y1=leftover.y1,
+                    x2=leftover.x2,
+                    y2=leftover.y2,
+                )
+                if not leftover_covered(x, regions)
+            ]
+        now = timezone.now()
+        for member in members:
+            member.dismissed_at = now
+            member.dismissed_by = actor
+            member.dismiss_reason = reason[:500]
+            member.save(update_fields=["dismissed_at", "dismissed_by", "dismiss_reason"])
+            audit_record(
+                action=Action.REGIONS_EDITED,
+                actor=actor,
+                target=scan,
+                request=request,
+                details={
+                    "change": "leftover_dismissed",
+                    "leftover": member.pk,
+                    "frame": member.frame,
+                    "box": list(member.box),
+                    "label": member.label,
+                    "reason": member.dismiss_reason,
+                },
+            )
+            if member.pk == leftover.pk:
+                leftover = member
     return leftover
 
 

@@ -377,3 +377,78 @@ def test_a_long_region_list_shows_its_first_rows_and_a_show_all_button(
     assert page.count("data-region ") == total
     assert page.count("data-region-more hidden") == total - 12
     assert f"Show all {total} regions" in page
+
+
+@pytest.fixture
+def leftover_cine(
+    bright_detector: None,
+    settings: Any,
+    technician: Any,
+    patient: Any,
+    django_capture_on_commit_callbacks: Any,
+) -> Scan:
+    """A 3-frame DICOM whose verification pass left the same line on every frame."""
+    data, _ = factories.dicom16_text(frames=3)
+    with django_capture_on_commit_callbacks(execute=False):
+        (scan,) = upload.scan_upload(
+            patient=patient, uploads=[as_upload("cine.dcm", data)], uploaded_by=technician
+        )
+    settings.IMAGING_DETECTOR = "imaging.tests.test_review_flow.one_line_detector"
+    settings.IMAGING_VERIFY_ROUNDS = 0
+    scan_process(scan_id=scan.pk)
+    scan.refresh_from_db()
+    assert scan.status == ScanStatus.COMPLETED and scan.needs_review
+    return scan
+
+
+def test_a_cines_leftovers_are_one_row_and_one_cover_resolves_every_frame(
+    api: Any, client: Any, technician: Any, leftover_cine: Scan
+) -> None:
+    leftovers = list(LeftoverDetection.objects.filter(scan=leftover_cine))
+    boxes = {(x.label, x.box) for x in leftovers}
+    client.force_login(technician)
+    page = client.get(f"/scans/{leftover_cine.pk}/").content.decode()
+    assert page.count("data-leftover ") == len(boxes) < len(leftovers)
+    assert "frames 1-3" in page
+
+    # One POST covers a box on every frame it was found on (one rebuild).
+    label, box = next(iter(boxes))
+    frames = sorted(x.frame for x in leftovers if (x.label, x.box) == (label, box))
+    assert frames == [0, 1, 2]
+    x1, y1, x2, y2 = box
+    api.force_authenticate(technician)
+    before = Region.objects.filter(scan=leftover_cine).count()
+    response = api.post(
+        f"/api/images/{leftover_cine.pk}/regions/",
+        {"x1": max(0, x1 - 2), "y1": max(0, y1 - 2), "x2": x2 + 2, "y2": y2 + 2, "frames": frames},
+        format="json",
+    )
+    assert response.status_code == 201, response.content
+    assert Region.objects.filter(scan=leftover_cine).count() == before + 3
+    states = {
+        r["frame"]: r["state"]
+        for r in api.get(f"/api/images/{leftover_cine.pk}/leftovers/").json()
+        if r["box"] == list(box)
+    }
+    assert states == {0: "covered", 1: "covered", 2: "covered"}
+
+
+def test_a_cines_leftovers_are_dismissed_together(
+    api: Any, technician: Any, leftover_cine: Scan
+) -> None:
+    first = LeftoverDetection.objects.filter(scan=leftover_cine).order_by("id").first()
+    same = LeftoverDetection.objects.filter(
+        scan=leftover_cine, label=first.label, x1=first.x1, y1=first.y1, x2=first.x2, y2=first.y2
+    )
+    api.force_authenticate(technician)
+    response = api.post(
+        f"/api/leftovers/{first.pk}/dismissal/?group=true",
+        {"reason": "Scanner's scale labels"},
+        format="json",
+    )
+    assert response.status_code == 200, response.content
+    assert same.count() == 3 and all(x.dismissed for x in same)
+    dismissed = AuditEvent.objects.filter(
+        action=Action.REGIONS_EDITED, details__change="leftover_dismissed"
+    )
+    assert dismissed.count() == 3

@@ -126,6 +126,8 @@ def test_a_technician_resolves_the_leftover_undoes_a_removal_and_downloads_the_b
     page.reload()
     page.locator("#review-title").wait_for()
     tech.shot("35-review-confirmed-1920")
+    # Let the viewer's own requests finish before the database is torn down.
+    page.wait_for_load_state("networkidle")
     tech.close()
     # The refused confirm (409) and the too-short reason (400) were expected; nothing else.
     assert tech.console_errors("status of 409", "HTTP 409", "status of 400", "HTTP 400") == []
@@ -157,5 +159,7 @@ def test_a_doctor_approves_a_requested_removal_for_the_whole_group(
     page.locator("#regions-title").wait_for()
     assert page.locator("[data-removal-decision]").count() == 0
     assert not Region.objects.filter(pk=target.pk).exists()
+    # Let the viewer's own requests finish before the database is torn down.
+    page.wait_for_load_state("networkidle")
     medic.close()
     assert medic.console_errors() == []

@@ -80,11 +80,15 @@ def _regions(scan: Scan) -> list[Any]:
 
 
 def _leftovers(scan: Scan) -> list[Any]:
-    """The verification pass's leftover detections with their state for the review panel."""
+    """The verification pass's leftover detections for the review panel, one row per label
+    and box (the same text on every frame of a cine is one row, "frames 1-27"), shown as the
+    group's first open detection (else its first) with the group's state: open while any
+    member is, else dismissed if any member was dismissed, else covered."""
+    from engine.detection.groups import frames_label
     from imaging.services.review import leftover_covered
 
     regions = list(scan.regions.all())
-    rows = []
+    groups: dict[tuple[str, int, int, int, int], list[Any]] = {}
     for leftover in scan.leftovers.select_related("dismissed_by").order_by("frame", "id"):
         if leftover.dismissed:
             leftover.state = "dismissed"
@@ -92,8 +96,18 @@ def _leftovers(scan: Scan) -> list[Any]:
             leftover.state = "covered"
         else:
             leftover.state = "open"
-        leftover.kind = REGION_KINDS.get(leftover.label, leftover.label.replace("_", " "))
-        rows.append(leftover)
+        groups.setdefault((leftover.label, *leftover.box), []).append(leftover)
+    rows = []
+    for members in groups.values():
+        states = {m.state for m in members}
+        state = next(s for s in ("open", "dismissed", "covered") if s in states)
+        row = next(m for m in members if m.state == state)
+        row.state = state
+        row.kind = REGION_KINDS.get(row.label, row.label.replace("_", " "))
+        row.group_frames = ",".join(str(m.frame) for m in members if m.state == "open")
+        row.frames_label = frames_label(m.frame for m in members)
+        row.frame_count = len(members)
+        rows.append(row)
     return rows
 
 

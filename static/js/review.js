@@ -6,9 +6,9 @@
      /api/regions/{id}/?group=true (the whole group; a doctor approves it, the region stays
      filled until then, so its pixels are never shown here); undo it until the review is
      confirmed: DELETE /api/regions/{id}/removal/?group=true;
-   - resolve each leftover detection of the verification pass: cover it with a region (the
-     POST above with its box and frame) or dismiss it with a typed reason: POST
-     /api/leftovers/{id}/dismissal/;
+   - resolve each leftover detection of the verification pass (one row per box, its frames
+     together): cover it with a region on each of its frames (the POST above with its box and
+     `frames`) or dismiss them with a typed reason: POST /api/leftovers/{id}/dismissal/?group=true;
    - confirm: POST /api/images/{id}/review/ (409 while a leftover is unresolved).
    Each change re-renders the page from the server (new grid image, region list, metrics). */
 (function () {
@@ -324,7 +324,8 @@
         y1: Math.max(0, b[1] - margin),
         x2: Math.min(Number(fields.x2.max) || b[2] + margin, b[2] + margin),
         y2: Math.min(Number(fields.y2.max) || b[3] + margin, b[3] + margin),
-        frame: Number(button.getAttribute("data-frame")),
+        // Every frame the same text was still found on: one region each, one rebuild.
+        frames: button.getAttribute("data-frames").split(",").map(Number),
         label: button.getAttribute("data-label") || "phi_text",
       };
       if (["phi_text", "tech_text", "barcode"].indexOf(body.label) < 0) {
