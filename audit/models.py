@@ -47,6 +47,11 @@ class Action(models.TextChoices):
     SEGMENTATION_COMPLETED = "segmentation_completed"
     SEGMENTATION_FAILED = "segmentation_failed"
     SEGMENTATION_VIEWED = "segmentation_viewed"
+    # Classifier plug-ins (issue 18 item 5): a doctor runs a registered classifier on a scan.
+    CLASSIFICATION_REQUESTED = "classification_requested"
+    CLASSIFICATION_COMPLETED = "classification_completed"
+    CLASSIFICATION_FAILED = "classification_failed"
+    CLASSIFICATION_VIEWED = "classification_viewed"
     # The DICOM gateway (gateway/). An association: outcome success (accepted) or refused
     # (rejected). An instance by C-STORE or STOW-RS: success (stored, or a duplicate
     # answered) or refused (the DICOM status in details). A forward: success (sent) or

@@ -463,3 +463,74 @@ class ScannerRule(models.Model):
                 raise ValidationError(
                     {"boxes": f"{box!r} lies outside a {self.width}x{self.height} image."}
                 )
+
+
+class ClassifierModel(models.Model):
+    """A doctor-facing image classifier (issue 18 item 5): an ONNX file plus its config.
+
+    Added by an admin in Django admin (the file is loaded in onnxruntime and checked against
+    the config before the row is saved) or by `manage.py register_classifier DIR`. The config
+    format is engine.classification (input size and channels, preprocessing, classes,
+    threshold). `weights_sha256` is computed from the file on save; results record it.
+    """
+
+    name = models.CharField(max_length=64)
+    version = models.CharField(max_length=32)
+    onnx_file = models.FileField(upload_to="classifier-models/")
+    config = models.JSONField(default=dict)
+    intended_use = models.TextField()
+    model_card = models.TextField(blank=True, help_text="Markdown.")
+    weights_sha256 = models.CharField(max_length=64, editable=False)
+    active = models.BooleanField(default=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["name", "-created_at"]
+        constraints = [
+            models.UniqueConstraint(fields=["name", "version"], name="classifier_name_version")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} {self.version}"
+
+
+class ClassificationQuerySet(models.QuerySet["Classification"]):
+    def visible_to(self, user: Any) -> ClassificationQuerySet:
+        """Results are visible exactly when their scan is."""
+        return self.filter(scan__in=Scan.objects.visible_to(user))
+
+
+class Classification(models.Model):
+    """One run of a classifier on one frame of a scan's de-identified, redacted pixels.
+    Research use only: every page and API answer that shows one says so."""
+
+    scan = models.ForeignKey(Scan, on_delete=models.CASCADE, related_name="classifications")
+    classifier = models.ForeignKey(
+        ClassifierModel, on_delete=models.PROTECT, related_name="classifications"
+    )
+    requested_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    frame = models.PositiveIntegerField(default=0)
+    status = models.CharField(max_length=16, choices=JobStatus.choices, default=JobStatus.QUEUED)
+    failure_reason = models.CharField(max_length=64, blank=True)
+    probabilities = models.JSONField(default=dict, blank=True)  # {class: probability}
+    prediction = models.CharField(max_length=64, blank=True)
+    confidence = models.FloatField(null=True, blank=True)
+    threshold = models.FloatField(null=True, blank=True)  # the config's, when the run was made
+    # Which model made it: copied at run time, so a later re-upload cannot rewrite history.
+    model_name = models.CharField(max_length=64, blank=True)
+    model_version = models.CharField(max_length=32, blank=True)
+    model_sha256 = models.CharField(max_length=64, blank=True)
+    inference_ms = models.FloatField(null=True, blank=True)
+    runtime_ms = models.FloatField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    objects = ClassificationQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"classification {self.pk} of scan {self.scan_id} ({self.status})"
