@@ -84,6 +84,20 @@ def test_it_finds_identity_images_and_uploads_in_clear_among_stored_files(
     ]
 
 
+def test_it_counts_files_no_scan_row_points_at(tmp_path: Path) -> None:
+    for rel in (
+        "scans/a/original.enc",
+        "scans/a/run-1/redacted-pixels.enc",
+        "scans/a/run-1/redacted.dcm.enc",
+        "scans/a/run-0/redacted-0000.png",  # a run killed before it completed
+        "scans/a/run-0/grid-0000.png",
+        "scans/b/original.enc",  # an upload whose row never committed
+    ):
+        _write(tmp_path, rel, b"x")
+    rows = [("a", "scans/a/original.enc", "scans/a/run-1/redacted-pixels.enc")]
+    assert soak.orphan_files(tmp_path, rows) == {"without_a_scan": 1, "of_killed_runs": 2}
+
+
 def test_it_plans_the_asked_kills_and_restarts() -> None:
     args = soak.parser().parse_args(["--worker-kills", "3", "--web-kills", "2", "--whole-first"])
     assert sorted(soak.chaos_events(args)) == sorted(
