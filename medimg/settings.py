@@ -547,6 +547,14 @@ IMAGING_DUPLICATE_MAX_DISTANCE = env_int("IMAGING_DUPLICATE_MAX_DISTANCE", 6, mi
 # imaging.jobs.detector.detect is the YOLO detector tuned by IMAGING_DETECTOR_WEIGHTS, _BACKEND,
 # _CONFIDENCE, _IOU, _IMGSZ and _TILE_ABOVE when they are set (else the engine's defaults).
 IMAGING_DETECTOR = env_str("IMAGING_DETECTOR") or "imaging.jobs.detector.detect"
+# Drift on the admin statistics page (imaging.selectors.stats.weekly_drift): a week whose
+# median detector confidence or median regions per image departs from the mean of the previous
+# four weeks by more than this share of that mean (0.25 = 25 %) is flagged; weeks with fewer
+# than DRIFT_MIN_SCANS completed images are shown but neither judged nor used as a baseline.
+DRIFT_THRESHOLD = env_float("DRIFT_THRESHOLD", 0.25)
+if not DRIFT_THRESHOLD > 0:
+    raise ImproperlyConfigured(f"DRIFT_THRESHOLD must be above 0, not {DRIFT_THRESHOLD!r}")
+DRIFT_MIN_SCANS = env_int("DRIFT_MIN_SCANS", 5, minimum=1)
 # Transient failures (storage, database) are retried with exponential backoff this often.
 IMAGING_TASK_MAX_RETRIES = env_int("IMAGING_TASK_MAX_RETRIES", 5, minimum=0)
 # Runs of one scan's processing in all (retries and requeues counted): past it the scan is

@@ -16,7 +16,7 @@ from typing import Any, ClassVar
 
 from django.http import HttpResponse
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiResponse, extend_schema
+from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_field
 from rest_framework import serializers, status
 from rest_framework.exceptions import MethodNotAllowed
 from rest_framework.parsers import JSONParser, MultiPartParser
@@ -37,7 +37,7 @@ from imaging.apis.common import (
     FirstRendererNegotiation,
     binary_response,
 )
-from imaging.models import Region
+from imaging.models import Region, Scan
 from imaging.selectors import scans as selectors
 from imaging.services import restore, upload
 from imaging.vault.redacted import WindowRequest, frame_param, window_request
@@ -103,6 +103,15 @@ class RegionOutputSerializer(serializers.Serializer):
         return list(region.box)
 
 
+class ModelIdentityOutputSerializer(serializers.Serializer):
+    name = serializers.CharField()
+    version = serializers.CharField()
+    sha256 = serializers.CharField()
+
+    class Meta:
+        ref_name = "ModelIdentity"
+
+
 class ScanListOutputSerializer(serializers.Serializer):
     id = serializers.IntegerField()
     patient = serializers.CharField(source="patient_id")
@@ -147,9 +156,20 @@ class ScanDetailOutputSerializer(ScanListOutputSerializer):
         help_text="DICOM: PS3.15 Annex E edition, options and counts (no identifying value)."
     )
     regions = RegionOutputSerializer(many=True)
+    model = serializers.SerializerMethodField(
+        help_text="The detector that found the regions: name, version (empty when its "
+        "directory states none) and the SHA-256 of its weights file (empty for a detector "
+        "without weights, named by its dotted path). Null for scans processed before models "
+        "were recorded, or not processed yet."
+    )
 
     class Meta:
         ref_name = "ScanDetail"
+
+    @extend_schema_field(ModelIdentityOutputSerializer(allow_null=True))
+    def get_model(self, scan: Scan) -> dict[str, str] | None:
+        model = (scan.metrics or {}).get("model")
+        return {k: model.get(k, "") for k in ("name", "version", "sha256")} if model else None
 
 
 class ScanStatusOutputSerializer(serializers.Serializer):

@@ -75,9 +75,22 @@ class JobOutputSerializer(serializers.Serializer):
         "volumes_ml (frames with a slice spacing), spacing_mm, notes, timings_ms"
     )
     has_dicom_seg = serializers.SerializerMethodField()
+    model_version = serializers.SerializerMethodField(
+        help_text="The model's version when the job ran (empty when its config and directory "
+        "state none, or the job has not run)."
+    )
+    model_sha256 = serializers.SerializerMethodField(
+        help_text="SHA-256 of the weights file the job ran with (empty until it has run)."
+    )
 
     class Meta:
         ref_name = "SegmentationJob"
+
+    def get_model_version(self, job: SegmentationJob) -> str:
+        return str(((job.results or {}).get("model") or {}).get("version", ""))
+
+    def get_model_sha256(self, job: SegmentationJob) -> str:
+        return str(((job.results or {}).get("model") or {}).get("sha256", ""))
 
     def get_results(self, job: SegmentationJob) -> dict[str, Any]:
         return {k: v for k, v in (job.results or {}).items() if k not in _INTERNAL_RESULTS}

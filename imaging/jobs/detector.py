@@ -4,6 +4,7 @@
     detect(frame, **overrides)          # engine.detection.detector.detect with IMAGING_DETECTOR_*
     weights_path(backend=None) -> Path  # IMAGING_DETECTOR_WEIGHTS, else the shipped weights
     setting(name)                       # IMAGING_DETECTOR_<NAME>, else the engine's default
+    detector_identity(detector=None)    # {"name", "version", "sha256", "weights"} of the model
 
 The engine's detector (engine.detection.detector) takes every parameter as an argument and
 reads no settings; this module is where settings meet it. `settings.IMAGING_DETECTOR` is a
@@ -21,6 +22,7 @@ from django.utils.module_loading import import_string
 
 from engine.detection import detector as detection
 from engine.detection.pipeline import Detector
+from engine.model_identity import ModelIdentity, model_identity
 
 _TUNING = ("confidence", "iou", "imgsz", "tile_above")
 
@@ -64,6 +66,22 @@ def default_detector() -> Detector:
     `detect` above, the same detector with IMAGING_DETECTOR_* applied."""
     detector: Detector = import_string(settings.IMAGING_DETECTOR)
     return detect if detector is detection.detect else detector
+
+
+def detector_identity(detector: Detector | None = None) -> ModelIdentity:
+    """The model behind `detector` (None: the configured one), for scan.metrics["model"].
+
+    The YOLO detector: the weights file it loads (ONNX or torch, as IMAGING_DETECTOR_BACKEND
+    says), its directory's VERSION and the file's SHA-256. Any other detector (the small ones
+    tests name in IMAGING_DETECTOR) has no weights file: its dotted name, no version, sha256 ""
+    rather than an invented digest."""
+    detector = detector or default_detector()
+    if detector is detect or detector is detection.detect:
+        path = weights_path()
+        return model_identity(path, name=f"{path.parent.name}/{path.name}")
+    module = getattr(detector, "__module__", None) or type(detector).__module__
+    qualname = getattr(detector, "__qualname__", None) or type(detector).__qualname__
+    return {"name": f"{module}.{qualname}", "version": "", "sha256": "", "weights": ""}
 
 
 _finders: dict[int, Any] = {}

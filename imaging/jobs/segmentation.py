@@ -49,6 +49,7 @@ from audit.services import audit_record
 from engine.crypto import envelope as crypto
 from engine.dicom.io import read_dataset
 from engine.dicom.seg import seg_from_labels, seg_supported
+from engine.model_identity import ModelIdentity, bytes_identity, model_identity, model_version
 from engine.segmentation.model import ModelConfig, Segmenter
 from engine.segmentation.outputs import class_colours, measure, overlay_png
 from imaging.models import (
@@ -111,6 +112,32 @@ def _segmenter(model_id: int, fingerprint: str) -> Any:
         return Segmenter.load(directory, backend="torch", threads=threads, config=config)
     if (directory / "model.pt").is_file():
         return Segmenter.from_bytes(config, (directory / "model.pt").read_bytes(), threads=threads)
+    raise FileNotFoundError(f"no weights for segmentation model {model.name}")
+
+
+def segmentation_model_identity(model: SegmentationModel) -> ModelIdentity:
+    """Name, version and weights SHA-256 of what `segmenter_for(model)` loads (the same file:
+    the uploaded weights, else the directory's first of MODEL_FILES). The version is the
+    config's "version", else the directory's VERSION; "" when neither states one."""
+    return _identity(model.pk, _fingerprint(model))
+
+
+@functools.lru_cache(maxsize=8)
+def _identity(model_id: int, fingerprint: str) -> ModelIdentity:
+    model = SegmentationModel.objects.get(pk=model_id)
+    stated = str((model.config or {}).get("version") or "")
+    if model.weights:
+        with model.weights.open("rb") as handle:
+            data = handle.read()
+        return bytes_identity(
+            data, name=model.name, version=stated, weights=Path(model.weights.name).name
+        )
+    directory = weights_directory(model.weights_path)
+    for name in MODEL_FILES:
+        if (directory / name).is_file():
+            return model_identity(
+                directory / name, name=model.name, version=stated or model_version(directory)
+            )
     raise FileNotFoundError(f"no weights for segmentation model {model.name}")
 
 
@@ -283,6 +310,7 @@ def segmentation_run(*, job_id: int) -> SegmentationJob | None:
     try:
         try:
             segmenter = segmenter_for(job.model)
+            identity = segmentation_model_identity(job.model)
         except Exception:
             logger.exception("segmentation model %s failed to load", job.model.name)
             raise SegmentationFailure("model_unavailable") from None
@@ -355,7 +383,7 @@ def segmentation_run(*, job_id: int) -> SegmentationJob | None:
                         labels if labels.shape[0] > 1 else labels[0],
                         classes,
                         model_name=job.model.name,
-                        model_version=str(config.training.get("seed", "1")),
+                        model_version=identity["version"] or identity["sha256"][:12],
                     )
                 except ValueError as refused:
                     # highdicom refuses geometry it cannot place (an enhanced multi-frame
@@ -385,6 +413,8 @@ def segmentation_run(*, job_id: int) -> SegmentationJob | None:
             **measured.to_dict(),
             "notes": measured.notes + notes,
             "backend": segmenter.backend,
+            # Which model made this: name, version, weights SHA-256.
+            "model": identity,
             "postprocessing": config.postprocessing.to_dict(),
             "timings_ms": {k: round(v, 1) for k, v in timings.items()},
             "overlay_paths": overlays,

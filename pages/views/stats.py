@@ -14,9 +14,16 @@ from accounts.mixins import AdminPageMixin
 from imaging.models import FailureReason, ScanStatus
 from imaging.selectors.panels import statistics_panels
 from imaging.selectors.scans import processing_stats
-from imaging.selectors.stats import processing_by_day, regions_histogram
+from imaging.selectors.stats import (
+    DRIFT_MEASURES,
+    processing_by_day,
+    regions_histogram,
+    results_per_model,
+    weekly_drift,
+)
 
 DAYS = 14
+WEEKS = 12
 
 
 def _charts(stats: dict[str, Any], daily: list[dict[str, Any]], histogram: dict[str, int]) -> dict:
@@ -72,5 +79,8 @@ class StatisticsPageView(AdminPageMixin, View):
             "charts": _charts(stats, daily, histogram),
             # Cards other apps add (the DICOM gateway's health): imaging.selectors.panels.
             "panels": statistics_panels(),
+            "per_model": results_per_model(),
+            "drift": weekly_drift(weeks=WEEKS),
+            "drift_measures": DRIFT_MEASURES,
         }
         return render(request, "stats/statistics.html", context)

@@ -21,6 +21,7 @@
     var table = panel.querySelector("[data-segmentation-table] tbody");
     var unit = panel.querySelector("[data-segmentation-unit]");
     var notes = panel.querySelector("[data-segmentation-notes]");
+    var modelInfo = panel.querySelector("[data-segmentation-model-info]");
     var segLink = panel.querySelector("[data-segmentation-seg]");
     var runButton = panel.querySelector("[data-segmentation-run]");
     var current = null;
@@ -81,6 +82,11 @@
         table.appendChild(row);
       });
       notes.textContent = (res.notes || []).join(" ");
+      // Which model made this result: name, version and the start of its weights' SHA-256.
+      modelInfo.textContent = "Model: " + job.model +
+        (job.model_version ? ", version " + job.model_version : " (no version stated)") +
+        (job.model_sha256 ? " · weights " + job.model_sha256.slice(0, 12) : "");
+      modelInfo.title = job.model_sha256 ? "SHA-256 of the weights file: " + job.model_sha256 : "";
       // A multi-frame image or a series: one overlay per frame (slice).
       frameInput.max = String(res.frames || 1);
       if (parseInt(frameInput.value, 10) > (res.frames || 1)) {
