@@ -38,7 +38,7 @@ from engine.pixels.metrics import hamming
 from engine.pixels.qc import image_statistics
 from engine.pixels.restoration import encode_image
 from imaging.jobs.batch import image_scanner, pipeline_options
-from imaging.jobs.detector import default_detector
+from imaging.jobs.detector import default_detector, detector_identity
 from imaging.models import (
     PHASH_PIECE_CHARS,
     PHASH_PIECES,
@@ -350,6 +350,8 @@ def scan_process(*, scan_id: int, detector: pipeline.Detector | None = None) -> 
         finally:
             writer.close()
         timings["total_ms"] = (time.perf_counter() - started) * 1000.0
+        # Which detector made the regions (name, version, weights SHA-256): scan.metrics.
+        result.metrics["model"] = detector_identity(detector)
         # Other scans' fingerprints are read before the scan's row is locked, not under it.
         duplicate = nearest_duplicate(
             phash=result.fingerprint.perceptual_hash, exclude_scan_id=scan_id
