@@ -22,7 +22,7 @@ from imaging.jobs import detector as detector_jobs
 from imaging.jobs import segmentation as segmentation_jobs
 from imaging.models import JobStatus, Scan, ScanStatus, SegmentationJob
 from imaging.tests.conftest import BRIGHT_DETECTOR
-from imaging.tests.test_segmentation_app import _disc_dataset
+from imaging.tests.test_segmentation_app import disc_dataset
 
 SHIPPED_DETECTOR = Path(__file__).resolve().parents[2] / "model" / "detector"
 
@@ -155,7 +155,7 @@ def versioned_discs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from model.segmentation.train import TrainOptions, train
 
     root = tmp_path_factory.mktemp("seg-identity")
-    data = _disc_dataset(root / "data")
+    data = disc_dataset(root / "data")
     models = root / "models"
     train(
         TrainOptions(

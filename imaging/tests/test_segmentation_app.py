@@ -34,7 +34,7 @@ from imaging.vault.storage import storage_read
 DISC_CLASSES = {0: "background", 1: "disc"}
 
 
-def _disc_dataset(root: Path, n: int = 12, size: int = 32) -> Path:
+def disc_dataset(root: Path, n: int = 12, size: int = 32) -> Path:
     import json
 
     rng = np.random.default_rng(0)
@@ -58,7 +58,7 @@ def disc_models(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from model.segmentation.train import TrainOptions, train
 
     root = tmp_path_factory.mktemp("seg")
-    data = _disc_dataset(root / "data")
+    data = disc_dataset(root / "data")
     models = root / "models"
     train(
         TrainOptions(
