@@ -17,6 +17,7 @@ from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.urls import reverse
 
+import imaging.admin_classification  # noqa: F401  (registers ClassifierModel)
 import imaging.admin_segmentation  # noqa: F401  (registers SegmentationModel)
 from imaging.models import Scan, ScannerRule, ScanStatus
 from imaging.selectors.scanner_rules import rule_suggestions

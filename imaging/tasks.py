@@ -10,6 +10,7 @@ from celery.utils.time import get_exponential_backoff_interval
 from django.conf import settings
 from django.db import DatabaseError, InterfaceError, OperationalError
 
+from imaging.jobs.classification import classification_run
 from imaging.jobs.erasure import retention_erase_expired
 from imaging.jobs.processing import scan_mark_failed, scan_process, scans_stuck
 from imaging.jobs.segmentation import segmentation_run
@@ -77,6 +78,13 @@ def run_segmentation(*, job_id: int) -> str | None:
     """Run one segmentation job (imaging.jobs.segmentation); a failure marks it failed."""
     job = segmentation_run(job_id=job_id)
     return job.status if job is not None else None
+
+
+@shared_task(acks_late=True)
+def run_classification(*, classification_id: int) -> str | None:
+    """Run one classifier on one scan (imaging.jobs.classification); a failure marks it failed."""
+    row = classification_run(classification_id=classification_id)
+    return row.status if row is not None else None
 
 
 @shared_task

@@ -3,6 +3,7 @@
 from django.urls import path
 
 from imaging.apis import blurred as apis_blurred
+from imaging.apis import classification as apis_classification
 from imaging.apis import deid as deid_apis
 from imaging.apis import patients as apis_patients
 from imaging.apis import reassign as apis_reassign
@@ -112,6 +113,17 @@ urlpatterns = [
         "segmentations/<int:segmentation_id>/overlay/",
         apis_segmentation.SegmentationOverlayApi.as_view(),
         name="segmentation-overlay",
+    ),
+    path("classifiers/", apis_classification.ClassifierListApi.as_view(), name="classifiers"),
+    path(
+        "images/<int:scan_id>/classifications/",
+        apis_classification.ScanClassificationsApi.as_view(),
+        name="image-classifications",
+    ),
+    path(
+        "classifications/<int:classification_id>/",
+        apis_classification.ClassificationDetailApi.as_view(),
+        name="classification-detail",
     ),
     path(
         "segmentations/<int:segmentation_id>/seg/",

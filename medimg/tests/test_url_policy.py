@@ -55,6 +55,7 @@ PATIENT_DATA_PARAMS = (
     "region_id",
     "leftover_id",
     "segmentation_id",
+    "classification_id",
     # DICOMweb (gateway.urls)
     "study",
     "series",
@@ -271,6 +272,14 @@ POLICY: list[Rule] = [
     Rule("api/segmentations/<int:segmentation_id>/seg/", "GET", _API_DOCTOR),
     Rule("admin/imaging/segmentationmodel/", "GET", _ADMIN_PAGE,
          path="/admin/imaging/segmentationmodel/"),
+    # Classifier plug-ins (imaging/apis/classification.py): doctors only. The policy result is
+    # queued; the POST meets an unprocessed scan (409 scan_not_ready).
+    Rule("api/classifiers/", "GET", _API_DOCTOR),
+    Rule("api/images/<int:scan_id>/classifications/", "GET", _API_DOCTOR),
+    Rule("api/images/<int:scan_id>/classifications/", "POST", _API_DOCTOR, body={"model": 1}),
+    Rule("api/classifications/<int:classification_id>/", "GET", _API_DOCTOR),
+    Rule("admin/imaging/classifiermodel/", "GET", _ADMIN_PAGE,
+         path="/admin/imaging/classifiermodel/"),
     Rule("admin/imaging/scan/", "GET", _ADMIN_PAGE, path="/admin/imaging/scan/"),
 
     # ---- clinical pages (pages/urls.py; added by the pages engineer) ----------------
@@ -302,6 +311,8 @@ POLICY: list[Rule] = [
     Rule("manage/statistics/", "GET", _PAGE_ADMIN),
     Rule("manage/audit/", "GET", _PAGE_ADMIN, query={"action": "login"}),
     Rule("manage/audit/", "POST", _PAGE_ADMIN, body={}, form=True),
+    # The audit page's CSV export of what its filters show (pages/views/audit.py): admins.
+    Rule("manage/audit/export/", "GET", _PAGE_ADMIN, query={"action": "login"}),
     Rule("manage/audit/patient/", "GET", _PAGE_ADMIN),
     Rule("manage/audit/patient/", "POST", _PAGE_ADMIN, body={"hospital_id": "MRN-1"}, form=True),
     # Erasure (pages/views/erasure.py): admins only; an empty form is a 400, nothing erased.
@@ -321,6 +332,7 @@ def path_values(patient_for_policy: Patient, scan_for_policy: Any) -> dict[str, 
         "region_id": str(scan_for_policy.regions.get().pk),
         "leftover_id": str(scan_for_policy.leftovers.get().pk),
         "segmentation_id": str(_policy_segmentation(scan_for_policy).pk),
+        "classification_id": str(_policy_classification(scan_for_policy).pk),
         # DICOMweb: the policy scan's study; series and instance as a DICOM scan would have.
         "study": scan_for_policy.study_uid,
         "series": "2.25.1234.1",
@@ -336,6 +348,18 @@ def _policy_segmentation(scan: Any) -> Any:
 
     model = SegmentationModel.objects.create(name="policy-model", config={})
     return SegmentationJob.objects.create(scan=scan, model=model)
+
+
+def _policy_classification(scan: Any) -> Any:
+    """A queued classification of the policy scan (the file is never loaded here)."""
+    from django.core.files.base import ContentFile
+
+    from imaging.models import Classification, ClassifierModel
+
+    model = ClassifierModel(name="policy-classifier", version="1", intended_use="policy")
+    model.onnx_file.save("policy.onnx", ContentFile(b"not loaded"), save=False)
+    model.save()
+    return Classification.objects.create(scan=scan, classifier=model)
 
 
 @pytest.fixture
