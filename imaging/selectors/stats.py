@@ -155,7 +155,7 @@ def weekly_drift(
         if row is not None:
             row["counts"].append(n)
             if name is not None:
-                row["versions"].add(f"{name} {version}".strip() if version else name)
+                row["versions"].add(f"{name}, version {version}" if version else name)
     confidences = (
         Region.objects.filter(scan__in=completed, source=RegionSource.DETECTOR)
         .values_list("scan__created_at", "confidence")

@@ -33,7 +33,7 @@ DETECTOR_V1 = {"name": "detector/best.onnx", "version": "1", "sha256": "a" * 64,
 DETECTOR_V2 = {"name": "detector/best.onnx", "version": "2", "sha256": "b" * 64, "weights": "x"}
 
 
-def _scan(
+def drift_scan(
     patient: Any,
     *,
     weeks_ago: int,
@@ -84,15 +84,15 @@ def _scan(
     return scan
 
 
-def _stable_weeks(patient: Any, weeks: range, *, per_week: int = 5) -> None:
+def stable_weeks(patient: Any, weeks: range, *, per_week: int = 5) -> None:
     """Each week: `per_week` images with 2 regions at confidences near 0.80 (median 0.80)."""
     for w in weeks:
         for i in range(per_week):
-            _scan(patient, weeks_ago=w, confidences=[0.78 + 0.01 * (i % 3), 0.80], drawn=i % 2)
+            drift_scan(patient, weeks_ago=w, confidences=[0.78 + 0.01 * (i % 3), 0.80], drawn=i % 2)
 
 
 def test_a_stable_series_raises_no_warning(patient: Any) -> None:
-    _stable_weeks(patient, range(7, -1, -1))
+    stable_weeks(patient, range(7, -1, -1))
     drift = weekly_drift(weeks=8, today=TODAY, threshold=0.25, min_scans=5)
     weeks = drift["weeks"]
     assert [w["week"] for w in weeks][-1] == "2026-W49" and weeks[-1]["current"]
@@ -104,16 +104,16 @@ def test_a_stable_series_raises_no_warning(patient: Any) -> None:
         assert week["scans"] == 5
         assert week["values"]["confidence"] == pytest.approx(0.80)
         assert week["values"]["regions"] == 2  # manual regions not counted
-        assert week["versions"] == ["detector/best.onnx 1"]
+        assert week["versions"] == ["detector/best.onnx, version 1"]
     assert drift["drifting"] == []
     assert not any(w["drift"] for w in weeks)
 
 
 def test_a_week_whose_confidence_falls_is_flagged_and_others_are_not(patient: Any) -> None:
-    _stable_weeks(patient, range(7, 1, -1))
+    stable_weeks(patient, range(7, 1, -1))
     # Two weeks ago the detector changed: confidences near 0.5, one region per image.
     for _ in range(5):
-        _scan(patient, weeks_ago=1, confidences=[0.50], model=DETECTOR_V2)
+        drift_scan(patient, weeks_ago=1, confidences=[0.50], model=DETECTOR_V2)
     drift = weekly_drift(weeks=8, today=TODAY, threshold=0.25, min_scans=5)
     by_week = {w["week"]: w for w in drift["weeks"]}
     drifting = by_week["2026-W48"]
@@ -124,7 +124,7 @@ def test_a_week_whose_confidence_falls_is_flagged_and_others_are_not(patient: An
     assert drifting["departures"]["regions"] == pytest.approx(-0.5)
     rows = {m["key"]: m for m in drifting["measures"]}
     assert rows["confidence"]["change_percent"] == -38 and rows["confidence"]["departs"]
-    assert drifting["versions"] == ["detector/best.onnx 2"]
+    assert drifting["versions"] == ["detector/best.onnx, version 2"]
     # This week has no images: shown, not judged.
     assert by_week["2026-W49"]["scans"] == 0 and not by_week["2026-W49"]["drift"]
     # A threshold above the change: no warning.
@@ -134,13 +134,13 @@ def test_a_week_whose_confidence_falls_is_flagged_and_others_are_not(patient: An
 def test_a_small_drift_under_the_threshold_and_thin_weeks_are_not_flagged(
     patient: Any,
 ) -> None:
-    _stable_weeks(patient, range(7, 1, -1))
+    stable_weeks(patient, range(7, 1, -1))
     # 0.70 vs 0.80 is -12.5 %: under 25 %.
     for _ in range(5):
-        _scan(patient, weeks_ago=1, confidences=[0.70, 0.70])
+        drift_scan(patient, weeks_ago=1, confidences=[0.70, 0.70])
     # Two images with very low confidence this week: fewer than min_scans, not judged.
     for _ in range(2):
-        _scan(patient, weeks_ago=0, confidences=[0.1])
+        drift_scan(patient, weeks_ago=0, confidences=[0.1])
     drift = weekly_drift(weeks=8, today=TODAY, threshold=0.25, min_scans=5)
     assert drift["drifting"] == []
     current = drift["weeks"][-1]
@@ -151,9 +151,9 @@ def test_a_small_drift_under_the_threshold_and_thin_weeks_are_not_flagged(
 def test_a_rise_from_zero_regions_departs(patient: Any) -> None:
     for w in (5, 4, 3, 2):
         for _ in range(5):
-            _scan(patient, weeks_ago=w, confidences=[])
+            drift_scan(patient, weeks_ago=w, confidences=[])
     for _ in range(5):
-        _scan(patient, weeks_ago=1, confidences=[0.9, 0.9, 0.9])
+        drift_scan(patient, weeks_ago=1, confidences=[0.9, 0.9, 0.9])
     drift = weekly_drift(weeks=6, today=TODAY, threshold=0.25, min_scans=5)
     week = drift["weeks"][-2]
     assert week["baseline"]["regions"] == 0 and week["departures"]["regions"] == float("inf")
@@ -165,10 +165,10 @@ def test_a_rise_from_zero_regions_departs(patient: Any) -> None:
 
 def test_it_counts_results_per_model_version_and_weights(patient: Any, admin: Any) -> None:
     for _ in range(3):
-        _scan(patient, weeks_ago=1, confidences=[0.8])
-    _scan(patient, weeks_ago=0, confidences=[0.8], model=DETECTOR_V2)
-    _scan(patient, weeks_ago=0, confidences=[0.8], model=None)  # before models were recorded
-    _scan(patient, weeks_ago=0, confidences=[0.8], status=ScanStatus.FAILED)
+        drift_scan(patient, weeks_ago=1, confidences=[0.8])
+    drift_scan(patient, weeks_ago=0, confidences=[0.8], model=DETECTOR_V2)
+    drift_scan(patient, weeks_ago=0, confidences=[0.8], model=None)  # before models were recorded
+    drift_scan(patient, weeks_ago=0, confidences=[0.8], status=ScanStatus.FAILED)
     seg_model = SegmentationModel.objects.create(name="brain-tissue")
     scan = Scan.objects.first()
     identity = {"name": "brain-tissue", "version": "1", "sha256": "c" * 64, "weights": "m"}
@@ -203,9 +203,9 @@ def test_the_statistics_page_shows_models_and_warns_of_the_drifting_week(
     today = datetime.now(UTC).date()
     this_monday = today - timedelta(days=today.weekday())
     shift = (THIS_MONDAY - this_monday).days // 7  # the helper counts weeks from TODAY
-    _stable_weeks(patient, range(6 - shift, 1 - shift, -1))
+    stable_weeks(patient, range(6 - shift, 1 - shift, -1))
     for _ in range(5):
-        _scan(patient, weeks_ago=1 - shift, confidences=[0.4], model=DETECTOR_V2)
+        drift_scan(patient, weeks_ago=1 - shift, confidences=[0.4], model=DETECTOR_V2)
     drifting_week = "{}-W{:02d}".format(*(this_monday - timedelta(weeks=1)).isocalendar()[:2])
 
     client.force_login(admin)
@@ -225,7 +225,7 @@ def test_the_statistics_page_shows_models_and_warns_of_the_drifting_week(
 def test_the_statistics_page_says_no_drift_for_a_stable_series(
     client: Client, admin: Any, patient: Any
 ) -> None:
-    _stable_weeks(patient, range(5, 1, -1))
+    stable_weeks(patient, range(5, 1, -1))
     client.force_login(admin)
     html = client.get("/manage/statistics/").content.decode()
     assert "data-drift-ok" in html and "data-drift-warning" not in html
