@@ -130,7 +130,7 @@ def _identity(model_id: int, fingerprint: str) -> ModelIdentity:
         with model.weights.open("rb") as handle:
             data = handle.read()
         return bytes_identity(
-            data, name=model.name, version=stated, weights=Path(model.weights.name).name
+            data, name=model.name, version=stated, weights=Path(model.weights.name or "").name
         )
     directory = weights_directory(model.weights_path)
     for name in MODEL_FILES:

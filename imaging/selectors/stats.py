@@ -166,7 +166,7 @@ def weekly_drift(
         if row is not None:
             row["confidences"].append(confidence)
 
-    series = []
+    series: list[dict[str, Any]] = []
     for w in starts:
         row = table[w]
         year, number, _ = w.isocalendar()
