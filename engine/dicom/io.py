@@ -33,7 +33,8 @@ private groups there, such as GE's 7FE1 movie group, can hold the unredacted fra
 signatures and trailing padding belong to the old file). The pixel data is written uncompressed: the
 transfer syntax stays as it was for uncompressed little-endian sources and becomes Explicit VR
 Little Endian for compressed or big-endian ones; or, with `syntax="rle"`, `"jpeg-ls"` or
-`"jpeg2000"` (settings.DICOM_OUTPUT_SYNTAX), losslessly compressed. Never lossy: a lossy source
+`"jpeg2000"` (settings.DICOM_OUTPUT_SYNTAX), losslessly compressed, each frame encoded on its
+own by pydicom's encoder and encapsulated as `Dataset.compress` does. Never lossy: a lossy source
 (JPEG baseline, JPEG-LS near-lossless, lossy JPEG 2000, MPEG) is decoded and its redacted
 pixels written without further loss, keeping Lossy Image Compression "01" (set, with its
 method, when the source did not say so). PhotometricInterpretation is that of the
@@ -46,7 +47,7 @@ from __future__ import annotations
 import io
 import struct
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import IO, Any
 
 import numpy as np
@@ -494,39 +495,77 @@ def write_redacted_dataset(
 def write_redacted_dataset_to(
     out: IO[bytes], ds_bytes: bytes, redacted_pixels: Any, *, syntax: str = "uncompressed"
 ) -> None:
-    """`write_redacted_dataset` into `out`. Uncompressed, the pixel data is written one frame
-    at a time (`redacted_pixels` needs only `shape`, `dtype` and frame indexing, so frames
-    read from a file are never all in memory); a compressed `syntax` encodes the whole
-    array."""
+    """`write_redacted_dataset` into `out`, the pixel data written one frame at a time,
+    compressed ones encoded one frame at a time too (`redacted_pixels` needs only `shape`,
+    `dtype` and frame indexing, so frames read from a file are never all in memory)."""
     header = redacted_header(ds_bytes, redacted_pixels, syntax=syntax)
-    if header is None:
-        out.write(_write_compressed(ds_bytes, redacted_pixels, syntax=syntax))
-        return
     out.write(header.data)
-    write_pixel_data(out, redacted_pixels, implicit_vr=header.implicit_vr)
+    write_pixel_data(
+        out,
+        redacted_pixels,
+        implicit_vr=header.implicit_vr,
+        encoding=header.encoding,
+        options=header.options,
+    )
 
 
 @dataclass(frozen=True)
 class RedactedHeader:
     data: bytes  # the redacted file up to (not including) its Pixel Data element
     implicit_vr: bool  # the encoding its Pixel Data element is written in
+    # A compressed output syntax: each frame is encoded with it (pydicom's encoder for the
+    # syntax, with these pixel options) and encapsulated; None: uncompressed.
+    encoding: UID | None = None
+    options: dict[str, Any] = field(default_factory=dict)
 
 
 def redacted_header(
     ds_bytes: bytes, redacted_pixels: Any, *, syntax: str = "uncompressed"
-) -> RedactedHeader | None:
+) -> RedactedHeader:
     """The file `write_redacted_dataset` writes, up to its Pixel Data element (the last one:
-    every element after the pixel data is dropped), for uncompressed output; None for a
-    compressed `syntax`, whose encoders take the whole array. `write_pixel_data` appends the
-    rest, so a header edited in between (`imaging.vault.identity` de-identifies it) gets the
-    pixels without the file ever being parsed or held whole."""
+    every element after the pixel data is dropped). `write_pixel_data` appends the rest,
+    so a header edited in between (`imaging.vault.identity` de-identifies it) gets the
+    pixels without the file ever being parsed or held whole.
+
+    A compressed `syntax` is checked on the first frame: an encoder that refuses the pixels
+    (JPEG-LS above 16 bits, say) leaves the file uncompressed, lossless either way."""
     if syntax not in OUTPUT_SYNTAXES:
         raise ValueError(f"unknown output syntax {syntax!r}")
-    if OUTPUT_SYNTAXES[syntax] is not None:
-        _check_pixels(read_dataset(ds_bytes, stop_before_pixels=True), redacted_pixels)
-        return None
     ds, written = _redacted_dataset(ds_bytes, redacted_pixels)
+    target = OUTPUT_SYNTAXES[syntax]
+    if target is not None:
+        options = _encoding_options(ds, target, redacted_pixels)
+        if options is not None:
+            ds.file_meta.TransferSyntaxUID = target
+            return RedactedHeader(_little_endian_file(ds, target), False, target, options)
     return RedactedHeader(_little_endian_file(ds, written), bool(written.is_implicit_VR))
+
+
+def _encoding_options(ds: Dataset, target: UID, redacted_pixels: Any) -> dict[str, Any] | None:
+    """The encoder's pixel options for one frame of `ds` in `target` (lossless), or None
+    when the encoder refuses the first frame; colour JPEG 2000 is set to YBR_RCT in `ds`."""
+    from pydicom.pixels import get_encoder
+    from pydicom.pixels.utils import as_pixel_options
+
+    photometric = str(ds.get("PhotometricInterpretation", ""))
+    if target == JPEG2000Lossless and photometric == "RGB":
+        # The reversible colour transform, as PS3.3 wants for colour JPEG 2000 (the US
+        # modules enumerate YBR_RCT only): readers get RGB back, exactly.
+        ds.PhotometricInterpretation = "YBR_RCT"
+    options = as_pixel_options(ds, number_of_frames=1)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            get_encoder(target).encode(_little_frame(redacted_pixels, 0), **options)
+    except Exception:  # each encoder raises its own types for pixels it does not take
+        ds.PhotometricInterpretation = photometric
+        return None
+    return options
+
+
+def _little_frame(redacted_pixels: Any, index: int) -> np.ndarray:
+    frame = np.asarray(redacted_pixels[index])
+    return np.ascontiguousarray(frame.astype(frame.dtype.newbyteorder("<"), copy=False))
 
 
 def _little_endian_file(ds: Dataset, written: UID) -> bytes:
@@ -546,9 +585,22 @@ def _little_endian_file(ds: Dataset, written: UID) -> bytes:
     return out.getvalue()
 
 
-def write_pixel_data(out: IO[bytes], redacted_pixels: Any, *, implicit_vr: bool) -> None:
-    """The uncompressed little-endian Pixel Data element of `redacted_pixels`, written into
-    `out` one frame at a time (OB for 8-bit values, OW otherwise; padded to even length)."""
+def write_pixel_data(
+    out: IO[bytes],
+    redacted_pixels: Any,
+    *,
+    implicit_vr: bool,
+    encoding: UID | None = None,
+    options: dict[str, Any] | None = None,
+) -> None:
+    """The little-endian Pixel Data element of `redacted_pixels`, written into `out` one
+    frame at a time: uncompressed (OB for 8-bit values, OW otherwise; padded to even length),
+    or with `encoding` (`RedactedHeader.encoding` and `.options`) each frame encoded and
+    encapsulated as pydicom's `Dataset.compress` does (one fragment per frame, a Basic Offset
+    Table filled in once the frames are written when `out` can seek, else empty)."""
+    if encoding is not None:
+        _write_encapsulated(out, redacted_pixels, encoding, options or {})
+        return
     dtype = np.dtype(redacted_pixels.dtype)
     frames = int(redacted_pixels.shape[0])
     frame_bytes = int(np.prod(redacted_pixels.shape[1:], dtype=np.int64)) * dtype.itemsize
@@ -562,12 +614,46 @@ def write_pixel_data(out: IO[bytes], redacted_pixels: Any, *, implicit_vr: bool)
     else:
         vr = b"OB" if dtype.itemsize == 1 else b"OW"
         out.write(tag + vr + b"\x00\x00" + struct.pack("<I", padded))
-    little = dtype.newbyteorder("<")
     for index in range(frames):
-        frame = np.asarray(redacted_pixels[index])
-        out.write(np.ascontiguousarray(frame.astype(little, copy=False)).tobytes())
+        out.write(_little_frame(redacted_pixels, index).tobytes())
     if padded != length:
         out.write(b"\x00")
+
+
+_ITEM = struct.Struct("<HHI")
+
+
+def _write_encapsulated(
+    out: IO[bytes], redacted_pixels: Any, encoding: UID, options: dict[str, Any]
+) -> None:
+    from pydicom.pixels import get_encoder
+
+    encoder = get_encoder(encoding)
+    frames = int(redacted_pixels.shape[0])
+    tag = struct.pack("<HH", _PIXEL_DATA_TAG >> 16, _PIXEL_DATA_TAG & 0xFFFF)
+    out.write(tag + b"OB\x00\x00" + struct.pack("<I", 0xFFFFFFFF))  # undefined length
+    table_at = out.tell() if out.seekable() else None
+    table = 4 * frames if table_at is not None else 0
+    out.write(_ITEM.pack(0xFFFE, 0xE000, table) + b"\x00" * table)
+    offsets, position = [], 0
+    for index in range(frames):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            data = encoder.encode(_little_frame(redacted_pixels, index), **options)
+        if len(data) % 2:
+            data += b"\x00"  # Fragments have even length.
+        offsets.append(position)
+        out.write(_ITEM.pack(0xFFFE, 0xE000, len(data)))
+        out.write(data)
+        position += _ITEM.size + len(data)
+    out.write(_ITEM.pack(0xFFFE, 0xE0DD, 0))  # sequence delimiter
+    if table_at is not None:
+        if offsets[-1] > 0xFFFFFFFF:
+            raise ValueError("the compressed pixel data is too long for a basic offset table")
+        end = out.tell()
+        out.seek(table_at + _ITEM.size)
+        out.write(struct.pack(f"<{frames}I", *offsets))
+        out.seek(end)
 
 
 def _check_pixels(ds: Dataset, redacted_pixels: Any) -> Geometry:
@@ -621,24 +707,6 @@ def _redacted_dataset(ds_bytes: bytes, redacted_pixels: Any) -> tuple[FileDatase
     if shape.samples > 1:
         ds.PlanarConfiguration = 0
     return ds, written
-
-
-def _write_compressed(ds_bytes: bytes, redacted_pixels: Any, *, syntax: str) -> bytes:
-    """The whole redacted file, its pixel data losslessly compressed with `syntax`."""
-    ds, written = _redacted_dataset(ds_bytes, redacted_pixels)
-    little = np.asarray(redacted_pixels)
-    little = little.astype(little.dtype.newbyteorder("<"), copy=False)
-    data = np.ascontiguousarray(little).tobytes()
-    if len(data) % 2:
-        data += b"\x00"  # DICOM values have even length.
-    ds.PixelData = data
-    ds["PixelData"].VR = "OB" if little.dtype.itemsize == 1 else "OW"
-    ds["PixelData"].is_undefined_length = False
-    target = OUTPUT_SYNTAXES[syntax]
-    if target is None:
-        raise ValueError(f"{syntax} is not a compressed output syntax")
-    written = _compress_lossless(ds, target, written)
-    return _little_endian_file(ds, written)
 
 
 # Binary VRs whose values pydicom keeps as the file's bytes: re-encoding a big-endian file as
@@ -708,24 +776,3 @@ def _keep_lossy_history(ds: Dataset, source_syntax: UID) -> None:
         methods = [str(ds.LossyImageCompressionMethod)]
     if method not in methods:
         ds.LossyImageCompressionMethod = [*methods, method] if methods else method
-
-
-def _compress_lossless(ds: Dataset, target: UID, uncompressed: UID) -> UID:
-    """The uncompressed pixel data of `ds` encoded with `target` (lossless), in place; the
-    SOP Instance UID stays (the pixels are the same ones). An encoder that refuses the pixels
-    (JPEG-LS above 16 bits, say) leaves them uncompressed: lossless either way."""
-    kwargs: dict[str, Any] = {"generate_instance_uid": False}
-    photometric = str(ds.get("PhotometricInterpretation", ""))
-    if target == JPEG2000Lossless and photometric == "RGB":
-        # The reversible colour transform, as PS3.3 wants for colour JPEG 2000 (the US
-        # modules enumerate YBR_RCT only): readers get RGB back, exactly.
-        ds.PhotometricInterpretation = "YBR_RCT"
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            ds.compress(target, **kwargs)
-    except Exception:  # each encoder raises its own types for pixels it does not take
-        ds.file_meta.TransferSyntaxUID = uncompressed
-        ds.PhotometricInterpretation = photometric
-        return uncompressed
-    return target

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -51,34 +51,45 @@ def luminance(display: np.ndarray) -> np.ndarray:
     return 0.299 * rgb[..., 0] + 0.587 * rgb[..., 1] + 0.114 * rgb[..., 2]
 
 
-def intensity_kind(pixels: np.ndarray, *, ds: Any = None, display: Any = None) -> str:
+def intensity_kind(pixels: Any, *, ds: Any = None, display: Any = None) -> str:
     """ "modality", "luminance" (of `display`, or of colour pixels) or "grey" (raw values)."""
     from engine.pixels import rendering
 
-    if ds is not None and pixels.ndim == 3 and rendering.is_greyscale(ds):
+    ndim = len(pixels.shape)
+    if ds is not None and ndim == 3 and rendering.is_greyscale(ds):
         return "modality"
-    if display is not None or pixels.ndim == 4:
+    if display is not None or ndim == 4:
         return "luminance"
     return "grey"
 
 
-def intensity_values(
-    pixels: np.ndarray, *, ds: Any = None, display: np.ndarray | None = None
-) -> np.ndarray:
-    """Every intensity of the image (see the module docstring), flattened, float64."""
+def intensity_values(pixels: Any, *, ds: Any = None, display: Any = None) -> np.ndarray:
+    """Every intensity of the image (see the module docstring), flattened, float64; beyond
+    MAX_VALUES, every n-th one (an even stride over the frames in order).
+
+    Frame by frame: `pixels` (and `display`) need only a shape and iteration over frames
+    (an array, a lazily read stack), and only the kept values are held, so a cine's
+    statistics take a frame's memory plus at most MAX_VALUES values."""
     from engine.pixels import rendering
 
     kind = intensity_kind(pixels, ds=ds, display=display)
+    count = int(np.prod(pixels.shape[:3], dtype=np.int64))  # One intensity per pixel.
+    frames: Iterable[np.ndarray]
     if kind == "modality":
-        frames = [rendering.modality_values(ds, f, index=i) for i, f in enumerate(pixels)]
-        values = np.stack(frames)
+        frames = (rendering.modality_values(ds, f, index=i) for i, f in enumerate(pixels))
     elif kind == "grey":
-        values = pixels.astype(np.float64)
+        frames = (np.asarray(f, dtype=np.float64) for f in pixels)
     else:
-        values = luminance(display if display is not None else pixels)
-    flat = values.reshape(-1)
-    if flat.size > MAX_VALUES:
-        flat = flat[:: int(math.ceil(flat.size / MAX_VALUES))]
+        frames = (luminance(np.asarray(f)) for f in (display if display is not None else pixels))
+    step = int(math.ceil(count / MAX_VALUES)) if count > MAX_VALUES else 1
+    kept: list[np.ndarray] = []
+    start = 0
+    for values in frames:
+        flat = np.asarray(values, dtype=np.float64).reshape(-1)
+        # The same elements as a stride over all frames concatenated.
+        kept.append(flat[(-start) % step :: step])
+        start += flat.size
+    flat = np.concatenate(kept) if kept else np.empty(0, dtype=np.float64)
     return cast("np.ndarray", flat[np.isfinite(flat)])
 
 
@@ -132,9 +143,7 @@ def _header_facts(ds: Any) -> dict[str, Any]:
     }
 
 
-def scan_statistics(
-    pixels: np.ndarray, *, ds: Any = None, display: np.ndarray | None = None
-) -> dict[str, Any]:
+def scan_statistics(pixels: Any, *, ds: Any = None, display: Any = None) -> dict[str, Any]:
     """Per-scan QC statistics: intensity percentiles, mean, std, SNR, dimensions, spacing,
     modality and scanner (JSON-ready)."""
     values = intensity_values(pixels, ds=ds, display=display)
@@ -142,7 +151,7 @@ def scan_statistics(
         "frames": int(pixels.shape[0]),
         "rows": int(pixels.shape[1]),
         "columns": int(pixels.shape[2]),
-        "channels": int(pixels.shape[3]) if pixels.ndim == 4 else 1,
+        "channels": int(pixels.shape[3]) if len(pixels.shape) == 4 else 1,
         "intensity": intensity_kind(pixels, ds=ds, display=display),
         **_header_facts(ds),
     }
@@ -160,14 +169,28 @@ def scan_statistics(
     return stats
 
 
-def image_statistics(pixels: np.ndarray, *, ds: Any = None) -> dict[str, Any]:
+class _Rendered:
+    """The 8-bit renderings of a DICOM's frames, made one at a time as they are iterated."""
+
+    def __init__(self, ds: Any, pixels: Any) -> None:
+        self.ds, self.pixels = ds, pixels
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        from engine.pixels import rendering
+
+        for index, frame in enumerate(self.pixels):
+            yield rendering.render_frame_uint8(self.ds, frame, index=index, overlays=False)
+
+
+def image_statistics(pixels: Any, *, ds: Any = None) -> dict[str, Any]:
     """`scan_statistics` of decoded pixels and their DICOM header (None for JPEG/PNG): colour
-    and palette DICOM are measured on their rendering, everything else on its values."""
+    and palette DICOM are measured on their rendering, everything else on its values. Frame by
+    frame (see `intensity_values`): `pixels` may be any frames-first stack with a shape."""
     from engine.pixels import rendering
 
     display = None
     if ds is not None and not rendering.is_greyscale(ds):
-        display = rendering.render_frames_uint8(ds, pixels, overlays=False)
+        display = _Rendered(ds, pixels)
     return scan_statistics(pixels, ds=ds, display=display)
 
 

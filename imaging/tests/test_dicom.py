@@ -290,3 +290,58 @@ def test_it_writes_a_big_endian_segmented_palette_as_little_endian_words():
     written = validate_upload(name="x", data=out, max_bytes=10**8, max_pixels=10**8)
     assert np.array_equal(written.pixels, image.pixels)
     assert np.array_equal(written.display, image.display)
+
+
+def _compressed_whole_array(data: bytes, pixels: np.ndarray, syntax: str) -> bytes:
+    """What the compressed output was before it went frame by frame: the whole redacted
+    array set as Pixel Data and encoded by pydicom's Dataset.compress."""
+    import warnings
+
+    ds, _written = dicom._redacted_dataset(data, pixels)
+    little = np.ascontiguousarray(pixels.astype(pixels.dtype.newbyteorder("<"), copy=False))
+    ds.PixelData = little.tobytes() + (b"\x00" if little.nbytes % 2 else b"")
+    ds["PixelData"].VR = "OB" if little.dtype.itemsize == 1 else "OW"
+    target = dicom.OUTPUT_SYNTAXES[syntax]
+    assert target is not None
+    if target == dicom.JPEG2000Lossless and ds.PhotometricInterpretation == "RGB":
+        ds.PhotometricInterpretation = "YBR_RCT"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ds.compress(target, generate_instance_uid=False)
+    return dicom._little_endian_file(ds, target)
+
+
+@pytest.mark.parametrize("syntax", ["rle", "jpeg-ls", "jpeg2000"])
+@pytest.mark.parametrize("name", ["cine", "CT_small.dcm", "emri_small.dcm", "US1_UNCR.dcm"])
+def test_compressed_output_is_encoded_frame_by_frame_into_the_whole_array_bytes(
+    name: str, syntax: str, tmp_path: object
+) -> None:
+    import tempfile
+
+    from bench.cine import cine_dicom
+    from engine.crypto.sealed_frames import FileFrames
+
+    data = cine_dicom(3, 64, 80) if name == "cine" else samples.dicom_bytes(name)
+    pixels = dicom.decode_pixels(dicom.read_dataset(data))
+    out = dicom.write_redacted_dataset(data, pixels, syntax=syntax)
+    # Byte for byte what pydicom's whole-array compress wrote (offset table included).
+    assert out == _compressed_whole_array(data, pixels, syntax)
+    written = dicom.read_dataset(out)
+    assert written.file_meta.TransferSyntaxUID == dicom.OUTPUT_SYNTAXES[syntax]
+    np.testing.assert_array_equal(dicom.decode_pixels(written), pixels)
+    # From frames read one at a time out of a file, into a file: the same bytes.
+    with tempfile.TemporaryFile() as raw, tempfile.TemporaryFile() as target:
+        raw.write(np.ascontiguousarray(pixels).tobytes())
+        frames = FileFrames(raw, shape=pixels.shape, dtype=pixels.dtype)
+        dicom.write_redacted_dataset_to(target, data, frames, syntax=syntax)
+        target.seek(0)
+        assert target.read() == out
+
+
+def test_an_encoder_that_refuses_the_pixels_leaves_the_output_uncompressed() -> None:
+    # JPEG-LS takes at most 16 bits allocated: 32-bit pixels are written uncompressed.
+    data = samples.dicom_bytes("CT_small.dcm")
+    pixels = dicom.decode_pixels(dicom.read_dataset(data)).astype(np.int32)
+    written = dicom.read_dataset(dicom.write_redacted_dataset(data, pixels, syntax="jpeg-ls"))
+    assert not written.file_meta.TransferSyntaxUID.is_compressed
+    np.testing.assert_array_equal(dicom.decode_pixels(written), pixels)

@@ -108,3 +108,48 @@ def test_it_finds_intensity_clusters_and_a_silhouette_score():
     assert flat.centres == [0.0] and flat.silhouette is None
     with pytest.raises(ValueError):
         qc.kmeans_clusters(frame, k=1)
+
+
+@pytest.mark.parametrize("max_values", [10**9, 50_000, 7_777])
+def test_colour_cine_statistics_read_frame_by_frame_equal_the_whole_array_ones(
+    max_values: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import io
+
+    import pydicom
+
+    from bench.cine import cine_dicom
+    from engine.crypto.sealed_frames import FileFrames
+    from engine.pixels import rendering
+
+    ds = pydicom.dcmread(io.BytesIO(cine_dicom(5, 96, 128)))
+    pixels = dicom.decode_pixels(ds)
+    monkeypatch.setattr(qc, "MAX_VALUES", max_values)
+    # What the statistics were before (the whole cine rendered, then one stride over it).
+    display = rendering.render_frames_uint8(ds, pixels, overlays=False)
+    flat = qc.luminance(display).reshape(-1)
+    if flat.size > max_values:
+        flat = flat[:: int(np.ceil(flat.size / max_values))]
+    np.testing.assert_array_equal(
+        qc.intensity_values(pixels, ds=ds, display=qc._Rendered(ds, pixels)), flat
+    )
+    whole = qc.scan_statistics(pixels, ds=ds, display=display)
+    assert qc.image_statistics(pixels, ds=ds) == whole
+    # Read from a raw frames file one frame at a time, as the worker does: the same.
+    import tempfile
+
+    with tempfile.TemporaryFile() as handle:
+        handle.write(np.ascontiguousarray(pixels).tobytes())
+        frames = FileFrames(handle, shape=pixels.shape, dtype=pixels.dtype)
+        assert qc.image_statistics(frames, ds=ds) == whole
+
+
+def test_greyscale_statistics_stride_over_the_frames_as_over_the_whole_array(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    rng = np.random.default_rng(3)
+    pixels = rng.integers(0, 4096, size=(7, 33, 41)).astype(np.uint16)
+    monkeypatch.setattr(qc, "MAX_VALUES", 1000)
+    flat = pixels.astype(np.float64).reshape(-1)
+    expected = flat[:: int(np.ceil(flat.size / 1000))]
+    np.testing.assert_array_equal(qc.intensity_values(pixels), expected)

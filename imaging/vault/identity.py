@@ -162,9 +162,10 @@ def dicom_deidentify(
     its header de-identified. ImagingError("corrupt_image") for a file the profile cannot
     walk (an element that does not decode).
 
-    Uncompressed output (DICOM_OUTPUT_SYNTAX "uncompressed") is built frame by frame: the
+    The output (DICOM_OUTPUT_SYNTAX, uncompressed or lossless) is built frame by frame: the
     profile runs on the redacted header alone and the pixel data is appended after it one
-    frame at a time (`redacted_pixels` needs only `shape`, `dtype` and frame indexing), so
+    frame at a time, each frame encoded on its own for a compressed syntax
+    (`redacted_pixels` needs only `shape`, `dtype` and frame indexing), so
     with `out` (a file) a cine's frames are never all in memory; the outcome's `data` is then
     empty and the file is in `out`. The bytes are the same as de-identifying the whole file."""
     header = dicom.read_dataset(source, stop_before_pixels=True)
@@ -173,11 +174,8 @@ def dicom_deidentify(
     options = deid_options(pixels_clean=pixels_clean)
     syntax = settings.DICOM_OUTPUT_SYNTAX
     redacted_header = dicom.redacted_header(source, redacted_pixels, syntax=syntax)
-    if redacted_header is None:  # compressed output: its encoders take the whole array
-        redacted = dicom.write_redacted_dataset(source, redacted_pixels, syntax=syntax)
-    else:
-        # The Pixel Data element is the file's last: the profile never touches it.
-        redacted = redacted_header.data
+    # The Pixel Data element is the file's last: the profile never touches it.
+    redacted = redacted_header.data
     try:
         result = deid.deidentify(
             redacted,
@@ -190,17 +188,18 @@ def dicom_deidentify(
         )
     except deid.DeidError as exc:
         raise errors.corrupt_image("The DICOM header could not be de-identified.") from exc
-    data = result.data
-    if redacted_header is not None:
-        whole = io.BytesIO() if out is None else None
-        target = whole if whole is not None else out
-        assert target is not None
-        target.write(result.data)
-        dicom.write_pixel_data(target, redacted_pixels, implicit_vr=redacted_header.implicit_vr)
-        data = whole.getvalue() if whole is not None else b""
-    elif out is not None:
-        out.write(data)
-        data = b""
+    whole = io.BytesIO() if out is None else None
+    target = whole if whole is not None else out
+    assert target is not None
+    target.write(result.data)
+    dicom.write_pixel_data(
+        target,
+        redacted_pixels,
+        implicit_vr=redacted_header.implicit_vr,
+        encoding=redacted_header.encoding,
+        options=redacted_header.options,
+    )
+    data = whole.getvalue() if whole is not None else b""
     deidentified = dicom.read_dataset(result.data, stop_before_pixels=True)
     instance = deidentified.get("InstanceNumber")
     try:
