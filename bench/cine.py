@@ -131,16 +131,22 @@ def process_cine(data: bytes, detector: Any, *, with_dicom: bool = False) -> dic
     from engine.detection import pipeline
     from engine.intake.validation import validate_upload
     from engine.pixels.restoration import encode_image
+    from imaging.vault.pixels import DigestingImage
 
     timings: dict[str, float] = {}
     start = time.perf_counter()
     with pipeline.timed(timings, "decode_ms"):
-        image = validate_upload(
-            name="cine.dcm",
-            data=data,
-            max_bytes=settings.UPLOAD_MAX_BYTES,
-            max_dicom_bytes=max(len(data), settings.UPLOAD_DICOM_MAX_BYTES),
-            max_pixels=settings.UPLOAD_MAX_PIXELS,
+        # As the worker does: the header and the first frame checked here, every other frame
+        # checked as the pipeline decodes it, and the pixels hashed on the way (its digest).
+        image = DigestingImage(
+            validate_upload(
+                name="cine.dcm",
+                data=data,
+                max_bytes=settings.UPLOAD_MAX_BYTES,
+                max_dicom_bytes=max(len(data), settings.UPLOAD_DICOM_MAX_BYTES),
+                max_pixels=settings.UPLOAD_MAX_PIXELS,
+                check_frames=False,
+            )
         )
     key = crypto.new_data_key()
     shape, dtype = tuple(image.pixels.shape), image.pixels.dtype
@@ -175,6 +181,8 @@ def process_cine(data: bytes, detector: Any, *, with_dicom: bool = False) -> dic
             )
             sealed.close()
         raw.close()
+        with pipeline.timed(timings, "decode_ms"):
+            digest = image.digest()
         if with_dicom:
             from engine.crypto.sealed_frames import FileFrames
             from imaging.vault.identity import dicom_deidentify
@@ -202,5 +210,7 @@ def process_cine(data: bytes, detector: Any, *, with_dicom: bool = False) -> dic
         "region_groups": result.metrics["region_groups"],
         "detector_calls": result.metrics["detector_calls"],
         "frames_detected": result.metrics["frames_detected"],
+        "pixels_sha256": digest,
+        "quality_reused": result.metrics.get("quality_reused", 0),
         "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
     }

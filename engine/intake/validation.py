@@ -146,6 +146,10 @@ class FrameStack:
     def __len__(self) -> int:
         return self._count
 
+    def remember(self, index: int, frame: np.ndarray) -> None:
+        """Hold `frame` as frame `index`, read already (the next read of it is free)."""
+        self._last = (int(index), frame)
+
     def frame(self, index: int) -> np.ndarray:
         if not -self._count <= index < self._count:
             raise IndexError(index)
@@ -244,12 +248,21 @@ def validate_upload(
     max_pixels: int,
     max_dicom_bytes: int | None = None,
     max_decoded_bytes: int | None = None,
+    check_frames: bool = True,
 ) -> DecodedImage:
     """Decode and check an upload; ImagingError with a code when it is refused.
 
     max_bytes is the JPEG/PNG limit and max_dicom_bytes DICOM's (max_bytes when None);
     max_pixels applies to each frame; max_decoded_bytes (None: no limit) to a DICOM's
-    decoded pixels in all."""
+    decoded pixels in all.
+
+    `check_frames=False` (the worker, which reads every frame anyway): a multi-frame DICOM
+    that decodes frame by frame has its header checks and its first frame decoded and
+    rendered now, and every later frame checked the same way as it is read (the same
+    corrupt_image for a frame that does not decode, render, or match the first frame's
+    shape and dtype), so each frame is decoded once instead of twice. The caller must read
+    every frame before relying on the image, and, since the whole-array decoders are not
+    tried then, run validation again with `check_frames=True` when a frame is refused."""
     del name  # The type comes from the content only.
     if len(data) == 0:
         raise errors.empty_file()
@@ -262,7 +275,7 @@ def validate_upload(
     if kind == "jpeg":
         return _validate_jpeg(data, max_pixels)
     if kind == "dicom":
-        return _validate_dicom(data, max_pixels, max_decoded_bytes)
+        return _validate_dicom(data, max_pixels, max_decoded_bytes, check_frames=check_frames)
     if dicom.looks_like_bare_dataset(data):
         raise errors.unsupported_format(
             "This is a DICOM data set without the Part 10 header (preamble, DICM and file "
@@ -495,7 +508,7 @@ def _from_pillow(kind: str, image: Image.Image) -> DecodedImage:
 
 
 def _validate_dicom(
-    data: bytes, max_pixels: int, max_decoded_bytes: int | None = None
+    data: bytes, max_pixels: int, max_decoded_bytes: int | None = None, *, check_frames: bool = True
 ) -> DecodedImage:
     ds = dicom.read_dataset(data, max_inflated_bytes=max_decoded_bytes)
     if "PixelData" not in ds:
@@ -518,7 +531,7 @@ def _validate_dicom(
     if ds.file_meta.TransferSyntaxUID.is_encapsulated:  # Decoders trust the codestream's size.
         intake_guards.check_frame_sizes(ds.PixelData, rows=shape.rows, columns=shape.columns)
     if shape.frames > 1:
-        lazy = _lazy_dicom(ds, data)
+        lazy = _lazy_dicom(ds, data, check_frames=check_frames)
         if lazy is not None:
             return lazy
     pixels = dicom.decode_pixels(ds)
@@ -541,35 +554,46 @@ def _validate_dicom(
     )
 
 
-def _lazy_dicom(ds: Any, data: bytes) -> DecodedImage | None:
+def _lazy_dicom(ds: Any, data: bytes, *, check_frames: bool = True) -> DecodedImage | None:
     """A multi-frame DICOM whose frames are decoded one at a time (`FrameStack`), after
-    checking that every frame decodes and renders. None when pydicom cannot decode frames
-    on their own: the whole-array path then decides (with its fallback decoder)."""
+    checking that every frame decodes and renders (with `check_frames=False`, the first
+    frame now and each later one as it is read, see `validate_upload`). None when pydicom
+    cannot decode frames on their own: the whole-array path then decides (with its fallback
+    decoder)."""
     shape = dicom.geometry(ds)
     try:
         first = dicom.decode_frame(ds, 0)
     except ImagingError:
         return None
     frame_shape = tuple(first.shape)
-    pixels = FrameStack(lambda i: dicom.decode_frame(ds, i), shape.frames, frame_shape, first.dtype)
+
+    def read(index: int) -> np.ndarray:
+        frame = dicom.decode_frame(ds, index)
+        if frame.shape != frame_shape or frame.dtype != first.dtype:
+            raise errors.corrupt_image(
+                f"Frame {index + 1} of the DICOM image does not match the first frame."
+            )
+        return frame
+
+    pixels = FrameStack(read, shape.frames, frame_shape, first.dtype)
+    pixels.remember(0, first)
 
     def render(index: int) -> np.ndarray:
-        return rendering.render_frame_uint8(ds, pixels[index], index=index)
-
-    display = FrameStack(render, shape.frames, (shape.rows, shape.columns, 3), np.uint8)
-    for index in range(shape.frames):
+        frame = pixels[index]  # Decoding errors are the pixels' own (see below).
         try:
-            frame = pixels[index]
-        except ImagingError:
-            return None  # Let the whole-array decoders try.
-        if frame.shape != frame_shape or frame.dtype != first.dtype:
-            return None
-        try:
-            display.frame(index)
+            return rendering.render_frame_uint8(ds, frame, index=index)
         except ImagingError:
             raise
         except Exception as exc:  # A broken palette or LUT.
             raise errors.corrupt_image("The DICOM image could not be rendered.") from exc
+
+    display = FrameStack(render, shape.frames, (shape.rows, shape.columns, 3), np.uint8)
+    for index in range(shape.frames if check_frames else 1):
+        try:
+            pixels.frame(index)
+        except ImagingError:
+            return None  # Let the whole-array decoders try.
+        display.frame(index)
     notes = list(rendering.display_notes(ds))
     return DecodedImage(
         kind="dicom",

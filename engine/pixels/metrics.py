@@ -4,6 +4,8 @@ Interface (stable):
 
     shannon_entropy(data) -> float           # bits per byte, 0..8, of bytes or an array's bytes
     ssim(original, redacted) -> float        # -1..1; 1.0 for identical images
+    score_within(original, redacted, rects) -> ChangeScore(ssim, squared_error)
+                                             # one frame changed only inside rects
     psnr(original, redacted) -> float | None # dB; None when identical (PSNR is infinite)
     average_hash(image) -> str               # 64-bit imagehash, 16 hex chars
     perceptual_hash(image) -> str            # 64-bit pHash, 16 hex chars
@@ -22,6 +24,7 @@ the score). Fingerprint functions take a uint8 rendering, (H, W) or (H, W, 3), e
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -123,6 +126,92 @@ def _ssim_frame(original: np.ndarray, redacted: np.ndarray, data_range: float) -
         deficit += float((1.0 - values)[fresh].sum())
         done[y0:y1, x0:x1] = True
     return cast("float", 1.0 - deficit / interior)
+
+
+def merged_rects(
+    rects: Sequence[Sequence[int]], grow: int, height: int, width: int
+) -> list[tuple[int, int, int, int]]:
+    """(x0, y0, x1, y1) rectangles, half-open, each grown by `grow` on every side and clipped
+    to the image, then merged (a pair that overlaps becomes its bounding rectangle) until no
+    two overlap: together they cover every grown rectangle, and no pixel twice."""
+    out: list[tuple[int, int, int, int]] = []
+    for rect in rects:
+        x0, y0, x1, y1 = (int(v) for v in rect)
+        x0, y0 = max(0, x0 - grow), max(0, y0 - grow)
+        x1, y1 = min(width, x1 + grow), min(height, y1 + grow)
+        if x1 > x0 and y1 > y0:
+            out.append((x0, y0, x1, y1))
+    merged = True
+    while merged:
+        merged = False
+        for i in range(len(out)):
+            for j in range(i + 1, len(out)):
+                a, b = out[i], out[j]
+                if a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]:
+                    out[i] = (min(a[0], b[0]), min(a[1], b[1]), max(a[2], b[2]), max(a[3], b[3]))
+                    del out[j]
+                    merged = True
+                    break
+            if merged:
+                break
+    return sorted(out, key=lambda r: (r[1], r[0]))
+
+
+@dataclass(frozen=True)
+class ChangeScore:
+    """One frame's share of the quality metrics: its SSIM (as `ssim`) and its summed squared
+    error (PSNR is taken over the sum of every frame's)."""
+
+    ssim: float
+    squared_error: float
+
+
+def score_within(
+    original: np.ndarray,
+    redacted: np.ndarray,
+    rects: Sequence[Sequence[int]],
+    *,
+    data_range: float | None = None,
+) -> ChangeScore:
+    """SSIM and squared error of one frame pair that differ only inside `rects` (x0, y0, x1,
+    y1): the caller's promise (the redaction's boxes), which is not checked, so no whole-frame
+    comparison is made. Equal to `ssim` and to the whole frame's squared error when it holds.
+
+    Every pixel whose window holds a change lies in a rectangle grown by half a window; those
+    areas, merged so none overlap (`merged_rects`), are scored on crops with another half
+    window of margin, exactly as `_ssim_frame` scores its changed areas; the rest is 1."""
+    _check_pair(original, redacted)
+    data_range = _data_range(original) if data_range is None else data_range
+    height, width = original.shape[:2]
+    side = min(height, width)
+    win = min(SSIM_WINDOW, side if side % 2 else side - 1) if side >= 3 else 0
+    if height * width <= SSIM_DIRECT_PIXELS or win < SSIM_WINDOW:
+        diff = original.astype(np.float64) - redacted.astype(np.float64)
+        return ChangeScore(
+            _ssim_frame(original, redacted, data_range), float(np.square(diff).sum())
+        )
+    half = (win - 1) // 2
+    channels = original.shape[2] if original.ndim == 3 else 1
+    interior = (height - 2 * half) * (width - 2 * half) * channels
+    deficit = squared = 0.0
+    for x0, y0, x1, y1 in merged_rects(rects, half, height, width):
+        diff = original[y0:y1, x0:x1].astype(np.float64) - redacted[y0:y1, x0:x1].astype(np.float64)
+        error = float(np.square(diff).sum())
+        if error == 0.0:
+            continue  # Nothing changed here: every window in it scores exactly 1.
+        squared += error
+        top, left = max(0, y0 - half), max(0, x0 - half)
+        bottom, right = min(height, y1 + half), min(width, x1 + half)
+        crop = _ssim_map(
+            original[top:bottom, left:right], redacted[top:bottom, left:right], data_range, win
+        )
+        # The area clipped to the interior (scikit-image drops a half window at each edge).
+        iy0, iy1 = max(y0, half), min(y1, height - half)
+        ix0, ix1 = max(x0, half), min(x1, width - half)
+        if iy1 > iy0 and ix1 > ix0:
+            values = crop[iy0 - top : iy1 - top, ix0 - left : ix1 - left]
+            deficit += float((1.0 - values).sum())
+    return ChangeScore(cast("float", 1.0 - deficit / interior), squared)
 
 
 def _changed(original: np.ndarray, redacted: np.ndarray) -> np.ndarray:

@@ -52,7 +52,7 @@ from imaging.models import (
 )
 from imaging.vault.identity import dicom_deidentify, identity_seal
 from imaging.vault.keys import open_data_key, open_original
-from imaging.vault.pixels import pixels_digest
+from imaging.vault.pixels import DigestingImage
 from imaging.vault.storage import storage_delete, storage_write, storage_write_file
 
 logger = logging.getLogger(__name__)
@@ -135,11 +135,6 @@ class _OutputWriter:
         pixels = np.ascontiguousarray(output.redacted_pixels, dtype=self.dtype)
         self.sealed.add(pixels)
         self.raw_file.write(pixels.tobytes())
-
-    def redacted_pixels(self) -> np.ndarray:
-        """Every redacted frame, mapped from the temporary file (read as it is used)."""
-        self.raw_file.flush()
-        return np.memmap(self.raw_file, dtype=self.dtype, mode="r", shape=self.shape)
 
     def finish(self, *, needs_review: bool, regions: int) -> dict[str, Any]:
         self.sealed.close()
@@ -283,49 +278,47 @@ def nearest_duplicate(*, phash: str, exclude_scan_id: int) -> tuple[int | None, 
     return best
 
 
-def scan_process(*, scan_id: int, detector: pipeline.Detector | None = None) -> Scan | None:
-    """Run the pipeline for one scan. Transient errors (OSError, database) propagate for the
-    task to retry; permanent ones mark the scan failed. Safe to run any number of times."""
-    started = time.perf_counter()
-    scan = _scan_claim(scan_id)
-    if scan is None:
-        return None
+class _FramesRefused(Exception):
+    """A frame that validation left to the pipeline's pass did not decode or render."""
+
+
+def _scan_run(
+    scan: Scan,
+    plaintext: bytes,
+    data_key: bytes,
+    detector: pipeline.Detector | None,
+    timings: dict[str, float],
+    written: list[str],
+    *,
+    check_frames: bool,
+) -> tuple[pipeline.PipelineResult, dict[str, Any], dict[str, Any], Any]:
+    """Validate, run the pipeline with its outputs written frame by frame, and take the QC
+    statistics: (result, paths, qc, image). Paths written go into `written`."""
     scan_ref = str(scan.uid)
-    timings: dict[str, float] = {}
-    written: list[str] = []
+    with pipeline.timed(timings, "decode_ms"):
+        try:
+            decoded = validate_upload(
+                name=scan.original_filename,
+                data=plaintext,
+                max_bytes=max(len(plaintext), settings.UPLOAD_MAX_BYTES),
+                max_pixels=max(scan.width * scan.height * scan.frames, settings.UPLOAD_MAX_PIXELS),
+                # The worker's memory is what the budget protects (a deflated data set
+                # is inflated against it); a scan accepted under a larger one still fits.
+                max_decoded_bytes=max(_decoded_bytes(scan), settings.UPLOAD_MAX_DECODED_BYTES),
+                check_frames=check_frames,
+            )
+        except ImagingError:
+            raise ProcessingFailure(FailureReason.DECODE_FAILED) from None
+    # The pixels are hashed as the pipeline reads them (pixels_digest's bytes).
+    image = DigestingImage(decoded)
+    # Frame by frame: each processed frame is written out as soon as it is done.
+    writer = _OutputWriter(scan=scan, image=image, data_key=data_key, written=written)
+
+    def sink(output: pipeline.FrameOutput) -> None:
+        with pipeline.timed(timings, "store_ms"):
+            writer.frame(output)
+
     try:
-        with pipeline.timed(timings, "load_ms"):
-            try:
-                data_key = open_data_key(scan)
-                plaintext = open_original(scan, data_key=data_key)
-            except CryptoError:
-                raise ProcessingFailure(FailureReason.DECRYPT_FAILED) from None
-        with pipeline.timed(timings, "decode_ms"):
-            try:
-                image = validate_upload(
-                    name=scan.original_filename,
-                    data=plaintext,
-                    max_bytes=max(len(plaintext), settings.UPLOAD_MAX_BYTES),
-                    max_pixels=max(
-                        scan.width * scan.height * scan.frames, settings.UPLOAD_MAX_PIXELS
-                    ),
-                    # The worker's memory is what the budget protects (a deflated data set
-                    # is inflated against it); a scan accepted under a larger one still fits.
-                    max_decoded_bytes=max(_decoded_bytes(scan), settings.UPLOAD_MAX_DECODED_BYTES),
-                )
-            except ImagingError:
-                raise ProcessingFailure(FailureReason.DECODE_FAILED) from None
-            # What is stored must decode to what was uploaded, or no restore could ever
-            # give the upload back: better to fail now, loudly, than later at a bedside.
-            if pixels_digest(image.pixels) != scan.pixels_sha256:
-                raise ProcessingFailure(FailureReason.DECODE_FAILED)
-        # Frame by frame: each processed frame is written out as soon as it is done.
-        writer = _OutputWriter(scan=scan, image=image, data_key=data_key, written=written)
-
-        def sink(output: pipeline.FrameOutput) -> None:
-            with pipeline.timed(timings, "store_ms"):
-                writer.frame(output)
-
         try:
             result = pipeline.pipeline_run(
                 image=image,
@@ -336,19 +329,64 @@ def scan_process(*, scan_id: int, detector: pipeline.Detector | None = None) -> 
                 sink=sink,
                 **pipeline_options(image),
             )
-            if image.notes:
-                # What decoding or rendering worked around: the scan's processing notes.
-                result.metrics["notes"] = list(image.notes)
-            scanner = image_scanner(image)
-            if scanner:
-                # Where the admin's scanner-rule suggestions find the scan's scanner model.
-                result.metrics["scanner"] = scanner
-            with pipeline.timed(timings, "store_ms"):
-                paths = writer.finish(needs_review=result.needs_review, regions=len(result.regions))
-            with pipeline.timed(timings, "qc_ms"):
-                qc = _qc_statistics(scan, image, writer.redacted_pixels())
-        finally:
-            writer.close()
+        except ImagingError:
+            if check_frames:
+                raise ProcessingFailure(FailureReason.DECODE_FAILED) from None
+            raise _FramesRefused() from None
+        # What is stored must decode to what was uploaded, or no restore could ever give
+        # the upload back: better to fail now, loudly, than later at a bedside.
+        with pipeline.timed(timings, "decode_ms"):
+            if image.digest() != scan.pixels_sha256:
+                raise ProcessingFailure(FailureReason.DECODE_FAILED)
+        if image.notes:
+            # What decoding or rendering worked around: the scan's processing notes.
+            result.metrics["notes"] = list(image.notes)
+        scanner = image_scanner(image)
+        if scanner:
+            # Where the admin's scanner-rule suggestions find the scan's scanner model.
+            result.metrics["scanner"] = scanner
+        with pipeline.timed(timings, "store_ms"):
+            paths = writer.finish(needs_review=result.needs_review, regions=len(result.regions))
+        with pipeline.timed(timings, "qc_ms"):
+            # Read back one frame at a time (pread, not a memory map: see FileFrames).
+            qc = _qc_statistics(
+                scan, image, FileFrames(writer.raw_file, shape=writer.shape, dtype=writer.dtype)
+            )
+    finally:
+        writer.close()
+    return result, paths, qc, image
+
+
+def scan_process(*, scan_id: int, detector: pipeline.Detector | None = None) -> Scan | None:
+    """Run the pipeline for one scan. Transient errors (OSError, database) propagate for the
+    task to retry; permanent ones mark the scan failed. Safe to run any number of times."""
+    started = time.perf_counter()
+    scan = _scan_claim(scan_id)
+    if scan is None:
+        return None
+    timings: dict[str, float] = {}
+    written: list[str] = []
+    try:
+        with pipeline.timed(timings, "load_ms"):
+            try:
+                data_key = open_data_key(scan)
+                plaintext = open_original(scan, data_key=data_key)
+            except CryptoError:
+                raise ProcessingFailure(FailureReason.DECRYPT_FAILED) from None
+        # Each frame is decoded once: validation checks the header and the first frame, the
+        # pipeline's pass decodes (and so checks) every other frame and hashes it against
+        # the upload's digest. A frame refused in that pass (or one only the whole-array
+        # decoders read) sends the scan through full validation first, as at upload.
+        try:
+            result, paths, qc, image = _scan_run(
+                scan, plaintext, data_key, detector, timings, written, check_frames=False
+            )
+        except _FramesRefused:
+            storage_delete(*written)
+            written.clear()
+            result, paths, qc, image = _scan_run(
+                scan, plaintext, data_key, detector, timings, written, check_frames=True
+            )
         timings["total_ms"] = (time.perf_counter() - started) * 1000.0
         # Which detector made the regions (name, version, weights SHA-256): scan.metrics.
         result.metrics["model"] = detector_identity(detector)
@@ -378,7 +416,7 @@ def scan_process(*, scan_id: int, detector: pipeline.Detector | None = None) -> 
         raise
 
 
-def _qc_statistics(scan: Scan, image: Any, redacted_pixels: np.ndarray) -> dict[str, Any]:
+def _qc_statistics(scan: Scan, image: Any, redacted_pixels: Any) -> dict[str, Any]:
     """QC statistics of the redacted pixels (engine.pixels.qc); never fails the scan."""
     try:
         header = None

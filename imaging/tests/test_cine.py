@@ -7,6 +7,7 @@ calls.
 from __future__ import annotations
 
 import io
+from pathlib import Path
 from typing import Any
 
 import cv2
@@ -348,3 +349,85 @@ def test_the_cine_benchmark_reports_time_calls_and_peak_memory(tmp_path: Any) ->
     for row in rows:
         assert row["one_frame"]["frames"] == 1
         assert row["cine"]["peak_rss_mib"] > 0 and row["cine"]["timings"]["total_ms"] > 0
+
+
+@pytest.fixture
+def stored_cine(
+    counted: list[tuple[int, ...]],
+    technician: Any,
+    patient: Any,
+    django_capture_on_commit_callbacks: Any,
+) -> tuple[Scan, bytes]:
+    """A stored cine upload whose processing has not run yet (its commit hook dropped)."""
+    from imaging.services import upload as upload_service
+    from imaging.tests.conftest import as_upload
+
+    data = cine_dicom(FRAMES, HEIGHT, WIDTH)
+    with django_capture_on_commit_callbacks(execute=False):
+        (scan,) = upload_service.scan_upload(
+            patient=patient, uploads=[as_upload("cine.dcm", data)], uploaded_by=technician
+        )
+    assert scan.status == ScanStatus.UPLOADED
+    return scan, data
+
+
+def _decode_spy(monkeypatch: Any) -> list[int]:
+    """Every frame index engine.dicom.io.decode_frame is asked for (the real decoder runs)."""
+    calls: list[int] = []
+    real = dicom.decode_frame
+
+    def spy(ds: Any, index: int) -> np.ndarray:
+        calls.append(index)
+        return real(ds, index)
+
+    monkeypatch.setattr(dicom, "decode_frame", spy)
+    return calls
+
+
+def test_the_worker_decodes_each_frame_of_a_cine_once(
+    stored_cine: tuple[Scan, bytes], monkeypatch: Any
+) -> None:
+    from imaging.jobs.processing import scan_process
+
+    scan, data = stored_cine
+    calls = _decode_spy(monkeypatch)
+    scan_process(scan_id=scan.pk)
+    scan.refresh_from_db()
+    assert scan.status == ScanStatus.COMPLETED, scan.failure_reason
+    # Validation and the pipeline share one decode per frame (it was two, plus the digest's).
+    assert sorted(calls) == list(range(FRAMES))
+    assert scan.metrics["timings"]["read_ms"] > 0
+    monkeypatch.undo()
+    np.testing.assert_array_equal(scan_restore_pixels(scan=scan), _decode(data).pixels)
+
+
+def test_the_worker_refuses_a_cine_whose_pixels_do_not_hash_to_the_uploads_digest(
+    stored_cine: tuple[Scan, bytes], settings: Any
+) -> None:
+    from imaging.jobs.processing import scan_process
+    from imaging.models import FailureReason
+
+    scan, _data = stored_cine
+    Scan.objects.filter(pk=scan.pk).update(pixels_sha256="0" * 64)
+    before = {p for p in Path(settings.MEDIA_ROOT).rglob("*") if p.is_file()}
+    scan_process(scan_id=scan.pk)
+    scan.refresh_from_db()
+    assert scan.status == ScanStatus.FAILED
+    assert scan.failure_reason == FailureReason.DECODE_FAILED
+    # The frames written during the pass are deleted again: nothing but the upload is left.
+    after = {p for p in Path(settings.MEDIA_ROOT).rglob("*") if p.is_file()}
+    assert after == before
+
+
+def test_quality_metrics_are_reused_for_frames_whose_overlay_repeats() -> None:
+    data = cine_dicom(FRAMES, HEIGHT, WIDTH)
+    image = _decode(data)
+    result = pipeline.pipeline_run(
+        image=image, data_key=crypto.new_data_key(), scan_ref="q", detector=detect
+    )
+    # Scored once, reused for the seven frames whose boxes and pixels around them repeat,
+    # and the same values as the whole-frame metrics on the stacked frames.
+    assert result.metrics["quality_reused"] == FRAMES - 1
+    expected = pipeline.quality_metrics(np.asarray(image.display), result.redacted_display)
+    assert result.metrics["ssim"] == pytest.approx(expected["ssim"], abs=1e-12)
+    assert result.metrics["psnr"] == pytest.approx(expected["psnr"], abs=1e-9)

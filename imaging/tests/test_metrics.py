@@ -183,3 +183,62 @@ def test_it_counts_the_colour_histogram_like_numpy_histogram():
         assert values[channel * 16 : channel * 16 + 16] == pytest.approx(
             (counts / counts.sum()).tolist()
         )
+
+
+@pytest.mark.parametrize(
+    ("shape", "dtype"),
+    [
+        ((600, 520), np.uint8),
+        ((512, 700, 3), np.uint8),
+        ((520, 530), np.uint16),
+        ((90, 80), np.uint8),
+    ],
+)
+def test_the_score_within_the_boxes_equals_the_whole_image_ssim_and_squared_error(shape, dtype):
+    from skimage.metrics import structural_similarity
+
+    rng = np.random.default_rng(11)
+    top = 255 if dtype == np.uint8 else 4095
+    original = rng.integers(0, top, size=shape).astype(dtype)
+    redacted = original.copy()
+    height, width = shape[:2]
+    # Inside, on every edge, overlapping, a few pixels apart, and one box whose pixels
+    # happen not to change (already the fill value).
+    boxes = [
+        (0, 0, 200, 20),
+        (100, height - 9, 130, height),
+        (width - 5, 200, width, 260),
+        (50, 300, 90, 340),
+        (80, 330, 150, 360),
+        (200, 400, 260, 420),
+        (200, 424, 260, 440),
+        (300, 100, 340, 120),
+    ]
+    original[100:120, 300:340] = 0
+    for x0, y0, x1, y1 in boxes:
+        redacted[y0:y1, x0:x1] = 0
+    data_range = 255.0 if dtype == np.uint8 else float(original.max()) - float(original.min())
+    expected = structural_similarity(
+        original.astype(np.float64),
+        redacted.astype(np.float64),
+        data_range=data_range,
+        win_size=7,
+        channel_axis=2 if len(shape) == 3 else None,
+    )
+    squared = float(np.square(original.astype(np.float64) - redacted.astype(np.float64)).sum())
+    score = metrics.score_within(original, redacted, boxes)
+    assert score.ssim == pytest.approx(expected, abs=1e-12)
+    assert score.squared_error == squared
+    assert score.ssim == pytest.approx(metrics.ssim(original, redacted), abs=1e-12)
+    assert metrics.score_within(original, original.copy(), boxes) == metrics.ChangeScore(1.0, 0.0)
+    assert metrics.score_within(original, original.copy(), []) == metrics.ChangeScore(1.0, 0.0)
+
+
+def test_merged_rects_grow_clip_and_merge_overlapping_rectangles():
+    rects = [(0, 0, 10, 10), (9, 0, 20, 5), (30, 30, 35, 35), (60, 60, 70, 70)]
+    assert metrics.merged_rects(rects, 1, 40, 55) == [(0, 0, 21, 11), (29, 29, 36, 36)]
+    # Touching is not overlapping: both stay, and no pixel is in two.
+    assert metrics.merged_rects([(0, 0, 5, 5), (5, 0, 9, 5)], 0, 10, 10) == [
+        (0, 0, 5, 5),
+        (5, 0, 9, 5),
+    ]

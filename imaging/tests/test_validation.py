@@ -454,3 +454,37 @@ def test_it_treats_an_empty_rescale_as_absent_with_a_note():
 
 def test_a_well_formed_file_has_no_notes():
     assert _validate(samples.dicom_bytes("CT_small.dcm")).notes == ()
+
+
+def _count_frame_decodes(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    calls: list[int] = []
+    real = dicom.decode_frame
+
+    def spy(ds: object, index: int) -> np.ndarray:
+        calls.append(index)
+        return real(ds, index)
+
+    monkeypatch.setattr(dicom, "decode_frame", spy)
+    return calls
+
+
+@pytest.mark.parametrize("name", ["emri_small.dcm"])
+def test_frames_checked_as_read_are_decoded_once_and_equal_the_checked_ones(
+    name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = samples.dicom_bytes(name)
+    calls = _count_frame_decodes(monkeypatch)
+    checked = validate_upload(name="x", data=data, max_bytes=MAX_BYTES, max_pixels=MAX_PIXELS)
+    # Full validation decodes every frame once (the first frame is not decoded twice).
+    assert sorted(calls) == list(range(checked.frames))
+    calls.clear()
+    later = validate_upload(
+        name="x", data=data, max_bytes=MAX_BYTES, max_pixels=MAX_PIXELS, check_frames=False
+    )
+    assert calls == [0]  # The header and the first frame only; the rest as read.
+    read = [(later.pixels[i], later.display[i]) for i in range(later.frames)]
+    # Reading each frame's pixels, then its rendering, decodes each frame once.
+    assert sorted(calls) == list(range(checked.frames))
+    for index, (pixels, display) in enumerate(read):
+        np.testing.assert_array_equal(pixels, checked.pixels[index])
+        np.testing.assert_array_equal(display, checked.display[index])
