@@ -37,7 +37,8 @@ class ClassifierOutputSerializer(serializers.Serializer):
     classes = serializers.SerializerMethodField()
     threshold = serializers.SerializerMethodField()
     input = serializers.SerializerMethodField()
-    label = serializers.SerializerMethodField()
+    # A field named like the Field attribute `label` (the stubs type that attribute).
+    label = serializers.SerializerMethodField()  # type: ignore[assignment]
 
     class Meta:
         ref_name = "Classifier"
@@ -74,7 +75,8 @@ class ClassificationOutputSerializer(serializers.Serializer):
     requested_by = serializers.CharField(source="requested_by.username", default=None)
     created_at = serializers.DateTimeField()
     finished_at = serializers.DateTimeField(allow_null=True)
-    label = serializers.SerializerMethodField()
+    # A field named like the Field attribute `label` (the stubs type that attribute).
+    label = serializers.SerializerMethodField()  # type: ignore[assignment]
 
     class Meta:
         ref_name = "Classification"
