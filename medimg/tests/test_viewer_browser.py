@@ -134,6 +134,13 @@ def _open(
     return page
 
 
+def _close(page: Any) -> None:
+    """Close once the viewer's background requests (series, regions, labelmaps) are answered:
+    a request still running when the test database is flushed would lock it."""
+    page.wait_for_load_state("networkidle")
+    page.context.close()
+
+
 def _shot(page: Any, name: str) -> None:
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=False)
@@ -237,7 +244,7 @@ def test_the_doctor_reads_a_multiframe_dicom_with_ohif_mouse_bindings(
     _shot(page, f"cs-03-doctor-fullscreen-1440-{render}")
     page.keyboard.press("Escape")
     assert page.errors == [], page.errors  # type: ignore[attr-defined]
-    page.context.close()
+    _close(page)
 
 
 @pytest.mark.django_db(transaction=True)
@@ -288,7 +295,7 @@ def test_the_restored_original_is_the_stored_values_beside_the_redacted(
     page.keyboard.press("Escape")
     page.get_by_role("dialog", name="Keyboard shortcuts").wait_for(state="hidden")
     assert page.errors == [], page.errors  # type: ignore[attr-defined]
-    page.context.close()
+    _close(page)
 
 
 @pytest.mark.django_db(transaction=True)
@@ -306,7 +313,7 @@ def test_the_technician_sees_the_redacted_image_in_the_same_viewer(
     page.locator("[data-frame-label]").get_by_text("Frame 2 of 2").wait_for()
     _shot(page, "cs-06-technician-viewer-1440")
     assert page.errors == [], page.errors  # type: ignore[attr-defined]
-    page.context.close()
+    _close(page)
 
 
 @pytest.mark.django_db(transaction=True)
@@ -372,7 +379,7 @@ def test_the_segmentation_labelmap_lies_on_the_image_and_follows_zoom_and_opacit
     page.get_by_label("Opacity").fill("0")
     until(page, f"() => ({painted})() === 0")
     assert page.errors == [], page.errors  # type: ignore[attr-defined]
-    page.context.close()
+    _close(page)
 
 
 @pytest.mark.django_db(transaction=True)
@@ -400,7 +407,11 @@ def test_the_series_strip_steps_through_images_and_regions_are_outlined(
 
     page = _open(chromium, server, doctor, password, f"/scans/{first.id}/", (1440, 900))
     # The redacted regions are outlined on the doctor's image (one per region of the frame).
-    count = until(page, "() => Number(document.querySelector('[data-cs-regions]').dataset.count)")
+    count = until(
+        page,
+        "() => { const c = document.querySelector('[data-cs-regions]').dataset.count;"
+        " return c ? Number(c) : null; }",
+    )
     assert count == first.regions.filter(frame=0).count()
     strip = page.locator("[data-cs-strip]")
     strip.wait_for()
@@ -411,4 +422,4 @@ def test_the_series_strip_steps_through_images_and_regions_are_outlined(
     page.wait_for_url(f"**/scans/{second.id}/")
     until(page, "() => document.querySelector('[data-viewer][data-cs-ready]')")
     assert page.errors == [], page.errors  # type: ignore[attr-defined]
-    page.context.close()
+    _close(page)
