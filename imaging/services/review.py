@@ -49,6 +49,7 @@ from imaging.models import (
     Region,
     RegionSource,
     Scan,
+    ScanFormat,
     ScanStatus,
 )
 from imaging.vault.keys import open_data_key, open_original
@@ -599,31 +600,50 @@ def leftover_dismiss(
     return leftover
 
 
-@transaction.atomic
 def scan_confirm_review(*, scan: Scan, actor: Any, request: HttpRequest | None = None) -> Scan:
     """The technician confirms the regions as they are now. Refused (409
     leftovers_unresolved) while a leftover detection of the verification pass is neither
-    covered by a region nor dismissed; once confirmed, "needs review" clears."""
-    scan = _locked(scan.pk)
-    _require_completed(scan)
-    unresolved = leftovers_unresolved(scan)
-    if unresolved:
-        raise errors.leftovers_unresolved(len(unresolved))
-    cleared = scan.needs_review
-    scan.reviewed_at = timezone.now()
-    scan.reviewed_by = actor
-    scan.needs_review = False
-    scan.save(update_fields=["reviewed_at", "reviewed_by", "needs_review", "updated_at"])
-    audit_record(
-        action=Action.REGIONS_EDITED,
-        actor=actor,
-        target=scan,
-        request=request,
-        details={
-            "change": "confirmed",
-            "regions": scan.regions.count(),
-            "pending_removals": scan.regions.filter(removal_requested_at__isnull=False).count(),
-            "needs_review_cleared": cleared,
-        },
-    )
+    covered by a region nor dismissed; once confirmed, "needs review" clears.
+
+    A DICOM scan that needed review carries a de-identified copy that says Burned In
+    Annotation YES without Clean Pixel Data (113101), as it should while text might be left.
+    Confirming is the person's word that every frame is clean, so the copy is written again
+    (from the original and the confirmed regions, as an edit would) with NO and 113101; what
+    is exported or forwarded from now on says what was done."""
+    written: list[str] = []
+    try:
+        with transaction.atomic():
+            scan = _locked(scan.pk)
+            _require_completed(scan)
+            unresolved = leftovers_unresolved(scan)
+            if unresolved:
+                raise errors.leftovers_unresolved(len(unresolved))
+            cleared = scan.needs_review
+            scan.needs_review = False
+            rewritten = cleared and scan.format == ScanFormat.DICOM
+            if rewritten:
+                data_key, image = _open_original(scan)
+                regions = list(scan.regions.order_by("index"))
+                _apply(scan=scan, image=image, data_key=data_key, regions=regions, written=written)
+            scan.reviewed_at = timezone.now()
+            scan.reviewed_by = actor
+            scan.save(update_fields=["reviewed_at", "reviewed_by", "needs_review", "updated_at"])
+            audit_record(
+                action=Action.REGIONS_EDITED,
+                actor=actor,
+                target=scan,
+                request=request,
+                details={
+                    "change": "confirmed",
+                    "regions": scan.regions.count(),
+                    "pending_removals": scan.regions.filter(
+                        removal_requested_at__isnull=False
+                    ).count(),
+                    "needs_review_cleared": cleared,
+                    "deidentified_copy_rewritten": rewritten,
+                },
+            )
+    except BaseException:
+        storage_delete(*written)
+        raise
     return scan

@@ -153,6 +153,7 @@ def test_it_confirms_the_review_and_an_edit_reopens_it(
         "regions": scan.regions.count(),
         "pending_removals": 0,
         "needs_review_cleared": False,
+        "deidentified_copy_rewritten": False,
     }
 
     x1, y1, x2, y2 = _free_box(scan)

@@ -452,3 +452,51 @@ def test_a_cines_leftovers_are_dismissed_together(
         action=Action.REGIONS_EDITED, details__change="leftover_dismissed"
     )
     assert dismissed.count() == 3
+
+
+def test_confirming_a_flagged_dicom_rewrites_its_deidentified_copy_as_clean(
+    bright_detector: None,
+    settings: Any,
+    api: Any,
+    technician: Any,
+    doctor: Any,
+    patient: Any,
+    django_capture_on_commit_callbacks: Any,
+) -> None:
+    """While text may be left the copy says Burned In Annotation YES without 113101; the
+    technician's confirmation is the word that every frame is clean, and the copy then says so."""
+    import pydicom
+
+    data, _ = factories.dicom16_text(frames=1)
+    with django_capture_on_commit_callbacks(execute=False):
+        (scan,) = upload.scan_upload(
+            patient=patient, uploads=[as_upload("a.dcm", data)], uploaded_by=technician
+        )
+    settings.IMAGING_DETECTOR = "imaging.tests.test_review_flow.one_line_detector"
+    settings.IMAGING_VERIFY_ROUNDS = 0
+    scan_process(scan_id=scan.pk)
+    scan.refresh_from_db()
+    assert scan.needs_review and scan.deid_report["pixels"]["burned_in_annotation"] == "YES"
+    api.force_authenticate(technician)
+    for leftover in LeftoverDetection.objects.filter(scan=scan):
+        response = api.post(
+            f"/api/leftovers/{leftover.pk}/dismissal/",
+            {"reason": "checked: a ruler"},
+            format="json",
+        )
+        assert response.status_code == 200, response.content
+
+    assert api.post(f"/api/images/{scan.pk}/review/").status_code == 200
+
+    scan.refresh_from_db()
+    assert not scan.needs_review and scan.reviewed_at is not None
+    assert scan.deid_report["pixels"]["burned_in_annotation"] == "NO"
+    event = AuditEvent.objects.filter(action=Action.REGIONS_EDITED).latest("id")
+    assert event.details["deidentified_copy_rewritten"] is True
+    api.force_authenticate(doctor)
+    response = api.get(f"/api/images/{scan.pk}/export/")
+    assert response.status_code == 200, response.content
+    body = b"".join(response.streaming_content) if response.streaming else response.content
+    exported = pydicom.dcmread(io.BytesIO(body))
+    assert exported.BurnedInAnnotation == "NO"
+    assert "113101" in [i.CodeValue for i in exported.DeidentificationMethodCodeSequence]
