@@ -240,7 +240,8 @@ def _nearest(rect: Sequence[int], point: tuple[float, float]) -> tuple[float, fl
 
 
 @lru_cache(maxsize=16)
-def _font(size: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
+def label_font(size: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
+    """The grid labels' font at `size` px (DejaVu Sans Bold, else Pillow's own)."""
     if FONT_PATH.exists():
         return ImageFont.truetype(str(FONT_PATH), size)
     return ImageFont.load_default(size)
@@ -266,7 +267,7 @@ def draw_grid(image_uint8: np.ndarray, regions: Iterable[GridBox]) -> np.ndarray
     height, width = rgb.shape[:2]
     scale = max(height, width)
     line = max(1, round(scale / 400))
-    font = _font(max(10, min(32, round(scale / 45))))
+    font = label_font(max(10, min(32, round(scale / 45))))
 
     regions = list(regions)
     pad = max(1, line)

@@ -81,9 +81,9 @@ def _crowded_corner() -> list[GridBox]:
 
 
 def _layout_for(boxes: list[GridBox], size: int) -> list:
-    from engine.pixels.grid import _font, label_layout
+    from engine.pixels.grid import label_font, label_layout
 
-    font = _font(max(10, min(32, round(size / 45))))
+    font = label_font(max(10, min(32, round(size / 45))))
     probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
     sizes = []
     for b in boxes:
