@@ -103,3 +103,11 @@ def erase_expired_scans() -> int:
     """For celery beat: erase completed scans older than MEDIMG_RETENTION_DAYS (none when it is
     not set), each audited as scan_erased by the system (imaging.jobs.erasure)."""
     return len(retention_erase_expired())
+
+
+@shared_task(name="imaging.tasks.sweep_orphan_files")
+def sweep_orphan_files() -> int:
+    """Beat: delete stored folders that no scan points at (imaging.jobs.orphans)."""
+    from imaging.jobs.orphans import orphans_sweep
+
+    return len(orphans_sweep()["folders"])

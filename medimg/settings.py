@@ -566,6 +566,13 @@ IMAGING_MAX_ATTEMPTS = env_int(
 # A scan left uploaded or processing this long is stuck (a lost message or a dead worker):
 # the beat task requeue_stuck_scans and services.processing.scans_requeue enqueue it again.
 IMAGING_STUCK_AFTER_SECONDS = env_int("IMAGING_STUCK_AFTER_SECONDS", 600, minimum=1)
+# Stored folders no scan points at (a killed upload's original, a killed run's outputs) are
+# deleted by beat once their newest file is this old (imaging.jobs.orphans).
+IMAGING_ORPHAN_AFTER_SECONDS = env_int("IMAGING_ORPHAN_AFTER_SECONDS", 86_400, minimum=60)
+CELERY_BEAT_SCHEDULE["sweep-orphan-files"] = {
+    "task": "imaging.tasks.sweep_orphan_files",
+    "schedule": env_int("IMAGING_ORPHAN_SWEEP_SECONDS", 3600, minimum=60),
+}
 # Redacted thumbnails stay cached this long (keys change whenever the redacted image does).
 IMAGING_THUMBNAIL_CACHE_SECONDS = env_int("IMAGING_THUMBNAIL_CACHE_SECONDS", 86_400, minimum=1)
 
