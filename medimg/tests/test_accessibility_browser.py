@@ -285,3 +285,66 @@ def test_axe_finds_no_serious_violation_on_any_page_of_any_role(
 
     assert len(seen) == 5 + 2 * len(common) + 5 + 5 + 1 + 8, sorted(seen)
     assert not any(seen.values()), "\n" + _report(seen)
+
+
+def _check(page: Any, axe: str, seen: dict[str, Any], where: str, shot: str) -> None:
+    _settle(page)
+    seen[where] = [v for v in _audit(page, axe) if v["impact"] in BLOCKING]
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SCREENSHOTS / f"a11y-state-{shot}.png"), full_page=True)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_axe_finds_no_serious_violation_in_states_a_click_opens(
+    server: Any, chromium: Any, technician: Any, doctor: Any, password: str, tmp_path: Path
+) -> None:
+    """What the page walk does not see: a refused sign-in, a refused upload, the idle warning,
+    the viewer's shortcut sheet and the restored original."""
+    assert AXE.exists(), "axe-core is not installed: `make install` (npm ci)"
+    axe = AXE.read_text()
+    scan = _scan(technician)
+    patient = scan.patient
+    seen: dict[str, Any] = {}
+
+    anonymous = _context(chromium, server)
+    page = anonymous.new_page()
+    page.goto("/login/")
+    page.get_by_label("Username").fill(doctor.username)
+    page.get_by_label("Password").fill("not-the-password")
+    page.get_by_role("button", name="Log in").click()
+    page.locator(".form-errors[role=alert]").wait_for()
+    _check(page, axe, seen, "login refused", "login-refused")
+    anonymous.close()
+
+    tech = _signed_in_context(chromium, server, technician)
+    page = tech.new_page()
+    page.goto(f"/patients/{patient.pk}/")
+    bad = tmp_path / "notes.txt"
+    bad.write_text("not an image")
+    page.locator("input[type=file]").set_input_files([str(bad)])
+    page.locator("[data-upload].upload--failed").get_by_text("Refused").wait_for()
+    _check(page, axe, seen, "technician upload refused", "upload-refused")
+    page.evaluate("() => document.querySelector('[data-idle-dialog]').showModal()")
+    _check(page, axe, seen, "technician idle warning", "idle-warning")
+    tech.close()
+
+    doc = _signed_in_context(chromium, server, doctor)
+    page = doc.new_page()
+    page.goto(f"/scans/{scan.pk}/")
+    page.locator("[data-viewer]").wait_for()
+    _settle(page)
+    page.locator("[data-cs-stage]").focus()
+    page.keyboard.press("?")
+    sheet = page.get_by_role("dialog", name="Keyboard shortcuts")
+    sheet.wait_for()
+    _check(page, axe, seen, "doctor viewer shortcut sheet", "shortcut-sheet")
+    page.keyboard.press("Escape")
+    sheet.wait_for(state="hidden")
+    page.get_by_label("Reason for viewing the original").fill("Check the requisition")
+    page.get_by_role("button", name="Restore original").click()
+    page.locator("[data-viewer][data-restored]").wait_for()
+    _check(page, axe, seen, "doctor restored original", "restored")
+    doc.close()
+
+    assert len(seen) == 5, sorted(seen)
+    assert not any(seen.values()), "\n" + _report(seen)
