@@ -349,6 +349,8 @@ def test_the_cine_benchmark_reports_time_calls_and_peak_memory(tmp_path: Any) ->
     for row in rows:
         assert row["one_frame"]["frames"] == 1
         assert row["cine"]["peak_rss_mib"] > 0 and row["cine"]["timings"]["total_ms"] > 0
+        assert row["cine"]["timings"]["cpu_ms"] > 0 and row["one_frame"]["timings"]["cpu_ms"] > 0
+        assert row["cine"]["pixels_sha256"] != row["one_frame"]["pixels_sha256"]
 
 
 @pytest.fixture

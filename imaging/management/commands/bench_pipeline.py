@@ -302,7 +302,8 @@ class Command(BaseCommand):
                 path.unlink()
         self.stdout.write(
             f"{'frames':>6} {'file MB':>8} {'1 frame s':>10} {'cine s':>8} {'ratio':>6} "
-            f"{'detector calls':>15} {'groups':>7} {'peak RSS MiB':>13} {'1-frame RSS':>12}"
+            f"{'detector calls':>15} {'groups':>7} {'peak RSS MiB':>13} {'1-frame RSS':>12} "
+            f"{'1 frame CPU s':>14} {'cine CPU s':>11} {'CPU ratio':>10}"
         )
         for row in rows:
             cine = row["cine"]
@@ -313,7 +314,10 @@ class Command(BaseCommand):
                 f"{one['timings']['total_ms'] / 1000:>10.2f} "
                 f"{cine['timings']['total_ms'] / 1000:>8.2f} "
                 f"{ratio:>6.1f} {cine['detector_calls']:>15} {cine['region_groups']:>7} "
-                f"{cine['peak_rss_mib']:>13.0f} {one['peak_rss_mib']:>12.0f}"
+                f"{cine['peak_rss_mib']:>13.0f} {one['peak_rss_mib']:>12.0f} "
+                f"{one['timings']['cpu_ms'] / 1000:>14.2f} "
+                f"{cine['timings']['cpu_ms'] / 1000:>11.2f} "
+                f"{cine['timings']['cpu_ms'] / one['timings']['cpu_ms']:>10.1f}"
             )
         text = json.dumps(rows, indent=2)
         self.stdout.write(text)
