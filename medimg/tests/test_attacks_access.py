@@ -29,7 +29,16 @@ from rest_framework.test import APIClient
 
 from accounts.models import User
 from gateway.models import DicomInstance
-from imaging.models import Region, Scan, ScanStatus, SegmentationJob, SegmentationModel
+from imaging.models import (
+    Classification,
+    ClassifierModel,
+    LeftoverDetection,
+    Region,
+    Scan,
+    ScanStatus,
+    SegmentationJob,
+    SegmentationModel,
+)
 from imaging.tests import factories
 from medimg.tests.test_url_policy import ADMIN_PREFIX, ROLES, view_methods, walk_urlconf
 from patients.models import Patient, PatientNote
@@ -42,12 +51,16 @@ MISSING = {
     "scan_id": "987654",
     "region_id": "987654",
     "segmentation_id": "987654",
+    "leftover_id": "987654",
+    "classification_id": "987654",
     "study_uid": "1.2.826.0.1.999999",
     # DICOMweb (gateway.urls): study, series and instance UIDs, frame numbers.
     "study": "1.2.826.0.1.999999",
     "series": "1.2.826.0.1.999999.1",
     "instance": "1.2.826.0.1.999999.1.1",
     "numbers": "1",
+    # DICOMweb bulk data: Pixel Data's tag.
+    "tag": "7FE00010",
 }
 NOT_CLINICAL = ("anonymous", "outsider", "admin")
 DICOM_SERIES = "1.2.826.0.1.424242.1"
@@ -82,17 +95,28 @@ def objects(technician: Any) -> dict[str, str]:
     )  # fmt: skip
     model = SegmentationModel.objects.create(name="idor-model")
     job = SegmentationJob.objects.create(scan=scan, model=model, requested_by=None)
+    leftover = LeftoverDetection.objects.create(
+        scan=scan, frame=0, label="phi_text", confidence=0.5, x1=4, y1=4, x2=8, y2=8
+    )
+    classifier = ClassifierModel.objects.create(
+        name="idor-classifier", version="1", onnx_file="classifier-models/idor.onnx",
+        config={}, intended_use="tests", weights_sha256="0" * 64,
+    )  # fmt: skip
+    classification = Classification.objects.create(scan=scan, classifier=classifier)
     return {
         "patient_id": patient.id,
         "scan_id": str(scan.pk),
         "region_id": str(region.pk),
         "segmentation_id": str(job.pk),
+        "leftover_id": str(leftover.pk),
+        "classification_id": str(classification.pk),
         "study_uid": scan.study_uid,
         # DICOMweb names the study as the scan does; `dicom_objects` adds an instance.
         "study": scan.study_uid,
         "series": DICOM_SERIES,
         "instance": DICOM_INSTANCE,
         "numbers": "1",
+        "tag": "7FE00010",
     }
 
 
