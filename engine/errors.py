@@ -423,6 +423,11 @@ def needs_review() -> EngineError:
     )
 
 
+def invalid_frame_number() -> EngineError:
+    """A frame number as people count them (from 1) that is not a whole number from 1."""
+    return EngineError(ErrorCode.INVALID_FRAME, "The frame number is a whole number from 1.")
+
+
 def invalid_frame(top: int | None) -> EngineError:
     """Frame numbers run from 0 to `top`; None when the value given is not a whole number."""
     if top is None:

@@ -11,6 +11,7 @@ from django.shortcuts import render
 from django.views import View
 
 from accounts.models import Role
+from engine import errors
 from engine.errors import EngineError, ErrorCode
 from engine.pixels import qc
 from imaging.selectors.qc import ClusterResult, qc_outliers, scan_clusters
@@ -65,7 +66,7 @@ def _frame(request: HttpRequest) -> int:
     except ValueError:
         value = 0
     if value < 1:
-        raise EngineError(ErrorCode.INVALID_FRAME, "The frame number is a whole number from 1.")
+        raise errors.invalid_frame_number()
     return value - 1
 
 
