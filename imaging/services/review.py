@@ -401,6 +401,41 @@ def region_removal_request(
     return region
 
 
+def _drop_requests(
+    scan: Scan,
+    region: Region,
+    *,
+    group: bool,
+    action: Action,
+    actor: Any,
+    request: HttpRequest | None,
+    change: dict[str, Any],
+) -> Region:
+    """Drop the pending removal request of `region` (with `group`, of every region of its
+    group): the regions stay filled as they always were. One audit event per region."""
+    for member in _group(scan, region, group=group):
+        if not member.removal_pending:
+            continue
+        requested_by = member.removal_requested_by
+        member.removal_requested_at = None
+        member.removal_requested_by = None
+        member.save(update_fields=["removal_requested_at", "removal_requested_by"])
+        audit_record(
+            action=action,
+            actor=actor,
+            target=scan,
+            request=request,
+            details={
+                **_region_details(member),
+                **change,
+                "requested_by": requested_by.username if requested_by else "",
+            },
+        )
+        if member.pk == region.pk:
+            region = member
+    return region
+
+
 def region_removal_withdraw(
     *, region: Region, actor: Any, request: HttpRequest | None = None, group: bool = False
 ) -> Region:
@@ -416,27 +451,10 @@ def region_removal_withdraw(
             raise _removal_not_pending()
         if scan.reviewed_at is not None:
             raise errors.review_confirmed()
-        for member in _group(scan, region, group=group):
-            if not member.removal_pending:
-                continue
-            requested_by = member.removal_requested_by
-            member.removal_requested_at = None
-            member.removal_requested_by = None
-            member.save(update_fields=["removal_requested_at", "removal_requested_by"])
-            audit_record(
-                action=Action.REGIONS_EDITED,
-                actor=actor,
-                target=scan,
-                request=request,
-                details={
-                    **_region_details(member),
-                    "change": "removal_withdrawn",
-                    "requested_by": requested_by.username if requested_by else "",
-                },
-            )
-            if member.pk == region.pk:
-                region = member
-    return region
+        return _drop_requests(
+            scan, region, group=group, action=Action.REGIONS_EDITED, actor=actor,
+            request=request, change={"change": "removal_withdrawn"},
+        )  # fmt: skip
 
 
 def region_removal_reject(
@@ -449,26 +467,10 @@ def region_removal_reject(
         region = Region.objects.select_related("removal_requested_by").get(pk=region.pk, scan=scan)
         if not region.removal_pending:
             raise _removal_not_pending()
-        for member in _group(scan, region, group=group):
-            if not member.removal_pending:
-                continue
-            requested_by = member.removal_requested_by
-            member.removal_requested_at = None
-            member.removal_requested_by = None
-            member.save(update_fields=["removal_requested_at", "removal_requested_by"])
-            audit_record(
-                action=Action.REGION_REMOVAL_REJECTED,
-                actor=actor,
-                target=scan,
-                request=request,
-                details={
-                    **_region_details(member),
-                    "requested_by": requested_by.username if requested_by else "",
-                },
-            )
-            if member.pk == region.pk:
-                region = member
-    return region
+        return _drop_requests(
+            scan, region, group=group, action=Action.REGION_REMOVAL_REJECTED, actor=actor,
+            request=request, change={},
+        )  # fmt: skip
 
 
 def region_removal_approve(
