@@ -119,7 +119,8 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(row), flush=True)
     print()
     print(
-        "| scope | ms/image (median) | added by the second opinion | images flagged | PHI left found | other text | no text |"
+        "| scope | ms/image (median) | added by the second opinion | images flagged "
+        "| PHI left found | other text | no text |"
     )
     print("|---|---:|---:|---:|---:|---:|---:|")
     for r in rows:

@@ -549,6 +549,19 @@ def leftover_resolved() -> EngineError:
     )
 
 
+# --- Classifiers ----------------------------------------------------------------------------
+
+
+def unknown_classifier(classifier_id: object) -> EngineError:
+    return EngineError(
+        ErrorCode.UNKNOWN_MODEL, f"No active classifier has the id {classifier_id!r}."
+    )
+
+
+def classifier_disabled() -> EngineError:
+    return EngineError(ErrorCode.MODEL_DISABLED, "This classifier is not active.")
+
+
 # --- Segmentation ---------------------------------------------------------------------------
 
 

@@ -120,7 +120,7 @@ class ScannerRuleAdmin(admin.ModelAdmin):
         if isinstance(initial.get("boxes"), str):
             # A suggestion's link carries the box as JSON text.
             try:
-                initial["boxes"] = json.loads(initial["boxes"])
+                initial["boxes"] = json.loads(str(initial["boxes"]))
             except ValueError:
                 initial.pop("boxes")
         return initial

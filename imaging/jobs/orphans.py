@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 from datetime import datetime, timedelta
+from typing import Any
 
 from django.conf import settings
 from django.core.files.storage import default_storage
@@ -117,7 +118,7 @@ def _uids(folders: list[str]) -> list[str]:
 
 def orphans_sweep(
     older_than_seconds: int | None = None, *, dry_run: bool = False
-) -> dict[str, int | list[str]]:
+) -> dict[str, Any]:
     """Delete the orphan folders; returns what was (or, dry, would be) deleted."""
     folders = orphans_find(older_than_seconds)
     files = 0

@@ -14,7 +14,7 @@ from django.shortcuts import get_object_or_404
 
 from audit.models import Action
 from audit.services import audit_record
-from engine.errors import EngineError, ErrorCode
+from engine import errors
 from imaging.models import Classification, ClassifierModel, Scan
 
 
@@ -30,9 +30,7 @@ def classifier_get(*, classifier_id: Any) -> ClassifierModel:
         pk = None
     model = classifier_list().filter(pk=pk).first() if pk is not None else None
     if model is None:
-        raise EngineError(
-            ErrorCode.UNKNOWN_MODEL, f"No active classifier has the id {classifier_id!r}."
-        )
+        raise errors.unknown_classifier(classifier_id)
     return model
 
 

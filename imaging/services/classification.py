@@ -25,7 +25,7 @@ from audit.models import Action, Outcome
 from audit.services import audit_record
 from engine import errors
 from engine.classification import Classifier, ClassifierConfig, ConfigError, sha256_hex
-from engine.errors import EngineError, ErrorCode
+from engine.errors import EngineError
 from imaging.models import Classification, ClassifierModel, Scan, ScanStatus
 from imaging.tasks import run_classification
 
@@ -125,7 +125,7 @@ def classification_request(
         )
     if not classifier.active:
         raise _refuse(
-            EngineError(ErrorCode.MODEL_DISABLED, "This classifier is not active."),
+            errors.classifier_disabled(),
             scan=scan,
             actor=actor,
             request=request,

@@ -49,7 +49,7 @@ class _Accepted:
     image: Any  # engine.intake.validation.DecodedImage
 
 
-def upload_limits() -> dict[str, int]:
+def upload_limits() -> dict[str, Any]:
     """The limits by kind (settings) as validate_upload takes them."""
     return {
         "max_bytes": settings.UPLOAD_MAX_BYTES,

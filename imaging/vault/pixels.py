@@ -61,7 +61,7 @@ class DigestingImage:
         return getattr(self._image, name)
 
     def frame_pixels(self, index: int) -> np.ndarray:
-        frame = cast("np.ndarray", pipeline.frame_pixels(self._image, index))
+        frame = pipeline.frame_pixels(self._image, index)
         if index == self._next:
             self._hash.update(np.ascontiguousarray(frame).tobytes())
             self._next += 1

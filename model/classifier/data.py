@@ -29,10 +29,10 @@ from scipy import ndimage
 
 from model.segmentation.brain_tissue_data import (
     SPLIT_STREAM,
-    _smooth_field,
     deform,
     load_template,
     slab_splits,
+    smooth_field,
 )
 
 SIZE = 128
@@ -104,7 +104,7 @@ def t1_like(probabilities: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         image += probabilities[k] * texture.astype(np.float32)
     if rng.random() < 0.5:
         image = ndimage.gaussian_filter(image, rng.uniform(0.3, 1.0))
-    image = image * np.exp(rng.uniform(0.0, 0.2) * _smooth_field(rng, size, 4))
+    image = image * np.exp(rng.uniform(0.0, 0.2) * smooth_field(rng, size, 4))
     return image.astype(np.float32)
 
 

@@ -116,7 +116,7 @@ def slab_splits(labels: np.ndarray) -> dict[str, list[tuple[int, int]]]:
     return out
 
 
-def _smooth_field(rng: np.random.Generator, shape: tuple[int, int], grid: int) -> np.ndarray:
+def smooth_field(rng: np.random.Generator, shape: tuple[int, int], grid: int) -> np.ndarray:
     coarse = rng.standard_normal((grid, grid)).astype(np.float32)
     zoom = (shape[0] / grid, shape[1] / grid)
     return ndimage.zoom(coarse, zoom, order=3, mode="reflect")[: shape[0], : shape[1]]
@@ -156,8 +156,8 @@ def deform(
     coords = np.stack([rows - centre - shift[0], cols - centre - shift[1]]).reshape(2, -1)
     source = (inverse @ coords).reshape(2, size, size) + centre
     strength = rng.uniform(0, 4.0)  # pixels
-    source[0] += strength * _smooth_field(rng, (size, size), 6)
-    source[1] += strength * _smooth_field(rng, (size, size), 6)
+    source[0] += strength * smooth_field(rng, (size, size), 6)
+    source[1] += strength * smooth_field(rng, (size, size), 6)
     warped = np.stack(
         [
             ndimage.map_coordinates(channel, source, order=1, mode="constant", cval=c == 0)
@@ -193,7 +193,7 @@ def synthesise(probabilities: np.ndarray, rng: np.random.Generator) -> np.ndarra
         image = ndimage.zoom(small, np.array(size) / np.array(small.shape), order=1)
         image = _pad_to(image, size[0], float(image.min()))
     # Bias field: smooth, multiplicative, up to about +/-40 %.
-    bias = np.exp(rng.uniform(0.0, 0.35) * _smooth_field(rng, size, int(rng.integers(3, 6))))
+    bias = np.exp(rng.uniform(0.0, 0.35) * smooth_field(rng, size, int(rng.integers(3, 6))))
     image = image * bias
     sigma = rng.uniform(0.0, 0.06)
     if rng.random() < 0.5:  # Rician: magnitude of a complex signal with Gaussian noise

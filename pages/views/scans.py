@@ -56,7 +56,7 @@ def _regions(scan: Scan) -> list[Any]:
     action on the page acts on the whole group)."""
     from engine.detection.groups import region_groups
 
-    rows = []
+    rows: list[Any] = []
     regions = list(scan.regions.select_related("removal_requested_by"))
     for group in region_groups(regions):
         region = group.first
@@ -89,7 +89,8 @@ def _leftovers(scan: Scan) -> list[Any]:
 
     regions = list(scan.regions.all())
     groups: dict[tuple[str, int, int, int, int], list[Any]] = {}
-    for leftover in scan.leftovers.select_related("dismissed_by").order_by("frame", "id"):
+    for stored in scan.leftovers.select_related("dismissed_by").order_by("frame", "id"):
+        leftover: Any = stored  # gains the row's state
         if leftover.dismissed:
             leftover.state = "dismissed"
         elif leftover_covered(leftover, regions):
