@@ -34,6 +34,8 @@ def test_a_doctor_runs_a_classifier_from_the_scan_page(
     panel = page.locator("[data-classification]")
     panel.get_by_text("Research use only — not for diagnosis.", exact=True).wait_for()
     select = panel.get_by_label("Classifier")
+    # The list is filled by the panel's script once the classifiers API answers.
+    select.locator("option", has_text=f"{model.name} {model.version}").wait_for(state="attached")
     assert select.locator("option").first.inner_text() == f"{model.name} {model.version}"
     panel.get_by_text("Demonstration of the classifier plug-in").wait_for()
     panel.get_by_role("button", name="Run classifier").click()
