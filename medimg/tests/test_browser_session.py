@@ -46,6 +46,8 @@ def test_activity_keeps_the_session_and_a_draft_survives_an_idle_sign_out(
     doc.log_in(doctor.username, password)
     page.goto(f"/patients/{patient.id}/")
     page.locator("body[data-idle-ready]").wait_for()
+    # The page's own requests (notes card, thumbnails) finish before time is moved on.
+    page.wait_for_load_state("networkidle")
     dialog = page.get_by_role("dialog")
 
     # 100 s short of the timeout, the doctor scrolls and presses a key on the page: no request
