@@ -121,17 +121,17 @@ def rule_suggestions(min_scans: int | None = None) -> list[Suggestion]:
             max(group.box[2], box[2]),
             max(group.box[3], box[3]),
         )
+    # Every active rule once, matched here as ScannerRuleQuerySet.matching does.
+    rules = list(ScannerRule.objects.filter(active=True))
     suggestions = []
-    for (_, _, width, height), groups in clusters.items():
-        for group in groups:
-            if group.scans < needed:
-                continue
-            ruled = rule_boxes(
-                manufacturer=group.manufacturer,
-                model_name=group.model_name,
-                width=width,
-                height=height,
-            )
-            if not _covered(group.box, ruled):
-                suggestions.append(group)
+    for (manufacturer, model_name, width, height), groups in clusters.items():
+        ruled = [
+            (int(b[0]), int(b[1]), int(b[2]), int(b[3]))
+            for rule in rules
+            if rule.manufacturer.upper() == manufacturer
+            and rule.model_name.upper() in ("", model_name)
+            and (rule.width is None or (rule.width, rule.height) == (width, height))
+            for b in rule.boxes
+        ]
+        suggestions += [g for g in groups if g.scans >= needed and not _covered(g.box, ruled)]
     return sorted(suggestions, key=lambda s: (-s.scans, s.manufacturer, s.model_name, s.box))

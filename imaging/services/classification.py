@@ -21,12 +21,12 @@ from django.core.files.base import ContentFile
 from django.db import transaction
 from django.http import HttpRequest
 
-from audit.models import Action, Outcome
+from audit.models import Action
 from audit.services import audit_record
 from engine import errors
 from engine.classification import Classifier, ClassifierConfig, ConfigError, sha256_hex
-from engine.errors import EngineError
 from imaging.models import Classification, ClassifierModel, Scan, ScanStatus
+from imaging.services.refusals import audited_refusal
 from imaging.tasks import run_classification
 
 RESEARCH_LABEL = "Research use only — not for diagnosis"
@@ -90,18 +90,8 @@ def classifier_register(directory: Path) -> tuple[ClassifierModel, bool]:
     return model, True
 
 
-def _refuse(
-    refusal: EngineError, *, scan: Scan, actor: Any, request: Any, details: dict
-) -> EngineError:
-    audit_record(
-        action=Action.CLASSIFICATION_REQUESTED,
-        actor=actor,
-        target=scan,
-        outcome=Outcome.REFUSED,
-        request=request,
-        details={**details, "error": refusal.code},
-    )
-    return refusal
+# A refused request, audited before it is raised (imaging.services.refusals).
+_refuse = functools.partial(audited_refusal, action=Action.CLASSIFICATION_REQUESTED)
 
 
 def classification_request(

@@ -28,13 +28,13 @@ from django.db import transaction
 from django.http import HttpRequest
 from django.utils.text import slugify
 
-from audit.models import Action, Outcome
+from audit.models import Action
 from audit.services import audit_record
 from engine import errors
-from engine.errors import EngineError
 from engine.segmentation.model import ModelConfig
 from imaging.jobs.segmentation import MODEL_FILES, series_members, weights_directory
 from imaging.models import Scan, ScanStatus, SegmentationJob, SegmentationModel
+from imaging.services.refusals import audited_refusal
 from imaging.tasks import run_segmentation
 
 logger = logging.getLogger(__name__)
@@ -117,19 +117,8 @@ def segmentation_models_register() -> list[SegmentationModel]:
     return registered
 
 
-def _refuse(
-    refusal: EngineError, *, scan: Scan, actor: Any, request: Any, details: dict
-) -> EngineError:
-    """`refusal`, audited first."""
-    audit_record(
-        action=Action.SEGMENTATION_REQUESTED,
-        actor=actor,
-        target=scan,
-        outcome=Outcome.REFUSED,
-        request=request,
-        details={**details, "error": refusal.code},
-    )
-    return refusal
+# A refused request, audited before it is raised (imaging.services.refusals).
+_refuse = functools.partial(audited_refusal, action=Action.SEGMENTATION_REQUESTED)
 
 
 def segmentation_request(
