@@ -186,22 +186,77 @@ INSTITUTION_KINDS = (
 MONTHS = ("JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC")
 
 
-def random_name(rng: random.Random) -> str:
-    last, first = rng.choice(LAST_NAMES), rng.choice(FIRST_NAMES)
-    style = rng.random()
-    if style < 0.35:
-        name = f"{last}^{first}"
-        if rng.random() < 0.3:
-            name += f"^{rng.choice(string.ascii_uppercase)}"
-    elif style < 0.55:
-        name = f"{last}, {first}"
-    elif style < 0.75:
-        name = f"{first} {last}"
+# Names with diacritics (drawn in fonts that have the glyphs: Noto, DejaVu, Liberation, FreeFont).
+ACCENTED_LAST_NAMES = [
+    "MÜLLER",
+    "GARCÍA",
+    "NÚÑEZ",
+    "DVOŘÁK",
+    "ŁUKASIEWICZ",
+    "SØRENSEN",
+    "ÇELIK",
+    "GÖKÇE",
+    "PÉREZ",
+    "BJÖRK",
+    "ÅBERG",
+    "NGUYỄN",
+    "JANSEN-ØSTERGÅRD",
+    "WOJCIECHOWSKA",
+    "CONCEIÇÃO",
+    "Ó SÚILLEABHÁIN",
+    "HÄMÄLÄINEN",
+    "STRAßBURGER",
+]
+ACCENTED_FIRST_NAMES = [
+    "JOSÉ",
+    "FRANÇOIS",
+    "ZOË",
+    "RENÉE",
+    "ÅSA",
+    "JÜRGEN",
+    "ŠTĚPÁN",
+    "ÉMILIE",
+    "INÊS",
+    "JOÃO",
+    "MAŁGORZATA",
+    "SIOBHÁN",
+    "HÅKON",
+    "ÎLE",
+]
+# How scanners print a person's name: DICOM's LAST^FIRST, LAST, FIRST, First Last, and so on.
+NAME_STYLES = ("LAST^FIRST", "LAST, FIRST", "First Last", "Last, First", "LAST FIRST", "Last^First")
+
+
+def format_name(last: str, first: str, style: str, middle: str = "") -> str:
+    """`last` and `first` (upper case) in one of NAME_STYLES."""
+    if style == "LAST^FIRST":
+        return f"{last}^{first}" + (f"^{middle}" if middle else "")
+    if style == "LAST, FIRST":
+        return f"{last}, {first}" + (f" {middle}" if middle else "")
+    if style == "First Last":
+        return f"{first.title()} {last.title()}"
+    if style == "Last, First":
+        return f"{last.title()}, {first.title()}"
+    if style == "LAST FIRST":
+        return f"{last} {first}"
+    return f"{last.title()}^{first.title()}"
+
+
+def random_name(rng: random.Random, accented: float = 0.12) -> str:
+    """A person's name; `accented` of them carry diacritics (see needs_unicode_font)."""
+    if rng.random() < accented:
+        last = rng.choice(ACCENTED_LAST_NAMES + LAST_NAMES[:10])
+        first = rng.choice(ACCENTED_FIRST_NAMES)
     else:
-        name = f"{last.title()}, {first.title()}"
-    if rng.random() < 0.15:
-        name = name.lower().title()
-    return name
+        last, first = rng.choice(LAST_NAMES), rng.choice(FIRST_NAMES)
+    middle = rng.choice(string.ascii_uppercase) if rng.random() < 0.15 else ""
+    style = rng.choices(NAME_STYLES, weights=(0.3, 0.22, 0.2, 0.12, 0.08, 0.08))[0]
+    return format_name(last, first, style, middle)
+
+
+def needs_unicode_font(text: str) -> bool:
+    """True when `text` has characters beyond ASCII (bitmap and URW faces may lack them)."""
+    return not text.isascii()
 
 
 def random_date(rng: random.Random, year_low: int = 1930, year_high: int = 2026) -> str:
@@ -228,6 +283,54 @@ def random_time(rng: random.Random) -> str:
         f"{hour:02d}{minute:02d}{second:02d}",
     )
     return rng.choice(formats)
+
+
+DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
+
+
+def random_datetime(rng: random.Random, year_low: int = 1995, year_high: int = 2026) -> str:
+    """A whole date-time stamp as scanners print it, Unix ctime ("Thu Dec  3 16:24:43 2026")
+    among them."""
+    import datetime
+
+    moment = datetime.datetime(
+        rng.randint(year_low, year_high),
+        rng.randint(1, 12),
+        rng.randint(1, 28),
+        rng.randint(0, 23),
+        rng.randint(0, 59),
+        rng.randint(0, 59),
+    )
+    day, mon = DAYS[moment.weekday()], MONTHS[moment.month - 1].title()
+    meridiem = "AM" if moment.hour < 12 else "PM"
+    formats = (
+        moment.strftime("%a %b ") + f"{moment.day:2d}" + moment.strftime(" %H:%M:%S %Y"),  # ctime
+        f"{day} {mon} {moment.day:02d} {moment:%H:%M:%S} {moment.year}",
+        f"{moment:%Y/%m/%d %H:%M:%S}",
+        f"{moment:%Y-%m-%dT%H:%M:%S}",
+        f"{moment.day:02d}-{mon.upper()}-{moment.year} {moment:%H:%M}",
+        f"{moment:%m/%d/%Y} {(moment.hour % 12) or 12}:{moment:%M} {meridiem}",
+        f"{moment:%d.%m.%Y %H:%M}",
+        f"{mon} {moment.day}, {moment.year} {moment:%H:%M}",
+        f"{moment:%Y%m%d %H%M%S}",
+        f"{moment:%d/%m/%y %H:%M:%S}",
+    )
+    return rng.choice(formats)
+
+
+def ctime_stamp(rng: random.Random) -> str:
+    """A Unix ctime date-time ("Day Mon DD HH:MM:SS YYYY"), the format the first model missed."""
+    import datetime
+
+    moment = datetime.datetime(
+        rng.randint(1995, 2026),
+        rng.randint(1, 12),
+        rng.randint(1, 28),
+        rng.randint(0, 23),
+        rng.randint(0, 59),
+        rng.randint(0, 59),
+    )
+    return moment.strftime("%a %b ") + f"{moment.day:2d}" + moment.strftime(" %H:%M:%S %Y")
 
 
 def random_id(rng: random.Random) -> str:
@@ -260,7 +363,10 @@ def phi_line(rng: random.Random) -> str:
         return rng.choice((f"DOB: {dob}", f"Born {dob}", f"D.O.B. {dob}", dob, f"Birth: {dob}"))
     if kind < 0.64:
         date, time = random_date(rng, 1995, 2026), random_time(rng)
-        return rng.choice((f"{date} {time}", date, time, f"{date}  {time}", f"Study: {date}"))
+        stamp = random_datetime(rng)
+        return rng.choice(
+            (f"{date} {time}", date, time, f"{date}  {time}", f"Study: {date}", stamp, stamp)
+        )
     if kind < 0.74:
         age, sex = rng.randint(0, 99), rng.choice("MFO")
         return rng.choice(

@@ -8,9 +8,14 @@ rulers, ECG traces) are drawn but never labelled: they teach the model what is n
 
 from __future__ import annotations
 
+import fnmatch
 import io
+import logging
 import math
 import random
+import re
+import string
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -21,10 +26,109 @@ from PIL import Image, ImageDraw, ImageFont
 
 from model.detector import phi_text
 
+log = logging.getLogger(__name__)
+
 CLASS_NAMES: tuple[str, ...] = ("phi_text", "tech_text", "barcode")
 PHI, TECH, BARCODE = 0, 1, 2
 
-FONT_DIRS = (Path("/usr/share/fonts/truetype/dejavu"), Path("/usr/share/fonts/truetype/liberation"))
+FONT_ROOT = Path("/usr/share/fonts")
+# X11 misc-fixed and clean faces (xfonts-base), named WIDTHxHEIGHT.
+BITMAP_FACES = (
+    "5x8",
+    "6x10",
+    "6x12",
+    "6x13",
+    "6x13B",
+    "7x13",
+    "7x13B",
+    "7x14",
+    "7x14B",
+    "8x13",
+    "8x13B",
+    "8x16",
+    "9x15",
+    "9x15B",
+    "9x18",
+    "9x18B",
+    "10x20",
+    "12x24",
+    "clR6x12",
+    "clR8x14",
+    "clB8x16",
+)
+# Scanner overlay faces by family: (family, Debian package, glob patterns under FONT_ROOT).
+# Helvetica, Courier and Times clones, narrow faces, bitmap faces (drawn without anti-aliasing,
+# enlarged by whole pixels) and Noto for names with diacritics. A family whose files are absent
+# (CI, a fresh machine) is skipped with one log line; DejaVu or Liberation must be there.
+FONT_FAMILIES: tuple[tuple[str, str, tuple[str, ...]], ...] = (
+    (
+        "narrow",
+        "fonts-urw-base35 fonts-liberation2",
+        (
+            "opentype/urw-base35/NimbusSansNarrow-*.otf",
+            "truetype/liberation2/LiberationSansNarrow-*.ttf",
+            "truetype/liberation/LiberationSansNarrow-*.ttf",
+            "truetype/dejavu/DejaVu*Condensed*.ttf",
+        ),
+    ),
+    ("dejavu", "fonts-dejavu-core", ("truetype/dejavu/DejaVuSans*.ttf",)),
+    (
+        "liberation",
+        "fonts-liberation2",
+        ("truetype/liberation2/Liberation*.ttf", "truetype/liberation/Liberation*.ttf"),
+    ),
+    (
+        "helvetica",
+        "fonts-urw-base35 fonts-freefont-ttf",
+        ("opentype/urw-base35/NimbusSans-*.otf", "truetype/freefont/FreeSans*.ttf"),
+    ),
+    (
+        "courier",
+        "fonts-urw-base35 fonts-freefont-ttf",
+        ("opentype/urw-base35/NimbusMonoPS-*.otf", "truetype/freefont/FreeMono*.ttf"),
+    ),
+    (
+        "times",
+        "fonts-urw-base35 fonts-freefont-ttf",
+        (
+            "opentype/urw-base35/NimbusRoman-*.otf",
+            "opentype/urw-base35/C059-*.otf",
+            "truetype/freefont/FreeSerif*.ttf",
+            "truetype/dejavu/DejaVuSerif*.ttf",
+        ),
+    ),
+    (
+        "bitmap",
+        "xfonts-base fonts-terminus unifont",
+        (
+            *(f"X11/misc/{name}.pcf.gz" for name in BITMAP_FACES),
+            "truetype/terminus/TerminusTTF-*.ttf",
+            "opentype/unifont/unifont.otf",
+        ),
+    ),
+    (
+        "noto",
+        "fonts-noto-core",
+        (
+            "truetype/noto/NotoSans-*.ttf",
+            "truetype/noto/NotoSansMono-*.ttf",
+            "truetype/noto/NotoSerif-*.ttf",
+        ),
+    ),
+)
+# How often each family is drawn (among those present).
+FAMILY_WEIGHTS = {
+    "dejavu": 0.12,
+    "liberation": 0.14,
+    "helvetica": 0.18,
+    "courier": 0.12,
+    "times": 0.07,
+    "narrow": 0.1,
+    "bitmap": 0.2,
+    "noto": 0.07,
+}
+# Families whose faces have the Latin Extended glyphs of accented names.
+UNICODE_FAMILIES = ("noto", "dejavu", "liberation")
 # Pixels whose colour moved at least this far (max over channels) count as drawn ink.
 INK_DELTA = 40
 # A line is legible when most of its ink differs this much in brightness from the background
@@ -48,20 +152,106 @@ class Label:
 class Sample:
     image: np.ndarray  # (H, W, 3) uint8 RGB
     labels: list[Label] = field(default_factory=list)
+    # What was drawn: the layout ("us_header", "corner_blocks", ...) and "negative:<name>"s.
+    parts: list[str] = field(default_factory=list)
 
 
-def font_paths() -> list[Path]:
-    paths = []
-    for folder in FONT_DIRS:
-        paths += [p for p in sorted(folder.glob("*.ttf")) if "Math" not in p.name]
-    if not paths:
-        raise FileNotFoundError("no DejaVu or Liberation fonts; apt-get install fonts-dejavu")
+def font_family(path: Path | str) -> str:
+    """The FONT_FAMILIES name a font file belongs to ("other" when none)."""
+    relative = str(Path(path))
+    for family, _, patterns in FONT_FAMILIES:
+        if any(fnmatch.fnmatch(relative, f"*/{pattern}") for pattern in patterns):
+            return family
+    return "other"
+
+
+def font_paths(root: Path | None = None) -> list[Path]:
+    """Every installed overlay face, family by family; absent families are logged, skipped."""
+    root = FONT_ROOT if root is None else root
+    paths: list[Path] = []
+    seen: set[str] = set()
+    for family, package, patterns in FONT_FAMILIES:
+        found = [
+            p
+            for pattern in patterns
+            for p in sorted(root.glob(pattern))
+            if "Math" not in p.name and "ExtraLight" not in p.name
+        ]
+        # liberation2 and liberation ship files of the same names: keep the first (newer).
+        found = [p for p in found if not (p.name in seen or seen.add(p.name))]
+        if not found:
+            log.info(
+                "fonts: no %s faces under %s, skipped (apt-get install %s)", family, root, package
+            )
+        paths += found
+    if not any(font_family(p) in ("dejavu", "liberation") for p in paths):
+        raise FileNotFoundError(
+            "no DejaVu or Liberation fonts; apt-get install fonts-dejavu-core fonts-liberation2"
+        )
     return paths
 
 
+def pick_font(rng: random.Random, fonts: Sequence[Path], text: str = "") -> Path:
+    """A family by FAMILY_WEIGHTS, then a face of it; text with diacritics gets a face that has
+    them (Noto, DejaVu, Liberation)."""
+    families: dict[str, list[Path]] = {}
+    for path in fonts:
+        families.setdefault(font_family(path), []).append(path)
+    if text and phi_text.needs_unicode_font(text):
+        wide = {k: v for k, v in families.items() if k in UNICODE_FAMILIES}
+        families = wide or families
+    names = sorted(families)
+    family = rng.choices(names, weights=[FAMILY_WEIGHTS.get(n, 0.05) for n in names])[0]
+    return rng.choice(families[family])
+
+
+@dataclass(frozen=True)
+class PixelFont:
+    """A bitmap face drawn at its native size without anti-aliasing, enlarged by whole pixels
+    (as scanners enlarge their fixed fonts)."""
+
+    font: ImageFont.FreeTypeFont
+    scale: int
+
+    def getbbox(self, text: str) -> tuple[int, int, int, int]:
+        left, top, right, bottom = self.font.getbbox(text)
+        return (
+            int(left) * self.scale,
+            int(top) * self.scale,
+            int(right) * self.scale,
+            int(bottom) * self.scale,
+        )
+
+
+Font = ImageFont.FreeTypeFont | PixelFont
+
+
+def bitmap_native_sizes(path: str) -> tuple[int, ...]:
+    """The pixel sizes a bitmap face exists at: an X11 "9x15" face at 15, Terminus at its
+    strikes, Unifont at 16."""
+    name = Path(path).name
+    match = re.match(r"(?:cl[RBI])?\d+x(\d+)", name)
+    if match:
+        return (int(match.group(1)),)
+    if name.startswith("Terminus"):
+        return (12, 14, 16, 18, 20, 22, 24, 28, 32)
+    return (16,)
+
+
 @lru_cache(maxsize=2048)
-def load_font(path: str, size: int) -> ImageFont.FreeTypeFont:
-    return ImageFont.truetype(path, size)
+def load_font(path: str, size: int) -> Font:
+    """A face at about `size` px; bitmap faces at their nearest native size times a whole
+    factor (`PixelFont`)."""
+    if font_family(path) != "bitmap":
+        return ImageFont.truetype(path, size)
+    sizes = bitmap_native_sizes(path)
+    scale = max(1, round(size / max(sizes)))
+    native = min(sizes, key=lambda n: abs(n * scale - size))
+    return PixelFont(ImageFont.truetype(path, native), scale)
+
+
+def is_bitmap(font: Font) -> bool:
+    return isinstance(font, PixelFont)
 
 
 # ---------------------------------------------------------------- backgrounds
@@ -245,11 +435,26 @@ def draw_colour_bar(image: np.ndarray, rng: random.Random) -> None:
     image[y : y + bar_h, x : x + bar_w] = bar
 
 
-def draw_measurement_graphics(image: np.ndarray, rng: random.Random) -> None:
-    """Calipers, crosshairs, markers, ROI shapes, ECG traces, depth rulers, small icons."""
+MEASUREMENT_KINDS = (
+    "caliper",
+    "crosshair",
+    "focus_marker",
+    "roi",
+    "ecg",
+    "ruler",
+    "scale_bar",
+    "icon",
+)
+
+
+def draw_measurement_graphics(
+    image: np.ndarray, rng: random.Random, kind: int | None = None
+) -> None:
+    """Calipers, crosshairs, markers, ROI shapes, ECG traces, depth rulers, small icons
+    (`kind` indexes MEASUREMENT_KINDS; random when None)."""
     h, w = image.shape[:2]
     colour = random_colour(rng)
-    kind = rng.randrange(8)
+    kind = rng.randrange(8) if kind is None else kind
     if kind == 7:
         draw_icon(image, rng, colour)
         return
@@ -349,6 +554,107 @@ def draw_icon(image: np.ndarray, rng: random.Random, colour: tuple[int, int, int
             cv2.rectangle(image, (cx - r // 2, cy - r // 2), (cx + r // 2, cy + r // 2), colour, -1)
 
 
+def draw_probe_mark(image: np.ndarray, rng: random.Random) -> None:
+    """Probe-orientation marks as vendors draw them next to the image: a filled half disc, a
+    small probe outline (trapezoid with a footprint arc), or a bar with a dot."""
+    h, w = image.shape[:2]
+    colour = random_colour(rng)
+    r = rng.randint(4, max(5, min(16, w // 30)))
+    cx = rng.randint(r + 2, max(r + 3, w - r - 2))
+    cy = rng.randint(r + 2, max(r + 3, min(h - r - 2, h // 3)))
+    shape = rng.randrange(3)
+    if shape == 0:
+        cv2.ellipse(image, (cx, cy), (r, r), 0, -90, 90, colour, -1)
+    elif shape == 1:
+        pts = np.array(
+            [
+                [cx - r // 2, cy - r],
+                [cx + r // 2, cy - r],
+                [cx + r, cy + r // 2],
+                [cx - r, cy + r // 2],
+            ],
+            np.int32,
+        )
+        cv2.polylines(image, [pts], True, colour, 1)
+        cv2.ellipse(image, (cx, cy + r // 2), (r, max(2, r // 3)), 0, 0, 180, colour, 1)
+    else:
+        cv2.rectangle(image, (cx - r, cy - 1), (cx + r, cy + 1), colour, -1)
+        cv2.circle(image, (cx - r, cy), max(2, r // 3), colour, -1)
+
+
+def draw_body_marker(image: np.ndarray, rng: random.Random) -> None:
+    """A body-marker pictogram (a breast, torso or head outline with the probe's position as
+    a bar), drawn in a lower corner as ultrasound scanners do."""
+    h, w = image.shape[:2]
+    colour = random_colour(rng)
+    size = rng.randint(18, max(19, min(60, w // 8)))
+    x = rng.choice(
+        (rng.randint(2, max(3, w // 8)), max(2, w - size - rng.randint(2, max(3, w // 8))))
+    )
+    y = max(2, h - size - rng.randint(2, max(3, h // 6)))
+    cx, cy = x + size // 2, y + size // 2
+    shape = rng.randrange(3)
+    if shape == 0:  # breast: circle with a nipple dot
+        cv2.circle(image, (cx, cy), size // 2, colour, 1)
+        cv2.circle(image, (cx, cy), 1, colour, -1)
+    elif shape == 1:  # torso: rounded outline
+        cv2.ellipse(image, (cx, cy), (size // 3, size // 2), 0, 0, 360, colour, 1)
+        cv2.circle(image, (cx, y - size // 6), max(2, size // 6), colour, 1)
+    else:  # head: circle with a nose tick
+        cv2.circle(image, (cx, cy), size // 2, colour, 1)
+        cv2.line(image, (cx, y), (cx, y - 3), colour, 1)
+    angle = rng.uniform(0, math.pi)
+    dx, dy = int(math.cos(angle) * size / 3), int(math.sin(angle) * size / 3)
+    cv2.line(image, (cx - dx, cy - dy), (cx + dx, cy + dy), random_colour(rng), 2)
+
+
+def draw_grey_bar(image: np.ndarray, rng: random.Random) -> None:
+    """A grey-scale reference bar with tick marks, no numbers."""
+    h, w = image.shape[:2]
+    bar_h, bar_w = int(h * rng.uniform(0.15, 0.45)), rng.randint(5, 14)
+    x = rng.choice((rng.randint(2, 30), max(2, w - bar_w - rng.randint(2, 30))))
+    y = rng.randint(0, max(0, h - bar_h))
+    ramp = np.linspace(255, 0, bar_h).astype(np.uint8)[:, None].repeat(bar_w, axis=1)
+    image[y : y + bar_h, x : x + bar_w] = to_rgb(ramp)
+    colour = random_colour(rng)
+    for ty in range(y, y + bar_h, max(4, bar_h // rng.randint(4, 10))):
+        cv2.line(image, (x + bar_w + 1, ty), (x + bar_w + 4, ty), colour, 1)
+
+
+def draw_tgc_curve(image: np.ndarray, rng: random.Random) -> None:
+    """A time-gain-compensation curve: a bent polyline with dots down one side."""
+    h, w = image.shape[:2]
+    colour = random_colour(rng)
+    x0 = rng.choice((rng.randint(5, 40), max(5, w - rng.randint(20, 60))))
+    ys = np.linspace(h * 0.15, h * 0.85, rng.randint(5, 10))
+    xs = x0 + np.cumsum([rng.randint(-4, 6) for _ in ys])
+    pts = np.stack([xs, ys], axis=1).astype(np.int32)
+    cv2.polylines(image, [pts], False, colour, 1)
+    for px, py in pts:
+        cv2.circle(image, (int(px), int(py)), 2, colour, -1)
+
+
+# Every unlabelled graphic the generator draws, by name (tests draw each alone).
+HARD_NEGATIVES: dict[str, Callable[[np.ndarray, random.Random], None]] = {
+    **{
+        name: (lambda image, rng, k=index: draw_measurement_graphics(image, rng, k))
+        for index, name in enumerate(MEASUREMENT_KINDS)
+    },
+    "probe_mark": draw_probe_mark,
+    "body_marker": draw_body_marker,
+    "grey_bar": draw_grey_bar,
+    "tgc_curve": draw_tgc_curve,
+    "colour_bar": draw_colour_bar,
+    "doppler": draw_doppler_overlay,
+}
+
+
+# Text layouts of compose_sample: vendor header bars, CT/MR corner blocks, generic banners,
+# or loose blocks at corners and edges only.
+LAYOUTS = ("us_header", "corner_blocks", "banner", "blocks")
+LAYOUT_WEIGHTS = (0.25, 0.25, 0.15, 0.35)
+
+
 # ---------------------------------------------------------------- text and codes (labelled)
 
 TEXT_COLOURS = (
@@ -363,13 +669,29 @@ TEXT_COLOURS = (
     (0, 255, 255),
     (255, 170, 0),
 )
+# Coloured overlay text as vendors use it on dark screens.
+COLOURED_ON_DARK = (
+    (0, 200, 255),
+    (255, 0, 255),
+    (255, 120, 120),
+    (100, 180, 255),
+    (255, 200, 0),
+    (0, 230, 120),
+    (255, 140, 0),
+)
 DARK_COLOURS = ((0, 0, 0), (30, 30, 30), (60, 60, 60), (10, 20, 90))
 BOX_DARK = ((0, 0, 0), (20, 20, 20), (40, 60, 100), (30, 40, 70), (60, 60, 60), (0, 0, 90))
 BOX_LIGHT = ((255, 255, 255), (230, 230, 230), (200, 200, 200), (250, 240, 190), (190, 210, 235))
 
 
-def render_line_mask(text: str, font: ImageFont.FreeTypeFont, antialias: bool) -> np.ndarray:
-    """Coverage mask (0..255) of one text line, tightly cropped to its ink."""
+def render_line_mask(text: str, font: Font, antialias: bool) -> np.ndarray:
+    """Coverage mask (0..255) of one text line, tightly cropped to its ink. Bitmap faces are
+    drawn without anti-aliasing at their native size, then enlarged by whole pixels."""
+    if isinstance(font, PixelFont):
+        mask = render_line_mask(text, font.font, False)
+        return (
+            np.kron(mask, np.ones((font.scale, font.scale), np.uint8)) if font.scale > 1 else mask
+        )
     left, top, right, bottom = font.getbbox(text)
     canvas = Image.new("L", (int(right - left) + 4, int(bottom - top) + 4), 0)
     draw = ImageDraw.Draw(canvas)
@@ -420,10 +742,24 @@ def overlaps(
 
 @dataclass
 class TextStyle:
-    font: ImageFont.FreeTypeFont
+    font: Font
     colour: tuple[int, int, int]
     antialias: bool
     box: tuple[int, int, int] | None  # filled box behind the text, or none
+    family: str = ""  # FONT_FAMILIES name of the face ("" when not known)
+
+
+def with_glyphs_for(
+    style: TextStyle, text: str, fonts: list[Path], rng: random.Random, size: int
+) -> TextStyle:
+    """`style`, or the same with a face that has the text's accented letters (a scanner's
+    own font would have them; our bitmap and URW faces may not)."""
+    if not phi_text.needs_unicode_font(text) or style.family in UNICODE_FAMILIES:
+        return style
+    path = pick_font(rng, fonts, text)
+    return TextStyle(
+        load_font(str(path), size), style.colour, style.antialias, style.box, font_family(path)
+    )
 
 
 class Composer:
@@ -488,6 +824,25 @@ class Composer:
         return label
 
 
+def draw_hard_negatives_apart(comp: Composer, count: int, names: Sequence[str] = ()) -> list[str]:
+    """`count` random graphics from HARD_NEGATIVES (or those `names`), never labelled, drawn
+    everywhere except on the items already placed (2 px around them), so every label keeps
+    exactly its ink; returns the names drawn."""
+    rng = comp.rng
+    chosen = list(names) or rng.choices(sorted(HARD_NEGATIVES), k=count)
+    if not chosen:
+        return []
+    protect = np.zeros(comp.image.shape[:2], bool)
+    for x0, y0, x1, y1 in comp.occupied:
+        protect[max(0, y0 - 2) : y1 + 2, max(0, x0 - 2) : x1 + 2] = True
+    scratch = comp.image.copy()
+    for name in chosen:
+        HARD_NEGATIVES[name](scratch, rng)
+    drawn = (scratch != comp.image).any(axis=2) & ~protect
+    comp.image[drawn] = scratch[drawn]
+    return chosen
+
+
 def render_code(rng: random.Random, size: int) -> np.ndarray:
     """RGB array of a Code 128 barcode or a QR code with a white quiet zone."""
     payload = phi_text.random_id(rng)
@@ -522,17 +877,34 @@ def render_code(rng: random.Random, size: int) -> np.ndarray:
     return np.asarray(img)
 
 
-def choose_style(rng: random.Random, fonts: list[Path], size: int) -> TextStyle:
-    font = load_font(str(rng.choice(fonts)), size)
-    antialias = rng.random() > 0.3
+def low_contrast_colour(rng: random.Random) -> tuple[int, int, int]:
+    """Dim grey or a dull tint: legible on black (the contrast check still holds), faint."""
+    level = rng.randint(70, 110)
+    tint = rng.choice(((0, 0, 0), (10, 10, -10), (-10, 5, 15)))
+    return (level + tint[0], level + tint[1], level + tint[2])
+
+
+def choose_style(rng: random.Random, fonts: list[Path], size: int, text: str = "") -> TextStyle:
+    path = pick_font(rng, fonts, text)
+    font, family = load_font(str(path), size), font_family(path)
+    # Bitmap faces are never smoothed; a third of the others are drawn without it too.
+    antialias = not is_bitmap(font) and rng.random() > 0.3
     roll = rng.random()
-    if roll < 0.12:
-        return TextStyle(font, rng.choice(DARK_COLOURS), antialias, rng.choice(BOX_LIGHT))
-    if roll < 0.3:
-        return TextStyle(font, rng.choice(TEXT_COLOURS), antialias, rng.choice(BOX_DARK))
-    if roll < 0.36:
-        return TextStyle(font, rng.choice(DARK_COLOURS), antialias, None)
-    return TextStyle(font, rng.choice(TEXT_COLOURS), antialias, None)
+    colour: tuple[int, int, int]
+    box: tuple[int, int, int] | None = None
+    if roll < 0.1:
+        colour, box = rng.choice(DARK_COLOURS), rng.choice(BOX_LIGHT)
+    elif roll < 0.26:
+        colour, box = rng.choice(TEXT_COLOURS), rng.choice(BOX_DARK)
+    elif roll < 0.31:
+        colour = rng.choice(DARK_COLOURS)
+    elif roll < 0.39:
+        colour = low_contrast_colour(rng)
+    elif roll < 0.5:
+        colour = rng.choice(COLOURED_ON_DARK)
+    else:
+        colour = rng.choice(TEXT_COLOURS)
+    return TextStyle(font, colour, antialias, box, family)
 
 
 def sample_text_size(rng: random.Random, width: int) -> int:
@@ -562,8 +934,8 @@ def draw_text_block(
     y = margin if top else h - margin - n_lines * line_gap
     for i in range(n_lines):
         text, cls = make_line(rng)
-        if rng.random() < 0.2:
-            style = choose_style(rng, fonts, size)
+        if rng.random() < 0.2 or phi_text.needs_unicode_font(text):
+            style = choose_style(rng, fonts, size, text)
         mask_w = style.font.getbbox(text)[2]
         if anchor.endswith("l"):
             x = margin
@@ -585,15 +957,194 @@ def draw_banner(comp: Composer, fonts: list[Path], size: int) -> None:
     fill = rng.choice(BOX_LIGHT if light else BOX_DARK)
     comp.image[y0 : y0 + strip_h, :] = fill
     colour = rng.choice(DARK_COLOURS if light else TEXT_COLOURS)
-    font = load_font(str(rng.choice(fonts)), size)
-    style = TextStyle(font, colour, rng.random() > 0.3, None)
+    path = pick_font(rng, fonts)
+    font = load_font(str(path), size)
+    style = TextStyle(
+        font, colour, not is_bitmap(font) and rng.random() > 0.3, None, font_family(path)
+    )
     x = rng.randint(2, max(3, size))
     y = y0 + (strip_h - size) // 2
     while x < w - size * 2:
         text, cls = make_line(rng, phi_share=0.7)
-        label = comp.draw_text(text, cls, x, y, style)
-        advance = (label.x1 - label.x0) if label else int(font.getbbox(text)[2])
+        line_style = with_glyphs_for(style, text, fonts, rng, size)
+        label = comp.draw_text(text, cls, x, y, line_style)
+        advance = (label.x1 - label.x0) if label else int(line_style.font.getbbox(text)[2])
         x += advance + rng.randint(size, size * 5)
+
+
+def draw_logo(image: np.ndarray, rng: random.Random, x: int, y: int, size: int) -> int:
+    """A vendor-like logo with no letters (shield, rings, wave) at (x, y); returns its width.
+    Unlabelled: a hard negative inside a header bar."""
+    colour = rng.choice(((255, 255, 255), (0, 120, 200), (0, 170, 220), (200, 200, 200)))
+    r = max(3, size // 2)
+    cx, cy = x + r, y + r
+    shape = rng.randrange(3)
+    if shape == 0:  # shield with stars
+        pts = np.array(
+            [[cx - r, cy - r], [cx + r, cy - r], [cx + r, cy], [cx, cy + r], [cx - r, cy]]
+        )
+        cv2.polylines(image, [pts.astype(np.int32)], True, colour, max(1, r // 6))
+        for k in range(3):
+            cv2.circle(image, (cx - r // 2 + k * r // 2, cy - r // 3), max(1, r // 8), colour, -1)
+    elif shape == 1:  # interlocking rings
+        cv2.circle(image, (cx - r // 3, cy), r * 2 // 3, colour, max(1, r // 6))
+        cv2.circle(image, (cx + r // 3, cy), r * 2 // 3, colour, max(1, r // 6))
+    else:  # wave in a disc
+        cv2.circle(image, (cx, cy), r, colour, -1)
+        xs = np.arange(cx - r + 2, cx + r - 1)
+        ys = cy + np.round(r / 3 * np.sin((xs - cx) * math.pi / max(2, r / 2)))
+        cv2.polylines(
+            image, [np.stack([xs, ys], axis=1).astype(np.int32)], False, (0, 0, 0), max(1, r // 6)
+        )
+    return 2 * r
+
+
+def header_fields(rng: random.Random) -> list[tuple[str, int]]:
+    """The fields of an ultrasound header bar: institution, name, ID, date and time (PHI), then
+    the probe, preset and output indices (technical)."""
+    name = phi_text.random_name(rng)
+    fields = [
+        (phi_text.random_institution(rng), PHI),
+        (rng.choice((name, f"Name: {name}", name.upper())), PHI),
+        (rng.choice(("", "ID: ", "MRN: ", "PID ")) + phi_text.random_id(rng), PHI),
+    ]
+    if rng.random() < 0.5:
+        fields.append((phi_text.random_datetime(rng), PHI))
+    else:
+        fields += [(phi_text.random_date(rng, 1995, 2026), PHI), (phi_text.random_time(rng), PHI)]
+    if rng.random() < 0.4:
+        fields.insert(rng.randint(1, len(fields)), (phi_text.phi_line(rng), PHI))
+    fields += [(phi_text.tech_line(rng), TECH) for _ in range(rng.randint(0, 3))]
+    return fields
+
+
+def draw_us_header(comp: Composer, fonts: list[Path], size: int) -> None:
+    """An ultrasound header bar: a full-width strip at the top with a logo at the left, then
+    institution, name, ID, date and time, then probe and output indices; one face and colour
+    for the bar, as a vendor draws it; one or two rows."""
+    rng = comp.rng
+    h, w = comp.image.shape[:2]
+    rows = 2 if rng.random() < 0.35 else 1
+    gap = int(size * rng.uniform(1.25, 1.6))
+    strip_h = min(h // 3, int(size * rng.uniform(1.4, 1.9)) + (rows - 1) * gap)
+    y0 = rng.randint(0, 4)
+    fill = rng.choice(((0, 0, 0), (12, 12, 12), (20, 30, 60), (40, 40, 40), (0, 20, 50)))
+    comp.image[y0 : y0 + strip_h, :] = fill
+    path = pick_font(rng, fonts)
+    font = load_font(str(path), size)
+    colour = rng.choice(TEXT_COLOURS[:6] + COLOURED_ON_DARK[:3])
+    style = TextStyle(
+        font, colour, not is_bitmap(font) and rng.random() > 0.3, None, font_family(path)
+    )
+    x = rng.randint(2, max(3, size // 2))
+    if rng.random() < 0.7:
+        logo = min(strip_h - 2, int(size * rng.uniform(1.0, 1.6)))
+        x += draw_logo(comp.image, rng, x, y0 + (strip_h - logo) // 2, logo) + rng.randint(
+            size // 2, size * 2
+        )
+    start = x
+    fields = header_fields(rng)
+    y = y0 + (strip_h - size - (rows - 1) * gap) // 2
+    for text, cls in fields:
+        line_style = with_glyphs_for(style, text, fonts, rng, size)
+        advance = int(line_style.font.getbbox(text)[2])
+        if x + advance > w - 2:
+            if rows == 1 or y > y0 + gap:
+                break
+            x, y = start, y + gap
+        label = comp.draw_text(text, cls, x, y, line_style)
+        x += (label.x1 - label.x0 if label else advance) + rng.randint(size, size * 3)
+    # Nothing else is drawn over the bar.
+    comp.occupied.append((0, y0, w, y0 + strip_h))
+
+
+def corner_lines(rng: random.Random, corner: str, count: int) -> list[tuple[str, int]]:
+    """4-8 lines of a CT or MR corner block: patient data top left, study data top right,
+    technique bottom left, window and position bottom right (some vendors mix them)."""
+    name = phi_text.random_name(rng)
+    patient = [
+        (rng.choice((name, name.upper(), f"Name: {name}")), PHI),
+        (rng.choice(("", "ID: ", "PID: ", "MRN ")) + phi_text.random_id(rng), PHI),
+        (rng.choice(("DOB: ", "Born ", "")) + phi_text.random_date(rng, 1925, 2024), PHI),
+        (phi_text.phi_line(rng), PHI),
+        (phi_text.random_institution(rng), PHI),
+        (phi_text.ctime_stamp(rng), PHI),
+    ]
+    study = [
+        (phi_text.random_institution(rng), PHI),
+        (
+            rng.choice(("SIEMENS ", "GE ", "TOSHIBA ", "Philips ", ""))
+            + rng.choice(
+                ("SOMATOM", "Signa HDxt", "Aquilion", "Ingenia", "Avanto", "Revolution CT")
+            ),
+            TECH,
+        ),
+        (phi_text.random_datetime(rng), PHI),
+        ("Acc: " + "".join(rng.choices(string.digits, k=rng.randint(6, 10))), PHI),
+        (f"Se: {rng.randint(1, 20)}", TECH),
+        (f"Im: {rng.randint(1, 300)}", TECH),
+        (phi_text.ctime_stamp(rng), PHI),
+    ]
+    technique = [(phi_text.tech_line(rng), TECH) for _ in range(8)]
+    if corner == "tl":
+        pool = patient
+    elif corner == "tr":
+        pool = study
+    else:
+        pool = technique + ([(phi_text.random_datetime(rng), PHI)] if rng.random() < 0.3 else [])
+    lines = (
+        pool[:count]
+        if corner in ("tl", "tr") and rng.random() < 0.6
+        else rng.sample(pool, k=min(count, len(pool)))
+    )
+    while len(lines) < count:
+        lines.append((phi_text.tech_line(rng), TECH))
+    return lines
+
+
+def draw_corner_blocks(comp: Composer, fonts: list[Path], size: int) -> None:
+    """CT/MR four-corner annotation: a block of 4-8 lines in each corner, one face and colour
+    for all (as a viewer or the scanner prints them), right corners right-aligned."""
+    rng = comp.rng
+    h, w = comp.image.shape[:2]
+    style = choose_style(rng, fonts, size)
+    if style.box is not None:
+        style = TextStyle(style.font, style.colour, style.antialias, None, style.family)
+    gap = int(size * rng.uniform(1.1, 1.35))
+    margin = rng.randint(1, max(2, size // 2))
+    for corner in ("tl", "tr", "bl", "br"):
+        count = rng.randint(4, 8)
+        count = max(1, min(count, (h // 2 - margin) // max(1, gap)))
+        lines = corner_lines(rng, corner, count)
+        top = corner.startswith("t")
+        y = margin if top else h - margin - count * gap
+        for text, cls in lines:
+            line_style = with_glyphs_for(style, text, fonts, rng, size)
+            text_w = int(line_style.font.getbbox(text)[2])
+            x = margin if corner.endswith("l") else w - margin - text_w
+            if x >= 0 and x + text_w < w:
+                comp.draw_text(text, cls, x, y, line_style)
+            y += gap
+
+
+def draw_text_over_speckle(comp: Composer, fonts: list[Path], width: int) -> None:
+    """A line or two over the middle of the picture (a measurement result, an annotation of the
+    sonographer, a name typed over the image), where speckle or anatomy is under the ink."""
+    rng = comp.rng
+    h, w = comp.image.shape[:2]
+    for _ in range(rng.randint(1, 2)):
+        size = max(8, int(rng.uniform(9, 22) * width / 512))
+        text, cls = make_line(rng, phi_share=0.5)
+        style = choose_style(rng, fonts, size, text)
+        style = TextStyle(
+            style.font, rng.choice(TEXT_COLOURS[:5]), style.antialias, None, style.family
+        )
+        text_w = int(style.font.getbbox(text)[2])
+        if text_w >= w * 0.9:
+            continue
+        x = rng.randint(int(w * 0.1), max(int(w * 0.1) + 1, int(w * 0.9) - text_w))
+        y = rng.randint(int(h * 0.25), max(int(h * 0.25) + 1, int(h * 0.75)))
+        comp.draw_text(text, cls, x, y, style)
 
 
 def draw_edge_marker(comp: Composer, fonts: list[Path], width: int) -> None:
@@ -621,8 +1172,8 @@ def draw_scattered_line(comp: Composer, fonts: list[Path], width: int) -> None:
     rng = comp.rng
     h, w = comp.image.shape[:2]
     size = sample_text_size(rng, width)
-    style = choose_style(rng, fonts, size)
     text, cls = make_line(rng, phi_share=0.5)
+    style = choose_style(rng, fonts, size, text)
     mask_w = style.font.getbbox(text)[2]
     if mask_w >= w:
         return
@@ -662,24 +1213,43 @@ def compose_sample(
         draw_measurement_graphics(image, rng)
 
     comp = Composer(image, rng)
+    parts: list[str] = []
     if rng.random() < 0.05:
         pass  # a few images with no text at all: pure negatives
     else:
-        if rng.random() < 0.3:
+        layout = rng.choices(LAYOUTS, weights=LAYOUT_WEIGHTS)[0]
+        parts.append(layout)
+        if layout == "us_header":
+            draw_us_header(comp, fonts, max(8, int(rng.uniform(9, 18) * width / 512)))
+        elif layout == "corner_blocks":
+            draw_corner_blocks(comp, fonts, max(8, int(rng.uniform(8, 16) * width / 512)))
+        elif layout == "banner":
             draw_banner(comp, fonts, max(8, int(rng.uniform(9, 20) * width / 512)))
         anchors = ["tl", "tr", "bl", "br", "tc", "bc"]
         rng.shuffle(anchors)
-        for anchor in anchors[: rng.randint(1, 4)]:
+        blocks = (
+            rng.randint(0, 2) if layout in ("us_header", "corner_blocks") else rng.randint(1, 4)
+        )
+        for anchor in anchors[:blocks]:
             draw_text_block(comp, fonts, anchor, rng.randint(1, 5), sample_text_size(rng, width))
         for _ in range(rng.choices((0, 1, 2), weights=(0.5, 0.3, 0.2))[0]):
             draw_edge_marker(comp, fonts, width)
         for _ in range(rng.choices((0, 1, 2), weights=(0.6, 0.3, 0.1))[0]):
             draw_scattered_line(comp, fonts, width)
+        if rng.random() < 0.2:
+            parts.append("text_over_image")
+            draw_text_over_speckle(comp, fonts, width)
         if rng.random() < 0.15:
+            parts.append("code")
             size = int(rng.uniform(50, 160) * max(width / 512, 0.7))
             comp.draw_code(
                 rng.randint(0, max(0, width - size)), rng.randint(0, max(0, height - size)), size
             )
+    # Hard negatives last (never labelled), away from the text so no label's ink changes.
+    negatives = draw_hard_negatives_apart(
+        comp, rng.choices((0, 1, 2, 4, 7), weights=(0.2, 0.25, 0.25, 0.2, 0.1))[0]
+    )
+    parts += [f"negative:{name}" for name in negatives]
 
     out = degrade(comp.image, rng)
     labels = comp.labels
@@ -698,4 +1268,4 @@ def compose_sample(
             )
             for lb in labels
         ]
-    return Sample(np.ascontiguousarray(out), labels)
+    return Sample(np.ascontiguousarray(out), labels, parts)
