@@ -541,6 +541,12 @@ if IMAGING_SECOND_OPINION not in ("off", "bands", "margins", "full"):
         f"not {IMAGING_SECOND_OPINION!r}"
     )
 IMAGING_SECOND_OPINION_THREADS = env_int("IMAGING_SECOND_OPINION_THREADS", 1, minimum=1)
+# With the second opinion on, for DICOM: read (PP-OCR recognition) the text it finds that no
+# region covers, and the detections of classes not redacted, and compare it with the header's
+# name, patient ID, birth date, accession number and institution; a match is sealed, filled
+# and flagged for review. Never stored or logged: only which kind matched where. Cost:
+# docs/benchmarks.md.
+IMAGING_SECOND_OPINION_MATCH = env_bool("IMAGING_SECOND_OPINION_MATCH", True)
 # An upload whose perceptual hash is this close (Hamming bits) to another's is flagged.
 IMAGING_DUPLICATE_MAX_DISTANCE = env_int("IMAGING_DUPLICATE_MAX_DISTANCE", 6, minimum=0)
 # The detector the pipeline calls (dotted path to a function: uint8 frame -> detections);

@@ -28,6 +28,13 @@ SecondOpinion = Callable[[np.ndarray, Sequence[tuple[int, int, int, int]]], Sequ
 OPINION_SCOPES = ("bands", "margins", "full")
 # The label of what the second opinion found and no region covers (a leftover, for review).
 OCR_LABEL = "ocr_text"
+# The label of text read on a frame that shows one of the header's identifying values: PHI
+# whatever the detector's class (sealed and filled, and the scan flagged for review).
+HEADER_MATCH_LABEL = "header_match"
+# Reads the text of boxes on a frame (engine.detection.ocr.TextReader.read), and says which
+# kinds of the header's identifiers a text shows (ocr.IdentifierMatcher.match).
+ReadText = Callable[[np.ndarray, Sequence[tuple[int, int, int, int]]], Sequence[str]]
+MatchIdentifiers = Callable[[str], Sequence[str]]
 
 # The label of a box that a scanner rule (not the detector) put on every frame.
 SCANNER_RULE_LABEL = "scanner_rule"
@@ -422,12 +429,32 @@ class _CountingDetector:
 
 @dataclass(frozen=True)
 class FrameOutput:
-    """One processed frame, handed to a sink as soon as it is done."""
+    """One processed frame, handed to a sink as soon as it is done.
+
+    The grid image is drawn when first asked for (`grid`), from `grid_boxes`: a sink that
+    leaves a frame's grid to be drawn on request (a cine's later frames, see
+    imaging.vault.derivatives) never pays for it. `drawn` is a grid already drawn (review
+    edits pass theirs)."""
 
     index: int
     redacted_pixels: np.ndarray
     redacted_display: np.ndarray
-    grid: np.ndarray
+    drawn: np.ndarray | None = None
+    grid_boxes: tuple[Any, ...] = ()
+
+    @property
+    def grid(self) -> np.ndarray:
+        if self.drawn is None:
+            from engine.pixels.grid import draw_grid
+
+            object.__setattr__(self, "drawn", draw_grid(self.redacted_display, self.grid_boxes))
+        assert self.drawn is not None
+        return self.drawn
+
+    @property
+    def has_leftovers(self) -> bool:
+        """Whether the grid shows text still found after redaction (drawn for the review)."""
+        return any(getattr(b, "leftover", False) for b in self.grid_boxes)
 
 
 FrameSink = Callable[[FrameOutput], None]
@@ -522,6 +549,8 @@ def pipeline_run(
     fixed_boxes: Sequence[Sequence[int]] = (),
     second_opinion: SecondOpinion | None = None,
     second_opinion_scope: str = "margins",
+    read_text: ReadText | None = None,
+    match_identifiers: MatchIdentifiers | None = None,
 ) -> PipelineResult:
     """Detect, seal and redact `image` (a DecodedImage). Pure: nothing is stored.
 
@@ -554,9 +583,18 @@ def pipeline_run(
     result's leftovers, labelled "ocr_text", for a person to cover or dismiss. A cine frame
     whose overlay matches the last checked frame is not looked at again.
     metrics["second_opinion_boxes"] counts what it found; timings["second_opinion_ms"].
+
+    `read_text` and `match_identifiers` (the header's identifying values, matched in memory:
+    `engine.detection.ocr.TextReader.read`, `IdentifierMatcher.match`): the second opinion's
+    text that no region wholly covers (left outside, or cut short by one) is read, and so are
+    the detections of classes not redacted (`classes`); text that shows a name part, patient
+    ID, birth date, accession number or institution of the header is PHI whatever its class:
+    it is sealed and filled ("header_match"), and the scan is flagged for review with the
+    spot among the leftovers. metrics["header_matches"] lists {"frame", "kinds", "box"}:
+    what kind matched where, never the text or the value; timings["header_match_ms"].
     """
     from engine.dicom.ultrasound import ANNOTATION_LABEL, annotation_boxes
-    from engine.pixels.grid import GridBox, draw_grid
+    from engine.pixels.grid import GridBox
     from engine.pixels.redaction import fill_regions
 
     if verify_scope not in VERIFY_SCOPES:
@@ -564,6 +602,12 @@ def pipeline_run(
     if second_opinion_scope not in OPINION_SCOPES:
         raise ValueError(f"unknown second-opinion scope {second_opinion_scope!r}")
     opinion_found: list[Box] = []
+    reading = (
+        (read_text, match_identifiers)
+        if read_text is not None and match_identifiers is not None
+        else None
+    )
+    header_matches: list[dict[str, Any]] = []
     counted = _CountingDetector(detector)
     timings = {} if timings is None else timings
     frames, height, width = int(image.frames), int(image.height), int(image.width)
@@ -603,8 +647,15 @@ def pipeline_run(
             if fresh:
                 found = [
                     Box(f, b.label, b.confidence, b.x0, b.y0, b.x1, b.y1)
-                    for b in detect_frames(display[np.newaxis], counted, classes=classes)
+                    for b in detect_frames(
+                        display[np.newaxis], counted, classes=() if reading else classes
+                    )
                 ]
+                if reading and classes:
+                    with timed(timings, "header_match_ms"):
+                        found = _keep_classes_or_matches(
+                            display, found, classes, reading, header_matches
+                        )
                 frames_detected += 1
                 boxes = [
                     Box(f, b.label, b.confidence, b.x0, b.y0, b.x1, b.y1)
@@ -721,11 +772,44 @@ def pipeline_run(
                 windows = opinion_windows(
                     red_display.shape[:2], [b.coords for b in covering], second_opinion_scope
                 )
-                for text in second_opinion(red_display, windows):
+                texts = list(second_opinion(red_display, windows))
+                for text in texts:
                     box = Box(f, OCR_LABEL, float(text.score), *text.coords)
                     # Half under a region or another finding: the same spot, said once.
                     if not covered(box, covering + opinion_found, share=0.5):
                         opinion_found.append(box)
+            if reading and texts:
+                with timed(timings, "header_match_ms"):
+                    matched = _header_matched(
+                        red_display,
+                        [Box(f, OCR_LABEL, float(t.score), *t.coords) for t in texts],
+                        covering,
+                        reading,
+                        header_matches,
+                    )
+                if matched:
+                    # A header value left on the frame: PHI, sealed and filled like a region,
+                    # and the spot stays among the leftovers for the review.
+                    marked = [m.coords for m in matched]
+                    opinion_found = [
+                        b for b in opinion_found if not covered(b, matched, share=0.5)
+                    ] + matched
+                    with timed(timings, "encrypt_ms"):
+                        for mark in matched:
+                            frame_regions.append(
+                                seal_region(
+                                    pixels=pixels,
+                                    box=mark,
+                                    index=len(regions) + len(frame_regions),
+                                    data_key=data_key,
+                                    scan_ref=scan_ref,
+                                    one_frame=True,
+                                )
+                            )
+                    with timed(timings, "redact_ms"):
+                        red_pixels = fill_regions(red_pixels, marked)
+                        red_display = fill_regions(red_display, marked)
+                        red_small = small_grey(red_display) if reuse_static else None
         rounds_most = max(rounds_most, rounds)
         residual += found_now
         regions += frame_regions
@@ -750,13 +834,12 @@ def pipeline_run(
             grid_boxes += [
                 GridBox(0, b.coords, b.label, b.confidence, leftover=True) for b in found_now
             ]
-            grid = draw_grid(red_display, grid_boxes)
         if f == 0:
             with timed(timings, "fingerprint_ms"):
                 prints = fingerprint(red_display)
         with timed(timings, "metrics_ms"):
             quality.add(display, red_display, [r.box for r in frame_regions])
-        output = FrameOutput(f, red_pixels, red_display, grid)
+        output = FrameOutput(f, red_pixels, red_display, grid_boxes=tuple(grid_boxes))
         if sink is not None:
             sink(output)
         else:
@@ -780,6 +863,8 @@ def pipeline_run(
     metrics["frames_verified"] = frames_verified
     metrics["annotation_boxes"] = annotations
     metrics["second_opinion_boxes"] = len(opinion_found)
+    if reading:
+        metrics["header_matches"] = header_matches
     metrics["rule_boxes"] = sum(1 for r in regions if r.box.label == SCANNER_RULE_LABEL)
 
     assert prints is not None  # every image has a frame 0
@@ -795,6 +880,52 @@ def pipeline_run(
         residual=residual,
         leftovers=list(dict.fromkeys(found_first + residual + opinion_found)),
     )
+
+
+def _keep_classes_or_matches(
+    display: np.ndarray,
+    found: list[Box],
+    classes: Sequence[str],
+    reading: tuple[ReadText, MatchIdentifiers],
+    header_matches: list[dict[str, Any]],
+) -> list[Box]:
+    """The detections of `classes`, and those of other classes whose text (read on the
+    original frame) shows a header identifier, relabelled HEADER_MATCH_LABEL."""
+    read_text, match_identifiers = reading
+    kept = [b for b in found if b.label in classes]
+    others = [b for b in found if b.label not in classes]
+    if not others:
+        return kept
+    for box, text in zip(others, read_text(display, [b.coords for b in others]), strict=True):
+        kinds = list(match_identifiers(text))
+        if kinds:
+            header_matches.append({"frame": box.frame, "kinds": kinds, "box": list(box.coords)})
+            kept.append(Box(box.frame, HEADER_MATCH_LABEL, box.confidence, *box.coords))
+    return kept
+
+
+def _header_matched(
+    red_display: np.ndarray,
+    texts: list[Box],
+    covering: list[Box],
+    reading: tuple[ReadText, MatchIdentifiers],
+    header_matches: list[dict[str, Any]],
+) -> list[Box]:
+    """Of the second opinion's text on a redacted frame, what no region wholly covers and
+    shows a header identifier, as HEADER_MATCH_LABEL boxes."""
+    read_text, match_identifiers = reading
+    candidates = [b for b in texts if not covered(b, covering, share=0.9)]
+    if not candidates:
+        return []
+    matched = []
+    for box, text in zip(
+        candidates, read_text(red_display, [b.coords for b in candidates]), strict=True
+    ):
+        kinds = list(match_identifiers(text))
+        if kinds:
+            header_matches.append({"frame": box.frame, "kinds": kinds, "box": list(box.coords)})
+            matched.append(Box(box.frame, HEADER_MATCH_LABEL, 1.0, *box.coords))
+    return matched
 
 
 def clip_boxes(

@@ -91,16 +91,27 @@ def pipeline_options(image: Any) -> dict[str, Any]:
         "change_threshold": settings.IMAGING_CINE_CHANGE_THRESHOLD,
         "data_regions": data_regions(image, header),
         "fixed_boxes": fixed_boxes(image, header),
-        **_opinion(),
+        **_opinion(header),
     }
 
 
-def _opinion() -> dict[str, Any]:
+def _opinion(header: Any = None) -> dict[str, Any]:
+    """The second opinion's arguments; for a DICOM header with identifying values (and
+    IMAGING_SECOND_OPINION_MATCH), the reader and the matcher of those values, which live in
+    this process's memory only."""
     opinion = configured.second_opinion()
     if opinion is None:
         return {}
     search, scope = opinion
-    return {"second_opinion": search, "second_opinion_scope": scope}
+    options: dict[str, Any] = {"second_opinion": search, "second_opinion_scope": scope}
+    if header is not None and settings.IMAGING_SECOND_OPINION_MATCH:
+        from engine.detection.ocr import IdentifierMatcher, header_identifiers
+
+        matcher = IdentifierMatcher(header_identifiers(header))
+        if matcher:
+            options["read_text"] = configured.text_reader()
+            options["match_identifiers"] = matcher.match
+    return options
 
 
 def batch_detector(weights: str | None = None, backend: str | None = None) -> pipeline.Detector:

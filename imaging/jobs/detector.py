@@ -85,6 +85,7 @@ def detector_identity(detector: Detector | None = None) -> ModelIdentity:
 
 
 _finders: dict[int, Any] = {}
+_readers: dict[int, Any] = {}
 
 
 def second_opinion() -> tuple[Any, str] | None:
@@ -103,3 +104,15 @@ def second_opinion() -> tuple[Any, str] | None:
 
         finder = _finders[threads] = TextFinder(threads=threads)
     return finder.search, scope
+
+
+def text_reader() -> Any:
+    """The PP-OCR text recogniser of engine.detection.ocr (`TextReader.read`), loaded once
+    per process, with IMAGING_SECOND_OPINION_THREADS threads."""
+    threads = int(settings.IMAGING_SECOND_OPINION_THREADS)
+    reader = _readers.get(threads)
+    if reader is None:
+        from engine.detection.ocr import TextReader
+
+        reader = _readers[threads] = TextReader(threads=threads)
+    return reader.read

@@ -33,7 +33,10 @@ stdout gets one JSON line per input file, in input order:
      "score"}], "ms": total, "stages_ms": {...}}
 where each box is the filled (padded, half-open) rectangle in pixel coordinates, and
 "second_opinion" is text that the OCR second opinion (IMAGING_SECOND_OPINION) still found
-outside every filled box: not filled, listed for a person to check (empty when off). A file that
+outside every filled box: not filled, listed for a person to check (empty when off); for DICOM
+(IMAGING_SECOND_OPINION_MATCH) such text is read and, when it shows the header's name, patient
+ID, birth date, accession number or institution, filled as a "header_match" region and listed
+with "matched": [field kinds] (never the text). A file that
 cannot be redacted gets {"input", "error": {"code", "message"}, "ms"} (the ImagingError code,
 or `unreadable_file`/`write_failed`), the others go on, and the command exits with status 1.
 """
@@ -63,7 +66,7 @@ from imaging.jobs.batch import (
     fixed_boxes,
     write_atomic,
 )
-from imaging.jobs.detector import second_opinion
+from imaging.jobs.detector import second_opinion, text_reader
 from imaging.models import ScannerRule
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".dcm", ".dicom"})
@@ -120,25 +123,56 @@ def encode_redacted(image: DecodedImage, source: bytes, redacted: Any) -> bytes:
     return encode_image(redacted[0], "jpeg", quality=JPEG_QUALITY)
 
 
-def second_look(image: DecodedImage, boxes: list[pipeline.Box]) -> list[dict[str, Any]]:
+def second_look(
+    image: DecodedImage, boxes: list[pipeline.Box], source: bytes = b""
+) -> tuple[list[dict[str, Any]], list[pipeline.Box]]:
     """What the second opinion (IMAGING_SECOND_OPINION, engine.detection.ocr) finds on the
-    redacted frames outside every filled box: text this run left, for a person to check."""
+    redacted frames outside every filled box: text this run left, for a person to check.
+    For a DICOM file (`source`, with IMAGING_SECOND_OPINION_MATCH) that text is also read and
+    compared with the header's identifying values: a match (listed with "matched": the field
+    kinds, never the text) is returned as a box to fill, class "header_match"."""
     opinion = second_opinion()
     if opinion is None:
-        return []
+        return [], []
     search, scope = opinion
+    match = None
+    if image.kind == "dicom" and source and settings.IMAGING_SECOND_OPINION_MATCH:
+        from engine.detection.ocr import IdentifierMatcher, header_identifiers
+
+        matcher = IdentifierMatcher(
+            header_identifiers(dicom.read_dataset(source, stop_before_pixels=True))
+        )
+        match = matcher.match if matcher else None
     display = pipeline.fill_frames(image.display, boxes)
     found: list[pipeline.Box] = []
+    matched: dict[pipeline.Box, list[str]] = {}
     for f in range(display.shape[0]):
         covering = [b for b in boxes if b.frame == f]
         windows = pipeline.opinion_windows(display.shape[1:3], [b.coords for b in covering], scope)
-        for text in search(display[f], windows):
-            box = pipeline.Box(f, pipeline.OCR_LABEL, float(text.score), *text.coords)
+        texts = [
+            pipeline.Box(f, pipeline.OCR_LABEL, float(t.score), *t.coords)
+            for t in search(display[f], windows)
+        ]
+        for box in texts:
             if not pipeline.covered(box, covering + found, share=0.5):
                 found.append(box)
-    return [
-        {"frame": b.frame, "box": list(b.coords), "score": round(b.confidence, 4)} for b in found
+        unread = [b for b in texts if not pipeline.covered(b, covering, share=0.9)]
+        if match is not None and unread:
+            for box, text in zip(
+                unread, text_reader()(display[f], [b.coords for b in unread]), strict=True
+            ):
+                kinds = list(match(text))
+                if kinds:
+                    matched[box] = kinds
+    spots = [b for b in found if not any(pipeline.covered(b, [m], share=0.5) for m in matched)]
+    listed = [
+        {"frame": b.frame, "box": list(b.coords), "score": round(b.confidence, 4)} for b in spots
+    ] + [
+        {"frame": b.frame, "box": list(b.coords), "score": round(b.confidence, 4), "matched": kinds}
+        for b, kinds in matched.items()
     ]
+    fills = [pipeline.Box(b.frame, pipeline.HEADER_MATCH_LABEL, 1.0, *b.coords) for b in matched]
+    return listed, fills
 
 
 class Command(BaseCommand):
@@ -248,14 +282,16 @@ class Command(BaseCommand):
             # The scanner rules (imaging.models.ScannerRule) cover their boxes on every frame.
             if rules:
                 boxes += pipeline.rule_boxes(fixed_boxes(image), image.frames, height, width)
+            with pipeline.timed(stages, "second_opinion_ms"):
+                leftovers, matched = second_look(image, boxes, data)
+            # A header value the second opinion read where nothing covers it: filled too.
+            boxes += matched
             with pipeline.timed(stages, "redact_ms"):
                 redacted = pipeline.fill_frames(image.pixels, boxes)
             with pipeline.timed(stages, "write_ms"):
                 target = self._target(out_dir, source, image.kind, used)
                 write_atomic(target, encode_redacted(image, data, redacted))
                 previews = self._previews(target, image, boxes) if preview else []
-            with pipeline.timed(stages, "second_opinion_ms"):
-                leftovers = second_look(image, boxes)
         except ImagingError as exc:
             return failure_record(str(source), exc.code, exc.message, started)
         except FileFailed as exc:
