@@ -106,6 +106,7 @@ class ErrorCode(StrEnum):
     NOT_A_SERIES = "not_a_series"
     SEGMENTATION_NOT_READY = "segmentation_not_ready"
     NO_DICOM_SEG = "no_dicom_seg"
+    NOT_A_VOLUME = "not_a_volume"
     # Emergency (break-glass) access (patients.emergency).
     REASON_TOO_SHORT = "reason_too_short"
     CONFIRMATION_REQUIRED = "confirmation_required"
@@ -601,6 +602,15 @@ def no_dicom_seg() -> EngineError:
         ErrorCode.NO_DICOM_SEG,
         "This segmentation has no DICOM SEG: the input was not DICOM, or a multi-frame "
         "image without patient geometry.",
+        HTTPStatus.NOT_FOUND,
+    )
+
+
+def not_a_volume() -> EngineError:
+    return EngineError(
+        ErrorCode.NOT_A_VOLUME,
+        "This segmentation covers one image: the 3D view needs a series segmented as one "
+        "volume, or a multi-frame image.",
         HTTPStatus.NOT_FOUND,
     )
 

@@ -12,6 +12,7 @@ from imaging.apis import scans as apis
 from imaging.apis import segmentation as apis_segmentation
 from imaging.apis import thumbnails as apis_thumbnails
 from imaging.apis import viewing as apis_viewing
+from imaging.apis import volume3d as apis_volume3d
 
 urlpatterns = [
     # The patient list and create (with optional first images); the rest of /api/patients/
@@ -129,5 +130,16 @@ urlpatterns = [
         "segmentations/<int:segmentation_id>/seg/",
         apis_segmentation.SegmentationDicomSegApi.as_view(),
         name="segmentation-seg",
+    ),
+    # The 3D view's volumes (imaging/apis/volume3d.py).
+    path(
+        "segmentations/<int:segmentation_id>/volume.nii",
+        apis_volume3d.Volume3dImageApi.as_view(),
+        name="segmentation-3d-volume",
+    ),
+    path(
+        "segmentations/<int:segmentation_id>/labels.nii",
+        apis_volume3d.Volume3dLabelsApi.as_view(),
+        name="segmentation-3d-labels",
     ),
 ]

@@ -18,6 +18,7 @@ from pages.views.patients import PatientPageView
 from pages.views.qc import QcOutliersPageView, ScanClustersPageView
 from pages.views.scans import ScanPageView
 from pages.views.stats import StatisticsPageView
+from pages.views.volume3d import Volume3dPageView
 
 urlpatterns = [
     path("", HomeView.as_view(), name="home"),
@@ -32,6 +33,11 @@ urlpatterns = [
     ),
     path("scans/<int:scan_id>/", ScanPageView.as_view(), name="scan-page"),
     path("scans/<int:scan_id>/move/", ScanMovePageView.as_view(), name="scan-move-page"),
+    path(
+        "segmentations/<int:segmentation_id>/3d/",
+        Volume3dPageView.as_view(),
+        name="segmentation-3d-page",
+    ),
     # Emergency (break-glass) access: pages/views/emergency.py.
     path("emergency-access/", EmergencyAccessPageView.as_view(), name="emergency-access-page"),
     path(

@@ -270,6 +270,9 @@ POLICY: list[Rule] = [
     Rule("api/segmentations/<int:segmentation_id>/", "GET", _API_DOCTOR),
     Rule("api/segmentations/<int:segmentation_id>/overlay/", "GET", _API_DOCTOR),
     Rule("api/segmentations/<int:segmentation_id>/seg/", "GET", _API_DOCTOR),
+    # The 3D view's volumes (imaging/apis/volume3d.py): doctors only; 409 for the queued job.
+    Rule("api/segmentations/<int:segmentation_id>/volume.nii", "GET", _API_DOCTOR),
+    Rule("api/segmentations/<int:segmentation_id>/labels.nii", "GET", _API_DOCTOR),
     Rule("admin/imaging/segmentationmodel/", "GET", _ADMIN_PAGE,
          path="/admin/imaging/segmentationmodel/"),
     # Classifier plug-ins (imaging/apis/classification.py): doctors only. The policy result is
@@ -289,6 +292,10 @@ POLICY: list[Rule] = [
          body={"action": "add_member", "member": "doris"}, form=True),
     Rule("scans/<int:scan_id>/", "GET", _PAGE_CLINICAL),
     Rule("scans/<int:scan_id>/clusters/", "GET", _PAGE_CLINICAL),
+    # The 3D view (pages/views/volume3d.py): doctors only, like the segmentation it shows;
+    # the policy job is queued, so the page answers 409 with the reason.
+    Rule("segmentations/<int:segmentation_id>/3d/", "GET",
+         (LOGIN, FORBIDDEN, FORBIDDEN, ALLOW, FORBIDDEN)),
     # Corrections (pages/views/corrections.py): technicians only. Saving the policy patient's
     # own name redirects to its page; moving the policy scan to its own patient is a 400.
     Rule("patients/<str:patient_id>/edit/", "GET", (LOGIN, FORBIDDEN, ALLOW, FORBIDDEN, FORBIDDEN)),
