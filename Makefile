@@ -18,16 +18,18 @@ $(STAMP): requirements.txt
 	rm -f $(VENV)/.installed-*
 	touch $(STAMP)
 
-# The viewer (Cornerstone3D, frontend/, docs/viewer.md): npm packages from the locked
-# package-lock.json, bundled by esbuild into static/vendor/viewer/ (no CDN at run time). Rebuilt
-# when the lock file or the viewer's sources are newer than the bundle.
+# The viewers (frontend/, docs/viewer.md): Cornerstone3D into static/vendor/viewer/ and NiiVue
+# (the 3D view) into static/vendor/brain3d/, npm packages from the locked package-lock.json,
+# bundled by esbuild (no CDN at run time). Rebuilt when the lock file or the sources are newer
+# than a bundle (one build writes both).
 VIEWER_BUNDLE := static/vendor/viewer/viewer.js
+BRAIN3D_BUNDLE := static/vendor/brain3d/brain3d.js
 
-$(VIEWER_BUNDLE): package.json package-lock.json frontend/build.mjs $(wildcard frontend/viewer/*.js)
+$(VIEWER_BUNDLE) $(BRAIN3D_BUNDLE) &: package.json package-lock.json frontend/build.mjs $(wildcard frontend/viewer/*.js) $(wildcard frontend/brain3d/*.js)
 	npm ci --no-audit --no-fund
 	npm run build
 
-install: $(STAMP) $(VIEWER_BUNDLE)
+install: $(STAMP) $(VIEWER_BUNDLE) $(BRAIN3D_BUNDLE)
 
 # The embedded mode: SQLite, no Redis, tasks in-process, whatever the shell has set.
 run: install
@@ -86,4 +88,4 @@ bench: install $(BENCH_STAMP)
 	$(PY) -m bench.redaction $(BENCH_ARGS)
 
 clean:
-	rm -rf $(VENV) var .pytest_cache .ruff_cache node_modules static/vendor/viewer
+	rm -rf $(VENV) var .pytest_cache .ruff_cache node_modules static/vendor/viewer static/vendor/brain3d

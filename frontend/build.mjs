@@ -1,5 +1,6 @@
-// Bundles frontend/viewer/ (Cornerstone3D and the app's glue) into static/vendor/viewer/viewer.js:
-// one IIFE file, no CDN, no web workers, served by Django's static files like the rest.
+// Bundles frontend/viewer/ (Cornerstone3D and the app's glue) into static/vendor/viewer/viewer.js
+// and frontend/brain3d/ (NiiVue and the 3D page's glue) into static/vendor/brain3d/brain3d.js:
+// one IIFE file each, no CDN, no web workers, served by Django's static files like the rest.
 import { build } from "esbuild";
 import { mkdir, readFile, writeFile } from "node:fs/promises";
 
@@ -38,22 +39,36 @@ const cspStyles = {
   },
 };
 
-const outdir = "static/vendor/viewer";
-await mkdir(outdir, { recursive: true });
-const result = await build({
-  entryPoints: ["frontend/viewer/index.js"],
-  bundle: true,
-  format: "iife",
-  target: ["chrome110", "firefox110", "safari16"],
-  minify: true,
-  sourcemap: false,
-  legalComments: "linked",
-  outfile: `${outdir}/viewer.js`,
-  logLevel: "warning",
-  metafile: true,
+async function bundle({ entry, outdir, outfile, plugins }) {
+  await mkdir(outdir, { recursive: true });
+  const result = await build({
+    entryPoints: [entry],
+    bundle: true,
+    format: "iife",
+    target: ["chrome110", "firefox110", "safari16"],
+    minify: true,
+    sourcemap: false,
+    legalComments: "linked",
+    outfile: `${outdir}/${outfile}`,
+    logLevel: "warning",
+    metafile: true,
+    plugins,
+    define: { "process.env.NODE_ENV": '"production"' },
+  });
+  const bytes = Object.values(result.metafile.outputs).reduce((sum, o) => sum + o.bytes, 0);
+  await writeFile(`${outdir}/BUILT`, `built by frontend/build.mjs, ${bytes} bytes\n`);
+  console.log(`${outdir}/${outfile}: ${(bytes / 1e6).toFixed(2)} MB`);
+}
+
+await bundle({
+  entry: "frontend/viewer/index.js",
+  outdir: "static/vendor/viewer",
+  outfile: "viewer.js",
   plugins: [nodeShims, cspStyles],
-  define: { "process.env.NODE_ENV": '"production"' },
 });
-const bytes = Object.values(result.metafile.outputs).reduce((sum, o) => sum + o.bytes, 0);
-await writeFile(`${outdir}/BUILT`, `built by frontend/build.mjs, ${bytes} bytes\n`);
-console.log(`static/vendor/viewer/viewer.js: ${(bytes / 1e6).toFixed(2)} MB`);
+await bundle({
+  entry: "frontend/brain3d/index.js",
+  outdir: "static/vendor/brain3d",
+  outfile: "brain3d.js",
+  plugins: [],
+});

@@ -23,6 +23,7 @@
     var notes = panel.querySelector("[data-segmentation-notes]");
     var modelInfo = panel.querySelector("[data-segmentation-model-info]");
     var segLink = panel.querySelector("[data-segmentation-seg]");
+    var view3dLink = panel.querySelector("[data-segmentation-3d]");
     var runButton = panel.querySelector("[data-segmentation-run]");
     var current = null;
 
@@ -99,6 +100,11 @@
         segLink.hidden = false;
       } else {
         segLink.hidden = true;
+      }
+      // A volume (a series run, or a multi-frame image): the 3D view (pages/views/volume3d.py).
+      if (view3dLink) {
+        view3dLink.href = Medimg.urlFor(panel.dataset.view3dUrl, job.id);
+        view3dLink.hidden = !(res.frames > 1);
       }
       result.hidden = false;
       showOverlay();
