@@ -145,6 +145,19 @@ class ScanSegmentationsApi(_DoctorApi):
             help_text="DICOM: segment every slice of the image's series as one volume "
             "(volumes in mL from the slice positions).",
         )
+        patient_age_years = serializers.FloatField(
+            required=False,
+            min_value=0,
+            max_value=130,
+            help_text="Brain-tissue models on a series: the patient's age for the atrophy "
+            "z-scores when the DICOM header has none (the header wins). Only the decade band "
+            "is stored.",
+        )
+        patient_sex = serializers.ChoiceField(
+            choices=["F", "M"],
+            required=False,
+            help_text="As patient_age_years, for the sex.",
+        )
 
         class Meta:
             ref_name = "SegmentationRequest"
@@ -168,7 +181,10 @@ class ScanSegmentationsApi(_DoctorApi):
             "stores the mask, overlays and (DICOM) a DICOM SEG encrypted with the scan's key. "
             "Poll GET /api/segmentations/{id}/. 400 `unknown_model`, `model_disabled`, "
             "`invalid_spacing`, `not_a_series`; 409 `scan_not_ready`. `series: true` segments "
-            "every slice of the image's DICOM series as one volume. Audited as "
+            "every slice of the image's DICOM series as one volume; with a brain-tissue model the "
+            "results add `volumetrics` (tissue volumes, ICV, BPF, asymmetry, the mid-sagittal "
+            "`hemisphere_split`) and `atrophy` (z-scores with their published references, the "
+            "grade, the `flagged` regions; decision support). Audited as "
             "segmentation_requested."
         ),
         request=InputSerializer,
@@ -187,6 +203,8 @@ class ScanSegmentationsApi(_DoctorApi):
             request=request,
             pixel_spacing_mm=params.validated_data.get("pixel_spacing_mm"),
             series=params.validated_data["series"],
+            patient_age_years=params.validated_data.get("patient_age_years"),
+            patient_sex=params.validated_data.get("patient_sex"),
         )
         job.refresh_from_db()  # in-process mode has already run it
         return Response(JobOutputSerializer(job).data, status=status.HTTP_202_ACCEPTED)

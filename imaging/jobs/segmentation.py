@@ -20,6 +20,11 @@ spacing the doctor gives with the request). With `series`, the completed single-
 of the scan's DICOM series (same patient, same remapped Series UID, by instance number) are
 segmented as one volume, the slice spacing taken from their positions; the job's outputs are
 kept under the requested scan's key, and its SEG references every slice.
+Brain volumetrics: a volume (several slices with spacing) segmented by a model whose classes
+are CSF, grey and white matter also gets results["volumetrics"] (engine.brain.volumetrics:
+tissue volumes, ICV, BPF, asymmetry, the mid-sagittal "hemisphere_split") and
+results["atrophy"] (engine.brain.normative: z-scores, grade, "flagged"), with age and sex read
+here from the original header (`brain_measures`); only the age band and the sex are stored.
 
 Ordering as in processing: files first (under a fresh name), then the job row in one
 transaction; a failure deletes what was written and marks the job failed with a code.
@@ -46,6 +51,13 @@ from PIL import Image
 
 from audit.models import Action, Outcome
 from audit.services import audit_record
+from engine.brain.normative import age_band, age_years_from_header, atrophy_assessment, sex_code
+from engine.brain.volumetrics import (
+    brain_volumetrics,
+    is_brain_tissue_model,
+    lr_axis_from_orientation,
+    tissue_indices,
+)
 from engine.crypto import envelope as crypto
 from engine.dicom.io import read_dataset
 from engine.dicom.seg import seg_from_labels, seg_supported
@@ -251,7 +263,7 @@ def _colour_hex(colour: tuple[int, int, int]) -> str:
     return "#{:02x}{:02x}{:02x}".format(*colour)
 
 
-_REQUEST_KEYS = ("requested_pixel_spacing_mm", "series")
+_REQUEST_KEYS = ("requested_pixel_spacing_mm", "series", "requested_age_band", "requested_sex")
 
 
 def series_members(scan: Scan) -> list[Scan]:
@@ -295,6 +307,74 @@ def series_slice_spacing(headers: Sequence[Any]) -> float | None:
     steps = np.abs(np.diff(positions @ normal))
     steps = steps[steps > 1e-6]
     return float(np.median(steps)) if len(steps) else None
+
+
+def _left_right(headers: Sequence[Any]) -> tuple[int, bool]:
+    """The label volume's left-right axis and whether the left is at its high indices, from
+    the first slice's orientation; for a sagittal stack, from the slice positions' order."""
+    try:
+        orientation = [float(v) for v in headers[0].ImageOrientationPatient]
+    except (AttributeError, TypeError, ValueError):
+        return lr_axis_from_orientation(None)
+    axis, left_is_high = lr_axis_from_orientation(orientation)
+    if axis == 0 and len(headers) > 1:
+        try:
+            first = float(headers[0].ImagePositionPatient[0])
+            last = float(headers[-1].ImagePositionPatient[0])
+        except (AttributeError, TypeError, ValueError, IndexError):
+            return axis, left_is_high
+        left_is_high = last > first  # LPS: +x is the patient's left
+    return axis, left_is_high
+
+
+def brain_measures(
+    *,
+    labels: np.ndarray,
+    volume: np.ndarray,
+    spacing_mm: Sequence[float],
+    classes: dict[int, str],
+    headers: Sequence[Any],
+    requested: dict[str, Any],
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Volumetrics and the atrophy assessment of a brain-tissue label volume.
+
+    Age and sex are read here, in the worker, from the ORIGINAL header (Patient's Age, or
+    Birth Date and Study Date; Patient's Sex), which de-identification removed from every
+    stored copy; else what the doctor gave with the request. Only the decade band and the sex
+    leave this function: no age in years, no date."""
+    axis, left_is_high = _left_right(headers)
+    measured = brain_volumetrics(
+        labels, spacing_mm, classes, lr_axis=axis, left_is_high=left_is_high, image=volume
+    )
+    header = headers[0] if headers else None
+    years = None
+    if header is not None:
+        years = age_years_from_header(
+            header.get("PatientAge"),
+            header.get("PatientBirthDate"),
+            header.get("StudyDate") or header.get("SeriesDate") or header.get("AcquisitionDate"),
+        )
+    band, age_source = (age_band(years), "dicom") if years is not None else (None, "")
+    if band is None and requested.get("requested_age_band"):
+        band, age_source = str(requested["requested_age_band"]), "request"
+    sex = sex_code(header.get("PatientSex")) if header is not None else None
+    sex_source = "dicom"
+    if sex is None and requested.get("requested_sex"):
+        sex, sex_source = sex_code(requested["requested_sex"]), "request"
+    assessment = atrophy_assessment(
+        measured.to_dict(),
+        tissue_indices(classes),
+        band=band,
+        sex=sex,
+        age_source=age_source or "default",
+        sex_source=sex_source,
+    )
+    if years is not None and years < 20:
+        assessment["warnings"].append(
+            "Under 20: the youngest reference decade (20-29) is used; it does not cover "
+            "children and adolescents."
+        )
+    return measured.to_dict(), assessment
 
 
 def segmentation_run(*, job_id: int) -> SegmentationJob | None:
@@ -361,6 +441,7 @@ def segmentation_run(*, job_id: int) -> SegmentationJob | None:
         slice_spacing = None
         notes: list[str] = []
         seg_path = ""
+        headers: list[Any] = []
         if scan.format == ScanFormat.DICOM:
             originals = [open_original(m) for m in members]
             headers = [read_dataset(o, stop_before_pixels=True) for o in originals]
@@ -402,6 +483,25 @@ def segmentation_run(*, job_id: int) -> SegmentationJob | None:
             pixel_spacing_mm=tuple(pixel_spacing) if pixel_spacing else None,
             slice_spacing_mm=slice_spacing,
         )
+        brain: dict[str, Any] = {}
+        if (
+            labels.shape[0] > 1
+            and slice_spacing
+            and pixel_spacing
+            and is_brain_tissue_model(classes)
+        ):
+            t0 = time.perf_counter()
+            volumetrics, atrophy = brain_measures(
+                labels=labels,
+                volume=volume if volume.ndim == 3 else volume[None],
+                spacing_mm=(float(slice_spacing), *(float(v) for v in pixel_spacing)),
+                classes=classes,
+                headers=headers,
+                requested=job.results,
+            )
+            brain = {"volumetrics": volumetrics, "atrophy": atrophy}
+            notes.extend(volumetrics["notes"])
+            timings["volumetrics_ms"] = (time.perf_counter() - t0) * 1000.0
         colours = class_colours(classes)
         results = {
             **{k: v for k, v in job.results.items() if k in _REQUEST_KEYS},
@@ -418,6 +518,7 @@ def segmentation_run(*, job_id: int) -> SegmentationJob | None:
             "postprocessing": config.postprocessing.to_dict(),
             "timings_ms": {k: round(v, 1) for k, v in timings.items()},
             "overlay_paths": overlays,
+            **brain,
         }
         runtime_ms = (time.perf_counter() - started) * 1000.0
         return _complete(job_id, mask_path, overlays[0], seg_path, results, runtime_ms, written)
@@ -472,6 +573,7 @@ def _complete(
                 "model": job.model.name,
                 "frames": results["frames"],
                 "runtime_ms": round(runtime_ms, 1),
+                **({"atrophy_grade": results["atrophy"]["grade"]} if "atrophy" in results else {}),
             },
         )
     return job

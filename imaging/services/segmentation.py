@@ -3,7 +3,8 @@
     segmentation_models_register() -> list[SegmentationModel]   # model/segmentation/<name>/
     segmentation_model_validate(config, weights=None)            # ValueError if not a model
     segmentation_request(*, scan, model, actor, request=None, pixel_spacing_mm=None,
-                         series=False) -> job                    # queued after commit
+                         series=False, patient_age_years=None, patient_sex=None)
+                                                                 # -> job, queued after commit
 
 Models: a directory under SEGMENTATION_MODELS_DIR (default `model/segmentation/`) holding
 `config.json` and `model.onnx` (preferred: onnxruntime), `weights.pt` (a state_dict) or
@@ -31,6 +32,7 @@ from django.utils.text import slugify
 from audit.models import Action
 from audit.services import audit_record
 from engine import errors
+from engine.brain.normative import age_band, sex_code
 from engine.segmentation.model import ModelConfig
 from imaging.jobs.segmentation import MODEL_FILES, series_members, weights_directory
 from imaging.models import Scan, ScanStatus, SegmentationJob, SegmentationModel
@@ -129,10 +131,16 @@ def segmentation_request(
     request: HttpRequest | None = None,
     pixel_spacing_mm: Sequence[float] | None = None,
     series: bool = False,
+    patient_age_years: float | None = None,
+    patient_sex: str | None = None,
 ) -> SegmentationJob:
     """Queue a run of `model` on `scan` (after commit), or with `series` on every slice of
     its DICOM series as one volume. Caller has checked that `actor` is a doctor who may see
-    the scan. Audited, refusals too."""
+    the scan. Audited, refusals too.
+
+    `patient_age_years` and `patient_sex` serve a brain-tissue model's atrophy z-scores when
+    the DICOM header lacks them (the header wins); only the decade band and the sex are kept
+    on the job, never the age itself."""
     details: dict[str, Any] = {"model": model.name}
     if scan.status != ScanStatus.COMPLETED:
         raise _refuse(
@@ -162,6 +170,18 @@ def segmentation_request(
                 details=details,
             )
     requested: dict[str, Any] = {"requested_pixel_spacing_mm": spacing} if spacing else {}
+    if patient_age_years is not None:
+        if not 0 <= float(patient_age_years) <= 130:
+            raise _refuse(
+                errors.invalid_age(130),
+                scan=scan,
+                actor=actor,
+                request=request,
+                details=details,
+            )
+        requested["requested_age_band"] = age_band(float(patient_age_years))
+    if patient_sex is not None and sex_code(patient_sex):
+        requested["requested_sex"] = sex_code(patient_sex)
     if series:
         members = series_members(scan)
         if len(members) < 2:

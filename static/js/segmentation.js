@@ -107,6 +107,8 @@
         view3dLink.hidden = !(res.frames > 1);
       }
       result.hidden = false;
+      // Brain volumetrics and atrophy (volumetrics.js) read the same job.
+      panel.dispatchEvent(new CustomEvent("medimg:segmentation-result", { detail: job, bubbles: true }));
       showOverlay();
     }
 
@@ -169,6 +171,14 @@
       }
       if (series && series.checked) {
         body.series = true;
+        var age = panel.querySelector("[data-segmentation-age]");
+        var sex = panel.querySelector("[data-segmentation-sex]");
+        if (age && age.value.trim()) {
+          body.patient_age_years = parseFloat(age.value);
+        }
+        if (sex && sex.value) {
+          body.patient_sex = sex.value;
+        }
       }
       runButton.disabled = true;
       say("Sending…");
