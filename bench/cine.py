@@ -115,8 +115,9 @@ def cine_dicom(frames: int, height: int = 768, width: int = 1024, *, jpeg: bool 
 def process_cine(data: bytes, detector: Any, *, with_dicom: bool = False) -> dict[str, Any]:
     """What the worker does with an uploaded cine, storage replaced by temporary files:
     decode (frames read one at a time), detect with static overlays reused, seal each region,
-    fill, verify, draw the grid, and per frame write the redacted and grid PNGs and seal the
-    redacted pixels (`engine.crypto.sealed_frames`). With `with_dicom`, also the de-identified
+    fill, verify, and per frame seal the redacted pixels (`engine.crypto.sealed_frames`); the
+    redacted and grid PNGs of frame 0, and of any later frame not shown as stored (the
+    worker's other frames get theirs on request). With `with_dicom`, also the de-identified
     DICOM copy, written frame by frame into a file and encrypted from it, as the worker does.
 
     Returns stage timings (ms), the detector's counts and the process's peak RSS (MiB)."""
@@ -130,8 +131,11 @@ def process_cine(data: bytes, detector: Any, *, with_dicom: bool = False) -> dic
     from engine.crypto.sealed_frames import SealedFramesWriter
     from engine.detection import pipeline
     from engine.intake.validation import validate_upload
+    from engine.pixels.rendering import shown_as_stored
     from engine.pixels.restoration import encode_image
     from imaging.vault.pixels import DigestingImage
+
+    deferred: list[str] = []
 
     timings: dict[str, float] = {}
     start = time.perf_counter()
@@ -161,10 +165,16 @@ def process_cine(data: bytes, detector: Any, *, with_dicom: bool = False) -> dic
 
             def sink(output: pipeline.FrameOutput) -> None:
                 with pipeline.timed(timings, "store_ms"):
-                    for kind, frame in (
-                        ("redacted", output.redacted_display),
-                        ("grid", output.grid),
-                    ):
+                    # As the worker does: a later frame shown as stored gets its PNGs on
+                    # request (imaging.vault.derivatives), not here.
+                    plain = output.index > 0 and shown_as_stored(
+                        output.redacted_pixels, output.redacted_display
+                    )
+                    for kind in ("redacted", "grid"):
+                        if plain and (kind == "redacted" or not output.has_leftovers):
+                            deferred.append(kind)
+                            continue
+                        frame = output.redacted_display if kind == "redacted" else output.grid
                         with open(f"{folder}/{kind}-{output.index:04d}.png", "wb") as png:
                             png.write(encode_image(frame, "png"))
                     sealed.add(output.redacted_pixels)
@@ -216,5 +226,6 @@ def process_cine(data: bytes, detector: Any, *, with_dicom: bool = False) -> dic
         "frames_detected": result.metrics["frames_detected"],
         "pixels_sha256": digest,
         "quality_reused": result.metrics.get("quality_reused", 0),
+        "pngs_deferred": len(deferred),
         "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
     }

@@ -5,6 +5,7 @@ without ever holding all of them.
     writer.add(frame)  # F times, in order
     writer.close()
     unseal_frames(blob, data_key, aad=...) -> np.ndarray     # the exact stack
+    unseal_frame(handle, data_key, aad=..., index=i) -> np.ndarray  # one frame, from a file
     FileFrames(handle, shape=..., dtype=...)[i] -> np.ndarray  # raw frames read one by one
 
 Layout: MAGIC, then sealed chunks, each an 8-byte big-endian length and an AES-GCM blob
@@ -151,3 +152,49 @@ def unseal_frames(blob: bytes, data_key: bytes, *, aad: bytes) -> np.ndarray:
             raise CryptoError()
         out[index] = np.frombuffer(data, dtype=dtype).reshape(shape[1:])
     return out
+
+
+def unseal_frame(handle: IO[bytes], data_key: bytes, *, aad: bytes, index: int) -> np.ndarray:
+    """Frame `index` of the stack in the open (seekable) file `handle`: the chunks' lengths
+    are walked (seeks, nothing else read), then only the header chunk and that frame's chunk
+    are read and opened. CryptoError when anything about them was changed, or when `index`
+    is not a frame of the stack; the chunk count is bound as in `unseal_frames`."""
+    handle.seek(0)
+    if handle.read(len(MAGIC)) != MAGIC:
+        raise CryptoError()
+    spans: list[tuple[int, int]] = []
+    position = len(MAGIC)
+    while True:
+        head = handle.read(_LENGTH.size)
+        if not head:
+            break
+        if len(head) != _LENGTH.size:
+            raise CryptoError()
+        (length,) = _LENGTH.unpack(head)
+        spans.append((position + _LENGTH.size, length))
+        position += _LENGTH.size + length
+        handle.seek(position)
+    total = len(spans)
+    if total < 2 or not 0 <= index < total - 1:
+        raise CryptoError()
+
+    def chunk(number: int) -> bytes:
+        start, length = spans[number]
+        handle.seek(start)
+        blob = handle.read(length)
+        if len(blob) != length:
+            raise CryptoError()
+        return crypto.decrypt_blob(data_key, blob, aad=_chunk_aad(aad, number, total))
+
+    try:
+        header = json.loads(chunk(0))
+        dtype = np.dtype(header["dtype"])
+        shape = tuple(int(v) for v in header["shape"])
+    except (ValueError, KeyError, TypeError):
+        raise CryptoError() from None
+    if header.get("chunks") != total or not shape or shape[0] != total - 1 or dtype.hasobject:
+        raise CryptoError()
+    data = chunk(index + 1)
+    if len(data) != int(np.prod(shape[1:], dtype=np.int64)) * dtype.itemsize:
+        raise CryptoError()
+    return np.frombuffer(data, dtype=dtype).reshape(shape[1:]).copy()

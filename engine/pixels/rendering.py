@@ -4,6 +4,8 @@ use to turn decoded pixels into 8-bit RGB (plain: arrays and datasets in, arrays
 Interface (stable):
 
     render_frame_uint8(ds, frame, *, index=0, window=None, overlays=True) -> (H, W, 3) uint8
+    plain_display(frame) -> (H, W, 3) uint8 | None   # an 8-bit frame shown as it is stored
+    shown_as_stored(frame, display) -> bool   # display == plain_display(frame)
     render_frames_uint8(ds, pixels, *, window=None, overlays=True) -> (F, H, W, 3) uint8
     modality_values(ds, frame, *, index=0) -> float64 (H, W)   # e.g. Hounsfield units for CT
     window_choice(ds, *, window=None, centre=None, width=None) -> Window | None
@@ -416,6 +418,29 @@ def _to_uint8_by_bits(frame: np.ndarray, bits: int) -> np.ndarray:
     top = float(2**bits - 1) if bits > 0 else float(frame.max() or 1)
     scaled = frame.astype(np.float64) / top * 255.0
     return np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
+
+
+def plain_display(frame: np.ndarray) -> np.ndarray | None:
+    """An 8-bit frame shown as it is stored, as 8-bit RGB: the frame itself when it is
+    (H, W, 3) uint8, grey repeated in three channels when (H, W) uint8; None otherwise. A
+    frame whose rendering equals this needs nothing but its pixels to be shown again (the
+    display PNGs of a cine's later frames are drawn so, on request: imaging.vault.derivatives)."""
+    if frame.dtype != np.uint8:
+        return None
+    if frame.ndim == 3 and frame.shape[-1] == 3:
+        return frame
+    if frame.ndim == 2:
+        return np.repeat(frame[..., np.newaxis], 3, axis=2)
+    return None
+
+
+def shown_as_stored(frame: np.ndarray, display: np.ndarray) -> bool:
+    """Whether `display` (a rendering of `frame`) is `plain_display(frame)`: then the frame's
+    pixels are all it takes to show it again."""
+    plain = plain_display(frame)
+    if plain is None:
+        return False
+    return plain is display or np.array_equal(plain, display)
 
 
 def render_frame_uint8(

@@ -36,6 +36,7 @@ from engine.errors import CryptoError, ImagingError
 from engine.intake.validation import validate_upload
 from engine.pixels.metrics import hamming
 from engine.pixels.qc import image_statistics
+from engine.pixels.rendering import shown_as_stored
 from engine.pixels.restoration import encode_image
 from imaging.jobs.batch import image_scanner, pipeline_options
 from imaging.jobs.detector import default_detector, detector_identity
@@ -96,8 +97,12 @@ class _OutputWriter:
     a temporary file (and kept raw in another, for the DICOM output and the QC statistics),
     so a cine's frames are never all in memory here."""
 
-    def __init__(self, *, scan: Scan, image: Any, data_key: bytes, written: list[str]) -> None:
+    def __init__(
+        self, *, scan: Scan, image: Any, data_key: bytes, written: list[str], defer: bool = False
+    ) -> None:
         self.scan, self.image, self.data_key, self.written = scan, image, data_key, written
+        self.defer = defer
+        self.deferred = 0
         self.scan_ref = str(scan.uid)
         # A fresh token per run: a re-run never overwrites files a committed row points at.
         self.base = f"scans/{scan.uid}/run-{secrets.token_hex(4)}"
@@ -123,7 +128,20 @@ class _OutputWriter:
 
     def frame(self, output: pipeline.FrameOutput) -> None:
         index = output.index
-        for kind, frame in (("redacted", output.redacted_display), ("grid", output.grid)):
+        plain = (
+            index > 0
+            and self.defer
+            and shown_as_stored(output.redacted_pixels, output.redacted_display)
+        )
+        for kind in ("redacted", "grid"):
+            if plain and (kind == "redacted" or not output.has_leftovers):
+                # Drawn on first request from the sealed redacted pixels and the regions
+                # (imaging.vault.derivatives), then stored and bound like these.
+                self.digests[kind].append("")
+                self.paths[kind].append("")
+                self.deferred += 1
+                continue
+            frame = output.redacted_display if kind == "redacted" else output.grid
             data = encode_image(frame, "png")
             # The plain PNGs are bound to this scan, kind and frame by a digest on the row.
             self.digests[kind].append(
@@ -312,7 +330,8 @@ def _scan_run(
     # The pixels are hashed as the pipeline reads them (pixels_digest's bytes).
     image = DigestingImage(decoded)
     # Frame by frame: each processed frame is written out as soon as it is done.
-    writer = _OutputWriter(scan=scan, image=image, data_key=data_key, written=written)
+    # A cine's later frames whose display is their pixels get their PNGs on request.
+    writer = _OutputWriter(scan=scan, image=image, data_key=data_key, written=written, defer=True)
 
     def sink(output: pipeline.FrameOutput) -> None:
         with pipeline.timed(timings, "store_ms"):
@@ -338,6 +357,8 @@ def _scan_run(
         with pipeline.timed(timings, "decode_ms"):
             if image.digest() != scan.pixels_sha256:
                 raise ProcessingFailure(FailureReason.DECODE_FAILED)
+        if writer.deferred:
+            result.metrics["display_pngs_deferred"] = writer.deferred
         if image.notes:
             # What decoding or rendering worked around: the scan's processing notes.
             result.metrics["notes"] = list(image.notes)

@@ -49,6 +49,7 @@ from engine.intake.validation import validate_upload
 from imaging.models import Scan, ScanStatus
 from imaging.services.restore import scan_restore
 from imaging.services.upload import scan_upload
+from imaging.vault.derivatives import frame_read
 from imaging.vault.keys import unwrap_data_key
 from imaging.vault.pixels import scan_restore_pixels
 from imaging.vault.storage import storage_read
@@ -262,6 +263,13 @@ def walk_one(
     pixels = scan_restore_pixels(scan=scan)
     if pixels.dtype != image.pixels.dtype or not np.array_equal(pixels, image.pixels):
         outcome.problems.append("restored pixels differ from the upload's")
+    # Every frame as the viewer reads it (a cine's later frames are drawn on this first read).
+    for index in range(len((scan.frame_paths or {}).get("redacted") or [])):
+        for kind in ("redacted", "grid"):
+            try:
+                frame_read(scan, kind, index)
+            except Exception as exc:  # Reported with the file, as every problem here is.
+                outcome.problems.append(f"the {kind} PNG of frame {index}: {exc!r}")
     if redact:
         outcome.problems.extend(_redact_problems(entry, image))
     return outcome

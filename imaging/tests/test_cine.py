@@ -433,3 +433,77 @@ def test_quality_metrics_are_reused_for_frames_whose_overlay_repeats() -> None:
     expected = pipeline.quality_metrics(np.asarray(image.display), result.redacted_display)
     assert result.metrics["ssim"] == pytest.approx(expected["ssim"], abs=1e-12)
     assert result.metrics["psnr"] == pytest.approx(expected["psnr"], abs=1e-9)
+
+
+def _png_pixels(data: bytes) -> np.ndarray:
+    from PIL import Image
+
+    with Image.open(io.BytesIO(data)) as image:
+        return np.asarray(image.convert("RGB"))
+
+
+def test_later_frames_get_their_pngs_on_first_request_the_same_as_processing_drew_them(
+    cine_scan: tuple[Scan, bytes], api: Any, technician: Any, settings: Any
+) -> None:
+    from engine.pixels.restoration import encode_image
+    from imaging.jobs.batch import pipeline_options
+
+    scan, data = cine_scan
+    # Frame 0 is written by processing (thumbnails, the scan page); the other frames are
+    # shown as stored (RGB), so theirs wait for a request.
+    for kind in ("redacted", "grid"):
+        assert scan.frame_paths[kind][0] and scan.frame_digests[kind][0]
+        assert scan.frame_paths[kind][1:] == [""] * (FRAMES - 1)
+        assert scan.frame_digests[kind][1:] == [""] * (FRAMES - 1)
+    assert scan.metrics["display_pngs_deferred"] == 2 * (FRAMES - 1)
+    # What processing would have drawn: the same pipeline, every frame kept.
+    image = _decode(data)
+    eager = pipeline.pipeline_run(
+        image=image,
+        data_key=crypto.new_data_key(),
+        scan_ref="eager",
+        detector=detect,
+        **pipeline_options(image),
+    )
+    api.force_authenticate(technician)
+    for frame in range(FRAMES):
+        for kind, expected in (
+            ("redacted", eager.redacted_display[frame]),
+            ("grid", eager.grid_display[frame]),
+        ):
+            response = api.get(f"/api/images/{scan.pk}/{kind}/?frame={frame}")
+            assert response.status_code == 200, (kind, frame)
+            assert response.content == encode_image(expected, "png"), (kind, frame)
+    scan.refresh_from_db()
+    # Stored and bound once drawn: every frame now has its file and its keyed digest.
+    for kind in ("redacted", "grid"):
+        assert all(scan.frame_paths[kind]) and all(scan.frame_digests[kind])
+        assert len(set(scan.frame_paths[kind])) == FRAMES
+    again = api.get(f"/api/images/{scan.pk}/grid/?frame=5")
+    assert again.status_code == 200
+    np.testing.assert_array_equal(_png_pixels(again.content), eager.grid_display[5])
+    # ... and checked like any stored frame: another frame's file copied over it is refused.
+    media = Path(settings.MEDIA_ROOT)
+    (media / scan.frame_paths["grid"][5]).write_bytes(
+        (media / scan.frame_paths["grid"][4]).read_bytes()
+    )
+    tampered = api.get(f"/api/images/{scan.pk}/grid/?frame=5")
+    assert tampered.status_code == 500
+    assert tampered.json()["error"]["code"] == "restore_failed"
+
+
+def test_a_deferred_frame_is_drawn_from_the_sealed_pixels_or_not_at_all(
+    cine_scan: tuple[Scan, bytes], api: Any, technician: Any, settings: Any
+) -> None:
+    scan, _ = cine_scan
+    sealed = Path(settings.MEDIA_ROOT) / scan.redacted_pixels_path
+    blob = bytearray(sealed.read_bytes())
+    blob[-20] ^= 1  # A bit of the last frame's chunk.
+    sealed.write_bytes(bytes(blob))
+    api.force_authenticate(technician)
+    assert api.get(f"/api/images/{scan.pk}/redacted/?frame=2").status_code == 200
+    response = api.get(f"/api/images/{scan.pk}/redacted/?frame={FRAMES - 1}")
+    assert response.status_code == 500
+    assert response.json()["error"]["code"] == "restore_failed"
+    scan.refresh_from_db()
+    assert scan.frame_paths["redacted"][FRAMES - 1] == ""

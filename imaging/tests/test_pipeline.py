@@ -19,6 +19,7 @@ from PIL import Image
 from engine.intake.validation import validate_upload
 from imaging.models import Scan, ScanStatus
 from imaging.tests import factories
+from imaging.vault.derivatives import frame_read
 from imaging.vault.pixels import scan_restore_pixels
 from imaging.vault.storage import storage_read
 
@@ -38,9 +39,10 @@ def _upload_one(upload: Any, name: str, data: bytes) -> Scan:
 
 
 def _redacted_frames(scan: Scan) -> list[np.ndarray]:
+    # Read as the viewer reads them: a cine's later frames are drawn on the first read.
     return [
-        np.asarray(Image.open(io.BytesIO(storage_read(path))))
-        for path in scan.frame_paths["redacted"]
+        np.asarray(Image.open(io.BytesIO(frame_read(scan, "redacted", index))))
+        for index in range(len(scan.frame_paths["redacted"]))
     ]
 
 

@@ -90,6 +90,12 @@ def storage_read(name: str) -> bytes:
         return handle.read()
 
 
+def storage_open(name: str) -> IO[bytes]:
+    """The stored file, open for reading (seekable): for reading a part of a large file."""
+    handle: IO[bytes] = default_storage.open(name, "rb")
+    return handle
+
+
 def storage_delete(*names: str) -> None:
     """Best-effort removal, for cleaning up after a failed step."""
     for name in names:
