@@ -18,7 +18,7 @@ between; its SD is that paper's Table 1 SD of intracranial CSF volume over its m
 intracranial volume (64.9 / 1443.3 mL = 0.045, the whole cohort of 21-92 years: wider than
 within one decade, so z-scores err towards normal). The same mean serves both sexes: Ge et al.
 2002 found no significant sex difference in fractional grey or white matter volume, and
-Yamada's Table 1 female and male CSF fractions (21.8 %, 23.3 %) differ by 0.16 SD once their
+Yamada's Table 1 female and male CSF fractions (21.8 %, 23.3 %) differ by 0.15 SD once their
 3-year age gap is allowed for. Intracranial volume has sex-specific references (Yamada Table 1)
 and is shown as a plausibility check, not graded: head size is not atrophy.
 
@@ -250,13 +250,13 @@ def atrophy_assessment(
                 }
             )
     for tissue in ("grey_matter", "white_matter"):
-        side = _smaller_side(asymmetry.get(tissue))
-        if side:
+        smaller = _smaller_side(asymmetry.get(tissue))
+        if smaller:
             flagged.append(
                 {
                     "label": int(tissue_labels[tissue]),
                     "name": tissue,
-                    "side": side,
+                    "side": smaller,
                     "measure": f"asymmetry_{tissue}",
                     "z": None,
                     "value": asymmetry.get(tissue),

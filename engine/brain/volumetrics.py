@@ -103,7 +103,7 @@ def mid_sagittal_index(inside: np.ndarray, axis: int) -> float:
     """The index (a whole or half voxel) along `axis` of the plane about which `inside` (a
     boolean mask) is most symmetric; the mask's centre when it is empty or flat."""
     profile = np.moveaxis(inside, axis, 0)
-    n = profile.shape[0]
+    n = int(profile.shape[0])
     occupied = np.flatnonzero(profile.reshape(n, -1).any(axis=1))
     if len(occupied) < 2:
         return (n - 1) / 2.0

@@ -2,7 +2,7 @@
 
     python -m model.segmentation.evaluate_volumetrics [--model model/segmentation/brain-tissue]
         [--levels 0,0.1,0.2,0.3] [--sides both,left] [--slice-mm 3] [--pixel-mm 1]
-        [--size 256] [--age-band 20-29] [--truth]
+        [--size 256] [--slab 52,132] [--age-band 20-29] [--truth]
 
 For each case of model/segmentation/volumetrics_data.py (the MNI152 maps with a known fraction
 of grey and white matter turned into CSF, resliced), the model segments the volume slice by
@@ -44,6 +44,7 @@ def evaluate(
     size: int,
     band: str,
     truth: bool,
+    slab: tuple[int, int] | None = None,
 ) -> list[dict[str, Any]]:
     segmenter = Segmenter.load(model_dir, backend="onnx", threads=1)
     classes = dict(segmenter.config.classes)
@@ -53,7 +54,9 @@ def evaluate(
         for level in levels:
             if level == 0 and side != sides[0]:
                 continue
-            case = make_case(level, side, slice_mm=slice_mm, pixel_mm=pixel_mm, size=size)
+            case = make_case(
+                level, side, slice_mm=slice_mm, pixel_mm=pixel_mm, size=size, z_range=slab
+            )
             true = case.true_volumes_ml()
             true_bpf = (true["grey_matter"] + true["white_matter"]) / sum(true.values())
             sources = {"model": segmenter.segment(case.image.astype(np.float32)).labels}
@@ -115,6 +118,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--slice-mm", type=int, default=3)
     parser.add_argument("--pixel-mm", type=int, default=1)
     parser.add_argument("--size", type=int, default=256)
+    parser.add_argument("--slab", help="first,last 1 mm template slice kept (e.g. 52,132)")
     parser.add_argument("--age-band", default="20-29")
     parser.add_argument("--truth", action="store_true")
     parser.add_argument("--json", type=Path, help="also write the rows here")
@@ -128,6 +132,7 @@ def main(argv: list[str] | None = None) -> None:
         size=args.size,
         band=args.age_band,
         truth=args.truth,
+        slab=tuple(int(v) for v in args.slab.split(",")) if args.slab else None,  # type: ignore[arg-type]
     )
     print_table(rows)
     if args.json:
