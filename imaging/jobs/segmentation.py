@@ -312,8 +312,15 @@ def series_slice_spacing(headers: Sequence[Any]) -> float | None:
 def _left_right(headers: Sequence[Any]) -> tuple[int, bool]:
     """The label volume's left-right axis and whether the left is at its high indices, from
     the first slice's orientation; for a sagittal stack, from the slice positions' order."""
+    first = headers[0]
+    source = first
+    shared = first.get("SharedFunctionalGroupsSequence")
+    if "ImageOrientationPatient" not in first and shared:
+        # An enhanced multi-frame: the orientation sits in the Plane Orientation macro.
+        planes = shared[0].get("PlaneOrientationSequence")
+        source = planes[0] if planes else first
     try:
-        orientation = [float(v) for v in headers[0].ImageOrientationPatient]
+        orientation = [float(v) for v in source.ImageOrientationPatient]
     except (AttributeError, TypeError, ValueError):
         return lr_axis_from_orientation(None)
     axis, left_is_high = lr_axis_from_orientation(orientation)

@@ -282,3 +282,85 @@ def test_a_series_segmentation_with_the_brain_model_stores_volumetrics_and_atrop
     )
     assert shrunk["volumetrics"]["asymmetry"]["parenchyma"] < 0  # the left is smaller
     assert "left" in {f["side"] for f in shrunk["atrophy"]["flagged"]}
+
+
+def test_the_worker_takes_age_and_sex_from_the_request_only_when_the_header_lacks_them() -> None:
+    from pydicom.dataset import Dataset
+
+    labels = _box_volume()
+    volume = np.where(labels > 0, 1000.0, 0.0)
+    bare = Dataset()
+    bare.ImageOrientationPatient = [-1, 0, 0, 0, 1, 0]  # columns run to the patient's right
+    requested = {"requested_age_band": "50-59", "requested_sex": "M"}
+    measured, atrophy = segmentation_jobs.brain_measures(
+        labels=labels,
+        volume=volume,
+        spacing_mm=(1, 1, 1),
+        classes=CLASSES,
+        headers=[bare],
+        requested=requested,
+    )
+    assert (atrophy["age_band"], atrophy["age_source"]) == ("50-59", "request")
+    assert (atrophy["sex"], atrophy["sex_source"]) == ("M", "request")
+    assert measured["hemisphere_split"]["left"] == "low"
+    # The left is at the low columns here: the extra grey matter (high columns) is right.
+    assert measured["asymmetry"]["grey_matter"] < 0
+
+    told = Dataset()
+    told.PatientBirthDate, told.StudyDate, told.PatientSex = "19400101", "20260101", "F"
+    _, atrophy = segmentation_jobs.brain_measures(
+        labels=labels,
+        volume=volume,
+        spacing_mm=(1, 1, 1),
+        classes=CLASSES,
+        headers=[told],
+        requested=requested,
+    )
+    assert (atrophy["age_band"], atrophy["age_source"], atrophy["sex"]) == ("80+", "dicom", "F")
+
+    _, unknown = segmentation_jobs.brain_measures(
+        labels=labels,
+        volume=volume,
+        spacing_mm=(1, 1, 1),
+        classes=CLASSES,
+        headers=[bare],
+        requested={},
+    )
+    assert unknown["age_source"] == "default" and unknown["sex"] == "unknown"
+    assert len(unknown["warnings"]) == 2
+
+
+@pytest.mark.django_db
+def test_it_refuses_an_impossible_age_and_keeps_only_the_band_of_a_given_one(
+    api: Any,
+    doctor: Any,
+    settings: Any,
+    bright_detector: None,
+    upload: Any,
+    django_capture_on_commit_callbacks: Any,
+) -> None:
+    from imaging.services.segmentation import segmentation_models_register, segmentation_request
+
+    settings.SEGMENTATION_MODELS_DIR = MODELS
+    files = mr_series(np.full((2, 32, 32), 100, np.uint16), (5, 1, 1))
+    response = upload(*[(f"s{i}.dcm", data) for i, data in enumerate(files)])
+    scan = Scan.objects.get(pk=response.json()[0]["id"])
+    api.force_authenticate(doctor)
+    bad = api.post(
+        f"/api/images/{scan.id}/segmentations/",
+        {"model": "brain-tissue", "series": True, "patient_age_years": 131},
+        format="json",
+    )
+    assert bad.status_code == 400
+    (model,) = [m for m in segmentation_models_register() if m.name == "brain-tissue"]
+    from engine.errors import EngineError
+
+    with pytest.raises(EngineError):
+        segmentation_request(
+            scan=scan, model=model, actor=doctor, series=True, patient_age_years=-1
+        )
+    job = segmentation_request(
+        scan=scan, model=model, actor=doctor, series=True, patient_age_years=67.5, patient_sex="f"
+    )
+    assert job.results["requested_age_band"] == "60-69" and job.results["requested_sex"] == "F"
+    assert "67" not in json.dumps(job.results)
