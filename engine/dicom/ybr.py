@@ -134,7 +134,8 @@ def _convert(tables: _Tables, ybr: np.ndarray) -> np.ndarray:
     y, cb, cr = cv2.split(np.ascontiguousarray(ybr).reshape(-1, ybr.shape[-2], 3))
     r = cv2.subtract(cv2.add(y, cv2.LUT(cr, tables.red[0])), cv2.LUT(cr, tables.red[1]))
     b = cv2.subtract(cv2.add(y, cv2.LUT(cb, tables.blue[0])), cv2.LUT(cb, tables.blue[1]))
-    pair = (cb.astype(np.uint16) << 8) | cr
+    pair = np.left_shift(cb, 8, dtype=np.uint16)
+    np.bitwise_or(pair, cr, out=pair)
     both = tables.green[pair].view(np.uint8).reshape(*pair.shape, 2)
     g = cv2.subtract(cv2.add(y, np.ascontiguousarray(both[..., 0])), both[..., 1].copy())
     out = cv2.merge((r, g, b))
