@@ -795,11 +795,11 @@ def pipeline_run(
                         b for b in opinion_found if not covered(b, matched, share=0.5)
                     ] + matched
                     with timed(timings, "encrypt_ms"):
-                        for mark in matched:
+                        for spot in matched:
                             frame_regions.append(
                                 seal_region(
                                     pixels=pixels,
-                                    box=mark,
+                                    box=spot,
                                     index=len(regions) + len(frame_regions),
                                     data_key=data_key,
                                     scan_ref=scan_ref,

@@ -9,6 +9,7 @@ rulers, ECG traces) are drawn but never labelled: they teach the model what is n
 from __future__ import annotations
 
 import fnmatch
+import functools
 import io
 import logging
 import math
@@ -178,7 +179,12 @@ def font_paths(root: Path | None = None) -> list[Path]:
             if "Math" not in p.name and "ExtraLight" not in p.name
         ]
         # liberation2 and liberation ship files of the same names: keep the first (newer).
-        found = [p for p in found if not (p.name in seen or seen.add(p.name))]
+        unique = []
+        for path in found:
+            if path.name not in seen:
+                seen.add(path.name)
+                unique.append(path)
+        found = unique
         if not found:
             log.info(
                 "fonts: no %s faces under %s, skipped (apt-get install %s)", family, root, package
@@ -637,7 +643,7 @@ def draw_tgc_curve(image: np.ndarray, rng: random.Random) -> None:
 # Every unlabelled graphic the generator draws, by name (tests draw each alone).
 HARD_NEGATIVES: dict[str, Callable[[np.ndarray, random.Random], None]] = {
     **{
-        name: (lambda image, rng, k=index: draw_measurement_graphics(image, rng, k))
+        name: functools.partial(draw_measurement_graphics, kind=index)
         for index, name in enumerate(MEASUREMENT_KINDS)
     },
     "probe_mark": draw_probe_mark,
