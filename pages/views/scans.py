@@ -43,6 +43,8 @@ REGION_KINDS = {
     "annotation": "Scanner annotation",
     # imaging.models.ScannerRule: a box the admin set for every image of this scanner model.
     "scanner_rule": "Scanner rule",
+    # engine.detection.pipeline: text the second opinion read that shows a header value.
+    "header_match": "Header value seen",
 }
 
 
