@@ -2,7 +2,7 @@
 
     python -m model.segmentation.evaluate_volumetrics [--model model/segmentation/brain-tissue]
         [--levels 0,0.1,0.2,0.3] [--sides both,left] [--slice-mm 3] [--pixel-mm 1]
-        [--size 256] [--slab 52,132] [--age-band 20-29] [--truth]
+        [--size 256] [--slab 52,132] [--age-band 20-29] [--truth] [--card]
 
 For each case of model/segmentation/volumetrics_data.py (the MNI152 maps with a known fraction
 of grey and white matter turned into CSF, resliced), the model segments the volume slice by
@@ -10,14 +10,20 @@ slice as the app does, engine.brain measures it, and the table gives the true an
 volumes (mL), the relative errors, true and measured BPF, the parenchymal asymmetry, the
 atrophy grade and the flagged regions. `--truth` also grades the ground-truth labels (the
 argmax of the resliced probabilities): what a perfect segmenter would give, which separates
-the measure's behaviour from the model's.
+the measure's behaviour from the model's. `--card` adds (or replaces) the section "Volumetrics
+on generated MR series" of the model's MODEL_CARD.md with the table, the command and the
+weights' SHA-256.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
+import io
 import json
+import re
 import sys
+from contextlib import redirect_stdout
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +35,8 @@ if __package__ in (None, ""):
 from engine.brain.normative import atrophy_assessment
 from engine.brain.volumetrics import brain_volumetrics, tissue_indices
 from engine.segmentation.model import Segmenter
+from model.segmentation.evaluate import CARD_MARK
+from model.segmentation.train import CARD_FILE
 from model.segmentation.volumetrics_data import make_case
 
 TISSUES = ("grey_matter", "white_matter", "csf")
@@ -110,6 +118,37 @@ def print_table(rows: list[dict[str, Any]]) -> None:
         )
 
 
+CARD_TITLE = "Volumetrics on generated MR series"
+
+
+def update_card(model_dir: Path, command: str, table: str) -> Path:
+    """Add or replace the CARD_TITLE section at the end of the model card."""
+    path = model_dir / CARD_FILE
+    text = path.read_text() if path.is_file() else f"# Model card: {model_dir.name}\n"
+    start, end = CARD_MARK.format(section=CARD_TITLE), CARD_MARK.format(section=f"/{CARD_TITLE}")
+    text = re.sub(f"{re.escape(start)}.*?{re.escape(end)}\n?", "", text, flags=re.DOTALL)
+    weights = model_dir / "model.onnx"
+    digest = hashlib.sha256(weights.read_bytes()).hexdigest() if weights.is_file() else "?"
+    section = "\n".join(
+        [
+            start,
+            f"### {CARD_TITLE}",
+            "",
+            "MNI152 grey/white-matter maps with a known fraction of both turned into CSF "
+            "(whole brain or left hemisphere), resliced into DICOM MR series "
+            "(model/segmentation/volumetrics_data.py); measured by engine.brain as the app does. "
+            f"Weights model.onnx sha256 `{digest[:16]}`. Command: `{command}`. "
+            "Method, references and reading: docs/volumetrics.md.",
+            "",
+            table.rstrip("\n"),
+            end,
+            "",
+        ]
+    )
+    path.write_text(text.rstrip("\n") + "\n\n" + section)
+    return path
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", type=Path, default=Path("model/segmentation/brain-tissue"))
@@ -122,6 +161,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--age-band", default="20-29")
     parser.add_argument("--truth", action="store_true")
     parser.add_argument("--json", type=Path, help="also write the rows here")
+    parser.add_argument("--card", action="store_true", help="write the table into the card")
     args = parser.parse_args(argv)
     rows = evaluate(
         args.model,
@@ -134,7 +174,15 @@ def main(argv: list[str] | None = None) -> None:
         truth=args.truth,
         slab=tuple(int(v) for v in args.slab.split(",")) if args.slab else None,  # type: ignore[arg-type]
     )
-    print_table(rows)
+    buffer = io.StringIO()
+    with redirect_stdout(buffer):
+        print_table(rows)
+    print(buffer.getvalue(), end="")
+    if args.card:
+        command = "python -m model.segmentation.evaluate_volumetrics " + " ".join(
+            argv if argv is not None else sys.argv[1:]
+        )
+        print(f"card: {update_card(args.model, command, buffer.getvalue())}")
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2))
 

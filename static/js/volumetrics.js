@@ -11,6 +11,12 @@
     moderate: "Moderate atrophy",
     severe: "Severe atrophy",
   };
+  var GRADE_BADGE = {
+    none: "badge--completed",
+    mild: "badge--warning",
+    moderate: "badge--failed",
+    severe: "badge--failed",
+  };
   var MEASURE_TEXT = {
     bpf: "Brain parenchymal fraction",
     icv: "Intracranial volume",
@@ -44,6 +50,7 @@
     var grade = box.querySelector("[data-volumetrics-grade]");
     grade.textContent = GRADE_TEXT[atrophy.grade] || atrophy.grade;
     grade.dataset.grade = atrophy.grade;
+    grade.className = "badge " + (GRADE_BADGE[atrophy.grade] || "");
     box.querySelector("[data-volumetrics-patient]").textContent =
       "Compared with the " + atrophy.age_band + " reference (age from " + atrophy.age_source +
       "), sex " + atrophy.sex + (atrophy.sex_source !== "unknown" ? " (from " + atrophy.sex_source + ")" : "") +
