@@ -19,7 +19,9 @@ state_dict) and `model.onnx` (the same network, exported). Images are 2D (H, W) 
 multiple of the network's total stride and the output cropped back, so any size works.
 `probabilities` are softmax outputs (C, ...) in float32; `labels` are uint8 class indices,
 after the model's post-processing (`config.json` "postprocessing",
-`engine.segmentation.postprocessing`; none unless configured).
+`engine.segmentation.postprocessing`; none unless configured). With `"test_time_flip": true`
+in `config.json` the softmax is the mean of the network's output for the image and for its
+left-right mirror (mirrored back), at twice the network time; false when absent.
 
 Networks come from MONAI, not hand-written: `unet` is `monai.networks.nets.UNet` with plain
 convolution blocks (num_res_units=0), `residual` is the same class with residual units
@@ -107,6 +109,7 @@ class ModelConfig:
     preprocessing: PreprocessConfig = field(default_factory=PreprocessConfig)
     training: dict[str, Any] = field(default_factory=dict)
     postprocessing: PostprocessConfig = field(default_factory=PostprocessConfig)
+    test_time_flip: bool = False  # average with the left-right mirrored input's softmax
 
     def to_dict(self) -> dict[str, Any]:
         network = asdict(self.network)
@@ -118,6 +121,7 @@ class ModelConfig:
             "classes": {str(k): v for k, v in sorted(self.classes.items())},
             "preprocessing": self.preprocessing.to_dict(),
             "postprocessing": self.postprocessing.to_dict(),
+            "test_time_flip": self.test_time_flip,
             "training": self.training,
             "files": {"weights": WEIGHTS_FILE, "onnx": ONNX_FILE},
         }
@@ -131,6 +135,7 @@ class ModelConfig:
             preprocessing=PreprocessConfig.from_dict(data.get("preprocessing", {})),
             training=data.get("training", {}),
             postprocessing=PostprocessConfig.from_dict(data.get("postprocessing")),
+            test_time_flip=bool(data.get("test_time_flip", False)),
         )
 
     def save(self, model_dir: Path) -> Path:
@@ -278,17 +283,27 @@ class Segmenter:
         session = ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
         return cls._from_onnx_session(config, session)
 
+    def _run_batch(self, batch: np.ndarray) -> np.ndarray:
+        """Softmax of a padded (N, 1, ...) batch; with test_time_flip, the mean of the batch's
+        and its mirror's (last axis, the left-right one of an axial slice), run as one batch."""
+        if not self.config.test_time_flip:
+            return cast("np.ndarray", self._run(np.ascontiguousarray(batch)))
+        both = np.ascontiguousarray(np.concatenate([batch, batch[..., ::-1]]))
+        out = self._run(both)
+        n = len(batch)
+        return cast("np.ndarray", (out[:n] + out[n:][..., ::-1]) * np.float32(0.5))
+
     def probabilities(self, prepared: np.ndarray) -> np.ndarray:
         """Softmax (C, ...) for an already prepared 2D image or (Z, H, W) volume."""
         divisor = self.config.network.divisor
         if prepared.ndim == 2 or self.config.network.spatial_dims == 3:
             batch, crop = pad_to_multiple(prepared[None, None], divisor)
-            return cast("np.ndarray", self._run(np.ascontiguousarray(batch))[crop][0])
+            return cast("np.ndarray", self._run_batch(batch)[crop][0])
         outputs = []
         for start in range(0, prepared.shape[0], self.batch_size):
             chunk = prepared[start : start + self.batch_size, None]
             batch, crop = pad_to_multiple(chunk, divisor)
-            outputs.append(self._run(np.ascontiguousarray(batch))[crop])
+            outputs.append(self._run_batch(batch)[crop])
         # (Z, C, H, W) -> (C, Z, H, W)
         return np.concatenate(outputs).transpose(1, 0, 2, 3)
 

@@ -139,9 +139,13 @@ def _pad_to(array: np.ndarray, size: int, value: float) -> np.ndarray:
 
 
 def deform(
-    probabilities: np.ndarray, rng: np.random.Generator, size: int
+    probabilities: np.ndarray,
+    rng: np.random.Generator,
+    size: int,
+    record: dict[str, Any] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Random affine + elastic warp of (4, H, W) probabilities onto a size x size grid."""
+    """Random affine + elastic warp of (4, H, W) probabilities onto a size x size grid.
+    `record`, when given, receives the parameters drawn (the draws are the same either way)."""
     padded = _pad_to(probabilities, size, 0.0)
     padded[0] = np.where(padded.sum(axis=0) == 0, 1.0, padded[0])
     angle = np.deg2rad(rng.uniform(-15, 15))
@@ -156,6 +160,13 @@ def deform(
     coords = np.stack([rows - centre - shift[0], cols - centre - shift[1]]).reshape(2, -1)
     source = (inverse @ coords).reshape(2, size, size) + centre
     strength = rng.uniform(0, 4.0)  # pixels
+    if record is not None:
+        record.update(
+            rotation_deg=float(np.rad2deg(angle)),
+            scale=float(np.sqrt(scale[0] * scale[1])),
+            shear=float(shear),
+            elastic_px=float(strength),
+        )
     source[0] += strength * smooth_field(rng, (size, size), 6)
     source[1] += strength * smooth_field(rng, (size, size), 6)
     warped = np.stack(
@@ -168,8 +179,12 @@ def deform(
     return warped.astype(np.float32), np.argmax(warped, axis=0).astype(np.uint8)
 
 
-def synthesise(probabilities: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """A random-contrast image (float32 0..1) from (4, H, W) tissue probabilities."""
+def synthesise(
+    probabilities: np.ndarray, rng: np.random.Generator, record: dict[str, Any] | None = None
+) -> np.ndarray:
+    """A random-contrast image (float32 0..1) from (4, H, W) tissue probabilities.
+    `record`, when given, receives the parameters drawn (the draws are the same either way)."""
+    record = {} if record is None else record
     size = probabilities.shape[1:]
     means = rng.uniform(0.0, 1.0, size=4)
     # Any ordering of tissues is allowed, but real scans always tell tissues apart: a draw
@@ -179,6 +194,12 @@ def synthesise(probabilities: np.ndarray, rng: np.random.Generator) -> np.ndarra
     if rng.random() < 0.5:
         means[0] = rng.uniform(0.0, 0.1)  # skull-stripped scans have a dark background
     spreads = rng.uniform(0.0, 0.08, size=4)
+    record.update(
+        means=[float(m) for m in means],
+        spreads=[float(v) for v in spreads],
+        gm_wm_gap=float(abs(means[2] - means[3])),
+        resolution=[1.0, 1.0],
+    )
     image: np.ndarray = np.zeros(size, dtype=np.float32)
     for k in range(4):
         texture = means[k] + spreads[k] * rng.standard_normal(size).astype(np.float32)
@@ -188,15 +209,19 @@ def synthesise(probabilities: np.ndarray, rng: np.random.Generator) -> np.ndarra
         factors = rng.uniform(1.0, 3.0, size=2)
         if rng.random() < 0.5:
             factors[rng.integers(2)] = 1.0
+        record["resolution"] = [float(f) for f in factors]
         image = ndimage.gaussian_filter(image, sigma=(factors - 1.0) / 2.0 + 1e-3)
         small = ndimage.zoom(image, 1.0 / factors, order=1)
         image = ndimage.zoom(small, np.array(size) / np.array(small.shape), order=1)
         image = _pad_to(image, size[0], float(image.min()))
     # Bias field: smooth, multiplicative, up to about +/-40 %.
-    bias = np.exp(rng.uniform(0.0, 0.35) * smooth_field(rng, size, int(rng.integers(3, 6))))
+    bias_strength = rng.uniform(0.0, 0.35)
+    bias = np.exp(bias_strength * smooth_field(rng, size, int(rng.integers(3, 6))))
     image = image * bias
     sigma = rng.uniform(0.0, 0.06)
-    if rng.random() < 0.5:  # Rician: magnitude of a complex signal with Gaussian noise
+    rician = bool(rng.random() < 0.5)
+    record.update(bias=float(bias_strength), noise_sigma=float(sigma), rician=rician)
+    if rician:  # Rician: magnitude of a complex signal with Gaussian noise
         real = image + sigma * rng.standard_normal(size)
         imaginary = sigma * rng.standard_normal(size)
         image = np.sqrt(real**2 + imaginary**2)
@@ -204,16 +229,27 @@ def synthesise(probabilities: np.ndarray, rng: np.random.Generator) -> np.ndarra
         image = image + sigma * rng.standard_normal(size)
     low, high = np.percentile(image, [0.5, 99.5])
     image = np.clip((image - low) / max(high - low, 1e-6), 0.0, 1.0)
-    image = image ** np.exp(rng.uniform(-0.4, 0.4))
+    gamma = np.exp(rng.uniform(-0.4, 0.4))
+    record["gamma"] = float(gamma)
+    image = image**gamma
     return image.astype(np.float32)
 
 
 def sample(
-    template: Template, z: int, seed: np.random.SeedSequence, size: int
+    template: Template,
+    z: int,
+    seed: np.random.SeedSequence,
+    size: int,
+    record: dict[str, Any] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     rng = np.random.default_rng(seed)
-    probabilities, labels = deform(template.probabilities[:, z], rng, size)
-    return synthesise(probabilities, rng), labels
+    probabilities, labels = deform(template.probabilities[:, z], rng, size, record)
+    return synthesise(probabilities, rng, record), labels
+
+
+def case_seed(split: str, index: int, seed: int = DEFAULT_SEED) -> np.random.SeedSequence:
+    """The seed of case `index` of a split: what generate_split's spawn gives that case."""
+    return np.random.SeedSequence(seed, spawn_key=(SPLIT_STREAM[split], index))
 
 
 def generate_split(

@@ -52,7 +52,7 @@ RECORDED = (
     "data", "model", "out", "name", "val", "val_fraction", "folds", "epochs", "batch_size",
     "learning_rate", "channels", "strides", "num_res_units", "spatial_dims", "dropout", "n4",
     "denoise", "clip", "normalise", "max_steps", "crop", "init_weights", "time_budget",
-    "seed", "threads", "device", "checkpoint",
+    "oversample", "class_weights", "seed", "threads", "device", "checkpoint",
 )  # fmt: skip
 
 
@@ -120,6 +120,19 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="train on random square crops of this side (a multiple of the total stride); "
         "inference still sees whole images",
+    )
+    parser.add_argument(
+        "--oversample",
+        type=int_list,
+        default=None,
+        help="CLASS,MIN_PIXELS,MAX_PIXELS,FACTOR: slices with MIN..MAX pixels of CLASS are "
+        "drawn FACTOR times an epoch (emphasis on slices where that class is small)",
+    )
+    parser.add_argument(
+        "--class-weights",
+        type=lambda text: tuple(float(v) for v in text.split(",")),
+        default=None,
+        help="W0,W1,...: per-class weights in the Dice + cross-entropy loss",
     )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)
@@ -205,6 +218,8 @@ def run_train(options: dict[str, Any], out: TextIO) -> None:
         device=options["device"],
         checkpoint=options["checkpoint"],
         resume=options["resume"],
+        oversample=options["oversample"],
+        class_weights=options["class_weights"],
         command=command_line(options),
     )
 

@@ -200,11 +200,23 @@ def read_image(path: Path, root: Path, case: str) -> tuple[np.ndarray, tuple[flo
     return _read_dicom(path)
 
 
-def load_case(root: Path, case: str, classes: dict[int, str] | None = None) -> Case:
+def case_index(root: Path) -> tuple[dict[str, Path], dict[str, Path]]:
+    """The image and mask files of every case; pass it to load_case when loading many cases
+    (listing a folder of thousands of files once per case made loading quadratic)."""
+    root = Path(root)
+    return _index(root / "images"), _index(root / "masks")
+
+
+def load_case(
+    root: Path,
+    case: str,
+    classes: dict[int, str] | None = None,
+    index: tuple[dict[str, Path], dict[str, Path]] | None = None,
+) -> Case:
     root = Path(root)
     classes = classes if classes is not None else load_classes(root)
-    image_path = _index(root / "images")[case]
-    mask_path = _index(root / "masks")[case]
+    images, masks = index if index is not None else case_index(root)
+    image_path, mask_path = images[case], masks[case]
     image, spacing = read_image(image_path, root, case)
     if image.ndim == 3 and image.shape[0] == 1:
         image, spacing = image[0], spacing[1:]
@@ -227,5 +239,6 @@ def load_case(root: Path, case: str, classes: dict[int, str] | None = None) -> C
 def iter_cases(root: Path, names: list[str] | None = None) -> Iterator[Case]:
     root = Path(root)
     classes = load_classes(root)
+    index = case_index(root)
     for name in names if names is not None else case_names(root):
-        yield load_case(root, name, classes)
+        yield load_case(root, name, classes, index)

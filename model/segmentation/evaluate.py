@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from engine.segmentation.model import Segmenter
-from model.segmentation.dataset import case_names, load_case, load_classes
+from model.segmentation.dataset import case_index, case_names, load_case, load_classes
 from model.segmentation.metrics import case_metrics, summarise, thresholds_table
 from model.segmentation.train import CARD_FILE
 
@@ -53,10 +53,11 @@ def evaluate(
     slice_ms: list[float] = []
     stage_ms: dict[str, float] = {}
     names = case_names(data)
+    index = case_index(data)
     # One untimed run first: the first call pays for lazy allocation and kernel selection.
-    segmenter.segment(load_case(data, names[0], data_classes).image)
+    segmenter.segment(load_case(data, names[0], data_classes, index).image)
     for name in names:
-        case = load_case(data, name, data_classes)
+        case = load_case(data, name, data_classes, index)
         result = segmenter.segment(case.image)
         slices = 1 if case.image.ndim == 2 else case.image.shape[0]
         slice_ms.extend([result.ms / slices] * slices)

@@ -74,6 +74,10 @@ class TrainOptions:
     time_budget: float | None = None  # seconds: the schedule runs on time and stops there
     checkpoint: bool = False  # after every epoch: OUT/checkpoint.pt, best weights.pt so far
     resume: bool = False  # continue from OUT/checkpoint.pt (implies checkpoint)
+    # (class, min_pixels, max_pixels, factor): 2D samples holding min..max pixels of that
+    # class are drawn `factor` times an epoch (e.g. the slices where white matter is thin)
+    oversample: tuple[int, int, int, int] | None = None
+    class_weights: tuple[float, ...] | None = None  # per class, in the Dice and CE loss
     seed: int = 0
     threads: int = 2
     device: str = "cpu"
@@ -189,7 +193,10 @@ def fit(
         )
     optimiser = torch.optim.AdamW(network.parameters(), lr=options.learning_rate, weight_decay=1e-4)
     x_train, y_train = divisible_pad(*train, config.network.divisor)
-    steps_per_epoch = math.ceil(len(x_train) / options.batch_size)
+    pool = oversampled_pool(y_train, options.oversample)
+    if options.oversample:
+        log(f"oversampling: {len(pool) - len(x_train)} extra draws an epoch")
+    steps_per_epoch = math.ceil(len(pool) / options.batch_size)
     total = options.epochs * steps_per_epoch
     if options.max_steps is not None:
         total = min(total, options.max_steps)
@@ -226,7 +233,12 @@ def fit(
         return 0.5 * (1.0 + math.cos(math.pi * (done - start) / max(1e-9, 1.0 - start)))
 
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimiser, schedule)
-    loss_fn = DiceCELoss(to_onehot_y=True, softmax=True)
+    weight = None
+    if options.class_weights is not None:
+        if len(options.class_weights) != len(config.classes):
+            raise ValueError(f"--class-weights needs {len(config.classes)} values")
+        weight = torch.tensor(options.class_weights, dtype=torch.float32, device=device)
+    loss_fn = DiceCELoss(to_onehot_y=True, softmax=True, weight=weight)
     foreground = [k for k in config.classes if k != 0]
     history: list[dict[str, Any]] = []
     best_score, best_state = -math.inf, None
@@ -244,7 +256,7 @@ def fit(
             first_epoch = options.epochs  # it had finished: only the outputs are written
     for epoch in range(first_epoch, options.epochs):
         network.train()
-        order = rng.permutation(len(x_train))
+        order = pool[rng.permutation(len(pool))]
         losses = []
         started = time.perf_counter()
         for start in range(0, len(order), options.batch_size):
@@ -315,6 +327,20 @@ def fit(
         network.load_state_dict(best_state)
     network.eval()
     return network, history
+
+
+def oversampled_pool(y: np.ndarray, oversample: tuple[int, int, int, int] | None) -> np.ndarray:
+    """Sample indices for one epoch: every sample once, plus (factor - 1) more draws of each
+    sample holding between min_pixels and max_pixels pixels of the class."""
+    everyone = np.arange(len(y))
+    if not oversample:
+        return everyone
+    if len(oversample) != 4:
+        raise ValueError("--oversample is CLASS,MIN_PIXELS,MAX_PIXELS,FACTOR")
+    k, min_pixels, max_pixels, factor = oversample
+    area = (y == k).reshape(len(y), -1).sum(axis=1)
+    chosen = np.flatnonzero((area >= min_pixels) & (area <= max_pixels))
+    return np.concatenate([everyone, *([chosen] * (factor - 1))])
 
 
 def split_cases(names: list[str], fraction: float, seed: int) -> tuple[list[str], list[str]]:
@@ -469,6 +495,8 @@ def train(options: TrainOptions, log: Callable[[str], None] = print) -> dict[str
         "steps": history[-1]["steps"] if history else 0,
         "batch_size": options.batch_size,
         "crop": options.crop,
+        "oversample": list(options.oversample) if options.oversample else None,
+        "class_weights": list(options.class_weights) if options.class_weights else None,
         "init_weights": str(options.init_weights) if options.init_weights else None,
         "time_budget_s": options.time_budget,
         "learning_rate": options.learning_rate,
