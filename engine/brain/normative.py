@@ -48,7 +48,9 @@ ASYMMETRY_THRESHOLD = 0.05
 DEFAULT_AGE_BAND = "40-49"
 CAVEAT = (
     "Decision support, not a diagnosis: z-scores compare this scan with published healthy "
-    "cohorts measured with other scanners and methods. Review the images; correlate clinically."
+    "cohorts measured with other scanners and methods, and the model's own sensitivity to "
+    "atrophy (its card) is limited: a grade of none does not exclude atrophy. Review the "
+    "images; correlate clinically."
 )
 
 SOURCES = {
