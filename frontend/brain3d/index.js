@@ -8,12 +8,11 @@ import { Niivue, NVImage, SLICE_TYPE } from "@niivue/niivue";
 
 // The flagged regions' colour: apart from the Okabe-Ito class colours (blue, orange, green).
 const WARNING = [255, 51, 204];
-// Flagged voxels are stored as label + FLAG_OFFSET in the labelmap NiiVue draws.
-const FLAG_OFFSET = 100;
-// NiiVue's render camera: azimuth and elevation in degrees for each standard view.
+// NiiVue's render camera: azimuth and elevation in degrees for each standard view (checked
+// against NiiVue's orientation cube in the browser test's screenshots: L, R, A, P, S, I).
 export const VIEWS = {
-  left: { azimuth: 270, elevation: 0, name: "from the left" },
-  right: { azimuth: 90, elevation: 0, name: "from the right" },
+  left: { azimuth: 90, elevation: 0, name: "from the left" },
+  right: { azimuth: 270, elevation: 0, name: "from the right" },
   anterior: { azimuth: 180, elevation: 0, name: "from the front" },
   posterior: { azimuth: 0, elevation: 0, name: "from behind" },
   superior: { azimuth: 0, elevation: 90, name: "from above" },
@@ -48,26 +47,37 @@ async function fetchBuffer(url) {
   return response.arrayBuffer();
 }
 
+/* Flagged voxels are drawn as label + offset, offset = the highest class index + 1: the
+   colour table stays dense and small (NiiVue drew a sparse 0..100+ table as one colour). */
+function flagOffset(classes) {
+  return Math.max(0, ...classes.map((c) => c.index)) + 1;
+}
+
 /* The labelmap's colour table: each class in its colour, each flagged class (stored as
-   label + FLAG_OFFSET) in the warning colour. */
+   label + offset) in the warning colour, every other index transparent. */
 function colourTable(classes) {
-  const table = { R: [0], G: [0], B: [0], A: [0], I: [0], labels: ["background"] };
-  const add = (index, rgb, name) => {
+  const offset = flagOffset(classes);
+  const byIndex = new Map();
+  classes.forEach((c) => {
+    byIndex.set(c.index, [hexRgb(c.colour), c.name]);
+    byIndex.set(c.index + offset, [WARNING, `${c.name} (flagged)`]);
+  });
+  const table = { R: [], G: [], B: [], A: [], I: [], labels: [] };
+  for (let index = 0; index < 2 * offset; index++) {
+    const [rgb, name] = byIndex.get(index) || [[0, 0, 0], index === 0 ? "background" : ""];
     table.R.push(rgb[0]);
     table.G.push(rgb[1]);
     table.B.push(rgb[2]);
-    table.A.push(255);
+    table.A.push(byIndex.has(index) ? 255 : 0);
     table.I.push(index);
     table.labels.push(name);
-  };
-  classes.forEach((c) => add(c.index, hexRgb(c.colour), c.name));
-  classes.forEach((c) => add(c.index + FLAG_OFFSET, WARNING, `${c.name} (flagged)`));
+  }
   return table;
 }
 
 /* Which voxels of the labelmap to mark: every flagged class, on the flagged side only when
    the entry names one and the page knows which half of the volume is the patient's left. */
-export function markFlagged(original, dims, flagged, hemisphere) {
+export function markFlagged(original, dims, flagged, hemisphere, offset) {
   const out = new Uint8Array(original);
   if (!flagged || !flagged.length) return { labels: out, marked: 0 };
   const [nx, ny] = dims;
@@ -89,7 +99,7 @@ export function markFlagged(original, dims, flagged, hemisphere) {
       const isLeft = hemisphere.left === "low" ? low : !low;
       if ((side === "left") !== isLeft) continue;
     }
-    out[v] = out[v] + FLAG_OFFSET;
+    out[v] = out[v] + offset;
     marked++;
   }
   return { labels: out, marked };
@@ -123,8 +133,9 @@ export async function mount(root) {
     show3Dcrosshair: false,
     isColorbar: false,
     isOrientCube: true,
+    clipPlaneColor: [0, 0, 0, 0], // the cut shows itself; a tinted plane hid the volume
     dragAndDropEnabled: false,
-    loadingText: "Loading…",
+    loadingText: "Loading",
     logLevel: "error",
     isResizeCanvas: true,
   });
@@ -173,7 +184,7 @@ export async function mount(root) {
   function applyHighlight() {
     if (!labelImage || !originalLabels) return;
     if (highlight && highlight.checked) {
-      const { labels, marked } = markFlagged(originalLabels, [labelImage.hdr.dims[1], labelImage.hdr.dims[2]], config.flagged, config.hemisphere);
+      const { labels, marked } = markFlagged(originalLabels, [labelImage.hdr.dims[1], labelImage.hdr.dims[2]], config.flagged, config.hemisphere, flagOffset(config.classes));
       labelImage.img.set(labels);
       root.dataset.marked = String(marked);
     } else {
@@ -197,6 +208,7 @@ export async function mount(root) {
     nv.addVolume(volume);
     nv.addVolume(labelImage);
     nv.setSliceType(SLICE_TYPE.RENDER);
+    root.niivue = nv; // for the browser tests and the console
     root.dataset.webgl = nv.gl ? "webgl2" : "none";
   } catch (err) {
     root.dataset.state = "failed";
