@@ -551,7 +551,8 @@ IMAGING_SECOND_OPINION_MATCH = env_bool("IMAGING_SECOND_OPINION_MATCH", True)
 IMAGING_DUPLICATE_MAX_DISTANCE = env_int("IMAGING_DUPLICATE_MAX_DISTANCE", 6, minimum=0)
 # The detector the pipeline calls (dotted path to a function: uint8 frame -> detections);
 # imaging.jobs.detector.detect is the YOLO detector tuned by IMAGING_DETECTOR_WEIGHTS, _BACKEND,
-# _CONFIDENCE, _IOU, _IMGSZ and _TILE_ABOVE when they are set (else the engine's defaults).
+# _CONFIDENCE, _IOU, _IMGSZ, _TILE_ABOVE and _TILES (grid or margins) when they are set (else
+# the engine's defaults).
 IMAGING_DETECTOR = env_str("IMAGING_DETECTOR") or "imaging.jobs.detector.detect"
 # Drift on the admin statistics page (imaging.selectors.stats.weekly_drift): a week whose
 # median detector confidence or median regions per image departs from the mean of the previous

@@ -33,13 +33,18 @@ from engine.pixels.redaction import pad_box
 MODEL_DIR = Path(__file__).resolve().parents[2] / "model" / "detector"
 CLASS_NAMES: tuple[str, ...] = ("phi_text", "tech_text", "barcode")
 DEFAULTS: dict[str, Any] = {
-    "weights": None,  # None: model/detector/best.onnx or best.pt, by backend
+    "weights": None,  # None: WEIGHTS_FILES[backend] in model/detector/
     "backend": "onnx",  # faster than torch on the 2-core CPU (model/detector/MODEL_CARD.md)
     "confidence": 0.25,
     "iou": 0.45,
     "imgsz": 640,
     "tile_above": 1280,
+    "tiles": "grid",
 }
+# Which native-resolution tiles an image above `tile_above` gets besides the whole-image pass:
+# "grid" every tile; "margins" only the tiles touching the image's edges (scanners write their
+# text in the margins and header bars), the interior left to the whole-image pass.
+TILE_MODES = ("grid", "margins")
 TILE_OVERLAP = 64
 STRIDE = 32  # the network's largest stride: input sides must be multiples of it
 # A box this much inside a bigger one adds nothing to a redaction.
@@ -53,10 +58,19 @@ class Detection:
     confidence: float
 
 
+# The shipped weights by backend. ONNX Runtime runs the int8 model (static QDQ quantization of
+# best.onnx, int8 weights per channel, calibrated on generated images; the first convolution and
+# the head's outputs stay float; model/detector/quantize.py): a third less CPU than the float
+# best.onnx, the same PHI boxes found on the generated, real and leave-vendor-out sets
+# (model/detector/MODEL_CARD.md, "Speed"). best.onnx stays as its source and as the float
+# reference (IMAGING_DETECTOR_WEIGHTS=.../best.onnx runs it).
+WEIGHTS_FILES = {"onnx": "best.int8.onnx", "torch": "best.pt"}
+FLOAT_ONNX = "best.onnx"
+
+
 def weights_path(backend: str | None = None) -> Path:
     """The shipped weights for `backend` (the default backend when None)."""
-    suffix = ".onnx" if (backend or DEFAULTS["backend"]) == "onnx" else ".pt"
-    return MODEL_DIR / f"best{suffix}"
+    return MODEL_DIR / WEIGHTS_FILES[backend or DEFAULTS["backend"]]
 
 
 # ---------------------------------------------------------------- backends
@@ -75,6 +89,10 @@ def load_onnx_runner(path: Path) -> Runner:
     options = ort.SessionOptions()
     # Follow OMP_NUM_THREADS like torch does, so a worker can be told to use fewer cores.
     options.intra_op_num_threads = int(os.environ.get("OMP_NUM_THREADS", "0") or 0)
+    # Idle pool threads sleep instead of spinning: on a CPU shared with the web server, other
+    # workers and each other, spinning threads burn the cores the busy ones need (640 px pass
+    # at load 11: 918 ms spinning, 579 ms not; MODEL_CARD.md, "Speed").
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     session = ort.InferenceSession(str(path), sess_options=options, providers=providers)
     input_name = session.get_inputs()[0].name
 
@@ -164,6 +182,20 @@ def tile_origins(length: int, tile: int, overlap: int) -> list[int]:
     return starts + [length - tile]
 
 
+def tile_boxes(height: int, width: int, tile: int, mode: str) -> list[tuple[int, int]]:
+    """(top, left) of the native-resolution tiles `mode` asks for (TILE_MODES)."""
+    if mode not in TILE_MODES:
+        raise ValueError(f"unknown tile mode {mode!r}; expected one of {TILE_MODES}")
+    tops = tile_origins(height, tile, TILE_OVERLAP)
+    lefts = tile_origins(width, tile, TILE_OVERLAP)
+    return [
+        (top, left)
+        for top in tops
+        for left in lefts
+        if mode == "grid" or top in (tops[0], tops[-1]) or left in (lefts[0], lefts[-1])
+    ]
+
+
 def decode(output: np.ndarray, confidence: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Raw head output (4 + classes, A) -> boxes (x0, y0, x1, y1), scores, class ids."""
     scores_all = output[4:]
@@ -210,6 +242,7 @@ def detect(
     iou: float | None = None,
     imgsz: int | None = None,
     tile_above: int | None = None,
+    tiles: str | None = None,
     padding: int = 0,
     backend: str | None = None,
     weights: Path | str | None = None,
@@ -223,6 +256,7 @@ def detect(
     iou = DEFAULTS["iou"] if iou is None else iou
     imgsz = int(DEFAULTS["imgsz"] if imgsz is None else imgsz)
     tile_above = int(DEFAULTS["tile_above"] if tile_above is None else tile_above)
+    tiles = tiles or DEFAULTS["tiles"]
     backend = backend or DEFAULTS["backend"]
     if backend not in ("onnx", "torch"):
         raise ValueError(f"unknown detector backend {backend!r}")
@@ -235,11 +269,10 @@ def detect(
     inputs.append(whole)
     placements.append((0, 0, scale))
     if max(height, width) > tile_above:
-        for top in tile_origins(height, imgsz, TILE_OVERLAP):
-            for left in tile_origins(width, imgsz, TILE_OVERLAP):
-                tile, _ = to_input(image[top : top + imgsz, left : left + imgsz], imgsz)
-                inputs.append(tile)
-                placements.append((left, top, 1.0))
+        for top, left in tile_boxes(height, width, imgsz, tiles):
+            tile, _ = to_input(image[top : top + imgsz, left : left + imgsz], imgsz)
+            inputs.append(tile)
+            placements.append((left, top, 1.0))
 
     all_boxes, all_scores, all_classes = [], [], []
     batch_size = 8

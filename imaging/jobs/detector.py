@@ -24,7 +24,7 @@ from engine.detection import detector as detection
 from engine.detection.pipeline import Detector
 from engine.model_identity import ModelIdentity, model_identity
 
-_TUNING = ("confidence", "iou", "imgsz", "tile_above")
+_TUNING = ("confidence", "iou", "imgsz", "tile_above", "tiles")
 
 
 def setting(name: str) -> Any:
@@ -49,7 +49,7 @@ def detect(
     **overrides: Any,
 ) -> list[detection.Detection]:
     """The YOLO detector with the settings' parameters; any of them may be overridden
-    (`backend`, `weights`, `confidence`, `iou`, `imgsz`, `tile_above`, `padding`)."""
+    (`backend`, `weights`, `confidence`, `iou`, `imgsz`, `tile_above`, `tiles`, `padding`)."""
     backend = backend or setting("backend")
     params = {name: setting(name) for name in _TUNING} | overrides
     return detection.detect(

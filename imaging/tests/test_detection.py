@@ -109,8 +109,10 @@ def test_greyscale_and_rgb_inputs_give_the_same_boxes() -> None:
 
 @needs_weights
 def test_onnx_and_torch_backends_agree() -> None:
+    """The same float weights in both runtimes (the int8 model is checked against the float
+    one by model/detector/tests/test_quantized.py)."""
     image = load_fixture("RGB_IMAGE.png")
-    onnx = detection.detect(image, backend="onnx")
+    onnx = detection.detect(image, backend="onnx", weights=detection.MODEL_DIR / "best.onnx")
     torch = detection.detect(image, backend="torch")
     assert len(onnx) == len(torch)
     for a, b in zip(
@@ -158,6 +160,13 @@ def test_it_suppresses_overlaps_across_classes_and_drops_fragments() -> None:
 def test_it_tiles_large_images_with_overlap() -> None:
     assert detection.tile_origins(500, 640, 64) == [0]
     assert detection.tile_origins(2048, 640, 64) == [0, 576, 1152, 1408]
+    grid = detection.tile_boxes(2048, 2048, 640, "grid")
+    margins = detection.tile_boxes(2048, 2048, 640, "margins")
+    assert len(grid) == 16 and set(margins) < set(grid)
+    # Every tile touching an edge, none of the four inner ones.
+    assert len(margins) == 12 and not {(576, 576), (576, 1152), (1152, 576)} & set(margins)
+    with pytest.raises(ValueError, match="tile mode"):
+        detection.tile_boxes(2048, 2048, 640, "centre")
 
 
 def test_it_loads_the_model_once_for_many_threads(
@@ -205,7 +214,7 @@ def test_the_engine_detector_reads_no_settings_and_the_worker_one_applies_them(
     with pytest.raises(FileNotFoundError, match="nowhere.onnx"):
         configured.detect(frame)
     assert configured.weights_path() == missing
-    assert detection.weights_path() == detection.MODEL_DIR / "best.onnx"
+    assert detection.weights_path() == detection.MODEL_DIR / "best.int8.onnx"
     # A configuration that names the engine's detector gets the settings-aware one.
     settings.IMAGING_DETECTOR = "engine.detection.detector.detect"
     assert configured.default_detector() is configured.detect

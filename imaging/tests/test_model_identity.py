@@ -67,7 +67,7 @@ def test_the_cached_digest_follows_a_rewritten_file(tmp_path: Path) -> None:
 
 def test_the_configured_yolo_detector_is_identified_by_its_weights_file(settings: Any) -> None:
     settings.IMAGING_DETECTOR = "imaging.jobs.detector.detect"
-    for backend, name in (("onnx", "best.onnx"), ("torch", "best.pt")):
+    for backend, name in (("onnx", "best.int8.onnx"), ("torch", "best.pt")):
         settings.IMAGING_DETECTOR_BACKEND = backend
         identity = detector_jobs.detector_identity()
         assert identity == {
@@ -136,10 +136,10 @@ def test_a_real_upload_through_yolo_records_the_weights_sha256(
     assert scan.status == ScanStatus.COMPLETED, scan.failure_reason
     weights = detector_jobs.weights_path("onnx")
     assert scan.metrics["model"] == {
-        "name": "detector/best.onnx",
+        "name": "detector/best.int8.onnx",
         "version": "1",
         "sha256": _sha(weights),
-        "weights": "best.onnx",
+        "weights": "best.int8.onnx",
     }
     api.force_authenticate(doctor)
     assert api.get(f"/api/images/{scan.id}/").json()["model"]["sha256"] == _sha(weights)
