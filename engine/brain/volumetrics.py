@@ -53,8 +53,8 @@ def signal_slices(image: np.ndarray) -> np.ndarray:
     high = np.percentile(flat, 99.9, axis=1)
     low = float(np.percentile(flat, 1.0))
     top = float(high.max()) - low
-    if top <= 0:
-        return np.ones(data.shape[0], dtype=bool)
+    if top <= 0:  # no signal anywhere: no slice holds a head
+        return np.zeros(data.shape[0], dtype=bool)
     return np.asarray((high - low) >= SIGNAL_FRACTION * top)
 
 

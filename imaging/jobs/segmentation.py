@@ -498,16 +498,21 @@ def segmentation_run(*, job_id: int) -> SegmentationJob | None:
             and is_brain_tissue_model(classes)
         ):
             t0 = time.perf_counter()
-            volumetrics, atrophy = brain_measures(
-                labels=labels,
-                volume=volume if volume.ndim == 3 else volume[None],
-                spacing_mm=(float(slice_spacing), *(float(v) for v in pixel_spacing)),
-                classes=classes,
-                headers=headers,
-                requested=job.results,
-            )
-            brain = {"volumetrics": volumetrics, "atrophy": atrophy}
-            notes.extend(volumetrics["notes"])
+            try:
+                volumetrics, atrophy = brain_measures(
+                    labels=labels,
+                    volume=volume if volume.ndim == 3 else volume[None],
+                    spacing_mm=(float(slice_spacing), *(float(v) for v in pixel_spacing)),
+                    classes=classes,
+                    headers=headers,
+                    requested=job.results,
+                )
+            except ValueError as refused:
+                # No intracranial voxel (a series of air, say): the segmentation stands.
+                notes.append(f"no brain volumetrics: {refused}")
+            else:
+                brain = {"volumetrics": volumetrics, "atrophy": atrophy}
+                notes.extend(volumetrics["notes"])
             timings["volumetrics_ms"] = (time.perf_counter() - t0) * 1000.0
         colours = class_colours(classes)
         results = {

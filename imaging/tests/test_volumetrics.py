@@ -364,3 +364,31 @@ def test_it_refuses_an_impossible_age_and_keeps_only_the_band_of_a_given_one(
     )
     assert job.results["requested_age_band"] == "60-69" and job.results["requested_sex"] == "F"
     assert "67" not in json.dumps(job.results)
+
+
+@pytest.mark.django_db
+def test_a_series_without_brain_completes_with_a_note_instead_of_volumetrics(
+    api: Any,
+    doctor: Any,
+    settings: Any,
+    bright_detector: None,
+    upload: Any,
+    django_capture_on_commit_callbacks: Any,
+) -> None:
+    settings.SEGMENTATION_MODELS_DIR = MODELS
+    segmentation_jobs._segmenter.cache_clear()
+    # Blank slices: the model labels them background, so there is no intracranial voxel.
+    files = mr_series(np.zeros((3, 64, 64), np.uint16), (5, 1, 1))
+    response = upload(*[(f"s{i}.dcm", data) for i, data in enumerate(files)])
+    scan = Scan.objects.get(pk=response.json()[0]["id"])
+    api.force_authenticate(doctor)
+    with django_capture_on_commit_callbacks(execute=True):
+        response = api.post(
+            f"/api/images/{scan.id}/segmentations/",
+            {"model": "brain-tissue", "series": True},
+            format="json",
+        )
+    job = SegmentationJob.objects.get(pk=response.json()["id"])
+    assert job.status == JobStatus.COMPLETED, job.failure_reason
+    assert "volumetrics" not in job.results and "atrophy" not in job.results
+    assert any("no brain volumetrics" in n for n in job.results["notes"])
