@@ -140,38 +140,50 @@ def get_runner(backend: str, weights: Path) -> Runner:
 # ---------------------------------------------------------------- pre- and post-processing
 
 
-def as_rgb(frame: np.ndarray) -> np.ndarray:
+def as_planes(frame: np.ndarray) -> np.ndarray:
+    """The frame as (H, W) grey or (H, W, 3) RGB, uint8. Grey stays one plane: it is resized
+    once and spread over the network's three input channels only when the tensor is built."""
     if frame.dtype != np.uint8:
         raise ValueError(f"expected a uint8 image, got {frame.dtype}")
     if frame.ndim == 2:
-        return np.repeat(frame[:, :, None], 3, axis=2)
+        return frame
     if frame.ndim == 3 and frame.shape[2] == 3:
         return frame
     if frame.ndim == 3 and frame.shape[2] == 4:
         return frame[:, :, :3]
     if frame.ndim == 3 and frame.shape[2] == 1:
-        return np.repeat(frame, 3, axis=2)
+        return frame[:, :, 0]
     raise ValueError(f"expected (H, W) or (H, W, 3), got {frame.shape}")
+
+
+def as_rgb(frame: np.ndarray) -> np.ndarray:
+    """The frame as (H, W, 3) RGB uint8."""
+    planes = as_planes(frame)
+    return np.repeat(planes[:, :, None], 3, axis=2) if planes.ndim == 2 else planes
 
 
 def to_input(image: np.ndarray, side: int) -> tuple[np.ndarray, float]:
     """Resize so the long side is at most `side`, pad right and bottom to a multiple of the
-    network stride; returns (3, H', W') and the scale.
+    network stride; returns (3, H', W') float32 in [0, 1] and the scale. `image` is (H, W)
+    grey (copied into all three channels) or (H, W, 3) RGB.
 
     Padding to the stride instead of a `side` square (Ultralytics' own `rect` letterbox) spends
     nothing on blank canvas: a 512 px image runs at 512, a 4:3 ultrasound at 640x480.
-    Padding value 114 is what Ultralytics trains with.
+    Padding value 114 is what Ultralytics trains with. The tensor is written in one pass
+    (scale and channel-first layout together) into a canvas of the padding value.
     """
     height, width = image.shape[:2]
     scale = min(1.0, side / max(height, width))
     if scale < 1.0:
         size = (max(1, round(width * scale)), max(1, round(height * scale)))
         image = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
-    padded_h = -(-image.shape[0] // STRIDE) * STRIDE
-    padded_w = -(-image.shape[1] // STRIDE) * STRIDE
-    canvas = np.full((padded_h, padded_w, 3), 114, np.uint8)
-    canvas[: image.shape[0], : image.shape[1]] = image
-    return canvas.transpose(2, 0, 1).astype(np.float32) / 255.0, scale
+    rows, cols = image.shape[:2]
+    padded_h = -(-rows // STRIDE) * STRIDE
+    padded_w = -(-cols // STRIDE) * STRIDE
+    canvas = np.full((3, padded_h, padded_w), np.float32(114 / 255), np.float32)
+    planes = image[None] if image.ndim == 2 else image.transpose(2, 0, 1)
+    np.multiply(planes, np.float32(1 / 255), out=canvas[:, :rows, :cols])
+    return canvas, scale
 
 
 def tile_origins(length: int, tile: int, overlap: int) -> list[int]:
@@ -262,7 +274,7 @@ def detect(
         raise ValueError(f"unknown detector backend {backend!r}")
     runner = get_runner(backend, Path(weights) if weights else weights_path(backend))
 
-    image = as_rgb(frame)
+    image = as_planes(frame)
     height, width = image.shape[:2]
     inputs, placements = [], []
     whole, scale = to_input(image, imgsz)
@@ -283,7 +295,11 @@ def detect(
     for indexes in by_shape.values():
         for start in range(0, len(indexes), batch_size):
             chunk = indexes[start : start + batch_size]
-            outputs = runner(np.ascontiguousarray(np.stack([inputs[i] for i in chunk])))
+            # One input (the common case) runs as a view: no copy into a batch.
+            batch = (
+                inputs[chunk[0]][None] if len(chunk) == 1 else np.stack([inputs[i] for i in chunk])
+            )
+            outputs = runner(batch)
             for output, index in zip(outputs, chunk, strict=True):
                 left, top, scale = placements[index]
                 boxes, scores, classes = decode(output, confidence)
