@@ -134,6 +134,11 @@ export async function mount(root) {
     isColorbar: false,
     isOrientCube: true,
     clipPlaneColor: [0, 0, 0, 0], // the cut shows itself; a tinted plane hid the volume
+    // NiiVue's own hotkeys (V: 2D views, C and P: clip planes) would leave the page's controls
+    // out of step; the page's controls do those.
+    viewModeHotKey: "",
+    clipPlaneHotKey: "",
+    cycleClipPlaneHotKey: "",
     dragAndDropEnabled: false,
     loadingText: "Loading",
     logLevel: "error",

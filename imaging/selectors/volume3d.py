@@ -107,7 +107,7 @@ def _flagged(results: dict[str, Any], classes: dict[str, str]) -> list[dict[str,
         if not isinstance(entry, dict):
             continue
         try:
-            label = int(entry.get("label"))
+            label = int(entry.get("label", ""))
         except (TypeError, ValueError):
             continue
         if str(label) not in classes or label == 0:

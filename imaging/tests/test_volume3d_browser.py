@@ -40,6 +40,12 @@ WEBGL_ARGS = [
     "--ignore-gpu-blocklist",
 ]
 WARNING_RGB = (255, 51, 204)  # frontend/brain3d/index.js WARNING
+AXE = Path(django_settings.BASE_DIR) / "node_modules" / "axe-core" / "axe.min.js"
+RUN_AXE = """
+async () => (await axe.run(document, { resultTypes: ["violations"] })).violations.map(
+  (v) => ({ id: v.id, impact: v.impact, nodes: v.nodes.slice(0, 3).map((n) => n.html)})
+)
+"""
 STATE = "document.querySelector('[data-brain3d]').dataset.state"
 
 pytestmark = [
@@ -265,8 +271,10 @@ def test_the_doctor_turns_the_segmented_brain_in_3d(
         "volumetrics": {"hemisphere_split": {"axis": 2, "index": mask.shape[2] / 2}},
     }
     job.save(update_fields=["results"])
+    # This visit also carries axe-core (bypass_csp: the CSP refuses the inline script that
+    # brings it; the first visit ran under the site's CSP).
     context = webgl_chromium.new_context(
-        base_url=server.url, viewport={"width": 1440, "height": 900}
+        base_url=server.url, viewport={"width": 1440, "height": 900}, bypass_csp=True
     )
     context.set_default_timeout(TIMEOUT_MS)
     page = context.new_page()
@@ -278,6 +286,9 @@ def test_the_doctor_turns_the_segmented_brain_in_3d(
     page.goto(f"/segmentations/{job.id}/3d/")
     until(page, f"() => {STATE} === 'ready'")
     root = page.locator("[data-brain3d]")
+    page.add_script_tag(content=AXE.read_text())
+    violations = page.evaluate(RUN_AXE)
+    assert not [v for v in violations if v["impact"] in ("serious", "critical")], violations
     flagged = page.locator("[data-brain3d-flagged] li")
     assert flagged.count() == 1
     assert "grey matter" in flagged.inner_text() and "left side" in flagged.inner_text()
