@@ -118,7 +118,7 @@ def _flagged(results: dict[str, Any], classes: dict[str, str]) -> list[dict[str,
                 "label": label,
                 "name": str(entry.get("name") or classes[str(label)]).replace("_", " "),
                 "side": side,
-                "measure": entry.get("measure"),
+                "measure": str(entry.get("measure") or "").replace("_", " "),
                 "z": entry.get("z"),
             }
         )
