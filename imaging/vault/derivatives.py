@@ -36,6 +36,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from django.db import transaction
+from django.db.models import Min
 from django.http import HttpRequest
 
 from audit.models import Action, Outcome
@@ -98,19 +99,28 @@ def frame_read(scan: Any, kind: str, frame: int, *, data_key: bytes | None = Non
 
 def frame_grid_boxes(scan_id: int, frame: int) -> list[GridBox]:
     """The grid's boxes of `frame`: its regions in index order, each numbered as processing
-    numbers them (one number per label and box, in order of first appearance in the scan)."""
-    numbers: dict[tuple[str, int, int, int, int], int] = {}
-    boxes: list[GridBox] = []
-    rows = (
-        Region.objects.filter(scan_id=scan_id)
-        .order_by("index")
-        .values_list("frame", "label", "confidence", "x1", "y1", "x2", "y2")
+    numbers them (one number per label and box, in order of first appearance in the scan).
+    One row per group is read for the numbers, not every region of the cine."""
+    regions = Region.objects.filter(scan_id=scan_id)
+    groups = (
+        regions.values("label", "x1", "y1", "x2", "y2")
+        .annotate(first=Min("index"))
+        .order_by("first")
+        .values_list("label", "x1", "y1", "x2", "y2")
     )
-    for row_frame, label, confidence, *coords in rows.iterator(chunk_size=2000):
-        number = numbers.setdefault(region_group_key(label, coords), len(numbers) + 1)
-        if row_frame == frame:
-            boxes.append(GridBox(number, tuple(coords), label, confidence))
-    return boxes
+    numbers = {
+        region_group_key(label, coords): number
+        for number, (label, *coords) in enumerate(groups, start=1)
+    }
+    rows = (
+        regions.filter(frame=frame)
+        .order_by("index")
+        .values_list("label", "confidence", "x1", "y1", "x2", "y2")
+    )
+    return [
+        GridBox(numbers[region_group_key(label, coords)], tuple(coords), label, confidence)
+        for label, confidence, *coords in rows
+    ]
 
 
 def _frame_deferred(scan: Any, kind: str, frame: int, *, data_key: bytes | None) -> bytes:
