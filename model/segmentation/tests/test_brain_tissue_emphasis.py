@@ -100,7 +100,41 @@ def test_it_replays_each_cases_draws_and_groups_dice_by_them(tmp_path: Path) -> 
     assert [r["case"] for r in rows] == ["test-00000", "test-00001"]
     assert all(0.0 <= r["dice_wm"] <= 1.0 and 0.0 <= r["flip_dice_wm"] <= 1.0 for r in rows)
     report = summary(rows)
+    plain = {
+        r["case"]: {k: v for k, v in r.items() if k not in ("prediction", "truth")} for r in rows
+    }
+    again = case_rows(model, tmp_path / "test", seed=5, threads=1, flip=False, draws=plain)
+    assert [(r["dice_wm"], r["gm_wm_gap"]) for r in again] == [
+        (r["dice_wm"], r["gm_wm_gap"]) for r in rows
+    ]  # the draws of an earlier report stand in for replaying them
     assert report["all"]["n"] == 2 and sum(g["n"] for g in report["slab"].values()) == 2
     with pytest.raises(ValueError, match="regenerated case differs"):
         case_rows(model, tmp_path / "test", seed=6, threads=1, flip=False)
     json.dumps(report)  # plain JSON
+
+
+def test_calibration_finds_the_output_bias_and_shifts_one_logit_exactly() -> None:
+    import torch
+
+    from model.segmentation.calibrate import mean_dice, output_bias
+
+    torch.manual_seed(0)
+    config = NetworkConfig(kind="residual", out_channels=4, channels=(4, 8, 16), num_res_units=2)
+    network = build_network(config).eval()
+    probe = torch.randn(1, 1, 32, 32)
+    with torch.inference_mode():
+        before = network(probe)
+    bias = output_bias(network, 3, 4)
+    with torch.no_grad():
+        bias[3] += 0.7
+    with torch.inference_mode():
+        after = network(probe)
+    np.testing.assert_allclose((after - before)[0, 3].numpy(), 0.7, atol=1e-5)
+    np.testing.assert_allclose((after - before)[0, :3].numpy(), 0.0, atol=1e-5)
+    # A larger offset for a class predicts more of it: Dice moves from 0 to 1 here.
+    log_p = np.log(np.array([0.6, 0.0, 0.0, 0.4], np.float32) + 1e-8)[:, None, None] * np.ones(
+        (1, 2, 2)
+    )
+    mask = np.full((2, 2), 3, np.uint8)
+    assert mean_dice([log_p], [mask], 3, 0.0, [3])[3] == 0.0
+    assert mean_dice([log_p], [mask], 3, 1.0, [3])[3] == 1.0
