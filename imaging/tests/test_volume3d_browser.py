@@ -309,6 +309,7 @@ def test_the_doctor_turns_the_segmented_brain_in_3d(
     page.get_by_role("button", name="Left").click()
     page.wait_for_timeout(800)
     _shot(page, "brain3d-05-flagged-left-side")
+    page.screenshot(path=str(SCREENSHOTS / "brain3d-07-flagged-list-full.png"), full_page=True)
     # Highlight off: no warning colour left.
     page.get_by_label("Highlight flagged regions").uncheck()
     page.wait_for_timeout(800)
