@@ -211,7 +211,7 @@ SLAB = (52, 132)
 TOLERANCE = 0.30
 
 
-def _upload_series(
+def upload_series(
     upload: Any, level: float, side: str, age: str = "072Y"
 ) -> tuple[list[Scan], Any]:
     from model.segmentation.volumetrics_data import make_case
@@ -250,7 +250,7 @@ def test_a_series_segmentation_with_the_brain_model_stores_volumetrics_and_atrop
         assert job.status == JobStatus.COMPLETED, job.failure_reason
         return job
 
-    healthy_scans, healthy = _upload_series(upload, 0.0, "both")
+    healthy_scans, healthy = upload_series(upload, 0.0, "both")
     job = run(healthy_scans)
     results = api.get(f"/api/segmentations/{job.id}/").json()["results"]
     volumetrics, atrophy = results["volumetrics"], results["atrophy"]
@@ -275,7 +275,7 @@ def test_a_series_segmentation_with_the_brain_model_stores_volumetrics_and_atrop
     assert event.details["atrophy_grade"] == atrophy["grade"]
 
     # One hemisphere shrunk: more atrophy never grades milder, and a side is flagged.
-    shrunk_scans, _ = _upload_series(upload, 0.3, "left")
+    shrunk_scans, _ = upload_series(upload, 0.3, "left")
     shrunk = run(shrunk_scans).results
     assert normative.GRADES.index(shrunk["atrophy"]["grade"]) >= normative.GRADES.index(
         atrophy["grade"]

@@ -10,7 +10,7 @@ import pytest
 
 from imaging.jobs import segmentation as segmentation_jobs
 from imaging.models import JobStatus, SegmentationJob
-from imaging.tests.test_volumetrics import MODELS, _upload_series
+from imaging.tests.test_volumetrics import MODELS, upload_series
 from medimg.tests.test_browser import CHROMIUM, SCREENSHOTS, Session
 
 
@@ -29,7 +29,7 @@ def test_a_doctor_sees_brain_volumetrics_and_the_atrophy_grade(
     pytest.importorskip("nilearn")
     settings.SEGMENTATION_MODELS_DIR = MODELS
     segmentation_jobs._segmenter.cache_clear()
-    scans, _ = _upload_series(upload, 0.3, "left")
+    scans, _ = upload_series(upload, 0.3, "left")
 
     doc = Session(chromium, serial_live_server.url, viewport={"width": 1440, "height": 1400})
     page = doc.page

@@ -82,7 +82,7 @@ class Case:
 
 
 @cache
-def _oriented() -> tuple[np.ndarray, np.ndarray]:
+def oriented_template() -> tuple[np.ndarray, np.ndarray]:
     """Template probabilities with columns towards the patient's left, and each voxel's
     distance (mm) to the nearest CSF- or background-labelled voxel."""
     template = load_template()
@@ -99,7 +99,7 @@ def atrophy(probabilities: np.ndarray, level: float, side: str = "both") -> np.n
     out = probabilities.copy()
     if level <= 0:
         return out
-    _, distance = _oriented()
+    _, distance = oriented_template()
     if distance.shape != probabilities.shape[1:]:
         distance = np.asarray(
             ndimage.distance_transform_edt(np.argmax(probabilities, axis=0) >= 2), np.float32
@@ -178,7 +178,7 @@ def make_case(
 ) -> Case:
     """One series: atrophy at `level` on `side`, resliced; `z_range` (1 mm template slices)
     keeps a slab only."""
-    probabilities, _ = _oriented()
+    probabilities, _ = oriented_template()
     changed = atrophy(probabilities, level, side)
     if z_range is not None:
         changed = changed[:, z_range[0] : z_range[1]]

@@ -13,15 +13,15 @@ import pytest
 pytest.importorskip("nilearn")
 
 from model.segmentation.volumetrics_data import (  # noqa: E402
-    _oriented,
     atrophy,
     case_record,
     make_case,
+    oriented_template,
 )
 
 
 def test_atrophy_moves_exactly_the_stated_fraction_into_csf() -> None:
-    probabilities, _ = _oriented()
+    probabilities, _ = oriented_template()
     before = probabilities.sum(axis=(1, 2, 3))
     after = atrophy(probabilities, 0.25, "both").sum(axis=(1, 2, 3))
     assert after[2] == pytest.approx(0.75 * before[2], rel=1e-4)
@@ -31,7 +31,7 @@ def test_atrophy_moves_exactly_the_stated_fraction_into_csf() -> None:
 
 
 def test_one_sided_atrophy_leaves_the_other_hemisphere_alone() -> None:
-    probabilities, _ = _oriented()
+    probabilities, _ = oriented_template()
     changed = atrophy(probabilities, 0.3, "left")
     middle = (probabilities.shape[3] - 1) / 2
     right = np.arange(probabilities.shape[3]) < middle
@@ -44,7 +44,7 @@ def test_one_sided_atrophy_leaves_the_other_hemisphere_alone() -> None:
 def test_a_resliced_case_keeps_the_volumes_and_writes_scanner_geometry() -> None:
     from engine.dicom.series import SeriesPatient, mr_series
 
-    probabilities, _ = _oriented()
+    probabilities, _ = oriented_template()
     whole = {k: float(probabilities[k].sum()) / 1000 for k in (1, 2, 3)}  # 1 mm voxels
     case = make_case(0.0, "both", slice_mm=4, pixel_mm=2, size=128)
     true = case.true_volumes_ml()
