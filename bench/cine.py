@@ -178,7 +178,7 @@ def process_cine(data: bytes, detector: Any, *, with_dicom: bool = False) -> dic
                         with open(f"{folder}/{kind}-{output.index:04d}.png", "wb") as png:
                             png.write(encode_image(frame, "png"))
                     sealed.add(output.redacted_pixels)
-                    raw.write(memoryview(np.ascontiguousarray(output.redacted_pixels)).cast("B"))
+                    raw.write(np.ascontiguousarray(output.redacted_pixels).data.cast("B"))
 
             result = pipeline.pipeline_run(
                 image=image,

@@ -449,7 +449,7 @@ def _jpeg_ybr_frame(ds: Dataset, index: int, shape: Geometry) -> np.ndarray | No
             if (
                 image.mode != "RGB"
                 or image.size != (shape.columns, shape.rows)
-                or any(key.startswith("adobe") for key in image.info)
+                or any(str(key).startswith("adobe") for key in image.info)
                 or ids in ([82, 71, 66], ["R", "G", "B"])
             ):
                 return None

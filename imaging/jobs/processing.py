@@ -152,7 +152,7 @@ class _OutputWriter:
             self.paths[kind].append(self.put(f"{kind}-{index:04d}.png", data))
         pixels = np.ascontiguousarray(output.redacted_pixels, dtype=self.dtype)
         self.sealed.add(pixels)
-        self.raw_file.write(memoryview(pixels).cast("B"))  # No copy of the frame.
+        self.raw_file.write(pixels.data.cast("B"))  # No copy of the frame.
 
     def finish(self, *, needs_review: bool, regions: int) -> dict[str, Any]:
         self.sealed.close()
