@@ -21,7 +21,8 @@ Timed per image, model loading and one warm-up call excluded for both:
 Scored by model/detector/evaluate.py's `score_image` for both: a PHI box counts as found when
 >= 90 % of its area is covered by the padded boxes; a false region is a box with < 20 % of its
 area on any annotated text. Presidio's word boxes get the same padding as our detections
-(pad_box), although Presidio fills them unpadded: that can only raise Presidio's recall.
+(pad_box, and line completion over the file's own pixels, as the pipeline pads), although
+Presidio fills them unpadded: that can only raise Presidio's recall.
 
 ms per image: each image's median over its repeats, then the median and p95 over images.
 """
@@ -29,6 +30,7 @@ ms per image: each image's median over its repeats, then the median and p95 over
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import os
 import statistics
@@ -138,11 +140,21 @@ def run_presidio(manifest: Path, repeat: int) -> dict[str, Any]:
     return report
 
 
+def case_frame(case: Any) -> np.ndarray:
+    """The 8-bit pixels of a case's file (bench/cases.py writes the pixels the boxes were drawn
+    on): what the pipeline's line completion reads when it pads, so the scoring's padding reads
+    them too. (Scoring on an uninitialised array made the result depend on whatever memory it
+    got: the same detections scored 10/11 or 11/11 on the generated 1024² scan.)"""
+    import pydicom
+
+    return np.asarray(pydicom.dcmread(io.BytesIO(case.dicom)).pixel_array)
+
+
 def score(cases: list[Any], rows: list[dict], padding: int) -> dict[str, Any]:
     from model.detector.evaluate import score_image
 
     scored = [
-        score_image(case.truth, np.empty(case.shape, np.uint8), row["detections"], padding)
+        score_image(case.truth, case_frame(case), row["detections"], padding)
         for case, row in zip(cases, rows, strict=True)
     ]
     per_image_ms = [statistics.median(row["ms"]) for row in rows]

@@ -54,6 +54,19 @@ def test_it_scores_perfect_boxes_as_full_recall_and_none_as_zero() -> None:
     )
 
 
+def test_it_scores_on_the_files_pixels_so_line_completion_reads_the_real_ink() -> None:
+    """A line boxed short is grown over its own ink by the pipeline's padding; the scoring pads
+    on the case's pixels too (not on an uninitialised array, which made it depend on memory)."""
+    case = generated_case(512)
+    line = max(case.truth.boxes, key=lambda b: b.x1 - b.x0)
+    cut = line.x0 + (line.x1 - line.x0) * 3 // 4
+    short = [Detection((line.x0, line.y0, cut, line.y1), "phi_text", 1.0)]
+    rest = [b for b in case.truth.boxes if b is not line]
+    others = [Detection((b.x0, b.y0, b.x1, b.y1), "phi_text", 1.0) for b in rest]
+    result = score([case], [{"ms": [1.0], "detections": short + others}], padding=0)["all"]
+    assert result["phi_found"] == result["phi_boxes"]
+
+
 @pytest.mark.slow
 def test_it_redacts_a_generated_scan_with_the_real_detector(tmp_path: Path) -> None:
     case = generated_case(512)
