@@ -90,7 +90,10 @@ def generated_set(folder: Path, count: int) -> list[tuple[Any, np.ndarray]]:
     classes = ("phi_text", "tech_text", "barcode")
     items = []
     for path in sorted((folder / "images" / "val").glob("*.jpg"))[:count]:
-        frame = cv2.cvtColor(cv2.imread(str(path)), cv2.COLOR_BGR2RGB)
+        bgr = cv2.imread(str(path))
+        if bgr is None:
+            raise ValueError(f"cannot read generated image {path}")
+        frame = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
         height, width = frame.shape[:2]
         boxes = []
         label = folder / "labels" / "val" / f"{path.stem}.txt"

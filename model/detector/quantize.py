@@ -43,7 +43,10 @@ def calibration_batches(images: Path, count: int, imgsz: int, seed: int) -> list
     random.Random(seed).shuffle(paths)
     batches = []
     for path in paths[:count]:
-        rgb = cv2.cvtColor(cv2.imread(str(path)), cv2.COLOR_BGR2RGB)
+        bgr = cv2.imread(str(path))
+        if bgr is None:
+            raise ValueError(f"cannot read calibration image {path}")
+        rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
         # Calibrate on the shape the whole-image pass and the tiles use: a padded square.
         tensor, _ = to_input(rgb, imgsz)
         canvas = np.full((3, imgsz, imgsz), 114 / 255.0, np.float32)
