@@ -23,13 +23,14 @@ SAMPLE_SECTION = "Committed held-out sample (onnxruntime, 1 thread)"
 TARGET_DICE = 0.85
 # What the shipped weights measured on the sample (model card), less 0.02: a guard against a
 # broken or swapped model, NOT the target (which they miss; see the card's "Status").
-MEASURED_FLOOR = {"grey_matter": 0.80, "white_matter": 0.69}
+MEASURED_FLOOR = {"grey_matter": 0.82, "white_matter": 0.72}
 
 
 @pytest.mark.xfail(
     strict=True,
-    reason="known gap: on this sample the shipped model measures Dice 0.824 (grey) and 0.716 "
-    "(white matter) against the 0.85 target; MODEL_CARD.md 'Status against the targets'",
+    reason="known gap: on this sample the shipped model measures Dice 0.842 (grey) and 0.741 "
+    "(white matter) against the 0.85 target (on the 400 test slices grey meets it, white "
+    "matter measures 0.764); MODEL_CARD.md 'Status against the targets'",
 )
 def test_it_meets_the_grey_and_white_matter_dice_target_on_the_held_out_sample() -> None:
     report = evaluate(MODEL, HELDOUT, backend="onnx", threads=1, resamples=200)
