@@ -104,7 +104,7 @@ def test_a_doctor_sees_the_detector_and_the_segmentation_model(
     page.wait_for_function(
         "() => document.querySelector('[data-segmentation-model-info]').textContent.length > 0"
     )
-    assert info.inner_text() == f"Model: brain-tissue, version 1 · weights {seg_digest[:12]}"
+    assert info.inner_text() == f"Model: brain-tissue, version 2 · weights {seg_digest[:12]}"
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     page.locator("#metrics-title").locator("xpath=..").screenshot(
         path=str(SCREENSHOTS / "i18-models-scan-metrics.png")
