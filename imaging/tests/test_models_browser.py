@@ -97,7 +97,9 @@ def test_a_doctor_sees_the_detector_and_the_segmentation_model(
     errors = _errors(page)
     page.goto(f"/scans/{scan.id}/")
     line = page.locator("[data-detector-model]")
-    assert line.inner_text() == f"Detector: detector/best.int8.onnx, version 1 · weights {digest[:12]}"
+    assert (
+        line.inner_text() == f"Detector: detector/best.int8.onnx, version 1 · weights {digest[:12]}"
+    )
     assert line.locator("abbr").get_attribute("title").endswith(digest)
     info = page.locator("[data-segmentation-model-info]")
     info.wait_for(state="visible")
