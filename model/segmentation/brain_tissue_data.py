@@ -27,6 +27,17 @@ so test images use slabs and random draws that training never saw.
 Output follows model/segmentation/dataset.py: OUT/<split>/images/<case>.png (8-bit),
 OUT/<split>/masks/<case>.png (class indices), OUT/<split>/classes.json, and
 OUT/<split>/manifest.json (slab, slice index and seed of every case).
+
+Atrophy (`--atrophy-fraction F --atrophy-max L`): the one template is a young brain with
+narrow sulci and small ventricles, so a network trained on it alone labels widened CSF as
+grey matter. With this option a fraction F of the cases first has a random level in [0, L]
+of its grey and of its white matter (both hemispheres, or the columns of one side) turned
+into CSF by `volumetrics_data.atrophy`, nearest to CSF first, on the slice's probabilities
+BEFORE the deformation and contrast draws, so image and mask stay aligned. The atrophy draws
+come from their own seed stream, so the other cases are the same as without the option; the
+manifest records `atrophy_level` and `atrophy_side` for every case (0.0 and "none" when not
+atrophied). Use a new --seed and a new --out for such training sets: the test and val
+splits' definition (slabs, seeds) is unchanged.
 """
 
 from __future__ import annotations
@@ -241,10 +252,24 @@ def sample(
     seed: np.random.SeedSequence,
     size: int,
     record: dict[str, Any] | None = None,
+    *,
+    atrophy_level: float = 0.0,
+    atrophy_side: str = "both",
 ) -> tuple[np.ndarray, np.ndarray]:
     rng = np.random.default_rng(seed)
-    probabilities, labels = deform(template.probabilities[:, z], rng, size, record)
+    probabilities = atrophied_slice(template, z, atrophy_level, atrophy_side)
+    probabilities, labels = deform(probabilities, rng, size, record)
     return synthesise(probabilities, rng, record), labels
+
+
+def atrophied_slice(template: Template, z: int, level: float, side: str = "both") -> np.ndarray:
+    """(4, H, W) probabilities of slice z with `level` of grey and white matter turned into
+    CSF (volumetrics_data.atrophy on that slice alone; the slice itself when level is 0)."""
+    if level <= 0:
+        return template.probabilities[:, z]
+    from model.segmentation.volumetrics_data import atrophy  # imports this module
+
+    return atrophy(template.probabilities[:, z : z + 1], level, side)[:, 0]
 
 
 def case_seed(split: str, index: int, seed: int = DEFAULT_SEED) -> np.random.SeedSequence:
@@ -253,8 +278,15 @@ def case_seed(split: str, index: int, seed: int = DEFAULT_SEED) -> np.random.See
 
 
 def generate_split(
-    out: Path, split: str, n: int, *, size: int = 256, seed: int = DEFAULT_SEED
-) -> list[dict[str, int | str]]:
+    out: Path,
+    split: str,
+    n: int,
+    *,
+    size: int = 256,
+    seed: int = DEFAULT_SEED,
+    atrophy_fraction: float = 0.0,
+    atrophy_max: float = 0.3,
+) -> list[dict[str, int | str | float]]:
     """Write n cases of one split under out/<split>/; returns the manifest rows."""
     from PIL import Image
 
@@ -267,16 +299,33 @@ def generate_split(
     stream = np.random.SeedSequence(seed, spawn_key=(SPLIT_STREAM[split],))
     children = stream.spawn(n)
     picker = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(9, SPLIT_STREAM[split])))
-    manifest: list[dict[str, int | str]] = []
+    shrinker = np.random.default_rng(
+        np.random.SeedSequence(seed, spawn_key=(8, SPLIT_STREAM[split]))
+    )
+    manifest: list[dict[str, int | str | float]] = []
     for i, child in enumerate(children):
         slab, z = pool[int(picker.integers(len(pool)))]
-        image, labels = sample(template, z, child, size)
+        level, side = 0.0, "none"
+        draw, level_draw, side_draw = shrinker.random(), shrinker.random(), shrinker.integers(3)
+        if draw < atrophy_fraction:
+            level = float(level_draw * atrophy_max)
+            side = ("both", "left", "right")[int(side_draw)]
+        image, labels = sample(template, z, child, size, atrophy_level=level, atrophy_side=side)
         case = f"{split}-{i:05d}"
         Image.fromarray(np.round(image * 255).astype(np.uint8)).save(
             root / "images" / f"{case}.png"
         )
         Image.fromarray(labels).save(root / "masks" / f"{case}.png")
-        manifest.append({"case": case, "slab": slab, "slice": z, "seed_index": i})
+        manifest.append(
+            {
+                "case": case,
+                "slab": slab,
+                "slice": z,
+                "seed_index": i,
+                "atrophy_level": round(level, 4),
+                "atrophy_side": side,
+            }
+        )
     (root / "manifest.json").write_text(json.dumps(manifest, indent=1))
     return manifest
 
@@ -307,12 +356,26 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--size", type=int, default=256)
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED)
     parser.add_argument("--preview", type=int, default=0, help="write a grid of N cases per split")
+    parser.add_argument(
+        "--atrophy-fraction", type=float, default=0.0, help="share of cases given atrophy"
+    )
+    parser.add_argument(
+        "--atrophy-max", type=float, default=0.3, help="largest level of GM/WM turned into CSF"
+    )
     args = parser.parse_args(argv)
     counts = {"train": args.n_train, "val": args.n_val, "test": args.n_test}
     for split, n in counts.items():
         if n <= 0:
             continue
-        generate_split(args.out, split, n, size=args.size, seed=args.seed)
+        generate_split(
+            args.out,
+            split,
+            n,
+            size=args.size,
+            seed=args.seed,
+            atrophy_fraction=args.atrophy_fraction,
+            atrophy_max=args.atrophy_max,
+        )
         if args.preview:
             print(preview(args.out, split, min(args.preview, n)))
     write_notes(args.out, counts, args)
@@ -325,6 +388,8 @@ def write_notes(out: Path, counts: dict[str, int], args: argparse.Namespace) -> 
         f"python model/segmentation/brain_tissue_data.py --out {out} --n-train {counts['train']} "
         f"--n-val {counts['val']} --n-test {counts['test']} --size {args.size} --seed {args.seed}"
     )
+    if args.atrophy_fraction > 0:
+        command += f" --atrophy-fraction {args.atrophy_fraction} --atrophy-max {args.atrophy_max}"
     text = (
         "Brain-tissue slices generated by model/segmentation/brain_tissue_data.py\n\n"
         + (__doc__ or "").strip()

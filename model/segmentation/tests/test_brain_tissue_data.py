@@ -63,3 +63,40 @@ def test_it_writes_a_split_in_the_dataset_convention(tmp_path: Path) -> None:
         grey, white = case.image[case.mask == 2], case.image[case.mask == 3]
         assert grey.size > 500 and white.size > 500
         assert abs(float(grey.mean()) - float(white.mean())) > 5
+
+
+def test_an_atrophied_case_has_more_csf_and_less_tissue_than_the_same_case_without() -> None:
+    template = load_template()
+    z = slab_splits(template.labels)["train"][30][1]
+    seed = np.random.SeedSequence(5)
+    _, plain = sample(template, z, seed, 256)
+    _, shrunk = sample(template, z, np.random.SeedSequence(5), 256, atrophy_level=0.3)
+    counts = {
+        name: np.bincount(m.ravel(), minlength=4) for name, m in (("a", plain), ("b", shrunk))
+    }
+    assert counts["b"][1] > counts["a"][1] * 1.5  # CSF widened
+    assert counts["b"][2] < counts["a"][2] and counts["b"][3] < counts["a"][3]
+    # same deformation: the brain outline barely moves (edge pixels may tip to CSF)
+    assert abs(int(counts["b"][0]) - int(counts["a"][0])) < 0.01 * counts["a"][0]
+    _, left = sample(
+        template, z, np.random.SeedSequence(5), 256, atrophy_level=0.3, atrophy_side="left"
+    )
+    assert counts["a"][1] < np.bincount(left.ravel(), minlength=4)[1] < counts["b"][1]
+
+
+def test_the_atrophy_option_leaves_other_cases_alone_and_records_the_draws(
+    tmp_path: Path,
+) -> None:
+    plain = generate_split(tmp_path / "a", "train", 4, size=128, seed=12)
+    mixed = generate_split(
+        tmp_path / "b", "train", 4, size=128, seed=12, atrophy_fraction=0.5, atrophy_max=0.3
+    )
+    assert all(row["atrophy_level"] == 0.0 and row["atrophy_side"] == "none" for row in plain)
+    shrunk = [row for row in mixed if row["atrophy_side"] != "none"]
+    assert shrunk and len(shrunk) < 4  # the draws for seed 12 give both kinds
+    assert all(0.0 < float(row["atrophy_level"]) <= 0.3 for row in shrunk)
+    assert json.loads((tmp_path / "b" / "train" / "manifest.json").read_text()) == mixed
+    for a, b in zip(plain, mixed, strict=True):
+        first = (tmp_path / "a" / "train" / "masks" / f"{a['case']}.png").read_bytes()
+        second = (tmp_path / "b" / "train" / "masks" / f"{b['case']}.png").read_bytes()
+        assert (first == second) == (b["atrophy_side"] == "none")
