@@ -36,7 +36,10 @@ into CSF by `volumetrics_data.atrophy`, nearest to CSF first, on the slice's pro
 BEFORE the deformation and contrast draws, so image and mask stay aligned. The atrophy draws
 come from their own seed stream, so the other cases are the same as without the option; the
 manifest records `atrophy_level` and `atrophy_side` for every case (0.0 and "none" when not
-atrophied). Use a new --seed and a new --out for such training sets: the test and val
+atrophied). The side is atrophy()'s: "left" takes the columns past the middle, which in
+this module's slices (columns towards the patient's right, unlike volumetrics_data's) is the
+patient's right; the training draws are symmetric, so this only matters when reading the
+manifest. Use a new --seed and a new --out for such training sets: the test and val
 splits' definition (slabs, seeds) is unchanged.
 """
 
