@@ -32,7 +32,7 @@ Atrophy (`--atrophy-fraction F --atrophy-max L`): the one template is a young br
 narrow sulci and small ventricles, so a network trained on it alone labels widened CSF as
 grey matter. With this option a fraction F of the cases first has a random level in [0, L]
 of its grey and of its white matter (both hemispheres, or the columns of one side) turned
-into CSF by `volumetrics_data.atrophy`, nearest to CSF first, on the slice's probabilities
+into CSF by `model.segmentation.atrophy.atrophy`, nearest to CSF first, on the slice's probabilities
 BEFORE the deformation and contrast draws, so image and mask stay aligned. The atrophy draws
 come from their own seed stream, so the other cases are the same as without the option; the
 manifest records `atrophy_level` and `atrophy_side` for every case (0.0 and "none" when not
@@ -55,6 +55,8 @@ from typing import Any
 
 import numpy as np
 from scipy import ndimage
+
+from model.segmentation.atrophy import atrophy
 
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
@@ -267,11 +269,9 @@ def sample(
 
 def atrophied_slice(template: Template, z: int, level: float, side: str = "both") -> np.ndarray:
     """(4, H, W) probabilities of slice z with `level` of grey and white matter turned into
-    CSF (volumetrics_data.atrophy on that slice alone; the slice itself when level is 0)."""
+    CSF (`atrophy` on that slice alone; the slice itself when level is 0)."""
     if level <= 0:
         return template.probabilities[:, z]
-    from model.segmentation.volumetrics_data import atrophy  # imports this module
-
     return atrophy(template.probabilities[:, z : z + 1], level, side)[:, 0]
 
 

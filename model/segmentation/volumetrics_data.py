@@ -43,6 +43,7 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from engine.dicom.series import SeriesPatient, mr_series
+from model.segmentation.atrophy import atrophy as atrophy_probabilities
 from model.segmentation.brain_tissue_data import load_template
 
 T1_MEANS = (0.0, 250.0, 1100.0, 1900.0)  # background, CSF, grey, white matter
@@ -95,39 +96,11 @@ def oriented_template() -> tuple[np.ndarray, np.ndarray]:
 def atrophy(probabilities: np.ndarray, level: float, side: str = "both") -> np.ndarray:
     """`level` of each of grey and white matter (within `side`) turned into CSF, nearest to
     CSF first (see the module's notes). A new array; `probabilities` is (4, Z, H, W) with
-    columns towards the patient's left."""
-    out = probabilities.copy()
-    if level <= 0:
-        return out
+    columns towards the patient's left. The template's own distances are reused when the
+    shape is the template's (`model.segmentation.atrophy.atrophy` computes them otherwise)."""
     _, distance = oriented_template()
-    if distance.shape != probabilities.shape[1:]:
-        distance = np.asarray(
-            ndimage.distance_transform_edt(np.argmax(probabilities, axis=0) >= 2), np.float32
-        )
-    width = probabilities.shape[3]
-    middle = (width - 1) / 2.0
-    columns = np.arange(width)
-    region = np.ones(probabilities.shape[1:], dtype=bool)
-    if side == "left":
-        region &= (columns > middle)[None, None, :]
-    elif side == "right":
-        region &= (columns < middle)[None, None, :]
-    for k in (2, 3):
-        tissue = out[k]
-        where = np.flatnonzero(region.ravel() & (tissue.ravel() > 0))
-        order = where[np.argsort(distance.ravel()[where], kind="stable")]
-        mass = tissue.ravel()[order]
-        target = level * float(mass.sum())
-        cumulative = np.cumsum(mass, dtype=np.float64)
-        whole = int(np.searchsorted(cumulative, target, side="right"))
-        taken = np.zeros_like(mass)
-        taken[:whole] = mass[:whole]
-        if whole < len(mass):
-            taken[whole] = target - (cumulative[whole - 1] if whole else 0.0)
-        flat_tissue, flat_csf = out[k].reshape(-1), out[1].reshape(-1)
-        flat_tissue[order] -= taken
-        flat_csf[order] += taken
-    return out
+    known = distance if distance.shape == probabilities.shape[1:] else None
+    return atrophy_probabilities(probabilities, level, side, distance=known)
 
 
 def _block_mean(array: np.ndarray, factors: tuple[int, int, int]) -> np.ndarray:
