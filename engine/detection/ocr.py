@@ -28,7 +28,7 @@ import unicodedata
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 
 import numpy as np
 
@@ -49,6 +49,19 @@ def packaged_model(name: str = MODEL_FILE) -> Path:
     if not path.is_file():
         raise OcrUnavailable(f"{path} is missing from the rapidocr package")
     return path
+
+
+def onnx_session(model: str | Path, threads: int) -> Any:
+    """An ONNX Runtime CPU session of `threads` intra-op threads (OcrUnavailable without
+    onnxruntime)."""
+    try:
+        import onnxruntime as ort
+    except ImportError as exc:  # pragma: no cover - onnxruntime is a dependency
+        raise OcrUnavailable("onnxruntime is not installed") from exc
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    return ort.InferenceSession(str(model), options, providers=["CPUExecutionProvider"])
 
 
 @dataclass(frozen=True)
@@ -78,16 +91,7 @@ class TextFinder:
         min_aspect: float = 1.5,
         max_line_share: float = 0.06,
     ) -> None:
-        try:
-            import onnxruntime as ort
-        except ImportError as exc:  # pragma: no cover - onnxruntime is a dependency
-            raise OcrUnavailable("onnxruntime is not installed") from exc
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-        self.session = ort.InferenceSession(
-            str(model or packaged_model()), options, providers=["CPUExecutionProvider"]
-        )
+        self.session = onnx_session(model or packaged_model(), threads)
         self.input = self.session.get_inputs()[0].name
         self.limit_side = limit_side
         self.threshold = threshold
@@ -177,18 +181,7 @@ class TextReader:
     def __init__(
         self, model: str | Path | None = None, *, threads: int = 1, max_width: int = 1600
     ) -> None:
-        try:
-            import onnxruntime as ort
-        except ImportError as exc:  # pragma: no cover - onnxruntime is a dependency
-            raise OcrUnavailable("onnxruntime is not installed") from exc
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-        self.session = ort.InferenceSession(
-            str(model or packaged_model(REC_MODEL_FILE)),
-            options,
-            providers=["CPUExecutionProvider"],
-        )
+        self.session = onnx_session(model or packaged_model(REC_MODEL_FILE), threads)
         self.input = self.session.get_inputs()[0].name
         listed = self.session.get_modelmeta().custom_metadata_map.get("character", "")
         if not listed:

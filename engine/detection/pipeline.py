@@ -288,6 +288,25 @@ def seal_region(
     )
 
 
+def seal_boxes(
+    boxes: Sequence[Box], pixels: np.ndarray, first_index: int, data_key: bytes, scan_ref: str
+) -> list[SealedRegion]:
+    """Seal each box's crop of one frame's ORIGINAL pixels, numbered from `first_index`
+    (crops never come from filled pixels, so regions may overlap and any paste order
+    restores the same image)."""
+    return [
+        seal_region(
+            pixels=pixels,
+            box=box,
+            index=first_index + i,
+            data_key=data_key,
+            scan_ref=scan_ref,
+            one_frame=True,
+        )
+        for i, box in enumerate(boxes)
+    ]
+
+
 def open_region(
     *, ciphertext: bytes, data_key: bytes, scan_ref: str, index: int, frame: int, box: Sequence[int]
 ) -> np.ndarray:
@@ -677,6 +696,7 @@ def pipeline_run(
             ]
             boxes = ruled + boxes
         frame_regions: list[SealedRegion] = []
+
         red_pixels, red_display = pixels, display
         rounds = 0
         first_round = True
@@ -684,17 +704,9 @@ def pipeline_run(
             with timed(timings, "encrypt_ms"):
                 # Crops always come from the ORIGINAL pixels, so regions may overlap and any
                 # paste order restores the same image.
-                for box in boxes:
-                    frame_regions.append(
-                        seal_region(
-                            pixels=pixels,
-                            box=box,
-                            index=len(regions) + len(frame_regions),
-                            data_key=data_key,
-                            scan_ref=scan_ref,
-                            one_frame=True,
-                        )
-                    )
+                frame_regions += seal_boxes(
+                    boxes, pixels, len(regions) + len(frame_regions), data_key, scan_ref
+                )
             with timed(timings, "redact_ms"):
                 coords = [b.coords for b in boxes]
                 red_pixels = fill_regions(red_pixels, coords) if coords else red_pixels
@@ -751,17 +763,13 @@ def pipeline_run(
             if marks:
                 annotations += len(marks)
                 with timed(timings, "encrypt_ms"):
-                    for mark in marks:
-                        frame_regions.append(
-                            seal_region(
-                                pixels=pixels,
-                                box=Box(f, ANNOTATION_LABEL, 1.0, *mark),
-                                index=len(regions) + len(frame_regions),
-                                data_key=data_key,
-                                scan_ref=scan_ref,
-                                one_frame=True,
-                            )
-                        )
+                    frame_regions += seal_boxes(
+                        [Box(f, ANNOTATION_LABEL, 1.0, *mark) for mark in marks],
+                        pixels,
+                        len(regions) + len(frame_regions),
+                        data_key,
+                        scan_ref,
+                    )
                 with timed(timings, "redact_ms"):
                     red_pixels = fill_regions(red_pixels, marks)
                     red_display = fill_regions(red_display, marks)
@@ -795,17 +803,9 @@ def pipeline_run(
                         b for b in opinion_found if not covered(b, matched, share=0.5)
                     ] + matched
                     with timed(timings, "encrypt_ms"):
-                        for spot in matched:
-                            frame_regions.append(
-                                seal_region(
-                                    pixels=pixels,
-                                    box=spot,
-                                    index=len(regions) + len(frame_regions),
-                                    data_key=data_key,
-                                    scan_ref=scan_ref,
-                                    one_frame=True,
-                                )
-                            )
+                        frame_regions += seal_boxes(
+                            matched, pixels, len(regions) + len(frame_regions), data_key, scan_ref
+                        )
                     with timed(timings, "redact_ms"):
                         red_pixels = fill_regions(red_pixels, marked)
                         red_display = fill_regions(red_display, marked)
