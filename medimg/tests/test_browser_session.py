@@ -65,8 +65,11 @@ def test_activity_keeps_the_session_and_a_draft_survives_an_idle_sign_out(
     assert "/login/" not in page.url
 
     # Typing a note is activity, and the text is kept as a draft in this tab.
+    # Typing renews the session too (over RENEW_SECONDS since the last request): the renewal
+    # must be answered before the clock jumps, or its late answer counts as fresh activity.
     note = page.get_by_label("Add a note")
-    note.fill(DRAFT)
+    with page.expect_response(lambda r: r.url.endswith("/api/auth/me/") and r.ok):
+        note.fill(DRAFT)
     assert len(_drafts(page)) == 1
 
     # Left alone: the warning, then the idle sign-out, to a login page that comes back here.
