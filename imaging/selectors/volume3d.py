@@ -186,7 +186,8 @@ def volume3d_image_nifti(
     job = _job(user, job_id)
     members = _members(user, job)
     headers = _headers(members)
-    volume = _grey(np.concatenate([scan_redacted_pixels(m) for m in members]))
+    slices = [scan_redacted_pixels(m) for m in members]  # each scan's key opened once
+    volume = _grey(np.concatenate(slices))
     geometry = _geometry(job, headers)
     slope, intercept = 1.0, 0.0
     if headers:
@@ -199,10 +200,9 @@ def volume3d_image_nifti(
         else:  # slices scaled differently: real values, one scale
             volume = np.concatenate(
                 [
-                    scan_redacted_pixels(m).astype(np.float32)
-                    * float(h.get("RescaleSlope", 1) or 1)
+                    pixels.astype(np.float32) * float(h.get("RescaleSlope", 1) or 1)
                     + float(h.get("RescaleIntercept", 0) or 0)
-                    for m, h in zip(members, headers, strict=True)
+                    for pixels, h in zip(slices, headers, strict=True)
                 ]
             )
     if volume.dtype == np.float64:
