@@ -12,7 +12,7 @@
     severe: "Severe atrophy",
   };
   var GRADE_BADGE = {
-    none: "badge--completed",
+    none: "badge--info", // neutral: the model card says a "none" grade does not exclude atrophy
     mild: "badge--warning",
     moderate: "badge--failed",
     severe: "badge--failed",
